@@ -1,0 +1,61 @@
+"""Token encoding and the receipt's canonical bytes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.helpers import USER, entropy
+from zeropay_proto import LocalProtocolError, PaymentBinding, Receipt, RemoteProtocolError
+from zeropay_proto.receipt import encode_token, parse_bearer, token_digest
+
+RAW = entropy(32, "token")
+
+
+def test_token_round_trips_through_the_bearer_header() -> None:
+    text = encode_token(RAW)
+    assert len(text) == 43
+    assert parse_bearer(f"Bearer {text}") == RAW
+    assert token_digest(RAW) != RAW
+    assert len(token_digest(RAW)) == 32
+    with pytest.raises(LocalProtocolError):
+        encode_token(b"short")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "Basic abc", "Bearer ", "Bearer !!!", "Bearer " + "A" * 42,
+     "Bearer " + encode_token(RAW)[:-1] + "_"],  # non-canonical final character
+)  # fmt: skip
+def test_malformed_bearer_is_a_401(header: str | None) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_bearer(header)
+    assert info.value.error_status_hint == 401
+    assert info.value.code == "UNAUTHENTICATED"
+
+
+def test_receipt_canonical_bytes_are_stable_and_bind_every_field() -> None:
+    binding = PaymentBinding(amount=Decimal("12.50"), currency="EUR", merchant_id="shop-7")
+    receipt = Receipt(session_id="s", user_id=USER, binding=binding, issued_at_ms=1)
+    expected = (
+        b"zeropay-receipt/v1\n"
+        b'{"amount":"12.50","currency":"EUR","issued_at_ms":1,"merchant_id":"shop-7",'
+        b'"session_id":"s","user_uuid":"' + USER.encode() + b'"}'
+    )
+    assert receipt.canonical_bytes() == expected
+    others = [
+        Receipt(session_id="t", user_id=USER, binding=binding, issued_at_ms=1),
+        Receipt(session_id="s", user_id=USER, binding=PaymentBinding(), issued_at_ms=1),
+        Receipt(session_id="s", user_id=USER, binding=binding, issued_at_ms=2),
+    ]
+    assert all(o.canonical_bytes() != expected for o in others)
+    assert (
+        Receipt(
+            session_id="s",
+            user_id=USER,
+            binding=PaymentBinding(amount=Decimal("1E+2")),
+            issued_at_ms=1,
+        ).as_dict()["amount"]
+        == "100"
+    )

@@ -1,0 +1,143 @@
+"""The request-body parsers: every rejection names its field and status."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.helpers import USER, entropy
+from zeropay_proto import (
+    Factor,
+    RemoteProtocolError,
+    RiskLevel,
+    make_session_id,
+    parse_enrollment,
+    parse_initiate,
+    parse_verify,
+)
+from zeropay_proto.requests import load_json_object
+
+SID = make_session_id(USER, entropy(16))
+DIGESTS = {"PIN": "00" * 32, "COLOUR": "11" * 32, "EMOJI": "22" * 32}
+
+
+def body(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def rejection(parse: Any, raw: bytes) -> RemoteProtocolError:
+    with pytest.raises(RemoteProtocolError) as info:
+        parse(raw)
+    return info.value
+
+
+def test_enrollment_parses() -> None:
+    req = parse_enrollment(body(user_uuid=USER.upper(), factors=DIGESTS, device_id="phone-1"))
+    assert req.user_id == USER
+    assert set(req.factors) == {Factor.PIN, Factor.COLOUR, Factor.EMOJI}
+    assert req.device_id == "phone-1"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "code"),
+    [
+        ({"factors": DIGESTS, "device_id": "d"}, "user_uuid", "MISSING_FIELD"),
+        ({"user_uuid": USER, "device_id": "d"}, "factors", "MISSING_FIELD"),
+        ({"user_uuid": USER, "factors": DIGESTS}, "device_id", "MISSING_FIELD"),
+        ({"user_uuid": USER, "factors": DIGESTS, "device_id": "a b"}, "device_id", "INVALID_INPUT"),
+        ({"user_uuid": USER, "factors": DIGESTS, "device_id": 5}, "device_id", "INVALID_INPUT"),
+        ({"user_uuid": USER, "factors": {"PIN": "00" * 32}, "device_id": "d"}, "factors",
+         "FACTOR_COUNT"),
+        ({"user_uuid": "x", "factors": DIGESTS, "device_id": "d"}, "user_uuid", "INVALID_UUID"),
+    ],
+)  # fmt: skip
+def test_enrollment_rejections_name_the_field(
+    fields: dict[str, Any], field: str, code: str
+) -> None:
+    err = rejection(parse_enrollment, body(**fields))
+    assert (err.field, err.code, err.error_status_hint) == (field, code, 400)
+
+
+def test_duplicate_factor_keys_are_refused() -> None:
+    raw = (
+        b'{"user_uuid": "%s", "device_id": "d", "factors": {"PIN": "%s", "PIN": "%s", '
+        b'"COLOUR": "%s", "EMOJI": "%s"}}' % (USER.encode(), *(b"00" * 32,) * 4)
+    )
+    err = rejection(parse_enrollment, raw)
+    assert (err.code, err.field) == ("INVALID_JSON", "PIN")
+
+
+def test_initiate_parses_with_defaults() -> None:
+    req = parse_initiate(body(user_uuid=USER))
+    assert req.risk is RiskLevel.MEDIUM
+    assert req.binding.amount is None
+    assert req.psp_config is None
+    full = parse_initiate(
+        b'{"user_uuid": "%s", "transaction_amount": 12.50, "currency": "EUR", '
+        b'"merchant_id": "shop-1", "risk_level": "LOW", "psp_config": {"provider": "sandbox"}}'
+        % USER.encode()
+    )
+    assert full.binding.amount == Decimal("12.50")
+    assert (full.binding.currency, full.binding.merchant_id) == ("EUR", "shop-1")
+    assert full.risk is RiskLevel.LOW
+    assert full.psp_config == {"provider": "sandbox"}
+    assert parse_initiate(body(user_uuid=USER, transaction_amount=7)).binding.amount == 7
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"transaction_amount": -1}, "transaction_amount"),
+        ({"transaction_amount": "12"}, "transaction_amount"),
+        ({"transaction_amount": True}, "transaction_amount"),
+        ({"transaction_amount": 1.23456}, "transaction_amount"),
+        ({"transaction_amount": 1e13}, "transaction_amount"),
+        ({"currency": "eur"}, "currency"),
+        ({"currency": 978}, "currency"),
+        ({"merchant_id": "a" * 65}, "merchant_id"),
+        ({"risk_level": "EXTREME"}, "risk_level"),
+        ({"risk_level": ["LOW"]}, "risk_level"),
+        ({"psp_config": "sandbox"}, "psp_config"),
+    ],
+)
+def test_initiate_rejections_name_the_field(extra: dict[str, Any], field: str) -> None:
+    err = rejection(parse_initiate, body(user_uuid=USER, **extra))
+    assert err.field == field
+    assert err.error_status_hint == 400
+
+
+def test_verify_parses() -> None:
+    req = parse_verify(body(session_id=SID, user_uuid=USER, factors={"PIN": "00" * 32}))
+    assert (req.session_id, req.user_id) == (SID, USER)
+    assert req.factors == {Factor.PIN: bytes(32)}
+
+
+def test_verify_for_another_users_session_is_not_found() -> None:
+    other = "00000000-0000-4000-8000-000000000001"
+    err = rejection(parse_verify, body(session_id=SID, user_uuid=other, factors=DIGESTS))
+    assert (err.code, err.error_status_hint) == ("SESSION_NOT_FOUND", 404)
+
+
+def test_verify_needs_at_least_one_factor() -> None:
+    err = rejection(parse_verify, body(session_id=SID, user_uuid=USER, factors={}))
+    assert err.code == "FACTOR_COUNT"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"", 400, "INVALID_JSON"),
+        (b"\xff\xfe", 400, "INVALID_JSON"),
+        (b"[]", 400, "INVALID_JSON"),
+        (b'{"a": NaN}', 400, "INVALID_JSON"),
+        (b"[" * 5000 + b"]" * 5000, 400, "INVALID_JSON"),
+        (b'{"a": ' + b"9" * 5000 + b"}", 400, "INVALID_JSON"),
+        (b" " * (10 * 1024 + 1), 413, "PAYLOAD_TOO_LARGE"),
+    ],
+)
+def test_bodies_that_are_not_small_json_objects(raw: bytes, status: int, code: str) -> None:
+    err = rejection(load_json_object, raw)
+    assert (err.error_status_hint, err.code) == (status, code)

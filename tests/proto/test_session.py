@@ -1,0 +1,465 @@
+"""The verification session's rules, driven synchronously with a hand-advanced clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from tests.helpers import (
+    ENROLLED,
+    OTHER_USER,
+    PEPPER,
+    T0,
+    USER,
+    digest_for,
+    enroll,
+    entropy,
+    issue,
+)
+from zeropay_proto import (
+    AccountLocked,
+    AttemptReserved,
+    ChallengeWindow,
+    Factor,
+    FactorsMismatched,
+    KeyDerivationRequested,
+    LocalProtocolError,
+    Lockout,
+    PaymentBinding,
+    Policy,
+    RiskLevel,
+    Session,
+    SessionClosed,
+    SessionState,
+    VerificationFailed,
+    VerificationSucceeded,
+    compare_factors,
+    conclude_attempt,
+    derive_and_unwrap,
+    describe_session,
+    open_session,
+    reserve_attempt,
+    token_digest,
+)
+from zeropay_proto.crypto import EnrollmentRecord
+from zeropay_proto.session import (
+    DEFAULT_LOCKOUT_DURATIONS_SECONDS,
+    TRANSITIONS,
+    SessionInput,
+    transition,
+)
+
+TOKEN = entropy(32, "token")
+
+
+def right(session: Session) -> dict[Factor, bytes]:
+    return {f: digest_for(f) for f in session.challenged}
+
+
+def wrong(session: Session) -> dict[Factor, bytes]:
+    # Only the last challenged factor is wrong: the comparison must not stop early to notice.
+    answers = right(session)
+    answers[session.challenged[-1]] = digest_for(session.challenged[-1], "wrong")
+    return answers
+
+
+NEVER_FAILED = Lockout()
+
+
+def reserved(session: Session, lockout: Lockout = NEVER_FAILED, now: float = T0) -> AttemptReserved:
+    out = reserve_attempt(session, lockout, now=now)
+    assert isinstance(out, AttemptReserved)
+    return out
+
+
+def record() -> EnrollmentRecord:
+    return enroll()[0].record
+
+
+# --- opening ---------------------------------------------------------------------------------
+
+
+def test_open_session_challenges_three_enrolled_factors_by_default() -> None:
+    out = issue()
+    assert len(out.session.challenged) == 3
+    assert set(out.session.challenged) <= set(ENROLLED)
+    assert out.session.state is SessionState.PENDING
+    assert out.session.attempts_used == 0
+    assert out.session.expires_at_ms == int(T0 * 1000) + 300_000
+    assert out.window_opened
+    assert out.window is not None
+    assert out.window.factors[:3] == out.session.challenged
+    assert not out.session.decoy
+
+
+def test_low_risk_small_payment_challenges_two_factors_from_the_same_window() -> None:
+    high = issue(amount="100", risk=RiskLevel.HIGH)
+    assert high.window is not None
+
+    def reopen(amount: str | None, risk: RiskLevel) -> tuple[Factor, ...]:
+        out = open_session(
+            session_id=high.session.session_id,
+            user_id=USER,
+            enrolled=frozenset(ENROLLED),
+            window=high.window,
+            binding=PaymentBinding(amount=None if amount is None else Decimal(amount)),
+            risk=risk,
+            now=T0 + 1,
+            entropy=entropy(32, "a draw that must not be used"),
+            decoy_key=b"d" * 32,
+        )
+        assert not out.window_opened
+        return out.session.challenged
+
+    assert reopen("29.99", RiskLevel.LOW) == high.session.challenged[:2]
+    assert reopen("30", RiskLevel.LOW) == high.session.challenged
+    assert reopen("5", RiskLevel.MEDIUM) == high.session.challenged
+    assert reopen(None, RiskLevel.LOW) == high.session.challenged  # no amount: not "under 30"
+
+
+def test_sessions_in_one_window_reuse_the_stored_draw() -> None:
+    first = issue(label="a")
+    assert first.window is not None
+    second = open_session(
+        session_id=first.session.session_id,
+        user_id=USER,
+        enrolled=frozenset(ENROLLED),
+        window=first.window,
+        binding=first.session.binding,
+        risk=RiskLevel.MEDIUM,
+        now=T0 + 60,
+        entropy=entropy(32, "a different draw"),
+        decoy_key=b"d" * 32,
+    )
+    assert second.session.challenged == first.session.challenged
+    assert not second.window_opened
+
+
+def test_unknown_user_gets_a_decoy_that_is_stable_within_the_window() -> None:
+    a = issue(enrolled=None, label="a")
+    b = issue(enrolled=None, label="b", now=T0 + 30)
+    assert a.session.decoy
+    assert a.window is None
+    assert not a.window_opened
+    assert a.session.challenged == b.session.challenged
+    assert len(a.session.challenged) == 3
+    later = issue(enrolled=None, now=T0 + 15 * 60)
+    other_user = issue(enrolled=None, user=OTHER_USER)
+    assert (later.session.challenged, other_user.session.challenged) != (
+        a.session.challenged,
+        a.session.challenged,
+    )
+
+
+# --- the transition table --------------------------------------------------------------------
+
+
+def test_only_pending_sessions_have_transitions() -> None:
+    assert {state for state, _ in TRANSITIONS} == {SessionState.PENDING}
+    for state in SessionState:
+        for event in SessionInput:
+            if (state, event) in TRANSITIONS:
+                assert transition(state, event) is TRANSITIONS[(state, event)]
+            else:
+                with pytest.raises(LocalProtocolError):
+                    transition(state, event)
+
+
+def test_session_validates_its_fields() -> None:
+    session = issue().session
+    with pytest.raises(LocalProtocolError):
+        replace(session, challenged=())
+    with pytest.raises(LocalProtocolError):
+        replace(session, challenged=(Factor.PIN, Factor.PIN))
+    with pytest.raises(LocalProtocolError):
+        replace(session, attempts_used=4)
+
+
+def test_policy_rejects_non_positive_numbers() -> None:
+    with pytest.raises(LocalProtocolError):
+        Policy(max_attempts=0)
+    with pytest.raises(LocalProtocolError):
+        Policy(lockout_durations_seconds=())
+    with pytest.raises(LocalProtocolError):
+        Policy(lockout_durations_seconds=(0,))
+
+
+# --- a whole verification --------------------------------------------------------------------
+
+
+def test_right_factors_verify_and_mint_a_token_and_receipt() -> None:
+    plan, wrapped = enroll()
+    session = issue().session
+    step1 = reserved(session)
+    assert step1.attempt == 1
+    assert step1.session.attempts_used == 1
+    assert step1.lockout.failures == 1  # counted before the comparison
+    step2 = compare_factors(step1, record=plan.record, presented=right(session), pepper=PEPPER)
+    assert isinstance(step2, KeyDerivationRequested)
+    row = plan.wrapped_key(wrapped)
+    assert derive_and_unwrap(step2.material, row.salt, row.iterations, row.wrapped, USER)
+    step3 = conclude_attempt(
+        step1.session, attempt=1, key_unwrapped=True, now=T0 + 1, token_entropy=TOKEN
+    )
+    assert isinstance(step3, VerificationSucceeded)
+    assert step3.session.state is SessionState.VERIFIED
+    assert step3.lockout == Lockout()
+    assert step3.token_digest == token_digest(TOKEN)
+    assert len(step3.auth_token) == 43
+    assert step3.token_expires_at_ms == int((T0 + 1) * 1000) + 300_000
+    assert step3.receipt.session_id == session.session_id
+    assert step3.receipt.binding == session.binding
+
+
+def test_wrong_factor_fails_without_naming_it() -> None:
+    session = issue().session
+    step1 = reserved(session)
+    step2 = compare_factors(step1, record=record(), presented=wrong(session), pepper=PEPPER)
+    assert step2 == FactorsMismatched()
+    step3 = conclude_attempt(
+        step1.session, attempt=1, key_unwrapped=False, now=T0, token_entropy=TOKEN
+    )
+    assert step3 == VerificationFailed(session=step1.session, attempts_remaining=2)
+
+
+def test_missing_factor_or_wrong_pepper_or_other_users_record_mismatch() -> None:
+    session = issue().session
+    step1 = reserved(session)
+    partial = right(session)
+    del partial[session.challenged[0]]
+    assert isinstance(
+        compare_factors(step1, record=record(), presented=partial, pepper=PEPPER),
+        FactorsMismatched,
+    )
+    assert isinstance(
+        compare_factors(step1, record=record(), presented=right(session), pepper=b"x" * 32),
+        FactorsMismatched,
+    )
+    other = enroll(user=OTHER_USER)[0].record
+    assert isinstance(
+        compare_factors(step1, record=other, presented=right(session), pepper=PEPPER),
+        FactorsMismatched,
+    )
+    assert isinstance(
+        compare_factors(step1, record=None, presented=right(session), pepper=PEPPER),
+        FactorsMismatched,
+    )
+
+
+def test_challenged_factor_not_in_record_mismatches() -> None:
+    session = issue().session
+    step1 = reserved(session)
+    rec = record()
+    smaller = EnrollmentRecord(
+        user_id=USER,
+        verifiers={f: v for f, v in rec.verifiers.items() if f != session.challenged[1]},
+        enrolled_at=rec.enrolled_at,
+    )
+    out = compare_factors(step1, record=smaller, presented=right(session), pepper=PEPPER)
+    assert isinstance(out, FactorsMismatched)
+
+
+def test_compare_factors_rejects_malformed_digests_from_the_driver() -> None:
+    session = issue().session
+    bad = dict.fromkeys(session.challenged, b"short")
+    with pytest.raises(LocalProtocolError):
+        compare_factors(reserved(session), record=record(), presented=bad, pepper=PEPPER)
+
+
+def test_decoy_session_always_fails_the_same_way() -> None:
+    real = issue(label="r").session
+    decoy = issue(enrolled=None, label="d").session
+    outputs = []
+    for session in (real, decoy):
+        step1 = reserved(session)
+        # Even the "right" answers for a decoy, against a real record, cannot match.
+        step2 = compare_factors(step1, record=record(), presented=right(session), pepper=PEPPER)
+        if session is real:
+            step2 = compare_factors(step1, record=record(), presented=wrong(session), pepper=PEPPER)
+        assert isinstance(step2, FactorsMismatched)
+        out = conclude_attempt(
+            step1.session, attempt=1, key_unwrapped=False, now=T0, token_entropy=TOKEN
+        )
+        assert isinstance(out, VerificationFailed)
+        outputs.append(out.attempts_remaining)
+    assert outputs == [2, 2]
+
+
+def test_key_unwrap_failure_is_a_failure() -> None:
+    session = issue().session
+    step1 = reserved(session)
+    out = conclude_attempt(
+        step1.session, attempt=1, key_unwrapped=False, now=T0, token_entropy=TOKEN
+    )
+    assert isinstance(out, VerificationFailed)
+
+
+def test_three_failures_fail_the_session_and_it_accepts_nothing_more() -> None:
+    session = issue().session
+    lockout = Lockout()
+    for attempt in (1, 2, 3):
+        step1 = reserved(session, lockout)
+        assert step1.attempt == attempt
+        out = conclude_attempt(
+            step1.session, attempt=attempt, key_unwrapped=False, now=T0, token_entropy=TOKEN
+        )
+        assert isinstance(out, VerificationFailed)
+        assert out.attempts_remaining == 3 - attempt
+        session, lockout = out.session, step1.lockout
+    assert session.state is SessionState.FAILED
+    assert reserve_attempt(session, lockout, now=T0) == SessionClosed(state=SessionState.FAILED)
+
+
+def test_verified_session_cannot_be_verified_again() -> None:
+    session = issue().session
+    first = reserved(session)
+    done = conclude_attempt(
+        first.session, attempt=1, key_unwrapped=True, now=T0, token_entropy=TOKEN
+    )
+    assert isinstance(done, VerificationSucceeded)
+    assert reserve_attempt(done.session, done.lockout, now=T0) == SessionClosed(
+        state=SessionState.VERIFIED
+    )
+
+
+def test_concurrent_attempts_conclude_at_most_one_success() -> None:
+    session = issue().session
+    a = reserved(session)
+    b = reserved(a.session, a.lockout)
+    stored = b.session  # both reservations persisted
+    first = conclude_attempt(stored, attempt=1, key_unwrapped=True, now=T0, token_entropy=TOKEN)
+    assert isinstance(first, VerificationSucceeded)
+    second = conclude_attempt(
+        first.session, attempt=2, key_unwrapped=True, now=T0, token_entropy=TOKEN
+    )
+    assert second == SessionClosed(state=SessionState.VERIFIED)
+
+
+def test_all_attempts_in_flight_refuses_a_fourth() -> None:
+    session = issue().session
+    lockout = Lockout()
+    for _ in range(3):
+        step = reserved(session, lockout)
+        session, lockout = step.session, step.lockout
+    assert reserve_attempt(session, lockout, now=T0) == SessionClosed(state=SessionState.PENDING)
+
+
+def test_earlier_attempt_failing_after_the_last_does_not_reopen() -> None:
+    session = issue().session
+    lockout = Lockout()
+    for _ in range(3):
+        step = reserved(session, lockout)
+        session, lockout = step.session, step.lockout
+    last = conclude_attempt(session, attempt=3, key_unwrapped=False, now=T0, token_entropy=TOKEN)
+    assert isinstance(last, VerificationFailed)
+    assert last.session.state is SessionState.FAILED
+    late = conclude_attempt(
+        last.session, attempt=2, key_unwrapped=False, now=T0, token_entropy=TOKEN
+    )
+    assert late == SessionClosed(state=SessionState.FAILED)
+
+
+def test_conclude_guards_its_inputs() -> None:
+    session = issue().session
+    with pytest.raises(LocalProtocolError):
+        conclude_attempt(session, attempt=1, key_unwrapped=True, now=T0, token_entropy=TOKEN)
+    step = reserved(session)
+    with pytest.raises(LocalProtocolError):
+        conclude_attempt(step.session, attempt=1, key_unwrapped=True, now=T0, token_entropy=b"")
+
+
+def test_session_expires_after_its_lifetime() -> None:
+    session = issue().session
+    assert describe_session(session, now=T0 + 299.999).state is SessionState.PENDING
+    assert reserve_attempt(session, Lockout(), now=T0 + 300) == SessionClosed(
+        state=SessionState.EXPIRED
+    )
+    status = describe_session(session, now=T0 + 400)
+    assert status.state is SessionState.EXPIRED
+    assert status.attempts_remaining == 0
+    assert status.expires_in_ms == 0
+
+
+def test_describe_reports_attempts() -> None:
+    session = reserved(issue().session).session
+    status = describe_session(session, now=T0 + 100)
+    assert status.state is SessionState.PENDING
+    assert (status.attempts_used, status.attempts_remaining) == (1, 2)
+    assert status.expires_in_ms == 200_000
+
+
+# --- lockout ---------------------------------------------------------------------------------
+
+
+def fail_once(lockout: Lockout, now: float, label: str) -> Lockout | AccountLocked:
+    session = issue(label=label, now=now).session
+    out = reserve_attempt(session, lockout, now=now)
+    if isinstance(out, AccountLocked):
+        return out
+    assert isinstance(out, AttemptReserved)
+    return out.lockout
+
+
+def test_five_failures_across_sessions_lock_with_escalating_durations() -> None:
+    lockout = Lockout()
+    now = T0
+    for level, duration in enumerate((*DEFAULT_LOCKOUT_DURATIONS_SECONDS, 86_400)):
+        for i in range(5):
+            result = fail_once(lockout, now, f"{level}-{i}")
+            assert isinstance(result, Lockout)
+            lockout = result
+        assert lockout.failures == 5
+        assert lockout.level == level + 1
+        assert lockout.locked_until_ms == int(now * 1000) + duration * 1000
+        refused = fail_once(lockout, now + 1, "locked")
+        assert isinstance(refused, AccountLocked)
+        assert refused.retry_after_ms == duration * 1000 - 1000
+        now += duration  # the lock has run out: a new series starts
+        assert lockout.current(int(now * 1000)).failures == 0
+
+
+def test_success_clears_the_counter_and_the_escalation() -> None:
+    lockout = Lockout(failures=4, level=2, locked_until_ms=0, updated_ms=int(T0 * 1000))
+    session = issue().session
+    step = reserved(session, lockout)
+    assert step.lockout.locked_until_ms > 0  # the fifth reservation locks at once
+    done = conclude_attempt(
+        step.session, attempt=1, key_unwrapped=True, now=T0, token_entropy=TOKEN
+    )
+    assert isinstance(done, VerificationSucceeded)
+    assert done.lockout == Lockout()
+
+
+def test_lockout_state_is_forgotten_after_a_quiet_day() -> None:
+    lockout = Lockout(failures=3, level=1, locked_until_ms=0, updated_ms=int(T0 * 1000))
+    assert lockout.forget_at_ms() == int(T0 * 1000) + 86_400_000
+    assert lockout.current(int(T0 * 1000) + 86_399_999) == lockout
+    assert lockout.current(int(T0 * 1000) + 86_400_000) == Lockout()
+
+
+def test_locked_account_with_closed_session_reports_the_session() -> None:
+    lockout = Lockout(
+        failures=5, level=1, locked_until_ms=int(T0 * 1000) + 10_000, updated_ms=int(T0 * 1000)
+    )
+    closed = replace(issue().session, state=SessionState.VERIFIED)
+    assert reserve_attempt(closed, lockout, now=T0) == SessionClosed(state=SessionState.VERIFIED)
+    assert isinstance(reserve_attempt(issue().session, lockout, now=T0), AccountLocked)
+
+
+def test_window_is_redrawn_when_a_factor_is_no_longer_enrolled() -> None:
+    window = ChallengeWindow(factors=(Factor.NFC, Factor.PIN, Factor.FACE), index=int(T0 // 900))
+    out = open_session(
+        session_id=issue().session.session_id,
+        user_id=USER,
+        enrolled=frozenset(ENROLLED),
+        window=window,
+        binding=issue().session.binding,
+        risk=RiskLevel.HIGH,
+        now=T0,
+        entropy=entropy(32),
+        decoy_key=b"d" * 32,
+    )
+    assert out.window_opened
+    assert set(out.session.challenged) <= set(ENROLLED)

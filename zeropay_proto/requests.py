@@ -1,0 +1,189 @@
+"""Parsers of the JSON request bodies: untrusted bytes in, validated inputs out.
+
+Each parser either returns a frozen request object or raises
+:class:`~zeropay_proto.RemoteProtocolError` naming the field at fault (413 for a body over
+10 kB). Nothing else escapes, whatever the bytes: that is what the fuzz harness checks.
+Unknown fields are ignored, for compatibility with the original service's clients.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from ._errors import RemoteProtocolError
+from .challenge import RiskLevel
+from .factors import MAX_ENROLLED_FACTORS, MIN_ENROLLED_FACTORS, Factor, parse_factor_digests
+from .identifiers import parse_session_id, parse_user_id
+from .receipt import PaymentBinding
+
+#: SPEC section 3: bodies over 10 kB are refused with 413.
+MAX_BODY_BYTES = 10 * 1024
+#: Amounts: non-negative, at most 12 integer digits and 4 decimals (ISO 4217 minor units
+#: go up to 4, e.g. CLF).
+MAX_AMOUNT = Decimal("999999999999.9999")
+MAX_AMOUNT_DECIMALS = 4
+
+_CURRENCY = re.compile(r"[A-Z]{3}\Z")
+_MERCHANT = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+_DEVICE = re.compile(r"[\x21-\x7e]{1,128}\Z")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnrollmentRequest:
+    """``POST /v1/enrollment/store`` and ``PUT /v1/enrollment/update``."""
+
+    user_id: str
+    factors: Mapping[Factor, bytes]
+    device_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitiateRequest:
+    """``POST /v1/verification/initiate``."""
+
+    user_id: str
+    binding: PaymentBinding
+    risk: RiskLevel
+    psp_config: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyRequest:
+    """``POST /v1/verification/verify``."""
+
+    session_id: str
+    user_id: str
+    factors: Mapping[Factor, bytes]
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RemoteProtocolError(
+                "duplicate key in JSON object", code="INVALID_JSON", field=key
+            )
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> None:
+    raise RemoteProtocolError(f"{name} is not a JSON number", code="INVALID_JSON")
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body into a JSON object (strict UTF-8, no duplicate keys, no NaN)."""
+    if len(body) > MAX_BODY_BYTES:
+        raise RemoteProtocolError(
+            "request body exceeds 10 kB", code="PAYLOAD_TOO_LARGE", error_status_hint=413
+        )
+    try:
+        decoded = json.loads(
+            body.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+        )
+    # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit;
+    # RecursionError covers pathological nesting.
+    except (ValueError, RecursionError) as exc:
+        raise RemoteProtocolError("body is not valid JSON", code="INVALID_JSON") from exc
+    if not isinstance(decoded, dict):
+        raise RemoteProtocolError("body must be a JSON object", code="INVALID_JSON")
+    return decoded
+
+
+def _required(obj: Mapping[str, Any], name: str) -> Any:
+    if obj.get(name) is None:
+        raise RemoteProtocolError("is required", code="MISSING_FIELD", field=name)
+    return obj[name]
+
+
+def _optional_text(obj: Mapping[str, Any], name: str, pattern: re.Pattern[str]) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        raise RemoteProtocolError(f"has an invalid format ({pattern.pattern})", field=name)
+    return value
+
+
+def _amount(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise RemoteProtocolError("must be a number", field="transaction_amount")
+    amount = Decimal(value)  # exact: the decoder made floats Decimals, NaN is refused
+    exponent = amount.as_tuple().exponent
+    if not (
+        isinstance(exponent, int)
+        and Decimal(0) <= amount <= MAX_AMOUNT
+        and -exponent <= MAX_AMOUNT_DECIMALS
+    ):
+        raise RemoteProtocolError(
+            "must be between 0 and 999999999999.9999 with at most 4 decimals",
+            field="transaction_amount",
+        )
+    return amount
+
+
+def parse_enrollment(body: bytes) -> EnrollmentRequest:
+    """``{user_uuid, factors: {NAME: 64-hex}, device_id}`` with 3-15 distinct factors."""
+    obj = load_json_object(body)
+    user_id = parse_user_id(_required(obj, "user_uuid"))
+    factors = parse_factor_digests(
+        _required(obj, "factors"),
+        field="factors",
+        minimum=MIN_ENROLLED_FACTORS,
+        maximum=MAX_ENROLLED_FACTORS,
+    )
+    device_id = _required(obj, "device_id")
+    if not isinstance(device_id, str) or not _DEVICE.match(device_id):
+        raise RemoteProtocolError("must be 1-128 printable ASCII characters", field="device_id")
+    return EnrollmentRequest(user_id=user_id, factors=factors, device_id=device_id)
+
+
+def parse_initiate(body: bytes) -> InitiateRequest:
+    """``{user_uuid, transaction_amount?, currency?, merchant_id?, risk_level?, psp_config?}``."""
+    obj = load_json_object(body)
+    user_id = parse_user_id(_required(obj, "user_uuid"))
+    risk_text = obj.get("risk_level", RiskLevel.MEDIUM.value)
+    try:
+        risk = RiskLevel(risk_text)
+    except (ValueError, TypeError):
+        raise RemoteProtocolError("must be LOW, MEDIUM or HIGH", field="risk_level") from None
+    psp_config = obj.get("psp_config")
+    if psp_config is not None and not isinstance(psp_config, dict):
+        raise RemoteProtocolError("must be an object", field="psp_config")
+    binding = PaymentBinding(
+        amount=_amount(obj.get("transaction_amount")),
+        currency=_optional_text(obj, "currency", _CURRENCY),
+        merchant_id=_optional_text(obj, "merchant_id", _MERCHANT),
+    )
+    return InitiateRequest(
+        user_id=user_id,
+        binding=binding,
+        risk=risk,
+        psp_config=None if psp_config is None else MappingProxyType(psp_config),
+    )
+
+
+def parse_verify(body: bytes) -> VerifyRequest:
+    """``{session_id, user_uuid, factors: {NAME: 64-hex}}``."""
+    obj = load_json_object(body)
+    session_id, session_user = parse_session_id(_required(obj, "session_id"))
+    user_id = parse_user_id(_required(obj, "user_uuid"))
+    if user_id != session_user:
+        raise RemoteProtocolError(
+            "session not found", code="SESSION_NOT_FOUND", field="session_id", error_status_hint=404
+        )
+    factors = parse_factor_digests(
+        _required(obj, "factors"), field="factors", minimum=1, maximum=MAX_ENROLLED_FACTORS
+    )
+    return VerifyRequest(session_id=session_id, user_id=user_id, factors=factors)
