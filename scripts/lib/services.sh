@@ -1,0 +1,85 @@
+# Redis and PostgreSQL for the tests. Sourced by scripts/test.
+#
+# Where a server already answers (the machine's own, or ZEROPAY_TEST_*_URL) it is used as is.
+# Otherwise the Debian package is installed if missing and a private instance is started on a
+# loopback port, recorded in $RUN_DIR, and stopped by PID when the test command exits.
+
+RUN_DIR="${ZEROPAY_RUN_DIR:-/tmp/zeropay-test-services}"
+STARTED_PIDS=()
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() {
+    # wait_for SECONDS COMMAND...: poll until COMMAND succeeds, with a deadline.
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
+redis_answers() { "$PY" -c "import redis,sys; redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping()" "$1"; }
+postgres_answers() {
+    "$PY" - "$1" <<'PYEOF'
+import asyncio, sys, asyncpg
+async def main():
+    conn = await asyncpg.connect(sys.argv[1], timeout=3)
+    await conn.close()
+asyncio.run(main())
+PYEOF
+}
+
+ensure_redis() {
+    local url="${ZEROPAY_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
+    if redis_answers "$url" 2>/dev/null; then
+        export ZEROPAY_TEST_REDIS_URL="$url"
+        return
+    fi
+    command -v redis-server >/dev/null || apt_install redis-server
+    local port=6379
+    port_free "$port" || port=56379
+    mkdir -p "$RUN_DIR"
+    say "starting a private Redis on 127.0.0.1:$port"
+    redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+        --daemonize yes --pidfile "$RUN_DIR/redis.pid" --logfile "$RUN_DIR/redis.log" --dir "$RUN_DIR"
+    export ZEROPAY_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+    wait_for 20 redis_answers "$ZEROPAY_TEST_REDIS_URL" || { say "Redis did not start"; return 1; }
+    STARTED_PIDS+=("$(cat "$RUN_DIR/redis.pid")")
+}
+
+ensure_postgres() {
+    local url="${ZEROPAY_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+    if postgres_answers "$url" 2>/dev/null; then
+        export ZEROPAY_TEST_DATABASE_URL="$url"
+        return
+    fi
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+    local bin
+    bin="$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
+    local port=5432
+    port_free "$port" || port=55432
+    local data="$RUN_DIR/pg"
+    mkdir -p "$RUN_DIR"
+    chmod 755 "$RUN_DIR"
+    # PostgreSQL refuses to run as root; the Debian package created the postgres user.
+    local as=()
+    [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+    if [ ! -s "$data/PG_VERSION" ]; then
+        mkdir -p "$data"
+        [ "$(id -u)" = 0 ] && chown postgres: "$data"
+        "${as[@]}" "$bin/initdb" -D "$data" -A trust -U postgres >/dev/null
+    fi
+    say "starting a private PostgreSQL on 127.0.0.1:$port"
+    "${as[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w \
+        -o "-p $port -c listen_addresses=127.0.0.1 -k $data" start >/dev/null
+    export ZEROPAY_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+    wait_for 30 postgres_answers "$ZEROPAY_TEST_DATABASE_URL" || { say "PostgreSQL did not start"; return 1; }
+    STARTED_PIDS+=("$(head -1 "$data/postmaster.pid")")
+}
+
+stop_started_services() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+}

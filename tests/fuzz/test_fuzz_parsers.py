@@ -1,0 +1,54 @@
+"""Bounded fuzzing of the parsers in CI: raw bytes and structured near-valid JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.fuzz.fuzz_parsers import fuzz_one_input
+
+EXAMPLES = 2_000
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+factor_maps = st.dictionaries(
+    st.sampled_from(["PIN", "COLOUR", "EMOJI", "FACE", "NFC", "pin", ""]),
+    st.one_of(st.text(alphabet="0123456789abcdefABCDEFx", min_size=60, max_size=68), json_values),
+    max_size=16,
+)
+near_valid = st.fixed_dictionaries(
+    {},
+    optional={
+        "user_uuid": st.one_of(st.uuids().map(str), st.text(max_size=40), json_values),
+        "session_id": st.one_of(st.text(min_size=40, max_size=46), json_values),
+        "factors": st.one_of(factor_maps, json_values),
+        "device_id": st.one_of(st.text(max_size=130), json_values),
+        "transaction_amount": st.one_of(
+            st.decimals(allow_nan=False, allow_infinity=False), st.integers(), json_values
+        ),
+        "currency": st.one_of(st.text(max_size=4), json_values),
+        "merchant_id": st.one_of(st.text(max_size=70), json_values),
+        "risk_level": st.one_of(st.sampled_from(["LOW", "MEDIUM", "HIGH", "low"]), json_values),
+        "psp_config": json_values,
+    },
+)
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.binary(max_size=12 * 1024))
+def test_arbitrary_bytes_only_parse_or_raise_remote_protocol_error(data: bytes) -> None:
+    fuzz_one_input(data)
+
+
+@settings(max_examples=EXAMPLES)
+@given(near_valid)
+def test_near_valid_json_only_parses_or_raises_remote_protocol_error(obj: dict[str, Any]) -> None:
+    fuzz_one_input(json.dumps(obj, default=str).encode())

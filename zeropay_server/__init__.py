@@ -1,0 +1,1 @@
+"""ZeroPay's HTTP service: Quart-Trio on Hypercorn, driving :mod:`zeropay_proto`."""
