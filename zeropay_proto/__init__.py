@@ -51,7 +51,7 @@ from .ratelimit import (
     decide_sliding_window,
     decide_token_bucket,
 )
-from .receipt import PaymentBinding, Receipt, parse_bearer, token_digest
+from .receipt import BearerToken, PaymentBinding, Receipt, encode_token, parse_bearer, token_digest
 from .replay import NonceAccepted, NonceClaim, NonceReused, check_replay_headers, decide_nonce
 from .requests import (
     MAX_BODY_BYTES,
@@ -97,6 +97,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "AccountLocked",
     "AttemptReserved",
+    "BearerToken",
     "Category",
     "ChallengeIssued",
     "ChallengeWindow",
@@ -146,6 +147,7 @@ __all__ = [
     "derive_and_wrap",
     "describe_session",
     "draw_factors",
+    "encode_token",
     "epoch_ms",
     "make_session_id",
     "open_record",

@@ -1,8 +1,10 @@
 """Auth tokens and payment receipts.
 
-- An **auth token** is 256 bits from the driver's CSPRNG, handed to the client once as
-  base64url. Only its SHA-256 digest is stored (so a Redis dump yields no usable token), and it
-  lives for :data:`DEFAULT_AUTH_TOKEN_TTL_SECONDS`.
+- An **auth token** is ``base64url(user uuid ‖ 256-bit secret)``: the secret comes from the
+  driver's CSPRNG, the user lets a driver holding only the token find it under that user's
+  storage key (one Redis Cluster slot per user). Only a SHA-256 digest of the whole token is
+  stored, so a Redis dump yields no usable token, and it lives for
+  :data:`DEFAULT_AUTH_TOKEN_TTL_SECONDS`.
 - A **receipt** binds the verified session to the payment it authorised: session, user, amount,
   currency, merchant and time, which is PSD2's "dynamic linking" (RTS article 5). The core
   fixes the canonical bytes; the server signs them with Ed25519 and publishes the public key,
@@ -15,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -27,20 +30,32 @@ DEFAULT_AUTH_TOKEN_TTL_SECONDS = 300
 RECEIPT_DOMAIN = b"zeropay-receipt/v1\n"
 
 
-def encode_token(raw: bytes) -> str:
-    """The client's form of a token: unpadded base64url (43 characters)."""
-    if len(raw) != AUTH_TOKEN_BYTES:
+_TOKEN_CHARS = 64  # 48 bytes of unpadded base64url
+
+
+@dataclass(frozen=True, kw_only=True)
+class BearerToken:
+    """A parsed auth token: its user and the digest under which it is stored."""
+
+    user_id: str
+    digest: bytes
+
+
+def encode_token(user_id: str, secret: bytes) -> str:
+    """The client's form of a token: unpadded base64url of ``user uuid ‖ secret`` (64 chars)."""
+    if len(secret) != AUTH_TOKEN_BYTES:
         raise LocalProtocolError("an auth token is 32 bytes of entropy")
+    raw = uuid.UUID(user_id).bytes + secret
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def token_digest(raw: bytes) -> bytes:
+def token_digest(token: str) -> bytes:
     """The stored form of a token. A plain hash suffices: the token has 256 bits of entropy."""
-    return hashlib.sha256(b"zeropay/token/v1\x00" + raw).digest()
+    return hashlib.sha256(b"zeropay/token/v1\x00" + token.encode("ascii")).digest()
 
 
-def parse_bearer(header: str | None) -> bytes:
-    """Extract the raw token from ``Authorization: Bearer <token>`` or raise a 401."""
+def parse_bearer(header: str | None) -> BearerToken:
+    """Parse ``Authorization: Bearer <token>`` or raise a 401."""
     prefix = "Bearer "
     if header is None or not header.startswith(prefix):
         raise RemoteProtocolError(
@@ -50,18 +65,21 @@ def parse_bearer(header: str | None) -> bytes:
             error_status_hint=401,
         )
     text = header[len(prefix) :].strip()
-    try:
-        raw = base64.urlsafe_b64decode(text + "=")
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(text) != 43 or len(raw) != AUTH_TOKEN_BYTES or encode_token(raw) != text:
+    raw = b""
+    if len(text) == _TOKEN_CHARS and text.isascii():
+        try:
+            raw = base64.urlsafe_b64decode(text + "==")
+        except (binascii.Error, ValueError):
+            raw = b""
+    if len(raw) != 16 + AUTH_TOKEN_BYTES:
         raise RemoteProtocolError(
             "the bearer token is malformed",
             code="UNAUTHENTICATED",
             field="Authorization",
             error_status_hint=401,
         )
-    return raw
+    user_id = str(uuid.UUID(bytes=raw[:16]))
+    return BearerToken(user_id=user_id, digest=token_digest(text))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -443,6 +443,7 @@ def conclude_attempt(
         return SessionClosed(state=stored.state)
     now_ms = epoch_ms(now)
     if key_unwrapped:
+        token = encode_token(stored.user_id, token_entropy)
         receipt = Receipt(
             session_id=stored.session_id,
             user_id=stored.user_id,
@@ -452,8 +453,8 @@ def conclude_attempt(
         return VerificationSucceeded(
             session=replace(stored, state=transition(stored.state, SessionInput.ACCEPT_ATTEMPT)),
             lockout=Lockout(),
-            auth_token=encode_token(token_entropy),
-            token_digest=token_digest(token_entropy),
+            auth_token=token,
+            token_digest=token_digest(token),
             token_expires_at_ms=now_ms + 1000 * policy.token_ttl_seconds,
             receipt=receipt,
         )

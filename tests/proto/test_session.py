@@ -39,6 +39,7 @@ from zeropay_proto import (
     conclude_attempt,
     derive_and_unwrap,
     describe_session,
+    encode_token,
     open_session,
     reserve_attempt,
     token_digest,
@@ -206,8 +207,8 @@ def test_right_factors_verify_and_mint_a_token_and_receipt() -> None:
     assert isinstance(step3, VerificationSucceeded)
     assert step3.session.state is SessionState.VERIFIED
     assert step3.lockout == Lockout()
-    assert step3.token_digest == token_digest(TOKEN)
-    assert len(step3.auth_token) == 43
+    assert step3.auth_token == encode_token(USER, TOKEN)
+    assert step3.token_digest == token_digest(step3.auth_token)
     assert step3.token_expires_at_ms == int((T0 + 1) * 1000) + 300_000
     assert step3.receipt.session_id == session.session_id
     assert step3.receipt.binding == session.binding
