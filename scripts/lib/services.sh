@@ -83,3 +83,18 @@ stop_started_services() {
         kill "$pid" 2>/dev/null || true
     done
 }
+
+ensure_test_binaries() {
+    # The tests start their own Redis Cluster nodes and PgBouncer on free loopback ports.
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
+    [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    # Debian's package starts a PgBouncer of its own on 6432; the tests need only the binary.
+    if command -v service >/dev/null && [ -f /etc/init.d/pgbouncer ]; then
+        service pgbouncer stop >/dev/null 2>&1 || true
+    fi
+}

@@ -1,0 +1,68 @@
+"""Calling the asyncio adapters from Trio.
+
+The Redis and PostgreSQL clients are asyncio libraries; the server is Trio. trio-asyncio runs
+an asyncio loop inside Trio, and :class:`TrioBridge` turns each coroutine method of an adapter
+into a Trio coroutine: one ``aio_as_trio`` crossing per port call (each crossing costs about
+40 microseconds and one asyncio Task, NOTES-stack.md, which is why a port method is a whole
+request step). The deadline is set here, on the Trio side: a call that has not answered in
+``timeout`` seconds is cancelled (asyncpg cancels the query on the server; redis-py drops the
+connection) and raises :class:`~adapters.errors.DependencyUnavailable`.
+
+Only for use inside ``trio_asyncio.open_loop()``; the adapters must be created inside the same
+loop (``await bridge.aio(RedisStore.connect)(...)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import trio
+import trio_asyncio
+
+from .errors import DependencyUnavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def aio(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """An asyncio coroutine function as a Trio one (no deadline)."""
+    wrapped: Callable[P, Awaitable[R]] = trio_asyncio.aio_as_trio(function)
+    return wrapped
+
+
+class TrioBridge:
+    """Proxy an asyncio adapter: coroutine methods become Trio coroutines with a deadline."""
+
+    def __init__(self, target: object, *, dependency: str, timeout: float) -> None:
+        self._target = target
+        self._dependency = dependency
+        self._timeout = timeout
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def target(self) -> object:
+        """The adapter behind the bridge."""
+        return self._target
+
+    def __getattr__(self, name: str) -> Any:
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
+        attribute = getattr(self._target, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+        crossing = trio_asyncio.aio_as_trio(attribute)
+        dependency, timeout = self._dependency, self._timeout
+
+        @functools.wraps(attribute)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            with trio.move_on_after(timeout):
+                return await crossing(*args, **kwargs)
+            raise DependencyUnavailable(dependency)
+
+        self._cache[name] = call
+        return call

@@ -1,0 +1,336 @@
+"""Every port in process memory: the embedded default, and the fake for fast server tests.
+
+It keeps the Redis adapter's semantics, TTLs included (entries vanish when their time is up,
+by the injected clock), and decides by calling the core directly. Each method runs without
+awaiting, so under Trio's cooperative scheduling each is atomic, as a Lua script is in Redis.
+
+One process only: a second server instance cannot see this memory. The server says so loudly
+when it starts on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from zeropay_proto import (
+    AttemptReserved,
+    BearerToken,
+    ChallengeIssued,
+    ChallengeWindow,
+    Lockout,
+    NonceAccepted,
+    NonceReused,
+    Policy,
+    RequestAdmitted,
+    Session,
+    VerificationFailed,
+    VerificationSucceeded,
+    conclude_attempt,
+    decide_fixed_window,
+    decide_sliding_window,
+    decide_token_bucket,
+    epoch_ms,
+    reserve_attempt,
+)
+from zeropay_proto.audit import AuditAction, AuditEvent
+
+from .ports import (
+    Admission,
+    AdmissionRequest,
+    ConcludeOutcome,
+    InitiateSnapshot,
+    ReserveOutcome,
+    StoredEnrollment,
+    StreamEntry,
+    TokenInfo,
+)
+
+_STREAM = "memory"
+
+
+@dataclass
+class _Entry:
+    value: Any
+    expires_at_ms: int | None
+
+
+@dataclass
+class _Pending:
+    entry_id: str
+    event: AuditEvent
+    consumer: str | None = None
+    delivered_at_ms: int = 0
+
+
+class MemoryStore:
+    """Implements every port of :mod:`adapters.ports` in one process's memory."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._kv: dict[str, _Entry] = {}
+        self._stream: dict[str, _Pending] = {}
+        self._stream_ids = itertools.count(1)
+        self._audit_log: dict[str, AuditEvent] = {}
+        self._enrollments: dict[str, StoredEnrollment] = {}
+
+    # -------------------------------------------------------------- key/value with TTL
+
+    def _now_ms(self) -> int:
+        return epoch_ms(self._clock())
+
+    def _get(self, key: str) -> Any:
+        entry = self._kv.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at_ms is not None and self._now_ms() >= entry.expires_at_ms:
+            del self._kv[key]
+            return None
+        return entry.value
+
+    def _set(self, key: str, value: Any, expires_at_ms: int | None) -> None:
+        self._kv[key] = _Entry(value, expires_at_ms)
+
+    def _delete(self, key: str) -> bool:
+        present = self._get(key) is not None
+        self._kv.pop(key, None)
+        return present
+
+    def live_keys(self) -> int:
+        """Entries not yet expired (for metrics and tests)."""
+        return sum(1 for key in list(self._kv) if self._get(key) is not None)
+
+    # -------------------------------------------------------------- AdmissionPort
+
+    async def admit(self, request: AdmissionRequest) -> Admission:
+        limits, now = request.limits, request.now
+        window = limits.window_ms
+        global_decision = ip_decision = user_decision = None
+        # Global and per-IP limits decide together: a request refused by one consumes neither.
+        if limits.global_limit:
+            global_decision = decide_fixed_window(
+                self._get("rl:g"), now=now, limit=limits.global_limit, window_ms=window
+            )
+        if limits.per_ip:
+            ip_decision = decide_sliding_window(
+                self._get(f"rl:ip:{request.client_ip}"),
+                now=now,
+                limit=limits.per_ip,
+                window_ms=window,
+            )
+        decisions = [d for d in (global_decision, ip_decision) if d is not None]
+        if all(isinstance(d, RequestAdmitted) for d in decisions):
+            if global_decision is not None:
+                start = global_decision.state.window_start_ms
+                self._set("rl:g", global_decision.state, start + window)
+            if ip_decision is not None:
+                start = ip_decision.state.window_start_ms
+                self._set(f"rl:ip:{request.client_ip}", ip_decision.state, start + 2 * window)
+        # The nonce and the per-user bucket decide together, in the user's slot.
+        nonce: NonceAccepted | NonceReused | None = None
+        if request.nonce is not None:
+            key = f"nonce:{request.user_id}:{request.nonce.nonce}"
+            if self._get(key) is not None:
+                nonce = NonceReused()
+            else:
+                nonce = NonceAccepted()
+                self._set(key, True, epoch_ms(now) + request.nonce.ttl_ms)
+        if request.user_id is not None and limits.per_user and not isinstance(nonce, NonceReused):
+            key = f"rl:user:{request.user_id}"
+            user_decision = decide_token_bucket(
+                self._get(key), now=now, limit=limits.per_user, window_ms=window
+            )
+            state = user_decision.state
+            refill_ms = -((state.level - limits.per_user * window) // limits.per_user)
+            self._set(key, state, state.updated_ms + refill_ms + 1)
+        return Admission(
+            global_decision=global_decision,
+            ip_decision=ip_decision,
+            user_decision=user_decision,
+            nonce=nonce,
+        )
+
+    # -------------------------------------------------------------- SessionPort
+
+    async def load_for_initiate(self, user_id: str) -> InitiateSnapshot:
+        cached: tuple[bytes | None] | None = self._get(f"rec:{user_id}")
+        return InitiateSnapshot(
+            sealed_record=None if cached is None else cached[0],
+            cached=cached is not None,
+            window=self._get(f"win:{user_id}"),
+        )
+
+    async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
+        self._set(f"rec:{user_id}", (sealed_record,), self._now_ms() + ttl_ms)
+
+    async def store_session(
+        self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
+    ) -> None:
+        session = issued.session
+        self._set(f"sess:{session.session_id}", session, session.expires_at_ms + grace_ms)
+        if issued.window_opened and issued.window is not None:
+            window: ChallengeWindow = issued.window
+            self._set(f"win:{session.user_id}", window, window.ends_at * 1000)
+        self._append(audit)
+
+    async def load_session(self, session_id: str, user_id: str) -> Session | None:
+        session: Session | None = self._get(f"sess:{session_id}")
+        if session is None or session.user_id != user_id:
+            return None
+        return session
+
+    async def reserve_attempt(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> ReserveOutcome | None:
+        session = await self.load_session(session_id, user_id)
+        if session is None:
+            return None
+        lockout: Lockout = self._get(f"lock:{user_id}") or Lockout()
+        out = reserve_attempt(session, lockout, now=now, policy=policy)
+        if isinstance(out, AttemptReserved):
+            self._keep_session(out.session)
+            self._set(f"lock:{user_id}", out.lockout, out.lockout.forget_at_ms(policy))
+            if out.lockout.locked_until_ms > lockout.locked_until_ms:
+                self._append(lock_audit)
+        return out
+
+    def _keep_session(self, session: Session) -> None:
+        entry = self._kv[f"sess:{session.session_id}"]
+        entry.value = session
+
+    async def conclude_attempt(
+        self,
+        session_id: str,
+        user_id: str,
+        *,
+        attempt: int,
+        key_unwrapped: bool,
+        now: float,
+        token_entropy: bytes,
+        policy: Policy,
+        audit: AuditEvent,
+    ) -> ConcludeOutcome | None:
+        stored = await self.load_session(session_id, user_id)
+        if stored is None:
+            return None
+        out = conclude_attempt(
+            stored,
+            attempt=attempt,
+            key_unwrapped=key_unwrapped,
+            now=now,
+            token_entropy=token_entropy,
+            policy=policy,
+        )
+        if isinstance(out, VerificationSucceeded):
+            self._keep_session(out.session)
+            self._delete(f"lock:{user_id}")
+            info = TokenInfo(
+                user_id=user_id, session_id=session_id, expires_at_ms=out.token_expires_at_ms
+            )
+            self._set(f"tok:{out.token_digest.hex()}", info, out.token_expires_at_ms)
+            index: set[str] = self._get(f"tokidx:{user_id}") or set()
+            index.add(out.token_digest.hex())
+            self._set(f"tokidx:{user_id}", index, out.token_expires_at_ms)
+            self._append(replace(audit, action=AuditAction.VERIFICATION_SUCCEEDED))
+        elif isinstance(out, VerificationFailed):
+            self._keep_session(out.session)
+            self._append(replace(audit, action=AuditAction.VERIFICATION_FAILED))
+        return out
+
+    async def token_info(self, token: BearerToken) -> TokenInfo | None:
+        info: TokenInfo | None = self._get(f"tok:{token.digest.hex()}")
+        if info is None or info.user_id != token.user_id:
+            return None
+        return info
+
+    async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
+        if await self.token_info(token) is None:
+            return False
+        self._delete(f"tok:{token.digest.hex()}")
+        self._append(audit)
+        return True
+
+    async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
+        for digest in self._get(f"tokidx:{user_id}") or ():
+            self._delete(f"tok:{digest}")
+        for kind in ("rec", "win", "lock", "tokidx"):
+            self._delete(f"{kind}:{user_id}")
+        self._append(audit)
+
+    # -------------------------------------------------------------- AuditStreamPort
+
+    def _append(self, event: AuditEvent) -> None:
+        entry_id = f"{next(self._stream_ids)}-0"
+        self._stream[entry_id] = _Pending(entry_id=entry_id, event=event)
+
+    async def append(self, event: AuditEvent) -> None:
+        self._append(event)
+
+    async def read_batch(
+        self, consumer: str, count: int, reclaim_idle_ms: int
+    ) -> list[StreamEntry]:
+        now_ms = self._now_ms()
+        batch: list[StreamEntry] = []
+        for pending in self._stream.values():
+            if len(batch) >= count:
+                break
+            idle = now_ms - pending.delivered_at_ms
+            claimable = pending.consumer is None or (
+                pending.consumer != consumer and idle >= reclaim_idle_ms
+            )
+            if claimable:
+                pending.consumer, pending.delivered_at_ms = consumer, now_ms
+                batch.append(
+                    StreamEntry(stream=_STREAM, entry_id=pending.entry_id, event=pending.event)
+                )
+        return batch
+
+    async def acknowledge(self, entries: Sequence[StreamEntry]) -> None:
+        for entry in entries:
+            self._stream.pop(entry.entry_id, None)
+
+    async def backlog(self) -> int:
+        return len(self._stream)
+
+    # -------------------------------------------------------------- AuditLogPort
+
+    async def write_events(self, events: Sequence[AuditEvent]) -> int:
+        new = 0
+        for event in events:
+            if event.event_id not in self._audit_log:
+                self._audit_log[event.event_id] = event
+                new += 1
+        return new
+
+    async def user_trail(self, user_id: str, limit: int) -> list[AuditEvent]:
+        trail = [e for e in self._audit_log.values() if e.user_id == user_id]
+        return sorted(trail, key=lambda e: e.at_ms)[:limit]
+
+    # -------------------------------------------------------------- EnrollmentPort
+
+    async def insert_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        user_id = enrollment.wrapped_key.user_id
+        if user_id in self._enrollments:
+            return False
+        self._enrollments[user_id] = enrollment
+        return True
+
+    async def replace_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        user_id = enrollment.wrapped_key.user_id
+        current = self._enrollments.get(user_id)
+        if current is None:
+            return False
+        self._enrollments[user_id] = replace(enrollment, created_at_ms=current.created_at_ms)
+        return True
+
+    async def load_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        return self._enrollments.get(user_id)
+
+    async def delete_enrollment(self, user_id: str) -> bool:
+        return self._enrollments.pop(user_id, None) is not None
+
+    async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        return self._enrollments.get(user_id)

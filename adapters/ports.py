@@ -1,0 +1,267 @@
+"""The storage ports: what the server needs from Redis and PostgreSQL, as ``typing.Protocol``s.
+
+Every adapter (in-memory, Redis standalone or Cluster, PostgreSQL) implements these with the
+same semantics; one contract suite (``tests/adapters``) runs unchanged against each.
+
+A method is one request's whole storage step for that store, so the Redis adapter can make it
+one atomic Lua script or one pipeline: one round trip per hash slot, and one crossing of the
+Trio/asyncio bridge. Decisions are the core's: an adapter persists what
+:mod:`zeropay_proto` decided, or (inside a Lua script, atomically) computes exactly what the
+core would, which the differential tests check.
+
+Every method raises :class:`adapters.errors.DependencyUnavailable` when its store cannot be
+reached, so the server fails closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from zeropay_proto import (
+    AccountLocked,
+    AttemptReserved,
+    BearerToken,
+    ChallengeIssued,
+    ChallengeWindow,
+    NonceAccepted,
+    NonceClaim,
+    NonceReused,
+    Policy,
+    RateLimited,
+    RequestAdmitted,
+    Session,
+    SessionClosed,
+    VerificationFailed,
+    VerificationSucceeded,
+    WrappedKey,
+)
+from zeropay_proto.audit import AuditEvent
+from zeropay_proto.ratelimit import FixedWindowState, SlidingWindowState, TokenBucketState
+
+# ------------------------------------------------------------------------------ admission
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Per-window limits (``RATE_LIMIT_*``); a limit of 0 switches that limiter off."""
+
+    global_limit: int
+    per_ip: int
+    per_user: int
+    window_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionRequest:
+    """One request at the door: who, from where, with which nonce (state-changing routes)."""
+
+    now: float
+    client_ip: str
+    user_id: str | None
+    nonce: NonceClaim | None
+    limits: Limits
+
+
+@dataclass(frozen=True, kw_only=True)
+class Admission:
+    """The limiters' decisions (those switched on) and the nonce's."""
+
+    global_decision: RequestAdmitted[FixedWindowState] | RateLimited[FixedWindowState] | None
+    ip_decision: RequestAdmitted[SlidingWindowState] | RateLimited[SlidingWindowState] | None
+    user_decision: RequestAdmitted[TokenBucketState] | RateLimited[TokenBucketState] | None
+    nonce: NonceAccepted | NonceReused | None
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether any limiter refused."""
+        return any(
+            isinstance(d, RateLimited)
+            for d in (self.global_decision, self.ip_decision, self.user_decision)
+        )
+
+
+class AdmissionPort(Protocol):
+    """Rate limits and nonce claims."""
+
+    async def admit(self, request: AdmissionRequest) -> Admission:
+        """Apply every limiter and claim the nonce, atomically per hash slot."""
+        ...
+
+
+# ------------------------------------------------------------------------------ sessions
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitiateSnapshot:
+    """What opening a session needs: the cached sealed record (if cached) and the window."""
+
+    sealed_record: bytes | None
+    cached: bool
+    window: ChallengeWindow | None
+
+
+ReserveOutcome = SessionClosed | AccountLocked | AttemptReserved
+ConcludeOutcome = VerificationSucceeded | VerificationFailed | SessionClosed
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenInfo:
+    """A live auth token: whose, for which session, until when."""
+
+    user_id: str
+    session_id: str
+    expires_at_ms: int
+
+
+class SessionPort(Protocol):
+    """Verification sessions, challenge windows, lockouts, tokens and the record cache.
+
+    All of one user's keys live in one hash slot; the audit event of a state change is appended
+    in the same atomic step as the change.
+    """
+
+    async def load_for_initiate(self, user_id: str) -> InitiateSnapshot:
+        """The user's cached record and current challenge window."""
+        ...
+
+    async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
+        """Cache the sealed record (``None`` caches "not enrolled") for ``ttl_ms``."""
+        ...
+
+    async def store_session(
+        self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
+    ) -> None:
+        """Store a new session (and its window when newly drawn) and append ``audit``.
+
+        The session is kept ``grace_ms`` past its expiry so that status can say "expired".
+        """
+        ...
+
+    async def load_session(self, session_id: str, user_id: str) -> Session | None:
+        """A stored session, or ``None``."""
+        ...
+
+    async def reserve_attempt(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> ReserveOutcome | None:
+        """Atomically: load the session and lockout, decide as
+        :func:`zeropay_proto.reserve_attempt` does, persist a reservation, and append
+        ``lock_audit`` if this reservation locked the account. ``None``: no such session."""
+        ...
+
+    async def conclude_attempt(
+        self,
+        session_id: str,
+        user_id: str,
+        *,
+        attempt: int,
+        key_unwrapped: bool,
+        now: float,
+        token_entropy: bytes,
+        policy: Policy,
+        audit: AuditEvent,
+    ) -> ConcludeOutcome | None:
+        """Atomically: decide as :func:`zeropay_proto.conclude_attempt` on the session as
+        stored, persist it if it was pending (clearing the lockout and storing the token on
+        success), and append ``audit`` (its action is rewritten to the outcome's)."""
+        ...
+
+    async def token_info(self, token: BearerToken) -> TokenInfo | None:
+        """A live token's facts, or ``None`` (unknown, expired or revoked)."""
+        ...
+
+    async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
+        """Delete a token; ``False`` if it was not live. Appends ``audit`` when it was."""
+        ...
+
+    async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
+        """Drop everything Redis holds for a user except live sessions (they expire and can no
+        longer verify, since the record is gone) and append ``audit``."""
+        ...
+
+
+# ------------------------------------------------------------------------------ audit trail
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamEntry:
+    """One pending audit event in a stream, with what acknowledging it needs."""
+
+    stream: str
+    entry_id: str
+    event: AuditEvent
+
+
+class AuditStreamPort(Protocol):
+    """The durable, asynchronous audit buffer (a Redis Stream per slot group)."""
+
+    async def append(self, event: AuditEvent) -> None:
+        """Append one event (for actions not appended by an atomic step)."""
+        ...
+
+    async def read_batch(
+        self, consumer: str, count: int, reclaim_idle_ms: int
+    ) -> list[StreamEntry]:
+        """Events for ``consumer``, up to ``count`` from each stream: first those left pending
+        for ``reclaim_idle_ms`` (by a dead flusher), then new ones."""
+        ...
+
+    async def acknowledge(self, entries: Sequence[StreamEntry]) -> None:
+        """Mark entries written (and drop them from the stream)."""
+        ...
+
+    async def backlog(self) -> int:
+        """Events appended and not yet acknowledged."""
+        ...
+
+
+class AuditLogPort(Protocol):
+    """The audit table (PostgreSQL ``audit_log``)."""
+
+    async def write_events(self, events: Sequence[AuditEvent]) -> int:
+        """Insert events idempotently by ``event_id``; returns how many were new."""
+        ...
+
+    async def user_trail(self, user_id: str, limit: int) -> list[AuditEvent]:
+        """A user's events, oldest first (may read a replica)."""
+        ...
+
+
+# ------------------------------------------------------------------------------ enrollments
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredEnrollment:
+    """The durable enrollment row: the wrapped key and the sealed record (its master copy)."""
+
+    wrapped_key: WrappedKey
+    sealed_record: bytes
+    device_id: str
+    created_at_ms: int
+    updated_at_ms: int
+
+
+class EnrollmentPort(Protocol):
+    """Durable enrollments (PostgreSQL ``wrapped_keys``)."""
+
+    async def insert_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        """Insert; ``False`` if the user is already enrolled."""
+        ...
+
+    async def replace_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        """Replace an existing row; ``False`` if the user is not enrolled."""
+        ...
+
+    async def load_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        """One round trip, from the primary (security decisions never read a replica)."""
+        ...
+
+    async def delete_enrollment(self, user_id: str) -> bool:
+        """Delete the row; ``False`` if there was none."""
+        ...
+
+    async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        """The row for a GDPR export (may read a replica)."""
+        ...

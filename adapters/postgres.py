@@ -1,0 +1,306 @@
+"""The PostgreSQL adapter: durable enrollments and the audit log (asyncpg).
+
+- Pool sizes from ``DB_POOL_SIZE`` (default 50) and ``DB_POOL_MIN`` (5), the design
+  document's numbers; a read replica (``DB_REPLICA_URL``) serves reads that may be stale (GDPR
+  export, audit trail). Everything security-related reads the primary.
+- Safe behind PgBouncer in transaction mode: the statement cache is off unless asked for
+  (``statement_cache_size``), since cached server-side prepared statements bind to whichever
+  server connection PgBouncer hands out (NOTES-stack.md pitfall 3), and no startup parameters
+  are sent.
+- ``max_inactive_connection_lifetime=0``: the pool's idle timer would otherwise be one more
+  asyncio timer per release kept alive under trio-asyncio (NOTES-stack.md pitfall 1).
+  Deadlines are set on the Trio side by the bridge.
+
+Migrations are versioned SQL files in ``adapters/migrations``, applied in order under an
+advisory lock by :meth:`PostgresStore.migrate` (the ``migrate`` command, or at start-up).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+
+from zeropay_proto import WrappedKey
+from zeropay_proto.audit import AuditAction, AuditEvent
+
+from .errors import DependencyUnavailable
+from .ports import StoredEnrollment
+
+#: Pool sizes, design document "Recommendation 3" (DB_POOL_SIZE 50, DB_POOL_MIN 5) and its
+#: replica settings (DB_REPLICA_POOL_MAX 10, DB_REPLICA_POOL_MIN 2).
+DEFAULT_POOL_SIZE = 50
+DEFAULT_POOL_MIN = 5
+DEFAULT_REPLICA_POOL_MAX = 10
+DEFAULT_REPLICA_POOL_MIN = 2
+#: Monthly audit partitions created ahead of time.
+PARTITION_MONTHS_AHEAD = 3
+#: Advisory lock key serialising migrations across instances ("zeropay" in ASCII).
+_MIGRATION_LOCK = 0x7A65726F706179
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable_as_dependency_error(
+    method: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            raise DependencyUnavailable("postgresql") from exc
+
+    return wrapper
+
+
+def _ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _at(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` of every migration, in order."""
+    folder = resources.files("adapters") / "migrations"
+    found = []
+    for item in folder.iterdir():
+        if item.name.endswith(".sql"):
+            found.append((int(item.name.split("_", 1)[0]), item.name, item.read_text()))
+    return sorted(found)
+
+
+async def _create_pool(dsn: str, min_size: int, max_size: int, cache: int) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        statement_cache_size=cache,
+        max_inactive_connection_lifetime=0,
+    )
+
+
+class PostgresStore:
+    """Implements EnrollmentPort and AuditLogPort on PostgreSQL."""
+
+    def __init__(self, primary: asyncpg.Pool, replica: asyncpg.Pool | None = None) -> None:
+        self._primary = primary
+        self._replica = replica or primary
+
+    @classmethod
+    @_unavailable_as_dependency_error
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        replica_dsn: str | None = None,
+        min_size: int = DEFAULT_POOL_MIN,
+        max_size: int = DEFAULT_POOL_SIZE,
+        replica_min_size: int = DEFAULT_REPLICA_POOL_MIN,
+        replica_max_size: int = DEFAULT_REPLICA_POOL_MAX,
+        statement_cache_size: int = 0,
+    ) -> PostgresStore:
+        """Open the pools. ``statement_cache_size=0`` is required behind PgBouncer in
+        transaction mode; a direct connection may use asyncpg's cache (e.g. 100)."""
+        primary = await _create_pool(dsn, min_size, max_size, statement_cache_size)
+        replica = None
+        if replica_dsn:
+            try:
+                replica = await _create_pool(
+                    replica_dsn, replica_min_size, replica_max_size, statement_cache_size
+                )
+            except BaseException:
+                await primary.close()
+                raise
+        return cls(primary, replica)
+
+    async def aclose(self) -> None:
+        """Close the pools."""
+        if self._replica is not self._primary:
+            await self._replica.close()
+        await self._primary.close()
+
+    async def ping(self) -> bool:
+        """Readiness: the primary answers."""
+        try:
+            return bool(await self._primary.fetchval("SELECT 1") == 1)
+        except _UNAVAILABLE:
+            return False
+
+    def pool_in_use(self) -> int:
+        """Primary connections currently checked out (for metrics)."""
+        return int(self._primary.get_size() - self._primary.get_idle_size())
+
+    def pool_max(self) -> int:
+        """The primary pool's maximum size."""
+        return int(self._primary.get_max_size())
+
+    @_unavailable_as_dependency_error
+    async def migrate(self, *, today: dt.date | None = None) -> list[str]:
+        """Apply pending migrations and create the audit partitions ahead; returns the names
+        of the migrations applied."""
+        applied: list[str] = []
+        async with self._primary.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+                applied.append(name)
+            await conn.execute(
+                "SELECT audit_log_ensure_partitions($1, $2)",
+                today or dt.datetime.now(dt.UTC).date(),
+                PARTITION_MONTHS_AHEAD,
+            )
+        return applied
+
+    @_unavailable_as_dependency_error
+    async def apply_retention(self, now: dt.datetime, keep_days: int = 90) -> int:
+        """Drop audit partitions older than ``keep_days``; returns how many were dropped."""
+        dropped = await self._primary.fetchval(
+            "SELECT audit_log_apply_retention($1, make_interval(days => $2))", now, keep_days
+        )
+        return int(dropped)
+
+    # ---------------------------------------------------------------- EnrollmentPort
+
+    @_unavailable_as_dependency_error
+    async def insert_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        row = await self._primary.fetchrow(
+            "INSERT INTO wrapped_keys (user_id, wrapped_key, salt, iterations, key_version,"
+            " factor_count, sealed_record, device_id, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (user_id) DO NOTHING RETURNING 1",
+            *self._row(enrollment),
+        )
+        return row is not None
+
+    @_unavailable_as_dependency_error
+    async def replace_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        values = self._row(enrollment)
+        row = await self._primary.fetchrow(
+            "UPDATE wrapped_keys SET wrapped_key = $2, salt = $3, iterations = $4,"
+            " key_version = $5, factor_count = $6, sealed_record = $7, device_id = $8,"
+            " updated_at = $9 WHERE user_id = $1 RETURNING 1",
+            *values[:8],
+            values[9],
+        )
+        return row is not None
+
+    @staticmethod
+    def _row(enrollment: StoredEnrollment) -> tuple[Any, ...]:
+        key = enrollment.wrapped_key
+        return (
+            key.user_id,
+            key.wrapped,
+            key.salt,
+            key.iterations,
+            key.key_version,
+            key.factor_count,
+            enrollment.sealed_record,
+            enrollment.device_id,
+            _at(enrollment.created_at_ms),
+            _at(enrollment.updated_at_ms),
+        )
+
+    @staticmethod
+    def _enrollment(row: asyncpg.Record) -> StoredEnrollment:
+        return StoredEnrollment(
+            wrapped_key=WrappedKey(
+                user_id=str(row["user_id"]),
+                wrapped=bytes(row["wrapped_key"]),
+                salt=bytes(row["salt"]),
+                iterations=row["iterations"],
+                key_version=row["key_version"],
+                factor_count=row["factor_count"],
+            ),
+            sealed_record=bytes(row["sealed_record"]),
+            device_id=row["device_id"],
+            created_at_ms=_ms(row["created_at"]),
+            updated_at_ms=_ms(row["updated_at"]),
+        )
+
+    _SELECT = "SELECT * FROM wrapped_keys WHERE user_id = $1"
+
+    @_unavailable_as_dependency_error
+    async def load_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        row = await self._primary.fetchrow(self._SELECT, user_id)
+        return None if row is None else self._enrollment(row)
+
+    @_unavailable_as_dependency_error
+    async def delete_enrollment(self, user_id: str) -> bool:
+        row = await self._primary.fetchrow(
+            "DELETE FROM wrapped_keys WHERE user_id = $1 RETURNING 1", user_id
+        )
+        return row is not None
+
+    @_unavailable_as_dependency_error
+    async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        row = await self._replica.fetchrow(self._SELECT, user_id)
+        return None if row is None else self._enrollment(row)
+
+    # ---------------------------------------------------------------- AuditLogPort
+
+    @_unavailable_as_dependency_error
+    async def write_events(self, events: Sequence[AuditEvent]) -> int:
+        if not events:
+            return 0
+        status = await self._primary.execute(
+            "INSERT INTO audit_log (event_id, at, user_id, action, client, details)"
+            " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[],"
+            " $5::text[], $6::jsonb[])"
+            " ON CONFLICT (event_id, at) DO NOTHING",
+            [e.event_id for e in events],
+            [_at(e.at_ms) for e in events],
+            [e.user_id for e in events],
+            [e.action.value for e in events],
+            [e.client for e in events],
+            [json.dumps(dict(e.details), sort_keys=True) for e in events],
+        )
+        return int(status.rsplit(" ", 1)[1])
+
+    @_unavailable_as_dependency_error
+    async def user_trail(self, user_id: str, limit: int) -> list[AuditEvent]:
+        rows = await self._replica.fetch(
+            "SELECT event_id, at, user_id, action, client, details FROM audit_log"
+            " WHERE user_id = $1 ORDER BY at, event_id LIMIT $2",
+            user_id,
+            limit,
+        )
+        return [
+            AuditEvent(
+                event_id=str(r["event_id"]),
+                action=AuditAction(r["action"]),
+                user_id=str(r["user_id"]),
+                client=r["client"],
+                at_ms=_ms(r["at"]),
+                details=json.loads(r["details"]),
+            )
+            for r in rows
+        ]

@@ -1,0 +1,182 @@
+"""Redis key scheme and compact value codecs.
+
+Slot groups. A user's keys carry the hash tag ``{<prefix>:g<k>}`` with
+``k = crc32(uuid bytes) mod groups``, so all of one user's work is one hash slot, and that
+group's audit stream ``{<prefix>:g<k>}:audit`` lives in the same slot: a Lua script appends the
+audit event in the same atomic step as the change it records. With the default 64 groups the
+slots spread evenly over any realistic number of masters (64 over 6 is within 10 %), and the
+flusher reads 64 streams. The global and per-IP limiters share ``{<prefix>:rl}`` so that they
+decide in one atomic script.
+
+Every key on a request path has a TTL (sessions, windows, lockouts, limiters, nonces, tokens,
+the record cache); only the audit streams have none, and their entries are deleted once
+written to PostgreSQL.
+
+A session is stored as one binary string (user and id are in the key), which keeps a session
+well under 300 bytes of Redis memory. Byte offsets (0-based; the Lua scripts use 1-based):
+
+====== ============================================
+0      format (1)
+1      state (0 pending, 1 verified, 2 failed, 3 expired)
+2      attempts used
+3      max attempts
+4      decoy (0/1)
+5-12   expires_at_ms, unsigned big-endian
+13     n, number of challenged factors
+14..   n factor indexes, then three length-prefixed
+       ASCII strings: amount, currency, merchant id
+====== ============================================
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+import zlib
+from decimal import Decimal
+
+from zeropay_proto import CATALOGUE, ChallengeWindow, Lockout, PaymentBinding, Session, SessionState
+
+DEFAULT_PREFIX = "zp"
+DEFAULT_SLOT_GROUPS = 64
+
+STATE_CODES = {
+    SessionState.PENDING: 0,
+    SessionState.VERIFIED: 1,
+    SessionState.FAILED: 2,
+    SessionState.EXPIRED: 3,
+}
+STATES = {code: state for state, code in STATE_CODES.items()}
+_HEAD = struct.Struct(">BBBBBQB")
+_FORMAT = 1
+
+
+class KeySpace:
+    """Key names for one deployment (``prefix``) and its number of slot groups."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, groups: int = DEFAULT_SLOT_GROUPS) -> None:
+        if groups < 1:
+            raise ValueError("at least one slot group")
+        self.prefix = prefix
+        self.groups = groups
+
+    def group_of(self, user_id: str) -> int:
+        """The slot group of a user."""
+        return zlib.crc32(uuid.UUID(user_id).bytes) % self.groups
+
+    def _tag(self, group: int) -> str:
+        return f"{{{self.prefix}:g{group}}}"
+
+    def user(self, user_id: str, kind: str) -> str:
+        """``rec`` (record cache), ``win``, ``lock``, ``tb`` (bucket), ``tokidx``."""
+        return f"{self._tag(self.group_of(user_id))}:{kind}:{user_id}"
+
+    def session(self, session_id: str, user_id: str) -> str:
+        return f"{self._tag(self.group_of(user_id))}:s:{session_id}"
+
+    def token(self, user_id: str, digest: bytes) -> str:
+        return f"{self._tag(self.group_of(user_id))}:t:{digest.hex()}"
+
+    def nonce(self, user_id: str | None, nonce: str) -> str:
+        # With a user the nonce shares the user's slot (one script with the bucket); without,
+        # it lands in the group of the nonce itself.
+        group = self.group_of(user_id) if user_id else zlib.crc32(nonce.encode()) % self.groups
+        return f"{self._tag(group)}:n:{nonce}"
+
+    def stream(self, group: int) -> str:
+        return f"{self._tag(group)}:audit"
+
+    def stream_of(self, user_id: str | None) -> str:
+        return self.stream(self.group_of(user_id) if user_id else 0)
+
+    def all_streams(self) -> list[str]:
+        return [self.stream(g) for g in range(self.groups)]
+
+    def global_limit(self) -> str:
+        return f"{{{self.prefix}:rl}}:g"
+
+    def ip_limit(self, client_ip: str) -> str:
+        return f"{{{self.prefix}:rl}}:ip:{client_ip}"
+
+    def all_prefixed(self) -> str:
+        """A MATCH pattern for every key of this deployment (tests' clean-up only)."""
+        return f"{{{self.prefix}:*"
+
+
+def _text(value: str | None) -> bytes:
+    data = (value or "").encode("ascii")
+    return bytes([len(data)]) + data
+
+
+def encode_session(session: Session) -> bytes:
+    """The stored form of a session (see the module docstring)."""
+    head = _HEAD.pack(
+        _FORMAT,
+        STATE_CODES[session.state],
+        session.attempts_used,
+        session.max_attempts,
+        int(session.decoy),
+        session.expires_at_ms,
+        len(session.challenged),
+    )
+    amount = session.binding.amount
+    return (
+        head
+        + bytes(f.index for f in session.challenged)
+        + _text(None if amount is None else format(amount, "f"))
+        + _text(session.binding.currency)
+        + _text(session.binding.merchant_id)
+    )
+
+
+def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
+    """Inverse of :func:`encode_session`."""
+    fmt, state, used, maximum, decoy, expires, count = _HEAD.unpack_from(data)
+    if fmt != _FORMAT:
+        raise ValueError("unknown session format")
+    pos = _HEAD.size
+    factors = tuple(CATALOGUE[i] for i in data[pos : pos + count])
+    pos += count
+    texts: list[str | None] = []
+    for _ in range(3):
+        length = data[pos]
+        texts.append(data[pos + 1 : pos + 1 + length].decode("ascii") or None)
+        pos += 1 + length
+    amount, currency, merchant = texts
+    return Session(
+        session_id=session_id,
+        user_id=user_id,
+        challenged=factors,
+        expires_at_ms=expires,
+        binding=PaymentBinding(
+            amount=None if amount is None else Decimal(amount),
+            currency=currency,
+            merchant_id=merchant,
+        ),
+        state=STATES[state],
+        attempts_used=used,
+        max_attempts=maximum,
+        decoy=bool(decoy),
+    )
+
+
+def encode_window(window: ChallengeWindow) -> bytes:
+    return b"%d:%d:%s" % (
+        window.index,
+        window.window_seconds,
+        bytes(f.index for f in window.factors).hex().encode(),
+    )
+
+
+def decode_window(data: bytes) -> ChallengeWindow:
+    index, seconds, factors = data.split(b":")
+    return ChallengeWindow(
+        factors=tuple(CATALOGUE[i] for i in bytes.fromhex(factors.decode())),
+        index=int(index),
+        window_seconds=int(seconds),
+    )
+
+
+def decode_lockout(values: list[int]) -> Lockout:
+    failures, level, locked_until, updated = values
+    return Lockout(failures=failures, level=level, locked_until_ms=locked_until, updated_ms=updated)

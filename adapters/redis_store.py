@@ -1,0 +1,562 @@
+"""The Redis adapter: admission, sessions, tokens and the audit stream, standalone or Cluster.
+
+asyncio code on redis-py's asyncio clients; the server reaches it from Trio through
+:mod:`adapters.bridge`. Each port method is one pipeline of ``EVALSHA``/commands: one round trip
+per hash slot it touches (admission: the ``{rl}`` slot and the user's slot, concurrently in
+Cluster mode; every session step: the user's slot only).
+
+The scripts (``adapters/lua``) decide atomically inside Redis. Each returns the snapshot it
+read; the adapter replays the core's decision on that snapshot and raises
+:class:`ScriptDisagreement` if it differs from what the script persisted, so the core stays the
+reference at run time, not only in the differential tests.
+
+Clients are created with ``socket_timeout=None`` (NOTES-stack.md pitfall 1: trio-asyncio keeps
+every cancelled asyncio timer alive); deadlines are set on the Trio side by the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from zeropay_proto import (
+    AccountLocked,
+    AttemptReserved,
+    BearerToken,
+    ChallengeIssued,
+    FixedWindowState,
+    NonceAccepted,
+    NonceReused,
+    Policy,
+    RateLimited,
+    RequestAdmitted,
+    Session,
+    SessionClosed,
+    SlidingWindowState,
+    TokenBucketState,
+    VerificationFailed,
+    VerificationSucceeded,
+    conclude_attempt,
+    encode_token,
+    epoch_ms,
+    reserve_attempt,
+    token_digest,
+)
+from zeropay_proto.audit import AuditAction, AuditEvent
+
+from .errors import DependencyUnavailable
+from .ports import (
+    Admission,
+    AdmissionRequest,
+    ConcludeOutcome,
+    InitiateSnapshot,
+    ReserveOutcome,
+    StreamEntry,
+    TokenInfo,
+)
+from .redis_keys import (
+    KeySpace,
+    decode_lockout,
+    decode_session,
+    decode_window,
+    encode_session,
+    encode_window,
+)
+
+CONSUMER_GROUP = "flushers"
+_SCRIPTS = (
+    "admit_rl",
+    "admit_user",
+    "store_session",
+    "reserve",
+    "conclude",
+    "revoke",
+    "forget_user",
+)
+_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ScriptDisagreement(RuntimeError):
+    """A Lua script persisted something other than what the core decides: a bug."""
+
+
+def _unavailable_as_dependency_error(
+    method: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            raise DependencyUnavailable("redis") from exc
+
+    return wrapper
+
+
+def _load_script(name: str) -> str:
+    lua = resources.files("adapters") / "lua"
+    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _script_sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+
+def _bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError("expected bytes from Redis")
+    return value
+
+
+def _pairs(event: AuditEvent, *, action_first: bool = False) -> list[str]:
+    fields = event.to_fields()
+    if action_first:
+        fields = {"action": fields.pop("action"), **fields}
+    return [item for pair in fields.items() for item in pair]
+
+
+def _fixed(
+    reply: list[int], limit: int
+) -> RequestAdmitted[FixedWindowState] | RateLimited[FixedWindowState]:
+    allowed, start, count, remaining, retry, reset = reply
+    state = FixedWindowState(window_start_ms=start, count=count)
+    if allowed:
+        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
+    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
+
+
+def _sliding(
+    reply: list[int], limit: int
+) -> RequestAdmitted[SlidingWindowState] | RateLimited[SlidingWindowState]:
+    allowed, start, current, previous, remaining, retry, reset = reply
+    state = SlidingWindowState(window_start_ms=start, current=current, previous=previous)
+    if allowed:
+        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
+    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
+
+
+def _bucket(
+    reply: list[int], limit: int
+) -> RequestAdmitted[TokenBucketState] | RateLimited[TokenBucketState]:
+    allowed, level, updated, remaining, retry, reset = reply
+    state = TokenBucketState(level=level, updated_ms=updated)
+    if allowed:
+        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
+    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
+
+
+class RedisStore:
+    """Implements AdmissionPort, SessionPort and AuditStreamPort on Redis."""
+
+    def __init__(self, client: aioredis.Redis | RedisCluster, keys: KeySpace) -> None:
+        self._client = client
+        self.keys = keys
+        self.clustered = isinstance(client, RedisCluster)
+        self._sources = {name: _load_script(name) for name in _SCRIPTS}
+        self._shas = {name: _script_sha(source) for name, source in self._sources.items()}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def connect(
+        cls,
+        *,
+        url: str | None = None,
+        cluster_nodes: Sequence[tuple[str, int]] = (),
+        keys: KeySpace | None = None,
+        max_connections: int = 64,
+    ) -> RedisStore:
+        """Connect to a standalone server (``url``) or a Cluster (``cluster_nodes``), load the
+        scripts and create the audit consumer groups."""
+        client: aioredis.Redis | RedisCluster
+        if cluster_nodes:
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes],
+                socket_timeout=None,
+                socket_connect_timeout=5,
+                max_connections=max_connections,
+            )
+        elif url:
+            client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=None,
+                socket_connect_timeout=5,
+                max_connections=max_connections,
+                health_check_interval=0,
+            )
+        else:
+            raise ValueError("a Redis URL or cluster nodes are required")
+        store = cls(client, keys or KeySpace())
+        try:
+            await store._prepare()
+        except BaseException:
+            await client.aclose()
+            raise
+        return store
+
+    @_unavailable_as_dependency_error
+    async def _prepare(self) -> None:
+        if isinstance(self._client, RedisCluster):
+            await self._client.initialize()
+        await self._load_scripts()
+        pipe = self._client.pipeline(transaction=False)
+        for stream in self.keys.all_streams():
+            pipe.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        for result in await pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
+                raise result
+
+    async def _load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            sha = await self._client.script_load(source)
+            if sha != self._shas[name]:
+                raise RuntimeError("Redis reported an unexpected script SHA")
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self._client.aclose()
+
+    async def ping(self) -> bool:
+        """Readiness: the server (every cluster node) answers."""
+        try:
+            return bool(await self._client.ping())
+        except _UNAVAILABLE:
+            return False
+
+    @_unavailable_as_dependency_error
+    async def memory_used(self) -> int:
+        """``used_memory`` of the server (summed over a cluster's nodes), for metrics."""
+        info = await self._client.info("memory")
+        if self.clustered:
+            return sum(int(node["used_memory"]) for node in info.values())
+        return int(info["used_memory"])
+
+    # ---------------------------------------------------------------- script calls
+
+    async def _run(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """EVALSHA each call: one round trip per slot, all slots at once. Standalone, the calls
+        share one pipeline; a cluster client refuses EVALSHA in pipelines, so there each call
+        is sent concurrently to its slot's node. On NOSCRIPT (a restarted or failed-over
+        server) the scripts are reloaded and the calls retried once."""
+        for attempt in (1, 2):
+            if self.clustered:
+                results = await asyncio.gather(
+                    *(
+                        self._client.evalsha(self._shas[name], len(keys), *keys, *args)
+                        for name, keys, args in calls
+                    ),
+                    return_exceptions=True,
+                )
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for name, keys, args in calls:
+                    pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, rexc.NoScriptError) for r in results) or attempt == 2:
+                break
+            await self._load_scripts()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)
+
+    # ---------------------------------------------------------------- AdmissionPort
+
+    @_unavailable_as_dependency_error
+    async def admit(self, request: AdmissionRequest) -> Admission:
+        limits = request.limits
+        now_ms = epoch_ms(request.now)
+        calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
+        if limits.global_limit or limits.per_ip:
+            calls.append(
+                (
+                    "admit_rl",
+                    [self.keys.global_limit(), self.keys.ip_limit(request.client_ip)],
+                    [now_ms, limits.window_ms, limits.global_limit, limits.per_ip],
+                )
+            )
+        per_user = limits.per_user if request.user_id is not None else 0
+        nonce_ttl = request.nonce.ttl_ms if request.nonce is not None else 0
+        if per_user or nonce_ttl:
+            nonce = request.nonce.nonce if request.nonce is not None else "-"
+            user_keys = [
+                self.keys.nonce(request.user_id, nonce),
+                self.keys.user(request.user_id, "tb")
+                if request.user_id
+                else self.keys.nonce(None, nonce),
+            ]
+            calls.append(("admit_user", user_keys, [now_ms, limits.window_ms, per_user, nonce_ttl]))
+        results = await self._run(calls) if calls else []
+        g = ip = b = None
+        nonce_decision: NonceAccepted | NonceReused | None = None
+        for (name, _, _), result in zip(calls, results, strict=True):
+            if name == "admit_rl":
+                g_reply, ip_reply = result
+                g = _fixed(g_reply, limits.global_limit) if g_reply else None
+                ip = _sliding(ip_reply, limits.per_ip) if ip_reply else None
+            else:
+                code, b_reply = result
+                if code >= 0:
+                    nonce_decision = NonceAccepted() if code == 1 else NonceReused()
+                b = _bucket(b_reply, per_user) if b_reply else None
+        return Admission(global_decision=g, ip_decision=ip, user_decision=b, nonce=nonce_decision)
+
+    # ---------------------------------------------------------------- SessionPort
+
+    @_unavailable_as_dependency_error
+    async def load_for_initiate(self, user_id: str) -> InitiateSnapshot:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(self.keys.user(user_id, "rec"))
+        pipe.get(self.keys.user(user_id, "win"))
+        cached, window = await pipe.execute()
+        return InitiateSnapshot(
+            sealed_record=cached[1:] if cached and cached[:1] == b"\x01" else None,
+            cached=cached is not None,
+            window=decode_window(window) if window else None,
+        )
+
+    @_unavailable_as_dependency_error
+    async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
+        value = b"\x00" if sealed_record is None else b"\x01" + sealed_record
+        await self._client.set(self.keys.user(user_id, "rec"), value, px=ttl_ms)
+
+    @_unavailable_as_dependency_error
+    async def store_session(
+        self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
+    ) -> None:
+        session = issued.session
+        window = issued.window if issued.window_opened else None
+        await self._run(
+            [
+                (
+                    "store_session",
+                    [
+                        self.keys.session(session.session_id, session.user_id),
+                        self.keys.user(session.user_id, "win"),
+                        self.keys.stream_of(session.user_id),
+                    ],
+                    [
+                        encode_session(session),
+                        session.expires_at_ms + grace_ms,
+                        encode_window(window) if window else b"",
+                        window.ends_at * 1000 if window else 0,
+                        *_pairs(audit),
+                    ],
+                )
+            ]
+        )
+
+    @_unavailable_as_dependency_error
+    async def load_session(self, session_id: str, user_id: str) -> Session | None:
+        blob = await self._client.get(self.keys.session(session_id, user_id))
+        return decode_session(session_id, user_id, _bytes(blob)) if blob else None
+
+    @_unavailable_as_dependency_error
+    async def reserve_attempt(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> ReserveOutcome | None:
+        durations = ",".join(str(1000 * d) for d in policy.lockout_durations_seconds)
+        ((code, before),) = await self._run(
+            [
+                (
+                    "reserve",
+                    [
+                        self.keys.session(session_id, user_id),
+                        self.keys.user(user_id, "lock"),
+                        self.keys.stream_of(user_id),
+                    ],
+                    [
+                        epoch_ms(now),
+                        policy.lockout_threshold,
+                        1000 * policy.lockout_memory_seconds,
+                        durations,
+                        *_pairs(lock_audit),
+                    ],
+                )
+            ]
+        )
+        if code == -1:
+            return None
+        blob, *lockout_values = before
+        session = decode_session(session_id, user_id, blob)
+        out = reserve_attempt(session, decode_lockout(lockout_values), now=now, policy=policy)
+        expected = {SessionClosed: 0, AccountLocked: 1, AttemptReserved: 2}[type(out)]
+        if code != expected:
+            raise ScriptDisagreement(f"reserve.lua returned {code}, the core decided {expected}")
+        return out
+
+    @_unavailable_as_dependency_error
+    async def conclude_attempt(
+        self,
+        session_id: str,
+        user_id: str,
+        *,
+        attempt: int,
+        key_unwrapped: bool,
+        now: float,
+        token_entropy: bytes,
+        policy: Policy,
+        audit: AuditEvent,
+    ) -> ConcludeOutcome | None:
+        token = encode_token(user_id, token_entropy)
+        digest = token_digest(token)
+        expires_at_ms = epoch_ms(now) + 1000 * policy.token_ttl_seconds
+        ((code, blob),) = await self._run(
+            [
+                (
+                    "conclude",
+                    [
+                        self.keys.session(session_id, user_id),
+                        self.keys.user(user_id, "lock"),
+                        self.keys.token(user_id, digest),
+                        self.keys.user(user_id, "tokidx"),
+                        self.keys.stream_of(user_id),
+                    ],
+                    [
+                        attempt,
+                        "1" if key_unwrapped else "0",
+                        f"{session_id}:{expires_at_ms}",
+                        expires_at_ms,
+                        digest.hex(),
+                        AuditAction.VERIFICATION_SUCCEEDED.value,
+                        AuditAction.VERIFICATION_FAILED.value,
+                        *_pairs(audit, action_first=True),
+                    ],
+                )
+            ]
+        )
+        if code == -1:
+            return None
+        # An attempt that was never reserved (code -2) makes the core raise LocalProtocolError.
+        out = conclude_attempt(
+            decode_session(session_id, user_id, blob),
+            attempt=attempt,
+            key_unwrapped=key_unwrapped,
+            now=now,
+            token_entropy=token_entropy,
+            policy=policy,
+        )
+        applied = isinstance(out, VerificationSucceeded | VerificationFailed)
+        if code != (1 if applied else 0):
+            raise ScriptDisagreement(f"conclude.lua returned {code}, the core decided {out}")
+        return out
+
+    @_unavailable_as_dependency_error
+    async def token_info(self, token: BearerToken) -> TokenInfo | None:
+        value = await self._client.get(self.keys.token(token.user_id, token.digest))
+        if not value:
+            return None
+        session_id, expires = _bytes(value).decode().rsplit(":", 1)
+        return TokenInfo(user_id=token.user_id, session_id=session_id, expires_at_ms=int(expires))
+
+    @_unavailable_as_dependency_error
+    async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
+        (revoked,) = await self._run(
+            [
+                (
+                    "revoke",
+                    [
+                        self.keys.token(token.user_id, token.digest),
+                        self.keys.user(token.user_id, "tokidx"),
+                        self.keys.stream_of(token.user_id),
+                    ],
+                    [token.digest.hex(), *_pairs(audit)],
+                )
+            ]
+        )
+        return bool(revoked)
+
+    @_unavailable_as_dependency_error
+    async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
+        token_prefix = self.keys.token(user_id, b"")
+        await self._run(
+            [
+                (
+                    "forget_user",
+                    [
+                        self.keys.user(user_id, "rec"),
+                        self.keys.user(user_id, "win"),
+                        self.keys.user(user_id, "lock"),
+                        self.keys.user(user_id, "tokidx"),
+                        self.keys.stream_of(user_id),
+                    ],
+                    [token_prefix, *_pairs(audit)],
+                )
+            ]
+        )
+
+    # ---------------------------------------------------------------- AuditStreamPort
+
+    @_unavailable_as_dependency_error
+    async def append(self, event: AuditEvent) -> None:
+        await self._client.xadd(self.keys.stream_of(event.user_id), event.to_fields())  # type: ignore[arg-type]
+
+    @_unavailable_as_dependency_error
+    async def read_batch(
+        self, consumer: str, count: int, reclaim_idle_ms: int
+    ) -> list[StreamEntry]:
+        streams = self.keys.all_streams()
+        pipe = self._client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xautoclaim(stream, CONSUMER_GROUP, consumer, reclaim_idle_ms, count=count)
+        for stream in streams:
+            pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
+        results = await pipe.execute()
+        entries: list[StreamEntry] = []
+        for stream, claimed in zip(streams, results[: len(streams)], strict=True):
+            entries += self._entries(stream, claimed[1])
+        for stream, read in zip(streams, results[len(streams) :], strict=True):
+            for _, messages in read or ():
+                entries += self._entries(stream, messages)
+        return entries
+
+    @staticmethod
+    def _entries(stream: str, messages: Sequence[Any]) -> list[StreamEntry]:
+        out = []
+        for entry_id, fields in messages:
+            if fields is None:  # deleted while pending
+                continue
+            decoded = {k.decode(): v.decode() for k, v in fields.items()}
+            out.append(
+                StreamEntry(
+                    stream=stream, entry_id=entry_id.decode(), event=AuditEvent.from_fields(decoded)
+                )
+            )
+        return out
+
+    @_unavailable_as_dependency_error
+    async def acknowledge(self, entries: Sequence[StreamEntry]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        if not by_stream:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, CONSUMER_GROUP, *ids)
+            pipe.xdel(stream, *ids)
+        await pipe.execute()
+
+    @_unavailable_as_dependency_error
+    async def backlog(self) -> int:
+        pipe = self._client.pipeline(transaction=False)
+        for stream in self.keys.all_streams():
+            pipe.xlen(stream)
+        return sum(await pipe.execute())
+
+
+def lock_event_for(audit: AuditEvent) -> AuditEvent:
+    """The ACCOUNT_LOCKED event derived from a request's audit event."""
+    return replace(audit, action=AuditAction.ACCOUNT_LOCKED)

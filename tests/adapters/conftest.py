@@ -1,0 +1,118 @@
+"""Backends for the contract suite, each opened inside the test's own Trio run.
+
+Loop-bound clients (redis-py, asyncpg) are created inside ``trio_asyncio.open_loop()`` in the
+test body's context manager, never in a fixture shared across Trio runs (NOTES-stack.md
+pitfalls 4 and the "clients belong to the loop" note).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import trio_asyncio
+
+from adapters.bridge import TrioBridge, aio
+from adapters.memory import MemoryStore
+from adapters.postgres import PostgresStore
+from adapters.redis_keys import KeySpace
+from adapters.redis_store import RedisStore
+from tests.services import (
+    REDIS_URL,
+    RedisCluster,
+    delete_prefix,
+    running_pgbouncer,
+    running_redis_cluster,
+    temporary_database,
+    unique_prefix,
+)
+
+STATE_BACKENDS = ["memory", "redis", "cluster"]
+DURABLE_BACKENDS = ["memory", "postgres", "pgbouncer"]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with running_redis_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def migrated_database() -> Iterator[str]:
+    import asyncio
+
+    with temporary_database() as url:
+
+        async def migrate() -> None:
+            store = await PostgresStore.connect(url, min_size=1, max_size=2)
+            try:
+                await store.migrate()
+            finally:
+                await store.aclose()
+
+        asyncio.run(migrate())
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(migrated_database: str) -> Iterator[str]:
+    with running_pgbouncer(migrated_database) as url:
+        yield url
+
+
+@pytest.fixture
+def state_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    kind = request.param
+    cluster = request.getfixturevalue("redis_cluster") if kind == "cluster" else None
+    return {"kind": kind, "cluster": cluster}
+
+
+@pytest.fixture
+def durable_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    kind = request.param
+    url = None
+    if kind == "postgres":
+        url = request.getfixturevalue("migrated_database")
+    elif kind == "pgbouncer":
+        url = request.getfixturevalue("pgbouncer_url")
+    return {"kind": kind, "url": url}
+
+
+@contextlib.asynccontextmanager
+async def open_state_store(backend: dict[str, Any], *, timeout: float = 10) -> AsyncIterator[Any]:
+    """A Trio-callable store implementing AdmissionPort, SessionPort and AuditStreamPort."""
+    kind = backend["kind"]
+    if kind == "memory":
+        yield MemoryStore(clock=time.time)
+        return
+    prefix = unique_prefix()
+    async with trio_asyncio.open_loop():
+        if kind == "redis":
+            store = await aio(RedisStore.connect)(url=REDIS_URL, keys=KeySpace(prefix))
+        else:
+            store = await aio(RedisStore.connect)(
+                cluster_nodes=backend["cluster"].nodes, keys=KeySpace(prefix)
+            )
+        try:
+            yield TrioBridge(store, dependency="redis", timeout=timeout)
+        finally:
+            await aio(store.aclose)()
+    if kind == "redis":
+        delete_prefix(REDIS_URL, prefix)
+
+
+@contextlib.asynccontextmanager
+async def open_durable_store(backend: dict[str, Any]) -> AsyncIterator[Any]:
+    """A Trio-callable store implementing EnrollmentPort and AuditLogPort."""
+    if backend["kind"] == "memory":
+        yield MemoryStore(clock=time.time)
+        return
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(backend["url"], min_size=1, max_size=4)
+        try:
+            yield TrioBridge(store, dependency="postgresql", timeout=10)
+        finally:
+            await aio(store.aclose)()

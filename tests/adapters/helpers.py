@@ -1,0 +1,50 @@
+"""Inputs for the adapter tests: real time, unique users, audit events."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from decimal import Decimal
+
+from zeropay_proto import (
+    ChallengeIssued,
+    Factor,
+    PaymentBinding,
+    RiskLevel,
+    epoch_ms,
+    make_session_id,
+    open_session,
+)
+from zeropay_proto.audit import AuditAction, AuditEvent, new_event_id
+
+ENROLLED = frozenset({Factor.PIN, Factor.COLOUR, Factor.EMOJI, Factor.FACE})
+
+
+def new_user() -> str:
+    return str(uuid.uuid4())
+
+
+def event(user: str | None, action: AuditAction = AuditAction.SESSION_INITIATED) -> AuditEvent:
+    return AuditEvent(
+        event_id=new_event_id(secrets.token_bytes(16)),
+        action=action,
+        user_id=user,
+        client="198.51.100.0/24",
+        at_ms=epoch_ms(time.time()),
+        details={"test": True},
+    )
+
+
+def new_session(user: str, *, now: float | None = None, enrolled: bool = True) -> ChallengeIssued:
+    return open_session(
+        session_id=make_session_id(user, secrets.token_bytes(16)),
+        user_id=user,
+        enrolled=ENROLLED if enrolled else None,
+        window=None,
+        binding=PaymentBinding(amount=Decimal("42.00"), currency="EUR", merchant_id="shop-1"),
+        risk=RiskLevel.MEDIUM,
+        now=time.time() if now is None else now,
+        entropy=secrets.token_bytes(32),
+        decoy_key=b"d" * 32,
+    )

@@ -1,0 +1,397 @@
+"""One contract, every backend: memory, Redis standalone, a 3-master Redis Cluster (state
+ports) and memory, PostgreSQL, PostgreSQL through PgBouncer (durable ports)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import pytest
+
+from adapters.ports import AdmissionRequest, Limits, StoredEnrollment
+from adapters.redis_store import lock_event_for
+from tests.adapters.conftest import (
+    DURABLE_BACKENDS,
+    STATE_BACKENDS,
+    open_durable_store,
+    open_state_store,
+)
+from tests.adapters.helpers import event, new_session, new_user
+from tests.helpers import enroll
+from zeropay_proto import (
+    DEFAULT_POLICY,
+    AccountLocked,
+    AttemptReserved,
+    ChallengeWindow,
+    Factor,
+    Lockout,
+    NonceAccepted,
+    NonceClaim,
+    NonceReused,
+    RateLimited,
+    RequestAdmitted,
+    SessionClosed,
+    SessionState,
+    VerificationFailed,
+    VerificationSucceeded,
+    parse_bearer,
+)
+from zeropay_proto.audit import AuditAction
+
+state = pytest.mark.parametrize("state_backend", STATE_BACKENDS, indirect=True)
+durable = pytest.mark.parametrize("durable_backend", DURABLE_BACKENDS, indirect=True)
+
+
+def admission(
+    *, user: str | None = None, ip: str = "192.0.2.1", nonce: str | None = None, **limits: int
+) -> AdmissionRequest:
+    return AdmissionRequest(
+        now=time.time(),
+        client_ip=ip,
+        user_id=user,
+        nonce=None if nonce is None else NonceClaim(nonce=nonce, ttl_ms=60_000),
+        limits=Limits(
+            global_limit=limits.get("global_limit", 0),
+            per_ip=limits.get("per_ip", 0),
+            per_user=limits.get("per_user", 0),
+            window_ms=60_000,
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------ admission
+
+
+@state
+async def test_global_and_ip_limits_admit_up_to_the_limit(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        ip = f"192.0.2.{secrets.randbelow(250)}"
+        outcomes = [
+            await store.admit(admission(ip=ip, global_limit=100, per_ip=3)) for _ in range(4)
+        ]
+        assert [o.rate_limited for o in outcomes] == [False, False, False, True]
+        assert isinstance(outcomes[-1].ip_decision, RateLimited)
+        # Refused by the IP limit, the request consumed nothing from the global limit.
+        assert isinstance(outcomes[-1].global_decision, RequestAdmitted)
+        after = await store.admit(admission(ip="203.0.113.9", global_limit=100, per_ip=3))
+        assert isinstance(after.global_decision, RequestAdmitted)
+        assert after.global_decision.remaining == 100 - 4
+
+
+@state
+async def test_user_bucket_limits_per_user(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user, other = new_user(), new_user()
+        results = [await store.admit(admission(user=user, per_user=2)) for _ in range(3)]
+        assert [r.rate_limited for r in results] == [False, False, True]
+        assert isinstance(results[-1].user_decision, RateLimited)
+        assert results[-1].user_decision.retry_after_ms > 0
+        assert not (await store.admit(admission(user=other, per_user=2))).rate_limited
+        off = await store.admit(admission(user=user))
+        assert off.user_decision is None
+        assert not off.rate_limited
+
+
+@state
+async def test_nonce_is_accepted_once(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        first = await store.admit(admission(user=user, nonce="n-1", per_user=5))
+        second = await store.admit(admission(user=user, nonce="n-1", per_user=5))
+        assert first.nonce == NonceAccepted()
+        assert second.nonce == NonceReused()
+        # A replay touches no bucket.
+        assert second.user_decision is None
+        third = await store.admit(admission(user=user, nonce="n-2", per_user=5))
+        assert isinstance(third.user_decision, RequestAdmitted)
+        assert third.user_decision.remaining == 3
+        anonymous = await store.admit(admission(nonce="n-3"))
+        assert anonymous.nonce == NonceAccepted()
+        assert (await store.admit(admission(nonce="n-3"))).nonce == NonceReused()
+
+
+# ------------------------------------------------------------------------------ sessions
+
+
+@state
+async def test_session_round_trips_with_its_window(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        issued = new_session(user)
+        await store.store_session(issued, 0, event(user), 60_000)
+        loaded = await store.load_session(issued.session.session_id, user)
+        assert loaded == issued.session
+        assert await store.load_session(issued.session.session_id, new_user()) is None
+        snapshot = await store.load_for_initiate(user)
+        assert snapshot.window == issued.window
+        assert isinstance(snapshot.window, ChallengeWindow)
+        assert (snapshot.cached, snapshot.sealed_record) == (False, None)
+
+
+@state
+async def test_record_cache_distinguishes_absent_from_uncached(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user, unknown = new_user(), new_user()
+        await store.cache_record(user, b"sealed", 60_000)
+        await store.cache_record(unknown, None, 60_000)
+        got = await store.load_for_initiate(user)
+        assert (got.cached, got.sealed_record) == (True, b"sealed")
+        absent = await store.load_for_initiate(unknown)
+        assert (absent.cached, absent.sealed_record) == (True, None)
+
+
+@state
+async def test_reservations_persist_and_lock_the_account_across_sessions(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+        reserved = []
+        for _ in range(2):
+            issued = new_session(user, now=now)
+            await store.store_session(issued, 0, event(user), 60_000)
+            sid = issued.session.session_id
+            for _ in range(3):
+                reserved.append(
+                    await store.reserve_attempt(
+                        sid, user, now, DEFAULT_POLICY, lock_event_for(event(user))
+                    )
+                )
+        kinds = [type(r).__name__ for r in reserved]
+        assert kinds == ["AttemptReserved"] * 3 + ["AttemptReserved"] * 2 + ["AccountLocked"]
+        fifth = reserved[4]
+        assert isinstance(fifth, AttemptReserved)
+        assert fifth.lockout.failures == 5
+        assert fifth.lockout.locked_until_ms == fifth.lockout.updated_ms + 15 * 60 * 1000
+        locked = reserved[5]
+        assert isinstance(locked, AccountLocked)
+        stored = await store.load_session(issued.session.session_id, user)
+        assert stored is not None
+        assert stored.attempts_used == 2
+        assert await store.reserve_attempt("x" * 43, user, now, DEFAULT_POLICY, event(user)) is None
+        actions = [e.event.action for e in await store.read_batch("c", 100, 60_000)]
+        assert actions.count(AuditAction.ACCOUNT_LOCKED) == 1
+        assert actions.count(AuditAction.SESSION_INITIATED) == 2
+
+
+@state
+async def test_success_mints_a_token_clears_the_lockout_and_closes_the_session(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+        issued = new_session(user, now=now)
+        sid = issued.session.session_id
+        await store.store_session(issued, 0, event(user), 60_000)
+        first = await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
+        second = await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
+        assert isinstance(first, AttemptReserved)
+        assert isinstance(second, AttemptReserved)
+        done = await store.conclude_attempt(
+            sid,
+            user,
+            attempt=1,
+            key_unwrapped=True,
+            now=now,
+            token_entropy=secrets.token_bytes(32),
+            policy=DEFAULT_POLICY,
+            audit=event(user),
+        )
+        assert isinstance(done, VerificationSucceeded)
+        again = await store.conclude_attempt(
+            sid,
+            user,
+            attempt=2,
+            key_unwrapped=True,
+            now=now,
+            token_entropy=secrets.token_bytes(32),
+            policy=DEFAULT_POLICY,
+            audit=event(user),
+        )
+        assert again == SessionClosed(state=SessionState.VERIFIED)
+        stored = await store.load_session(sid, user)
+        assert stored is not None
+        assert stored.state is SessionState.VERIFIED
+        token = parse_bearer(f"Bearer {done.auth_token}")
+        info = await store.token_info(token)
+        assert info is not None
+        assert (info.user_id, info.session_id) == (user, sid)
+        assert info.expires_at_ms == done.token_expires_at_ms
+        # The lockout was cleared: a new reservation counts from one.
+        fresh = new_session(user, now=now)
+        await store.store_session(fresh, 0, event(user), 60_000)
+        next_attempt = await store.reserve_attempt(
+            fresh.session.session_id, user, now, DEFAULT_POLICY, event(user)
+        )
+        assert isinstance(next_attempt, AttemptReserved)
+        assert next_attempt.lockout.failures == 1
+        actions = [e.event.action for e in await store.read_batch("c", 100, 60_000)]
+        assert actions.count(AuditAction.VERIFICATION_SUCCEEDED) == 1
+
+
+@state
+async def test_three_failures_fail_the_session(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+        issued = new_session(user, now=now, enrolled=False)
+        sid = issued.session.session_id
+        await store.store_session(issued, 0, event(user), 60_000)
+        outcomes = []
+        for attempt in (1, 2, 3):
+            await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
+            outcomes.append(
+                await store.conclude_attempt(
+                    sid,
+                    user,
+                    attempt=attempt,
+                    key_unwrapped=False,
+                    now=now,
+                    token_entropy=secrets.token_bytes(32),
+                    policy=DEFAULT_POLICY,
+                    audit=event(user),
+                )
+            )
+        assert [o.attempts_remaining for o in outcomes if isinstance(o, VerificationFailed)] == [
+            2,
+            1,
+            0,
+        ]
+        stored = await store.load_session(sid, user)
+        assert stored is not None
+        assert stored.state is SessionState.FAILED
+        assert stored.decoy
+        closed = await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
+        assert closed == SessionClosed(state=SessionState.FAILED)
+
+
+@state
+async def test_revoke_and_forget_remove_tokens(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+        tokens = []
+        for _ in range(2):
+            issued = new_session(user, now=now)
+            sid = issued.session.session_id
+            await store.store_session(issued, 0, event(user), 60_000)
+            await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
+            done = await store.conclude_attempt(
+                sid,
+                user,
+                attempt=1,
+                key_unwrapped=True,
+                now=now,
+                token_entropy=secrets.token_bytes(32),
+                policy=DEFAULT_POLICY,
+                audit=event(user),
+            )
+            assert isinstance(done, VerificationSucceeded)
+            tokens.append(parse_bearer(f"Bearer {done.auth_token}"))
+        assert await store.revoke_token(tokens[0], event(user, AuditAction.TOKEN_REVOKED))
+        assert not await store.revoke_token(tokens[0], event(user, AuditAction.TOKEN_REVOKED))
+        assert await store.token_info(tokens[0]) is None
+        assert await store.token_info(tokens[1]) is not None
+        await store.cache_record(user, b"sealed", 60_000)
+        await store.forget_user(user, event(user, AuditAction.ENROLLMENT_DELETED))
+        assert await store.token_info(tokens[1]) is None
+        snapshot = await store.load_for_initiate(user)
+        assert (snapshot.cached, snapshot.window) == (False, None)
+
+
+# ------------------------------------------------------------------------------ audit stream
+
+
+@state
+async def test_stream_delivers_acknowledges_and_reclaims(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        users = [new_user() for _ in range(5)]
+        for user in users:
+            await store.append(event(user))
+        assert await store.backlog() == 5
+        taken = await store.read_batch("alive", 10, 60_000)
+        assert sorted(e.event.user_id for e in taken) == sorted(users)
+        # Another consumer sees nothing new, and reclaims only once entries are idle enough.
+        assert await store.read_batch("other", 10, 60_000) == []
+        reclaimed = await store.read_batch("other", 10, 0)
+        assert sorted(e.event.event_id for e in reclaimed) == sorted(
+            e.event.event_id for e in taken
+        )
+        await store.acknowledge(reclaimed)
+        assert await store.backlog() == 0
+        assert await store.read_batch("alive", 10, 0) == []
+
+
+# ------------------------------------------------------------------------------ durable
+
+
+def stored_enrollment(user: str, device: str = "phone-1") -> StoredEnrollment:
+    plan, wrapped = enroll(user=user, factors=(Factor.PIN, Factor.NFC, Factor.FACE))
+    return StoredEnrollment(
+        wrapped_key=plan.wrapped_key(wrapped),
+        sealed_record=plan.sealed_record,
+        device_id=device,
+        created_at_ms=1_800_000_000_000,
+        updated_at_ms=1_800_000_000_000,
+    )
+
+
+@durable
+async def test_enrollment_insert_is_exclusive_and_round_trips(
+    durable_backend: dict[str, Any],
+) -> None:
+    async with open_durable_store(durable_backend) as store:
+        user = new_user()
+        row = stored_enrollment(user)
+        assert await store.insert_enrollment(row)
+        assert not await store.insert_enrollment(stored_enrollment(user, "other"))
+        assert await store.load_enrollment(user) == row
+        assert await store.export_enrollment(user) == row
+        assert await store.load_enrollment(new_user()) is None
+
+
+@durable
+async def test_enrollment_replace_and_delete(durable_backend: dict[str, Any]) -> None:
+    async with open_durable_store(durable_backend) as store:
+        user = new_user()
+        assert not await store.replace_enrollment(stored_enrollment(user))
+        await store.insert_enrollment(stored_enrollment(user))
+        newer = stored_enrollment(user, "phone-2")
+        newer = StoredEnrollment(
+            wrapped_key=newer.wrapped_key,
+            sealed_record=newer.sealed_record,
+            device_id="phone-2",
+            created_at_ms=1_900_000_000_000,
+            updated_at_ms=1_900_000_000_000,
+        )
+        assert await store.replace_enrollment(newer)
+        loaded = await store.load_enrollment(user)
+        assert loaded is not None
+        assert loaded.device_id == "phone-2"
+        assert loaded.created_at_ms == 1_800_000_000_000  # creation time is kept
+        assert loaded.updated_at_ms == 1_900_000_000_000
+        assert await store.delete_enrollment(user)
+        assert not await store.delete_enrollment(user)
+        assert await store.load_enrollment(user) is None
+
+
+@durable
+async def test_audit_writes_are_idempotent(durable_backend: dict[str, Any]) -> None:
+    async with open_durable_store(durable_backend) as store:
+        user = new_user()
+        events = [event(user, AuditAction.ENROLLED), event(user, AuditAction.SESSION_INITIATED)]
+        assert await store.write_events(events) == 2
+        assert await store.write_events(events) == 0
+        assert await store.write_events([]) == 0
+        trail = await store.user_trail(user, 10)
+        assert sorted(e.event_id for e in trail) == sorted(e.event_id for e in events)
+        assert await store.user_trail(new_user(), 10) == []
+
+
+def test_lockout_default_is_never_failed() -> None:
+    assert Lockout().failures == 0
