@@ -124,18 +124,22 @@ class AuditFlusher:
         return read > 0
 
     async def flush(self) -> int:
-        """Write the buffer, then acknowledge it. Returns the events newly written."""
-        entries = list(self._buffer.values())
-        if not entries:
-            return 0
-        new = await self._log.write_events([e.event for e in entries])
-        await self._stream.acknowledge(entries)
-        self._written += new
-        self._duplicates += len(entries) - new
-        self._batches += 1
-        self._buffer.clear()
+        """Write the buffer in batches of at most ``batch_size``, acknowledging each batch
+        once it is written. Returns the events newly written."""
+        new_total = 0
+        while self._buffer:
+            keys = list(self._buffer)[: self._batch_size]
+            entries = [self._buffer[k] for k in keys]
+            new = await self._log.write_events([e.event for e in entries])
+            await self._stream.acknowledge(entries)
+            for key in keys:
+                del self._buffer[key]
+            self._written += new
+            self._duplicates += len(entries) - new
+            self._batches += 1
+            new_total += new
         self._batch_started = None
-        return new
+        return new_total
 
     async def drain(self) -> int:
         """Flush everything this consumer can read now (graceful shutdown). Returns events

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -86,22 +86,31 @@ _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, 
 
 P = ParamSpec("P")
 R = TypeVar("R")
+StoreT = TypeVar("StoreT", bound="RedisStore")
 
 
 class ScriptDisagreement(RuntimeError):
     """A Lua script persisted something other than what the core decides: a bug."""
 
 
-def _unavailable_as_dependency_error(
-    method: Callable[P, Awaitable[R]],
-) -> Callable[P, Awaitable[R]]:
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except _UNAVAILABLE as exc:
-            raise DependencyUnavailable("redis") from exc
+def _redis_call(
+    method: Callable[Concatenate[StoreT, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[StoreT, P], Coroutine[Any, Any, R]]:
+    """Queue behind the store's gate, and turn "Redis unreachable" into DependencyUnavailable.
 
+    The gate bounds in-flight operations to the connection budget: redis-py's cluster client
+    raises instead of waiting when a node's connections are all in use, and a burst of
+    requests must queue, not fail.
+    """
+
+    async def wrapper(self: StoreT, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with self._gate:
+            try:
+                return await method(self, *args, **kwargs)
+            except _UNAVAILABLE as exc:
+                raise DependencyUnavailable("redis") from exc
+
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 
@@ -160,8 +169,11 @@ def _bucket(
 class RedisStore:
     """Implements AdmissionPort, SessionPort and AuditStreamPort on Redis."""
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, keys: KeySpace) -> None:
+    def __init__(
+        self, client: aioredis.Redis | RedisCluster, keys: KeySpace, max_connections: int = 64
+    ) -> None:
         self._client = client
+        self._gate = asyncio.Semaphore(max_connections)
         self.keys = keys
         self.clustered = isinstance(client, RedisCluster)
         self._sources = {name: _load_script(name) for name in _SCRIPTS}
@@ -198,7 +210,7 @@ class RedisStore:
             )
         else:
             raise ValueError("a Redis URL or cluster nodes are required")
-        store = cls(client, keys or KeySpace())
+        store = cls(client, keys or KeySpace(), max_connections)
         try:
             await store._prepare()
         except BaseException:
@@ -206,7 +218,7 @@ class RedisStore:
             raise
         return store
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def _prepare(self) -> None:
         if isinstance(self._client, RedisCluster):
             await self._client.initialize()
@@ -235,7 +247,7 @@ class RedisStore:
         except _UNAVAILABLE:
             return False
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def memory_used(self) -> int:
         """``used_memory`` of the server (summed over a cluster's nodes), for metrics."""
         info = await self._client.info("memory")
@@ -274,7 +286,7 @@ class RedisStore:
 
     # ---------------------------------------------------------------- AdmissionPort
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def admit(self, request: AdmissionRequest) -> Admission:
         limits = request.limits
         now_ms = epoch_ms(request.now)
@@ -315,7 +327,7 @@ class RedisStore:
 
     # ---------------------------------------------------------------- SessionPort
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def load_for_initiate(self, user_id: str) -> InitiateSnapshot:
         pipe = self._client.pipeline(transaction=False)
         pipe.get(self.keys.user(user_id, "rec"))
@@ -327,12 +339,12 @@ class RedisStore:
             window=decode_window(window) if window else None,
         )
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
         value = b"\x00" if sealed_record is None else b"\x01" + sealed_record
         await self._client.set(self.keys.user(user_id, "rec"), value, px=ttl_ms)
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def store_session(
         self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
     ) -> None:
@@ -358,12 +370,12 @@ class RedisStore:
             ]
         )
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
         blob = await self._client.get(self.keys.session(session_id, user_id))
         return decode_session(session_id, user_id, _bytes(blob)) if blob else None
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def reserve_attempt(
         self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
     ) -> ReserveOutcome | None:
@@ -397,7 +409,7 @@ class RedisStore:
             raise ScriptDisagreement(f"reserve.lua returned {code}, the core decided {expected}")
         return out
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def conclude_attempt(
         self,
         session_id: str,
@@ -453,7 +465,7 @@ class RedisStore:
             raise ScriptDisagreement(f"conclude.lua returned {code}, the core decided {out}")
         return out
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def token_info(self, token: BearerToken) -> TokenInfo | None:
         value = await self._client.get(self.keys.token(token.user_id, token.digest))
         if not value:
@@ -461,7 +473,7 @@ class RedisStore:
         session_id, expires = _bytes(value).decode().rsplit(":", 1)
         return TokenInfo(user_id=token.user_id, session_id=session_id, expires_at_ms=int(expires))
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
         (revoked,) = await self._run(
             [
@@ -478,7 +490,7 @@ class RedisStore:
         )
         return bool(revoked)
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
         token_prefix = self.keys.token(user_id, b"")
         await self._run(
@@ -499,11 +511,11 @@ class RedisStore:
 
     # ---------------------------------------------------------------- AuditStreamPort
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def append(self, event: AuditEvent) -> None:
         await self._client.xadd(self.keys.stream_of(event.user_id), event.to_fields())  # type: ignore[arg-type]
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def read_batch(
         self, consumer: str, count: int, reclaim_idle_ms: int
     ) -> list[StreamEntry]:
@@ -536,7 +548,7 @@ class RedisStore:
             )
         return out
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def acknowledge(self, entries: Sequence[StreamEntry]) -> None:
         by_stream: dict[str, list[str]] = {}
         for entry in entries:
@@ -549,7 +561,7 @@ class RedisStore:
             pipe.xdel(stream, *ids)
         await pipe.execute()
 
-    @_unavailable_as_dependency_error
+    @_redis_call
     async def backlog(self) -> int:
         pipe = self._client.pipeline(transaction=False)
         for stream in self.keys.all_streams():

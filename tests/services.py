@@ -261,3 +261,89 @@ def running_pgbouncer(database_url: str) -> Iterator[str]:
     finally:
         _stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in /tmp), which it may stop and start."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            raise FileNotFoundError("PostgreSQL server binaries are not installed")
+        self._bin = Path(found[-1]).parent
+        self.workdir = Path(tempfile.mkdtemp(prefix="zeropay-pg-"))
+        self.data = self.workdir / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+        subprocess.run(
+            [
+                *self._as,
+                str(self._bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            [
+                *self._as,
+                str(self._bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-w",
+                "-l",
+                str(self.workdir / "server.log"),
+                "-o",
+                f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.workdir}",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            [
+                *self._as,
+                str(self._bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-w",
+                "-m",
+                "fast",
+                "stop",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
