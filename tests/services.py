@@ -297,6 +297,39 @@ class PrivatePostgres:
             timeout=120,
         )
 
+    def replica(self) -> PrivatePostgres:
+        """A streaming-replication standby of this server (pg_basebackup -R), not started."""
+        standby = PrivatePostgres.__new__(PrivatePostgres)
+        standby._bin, standby._as = self._bin, self._as
+        standby.workdir = Path(str(self.workdir) + "-replica")
+        standby.workdir.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(standby.workdir, "postgres")
+        standby.data = standby.workdir / "data"
+        standby.port = free_port()
+        standby.url = f"postgresql://postgres@127.0.0.1:{standby.port}/postgres"
+        subprocess.run(
+            [
+                *self._as,
+                str(self._bin / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(standby.data),
+                "-R",
+                "-X",
+                "stream",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
+        return standby
+
     def start(self) -> None:
         subprocess.run(
             [

@@ -1,0 +1,161 @@
+"""PostgreSQL specifics: versioned migrations, monthly partitions, retention, a read replica."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+import trio
+import trio_asyncio
+
+from adapters.bridge import TrioBridge, aio
+from adapters.ports import StoredEnrollment
+from adapters.postgres import PostgresStore, migrations
+from tests.adapters.helpers import new_user
+from tests.adapters.test_contract import stored_enrollment
+from tests.services import PrivatePostgres, private_postgres, temporary_database
+from zeropay_proto.audit import AuditAction, AuditEvent, new_event_id
+
+
+async def query(url: str, sql: str, *args: Any) -> list[Any]:
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(url)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    rows: list[Any] = await aio(run)()
+    return rows
+
+
+def test_migrations_are_numbered_and_ordered() -> None:
+    found = migrations()
+    assert [v for v, _, _ in found] == sorted({v for v, _, _ in found})
+    assert found[0][1] == "0001_initial.sql"
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    with temporary_database() as url:
+        yield url
+
+
+async def test_migrate_is_versioned_idempotent_and_creates_partitions_ahead(
+    fresh_database: str,
+) -> None:
+    url = fresh_database
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=2)
+        try:
+            first = await aio(store.migrate)(today=dt.date(2027, 1, 15))
+            second = await aio(store.migrate)(today=dt.date(2027, 1, 15))
+            rows = await query(
+                url,
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'audit_log'::regclass ORDER BY 1",
+            )
+            versions = await query(url, "SELECT version FROM schema_migrations")
+        finally:
+            await aio(store.aclose)()
+    assert first == ["0001_initial.sql"]
+    assert second == []
+    assert [r[0] for r in versions] == [1]
+    assert [r[0] for r in rows] == [
+        "audit_log_2027_01", "audit_log_2027_02", "audit_log_2027_03", "audit_log_2027_04",
+        "audit_log_default",
+    ]  # fmt: skip
+
+
+def old_event(at: dt.datetime) -> AuditEvent:
+    import secrets
+
+    return AuditEvent(
+        event_id=new_event_id(secrets.token_bytes(16)),
+        action=AuditAction.ENROLLED,
+        user_id=new_user(),
+        client=None,
+        at_ms=int(at.timestamp() * 1000),
+    )
+
+
+async def test_retention_drops_partitions_older_than_ninety_days(fresh_database: str) -> None:
+    url = fresh_database
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=2)
+        try:
+            await aio(store.migrate)(today=dt.date(2027, 1, 1))
+            now = dt.datetime(2027, 6, 20, tzinfo=dt.UTC)
+            await aio(store.migrate)(today=dt.date(2027, 6, 1))
+            events = [
+                old_event(dt.datetime(2027, 1, 10, tzinfo=dt.UTC)),  # partition dropped
+                old_event(dt.datetime(2027, 3, 1, tzinfo=dt.UTC)),  # row deleted
+                old_event(dt.datetime(2027, 6, 1, tzinfo=dt.UTC)),  # kept
+            ]
+            assert await aio(store.write_events)(events) == 3
+            dropped = await aio(store.apply_retention)(now)
+            kept = await query(url, "SELECT event_id::text FROM audit_log")
+            parts = await query(
+                url,
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'audit_log'::regclass ORDER BY 1",
+            )
+        finally:
+            await aio(store.aclose)()
+    assert dropped == 2  # January and February 2027 ended more than 90 days before June 20
+    assert [r[0] for r in kept] == [events[2].event_id]
+    assert "audit_log_2027_01" not in {r[0] for r in parts}
+    assert "audit_log_2027_03" in {r[0] for r in parts}
+
+
+async def replicated(store: Any, user: str) -> bool:
+    try:
+        return await store.export_enrollment(user) is not None
+    except asyncpg.UndefinedTableError:  # the schema itself has not replayed yet
+        return False
+
+
+@pytest.fixture(scope="module")
+def primary_and_replica() -> Iterator[tuple[PrivatePostgres, PrivatePostgres]]:
+    with private_postgres() as primary:
+        standby = primary.replica()
+        try:
+            standby.start()
+            yield primary, standby
+        finally:
+            standby.remove()
+
+
+async def test_exports_read_the_replica_and_security_reads_the_primary(
+    primary_and_replica: tuple[PrivatePostgres, PrivatePostgres],
+) -> None:
+    primary, standby = primary_and_replica
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(
+            primary.url,
+            replica_dsn=standby.url,
+            min_size=1,
+            max_size=2,
+            replica_min_size=1,
+            replica_max_size=2,
+        )
+        bridged: Any = TrioBridge(store, dependency="postgresql", timeout=10)
+        try:
+            await bridged.migrate()
+            user = new_user()
+            row: StoredEnrollment = stored_enrollment(user)
+            assert await bridged.insert_enrollment(row)
+            assert await bridged.load_enrollment(user) == row  # primary: at once
+            with trio.fail_after(30):  # the replica catches up by streaming
+                while not await replicated(bridged, user):
+                    await trio.sleep(0.05)
+            assert await bridged.export_enrollment(user) == row
+            in_recovery = await query(standby.url, "SELECT pg_is_in_recovery()")
+            assert in_recovery[0][0] is True
+            with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                await query(standby.url, "DELETE FROM wrapped_keys")
+        finally:
+            await aio(store.aclose)()
