@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -129,16 +129,16 @@ class MemoryStore:
             if ip_decision is not None:
                 start = ip_decision.state.window_start_ms
                 self._set(f"rl:ip:{request.client_ip}", ip_decision.state, start + 2 * window)
-        # The nonce and the per-user bucket decide together, in the user's slot.
+        # The nonce (single-use across all users) and the per-user bucket decide independently.
         nonce: NonceAccepted | NonceReused | None = None
         if request.nonce is not None:
-            key = f"nonce:{request.user_id}:{request.nonce.nonce}"
+            key = f"nonce:{request.nonce.nonce}"
             if self._get(key) is not None:
                 nonce = NonceReused()
             else:
                 nonce = NonceAccepted()
                 self._set(key, True, epoch_ms(now) + request.nonce.ttl_ms)
-        if request.user_id is not None and limits.per_user and not isinstance(nonce, NonceReused):
+        if request.user_id is not None and limits.per_user:
             key = f"rl:user:{request.user_id}"
             user_decision = decide_token_bucket(
                 self._get(key), now=now, limit=limits.per_user, window_ms=window
@@ -259,6 +259,17 @@ class MemoryStore:
         for kind in ("rec", "win", "lock", "tokidx"):
             self._delete(f"{kind}:{user_id}")
         self._append(audit)
+
+    # -------------------------------------------------------------- PspSessionPort
+
+    async def store_psp_session(
+        self, psp_session_id: str, data: Mapping[str, Any], ttl_ms: int
+    ) -> None:
+        self._set(f"psp:{psp_session_id}", dict(data), self._now_ms() + ttl_ms)
+
+    async def load_psp_session(self, psp_session_id: str) -> dict[str, Any] | None:
+        data: dict[str, Any] | None = self._get(f"psp:{psp_session_id}")
+        return None if data is None else dict(data)
 
     # -------------------------------------------------------------- AuditStreamPort
 

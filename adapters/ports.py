@@ -15,9 +15,9 @@ reached, so the server fails closed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from zeropay_proto import (
     AccountLocked,
@@ -179,6 +179,24 @@ class SessionPort(Protocol):
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
         """Drop everything Redis holds for a user except live sessions (they expire and can no
         longer verify, since the record is gone) and append ``audit``."""
+        ...
+
+
+# ------------------------------------------------------------------------------ PSP sessions
+
+
+class PspSessionPort(Protocol):
+    """Payment-provider checkout sessions, shared by every instance (the original kept them in
+    a process-local Map)."""
+
+    async def store_psp_session(
+        self, psp_session_id: str, data: Mapping[str, Any], ttl_ms: int
+    ) -> None:
+        """Store a checkout session for ``ttl_ms`` (``PSP_SESSION_TTL``)."""
+        ...
+
+    async def load_psp_session(self, psp_session_id: str) -> dict[str, Any] | None:
+        """A live checkout session, or ``None``."""
         ...
 
 

@@ -77,11 +77,16 @@ class KeySpace:
     def token(self, user_id: str, digest: bytes) -> str:
         return f"{self._tag(self.group_of(user_id))}:t:{digest.hex()}"
 
-    def nonce(self, user_id: str | None, nonce: str) -> str:
-        # With a user the nonce shares the user's slot (one script with the bucket); without,
-        # it lands in the group of the nonce itself.
-        group = self.group_of(user_id) if user_id else zlib.crc32(nonce.encode()) % self.groups
-        return f"{self._tag(group)}:n:{nonce}"
+    def nonce_group(self, nonce: str) -> int:
+        """Nonces are single-use across all users, spread over the groups by their own hash."""
+        return zlib.crc32(nonce.encode()) % self.groups
+
+    def nonce(self, nonce: str) -> str:
+        return f"{self._tag(self.nonce_group(nonce))}:n:{nonce}"
+
+    def psp(self, psp_session_id: str) -> str:
+        group = zlib.crc32(psp_session_id.encode()) % self.groups
+        return f"{self._tag(group)}:psp:{psp_session_id}"
 
     def stream(self, group: int) -> str:
         return f"{self._tag(group)}:audit"

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Callable, Coroutine, Sequence
+import json
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -248,12 +249,13 @@ class RedisStore:
             return False
 
     @_redis_call
-    async def memory_used(self) -> int:
-        """``used_memory`` of the server (summed over a cluster's nodes), for metrics."""
+    async def memory_stats(self) -> tuple[int, int]:
+        """``(used_memory, maxmemory)``, summed over a cluster's nodes (0: no limit)."""
         info = await self._client.info("memory")
-        if self.clustered:
-            return sum(int(node["used_memory"]) for node in info.values())
-        return int(info["used_memory"])
+        nodes = list(info.values()) if self.clustered else [info]
+        used = sum(int(node["used_memory"]) for node in nodes)
+        maximum = sum(int(node.get("maxmemory", 0)) for node in nodes)
+        return used, maximum
 
     # ---------------------------------------------------------------- script calls
 
@@ -301,15 +303,27 @@ class RedisStore:
             )
         per_user = limits.per_user if request.user_id is not None else 0
         nonce_ttl = request.nonce.ttl_ms if request.nonce is not None else 0
-        if per_user or nonce_ttl:
-            nonce = request.nonce.nonce if request.nonce is not None else "-"
-            user_keys = [
-                self.keys.nonce(request.user_id, nonce),
-                self.keys.user(request.user_id, "tb")
-                if request.user_id
-                else self.keys.nonce(None, nonce),
+        nonce = request.nonce.nonce if request.nonce is not None else "-"
+        bucket = self.keys.user(request.user_id, "tb") if request.user_id else ""
+        window = limits.window_ms
+        if (
+            per_user
+            and nonce_ttl
+            and (
+                self.clustered
+                and self.keys.group_of(request.user_id or "") != self.keys.nonce_group(nonce)
+            )
+        ):
+            # Different slots in a cluster: two calls, sent concurrently.
+            calls.append(("admit_user", [bucket, bucket], [now_ms, window, per_user, 0]))
+            nonce_key = self.keys.nonce(nonce)
+            calls.append(("admit_user", [nonce_key, nonce_key], [now_ms, window, 0, nonce_ttl]))
+        elif per_user or nonce_ttl:
+            keys = [
+                self.keys.nonce(nonce) if nonce_ttl else bucket,
+                bucket or self.keys.nonce(nonce),
             ]
-            calls.append(("admit_user", user_keys, [now_ms, limits.window_ms, per_user, nonce_ttl]))
+            calls.append(("admit_user", keys, [now_ms, window, per_user, nonce_ttl]))
         results = await self._run(calls) if calls else []
         g = ip = b = None
         nonce_decision: NonceAccepted | NonceReused | None = None
@@ -322,7 +336,8 @@ class RedisStore:
                 code, b_reply = result
                 if code >= 0:
                     nonce_decision = NonceAccepted() if code == 1 else NonceReused()
-                b = _bucket(b_reply, per_user) if b_reply else None
+                if b_reply:
+                    b = _bucket(b_reply, per_user)
         return Admission(global_decision=g, ip_decision=ip, user_decision=b, nonce=nonce_decision)
 
     # ---------------------------------------------------------------- SessionPort
@@ -508,6 +523,22 @@ class RedisStore:
                 )
             ]
         )
+
+    # ---------------------------------------------------------------- PspSessionPort
+
+    @_redis_call
+    async def store_psp_session(
+        self, psp_session_id: str, data: Mapping[str, Any], ttl_ms: int
+    ) -> None:
+        await self._client.set(self.keys.psp(psp_session_id), json.dumps(dict(data)), px=ttl_ms)
+
+    @_redis_call
+    async def load_psp_session(self, psp_session_id: str) -> dict[str, Any] | None:
+        raw = await self._client.get(self.keys.psp(psp_session_id))
+        if not raw:
+            return None
+        data: dict[str, Any] = json.loads(_bytes(raw))
+        return data
 
     # ---------------------------------------------------------------- AuditStreamPort
 

@@ -60,6 +60,7 @@ from .requests import (
     VerifyRequest,
     parse_enrollment,
     parse_initiate,
+    parse_psp_create,
     parse_verify,
 )
 from .session import (
@@ -155,6 +156,7 @@ __all__ = [
     "parse_bearer",
     "parse_enrollment",
     "parse_initiate",
+    "parse_psp_create",
     "parse_session_id",
     "parse_user_id",
     "parse_verify",

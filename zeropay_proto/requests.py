@@ -62,6 +62,16 @@ class VerifyRequest:
     factors: Mapping[Factor, bytes]
 
 
+@dataclass(frozen=True, kw_only=True)
+class PspCreateRequest:
+    """``POST /v1/psp/session/create``."""
+
+    session_id: str | None
+    user_id: str | None
+    binding: PaymentBinding
+    psp_config: Mapping[str, Any]
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
@@ -149,6 +159,21 @@ def parse_enrollment(body: bytes) -> EnrollmentRequest:
     return EnrollmentRequest(user_id=user_id, factors=factors, device_id=device_id)
 
 
+def _binding(obj: Mapping[str, Any]) -> PaymentBinding:
+    return PaymentBinding(
+        amount=_amount(obj.get("transaction_amount")),
+        currency=_optional_text(obj, "currency", _CURRENCY),
+        merchant_id=_optional_text(obj, "merchant_id", _MERCHANT),
+    )
+
+
+def _psp_config(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    config = obj.get("psp_config")
+    if config is not None and not isinstance(config, dict):
+        raise RemoteProtocolError("must be an object", field="psp_config")
+    return None if config is None else MappingProxyType(config)
+
+
 def parse_initiate(body: bytes) -> InitiateRequest:
     """``{user_uuid, transaction_amount?, currency?, merchant_id?, risk_level?, psp_config?}``."""
     obj = load_json_object(body)
@@ -158,19 +183,22 @@ def parse_initiate(body: bytes) -> InitiateRequest:
         risk = RiskLevel(risk_text)
     except (ValueError, TypeError):
         raise RemoteProtocolError("must be LOW, MEDIUM or HIGH", field="risk_level") from None
-    psp_config = obj.get("psp_config")
-    if psp_config is not None and not isinstance(psp_config, dict):
-        raise RemoteProtocolError("must be an object", field="psp_config")
-    binding = PaymentBinding(
-        amount=_amount(obj.get("transaction_amount")),
-        currency=_optional_text(obj, "currency", _CURRENCY),
-        merchant_id=_optional_text(obj, "merchant_id", _MERCHANT),
-    )
     return InitiateRequest(
+        user_id=user_id, binding=_binding(obj), risk=risk, psp_config=_psp_config(obj)
+    )
+
+
+def parse_psp_create(body: bytes) -> PspCreateRequest:
+    """``{session_id?, transaction_amount?, currency?, merchant_id?, psp_config?}``."""
+    obj = load_json_object(body)
+    session_id = user_id = None
+    if obj.get("session_id") is not None:
+        session_id, user_id = parse_session_id(obj["session_id"])
+    return PspCreateRequest(
+        session_id=session_id,
         user_id=user_id,
-        binding=binding,
-        risk=risk,
-        psp_config=None if psp_config is None else MappingProxyType(psp_config),
+        binding=_binding(obj),
+        psp_config=_psp_config(obj) or MappingProxyType({}),
     )
 
 

@@ -1,19 +1,54 @@
-"""``python -m zeropay_server`` and the ``zeropay-server`` console script."""
+"""``zeropay-server`` / ``python -m zeropay_server``: serve, or apply migrations.
+
+    zeropay-server [--bind HOST:PORT] [--workers N]
+    zeropay-server migrate
+
+Everything else is configured through the environment (``zeropay_server.config``).
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
 import sys
 
+from .config import ConfigError, load_settings
 
-def main() -> int:
-    """Start the server (not built yet: the HTTP service is the next piece of work)."""
-    print(
-        "zeropay-server: the HTTP service is not built yet; the core (zeropay_proto) is.\n"
-        "Run scripts/test to check it.",
-        file=sys.stderr,
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zeropay-server",
+        description="ZeroPay payment-authentication server. With no REDIS_URL and no "
+        "DATABASE_URL it runs on in-memory storage (one instance).",
     )
-    return 2
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument("--bind", help="HOST:PORT to listen on (ZEROPAY_BIND; 127.0.0.1:8080)")
+    parser.add_argument("--workers", type=int, help="server processes (ZEROPAY_WORKERS; 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.bind:
+        os.environ["ZEROPAY_BIND"] = args.bind
+    if args.workers is not None:
+        os.environ["ZEROPAY_WORKERS"] = str(args.workers)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"zeropay-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        from .migrate import migrate
+
+        return migrate(settings)
+    from .serve import run
+
+    run(settings)
+    return 0
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
     sys.exit(main())

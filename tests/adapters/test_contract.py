@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from typing import Any
 
 import pytest
+import trio
 
 from adapters.ports import AdmissionRequest, Limits, StoredEnrollment
 from adapters.redis_store import lock_event_for
@@ -94,21 +96,20 @@ async def test_user_bucket_limits_per_user(state_backend: dict[str, Any]) -> Non
 
 
 @state
-async def test_nonce_is_accepted_once(state_backend: dict[str, Any]) -> None:
+async def test_nonce_is_accepted_once_across_all_users(state_backend: dict[str, Any]) -> None:
     async with open_state_store(state_backend) as store:
-        user = new_user()
-        first = await store.admit(admission(user=user, nonce="n-1", per_user=5))
-        second = await store.admit(admission(user=user, nonce="n-1", per_user=5))
+        user, other = new_user(), new_user()
+        nonce = str(uuid.uuid4())
+        first = await store.admit(admission(user=user, nonce=nonce, per_user=5))
+        second = await store.admit(admission(user=user, nonce=nonce, per_user=5))
+        third = await store.admit(admission(user=other, nonce=nonce, per_user=5))
+        anonymous = await store.admit(admission(nonce=nonce))
         assert first.nonce == NonceAccepted()
-        assert second.nonce == NonceReused()
-        # A replay touches no bucket.
-        assert second.user_decision is None
-        third = await store.admit(admission(user=user, nonce="n-2", per_user=5))
-        assert isinstance(third.user_decision, RequestAdmitted)
-        assert third.user_decision.remaining == 3
-        anonymous = await store.admit(admission(nonce="n-3"))
-        assert anonymous.nonce == NonceAccepted()
-        assert (await store.admit(admission(nonce="n-3"))).nonce == NonceReused()
+        assert second.nonce == third.nonce == anonymous.nonce == NonceReused()
+        # The bucket decides independently of the nonce.
+        assert isinstance(second.user_decision, RequestAdmitted)
+        assert second.user_decision.remaining == 3
+        assert (await store.admit(admission(nonce=str(uuid.uuid4())))).nonce == NonceAccepted()
 
 
 # ------------------------------------------------------------------------------ sessions
@@ -302,6 +303,18 @@ async def test_revoke_and_forget_remove_tokens(state_backend: dict[str, Any]) ->
         assert await store.token_info(tokens[1]) is None
         snapshot = await store.load_for_initiate(user)
         assert (snapshot.cached, snapshot.window) == (False, None)
+
+
+@state
+async def test_psp_sessions_are_shared_and_expire(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        await store.store_psp_session("psp_1", {"status": "created", "amount": "12.50"}, 60_000)
+        assert await store.load_psp_session("psp_1") == {"status": "created", "amount": "12.50"}
+        assert await store.load_psp_session("psp_unknown") is None
+        await store.store_psp_session("psp_short", {"status": "created"}, 1)
+        with trio.fail_after(5):
+            while await store.load_psp_session("psp_short") is not None:
+                await trio.sleep(0.01)
 
 
 # ------------------------------------------------------------------------------ audit stream

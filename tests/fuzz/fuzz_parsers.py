@@ -23,12 +23,13 @@ from zeropay_proto import (
     parse_bearer,
     parse_enrollment,
     parse_initiate,
+    parse_psp_create,
     parse_session_id,
     parse_user_id,
     parse_verify,
 )
 
-BODY_PARSERS = (parse_enrollment, parse_initiate, parse_verify)
+BODY_PARSERS = (parse_enrollment, parse_initiate, parse_verify, parse_psp_create)
 NOW = 1_800_000_000.0
 
 

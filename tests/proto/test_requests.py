@@ -16,6 +16,7 @@ from zeropay_proto import (
     make_session_id,
     parse_enrollment,
     parse_initiate,
+    parse_psp_create,
     parse_verify,
 )
 from zeropay_proto.requests import load_json_object
@@ -141,3 +142,16 @@ def test_verify_needs_at_least_one_factor() -> None:
 def test_bodies_that_are_not_small_json_objects(raw: bytes, status: int, code: str) -> None:
     err = rejection(load_json_object, raw)
     assert (err.error_status_hint, err.code) == (status, code)
+
+
+def test_psp_create_parses_optional_fields_and_names_its_session_user() -> None:
+    empty = parse_psp_create(b"{}")
+    assert (empty.session_id, empty.user_id, empty.psp_config) == (None, None, {})
+    full = parse_psp_create(
+        body(session_id=SID, transaction_amount=5, currency="USD", psp_config={"x": 1})
+    )
+    assert (full.session_id, full.user_id) == (SID, USER)
+    assert full.binding.amount == 5
+    assert full.psp_config == {"x": 1}
+    assert rejection(parse_psp_create, body(session_id="nope")).field == "session_id"
+    assert rejection(parse_psp_create, body(psp_config=[1])).field == "psp_config"

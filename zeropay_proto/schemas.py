@@ -1,0 +1,111 @@
+"""JSON Schemas (draft 2020-12) of the request bodies :mod:`zeropay_proto.requests` parses.
+
+The server's OpenAPI document is generated from these, so the contract is declared once, here,
+beside the parsers; ``tests/property/test_schemas.py`` checks that a body the parser accepts
+is valid by its schema, and that each schema's examples parse. Unknown fields are allowed, as
+the parsers ignore them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .factors import CATALOGUE, MAX_ENROLLED_FACTORS, MIN_ENROLLED_FACTORS
+from .requests import MAX_AMOUNT
+
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+DIGEST_PATTERN = "^[0-9a-fA-F]{64}$"
+SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{43}$"
+
+USER_UUID: dict[str, Any] = {
+    "type": "string",
+    "pattern": UUID_PATTERN,
+    "description": "The user's UUID.",
+}
+
+
+def _factor_map(minimum: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Factor name to the client-side SHA-256 digest of the answer (64 hex).",
+        "propertyNames": {"enum": [f.value for f in CATALOGUE]},
+        "additionalProperties": {"type": "string", "pattern": DIGEST_PATTERN},
+        "minProperties": minimum,
+        "maxProperties": MAX_ENROLLED_FACTORS,
+    }
+
+
+ENROLLMENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["user_uuid", "factors", "device_id"],
+    "properties": {
+        "user_uuid": USER_UUID,
+        "factors": _factor_map(MIN_ENROLLED_FACTORS),
+        "device_id": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+    },
+    "examples": [
+        {
+            "user_uuid": "123e4567-e89b-42d3-a456-426614174000",
+            "factors": {"PIN": "a" * 64, "COLOUR": "b" * 64, "EMOJI": "c" * 64},
+            "device_id": "phone-1",
+        }
+    ],
+}
+
+INITIATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["user_uuid"],
+    "properties": {
+        "user_uuid": USER_UUID,
+        "transaction_amount": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": float(MAX_AMOUNT),
+            # Not "multipleOf": binary floats make 0.15 fail a 0.0001 step. The parser
+            # enforces the decimals on the exact decimal text instead.
+            "description": "Payment amount, at most 4 decimals.",
+        },
+        "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"},
+        "merchant_id": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+        "risk_level": {"enum": ["LOW", "MEDIUM", "HIGH"]},
+        "psp_config": {"type": ["object", "null"]},
+    },
+    "examples": [
+        {
+            "user_uuid": "123e4567-e89b-42d3-a456-426614174000",
+            "transaction_amount": 12.5,
+            "currency": "EUR",
+            "merchant_id": "shop-1",
+            "risk_level": "LOW",
+        }
+    ],
+}
+
+PSP_CREATE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "session_id": {"type": ["string", "null"], "pattern": SESSION_ID_PATTERN},
+        "transaction_amount": INITIATE["properties"]["transaction_amount"],
+        "currency": INITIATE["properties"]["currency"],
+        "merchant_id": INITIATE["properties"]["merchant_id"],
+        "psp_config": {"type": ["object", "null"]},
+    },
+    "examples": [{"transaction_amount": 12.5, "currency": "EUR", "merchant_id": "shop-1"}],
+}
+
+VERIFY: dict[str, Any] = {
+    "type": "object",
+    "required": ["session_id", "user_uuid", "factors"],
+    "properties": {
+        "session_id": {"type": "string", "pattern": SESSION_ID_PATTERN},
+        "user_uuid": USER_UUID,
+        "factors": _factor_map(1),
+    },
+    "examples": [
+        {
+            "session_id": "Ej5FZ-ibQtOkVkJmFBdAAHkVl9_UcSSnztfoZ5RRAec",
+            "user_uuid": "123e4567-e89b-42d3-a456-426614174000",
+            "factors": {"PIN": "a" * 64, "COLOUR": "b" * 64},
+        }
+    ],
+}

@@ -1,0 +1,714 @@
+"""The HTTP API (SPEC section 3) on Quart-Trio.
+
+Handlers are thin: parse the request with the core's parsers, call the core, carry out its
+outputs through the ports, and map the output's type to a response. Every error is
+``{"success": false, "error": ..., "code": ...}``; bad input is a 4xx naming the field, a down
+dependency a 503 with ``Retry-After``, and nothing a client sends can cause a 500.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from adapters.errors import DependencyUnavailable
+from adapters.ports import Admission, AdmissionRequest, StoredEnrollment
+from zeropay_proto import (
+    ENROLLMENT_ENTROPY_BYTES,
+    MAX_BODY_BYTES,
+    AccountLocked,
+    IntegrityError,
+    KeyDerivationRequested,
+    NonceReused,
+    RateLimited,
+    RemoteProtocolError,
+    SessionClosed,
+    VerificationFailed,
+    VerificationSucceeded,
+    check_replay_headers,
+    compare_factors,
+    describe_session,
+    epoch_ms,
+    make_session_id,
+    open_record,
+    open_session,
+    parse_bearer,
+    parse_enrollment,
+    parse_initiate,
+    parse_psp_create,
+    parse_session_id,
+    parse_user_id,
+    parse_verify,
+    plan_enrollment,
+)
+from zeropay_proto.audit import AuditAction, AuditEvent, anonymise_client, new_event_id
+from zeropay_proto.identifiers import SESSION_ENTROPY_BYTES
+
+from .openapi import openapi_document
+from .psp import PSP_DEADLINE_SECONDS, PspCheckout, PspError
+from .runtime import SESSION_GRACE_MS, Runtime
+
+log = logging.getLogger("zeropay.http")
+
+#: Retry-After for a 503: dependencies are expected back within seconds.
+RETRY_AFTER_UNAVAILABLE = 5
+
+
+class ApiError(Exception):
+    """A response other than success, raised from anywhere in a handler."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"success": False, "error": message, "code": code}
+    if field is not None:
+        body["field"] = field
+    return body
+
+
+def client_address(peer: str | None, forwarded: str | None, trusted: tuple[Any, ...]) -> str:
+    """The client's address: the socket peer, or, only when the peer is a trusted proxy, the
+    right-most address in ``X-Forwarded-For`` that is not itself a trusted proxy (the left
+    part of the header is whatever the client chose to write)."""
+    address = peer or "0.0.0.0"  # noqa: S104 - a placeholder for "unknown", never bound
+
+    def trusted_address(text: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not forwarded or not trusted_address(address):
+        return address
+    for hop in reversed([h.strip() for h in forwarded.split(",")]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return address
+        if not trusted_address(hop):
+            return hop
+    return address
+
+
+class Service:
+    """One method per route: the request's whole story, in terms of the core and the ports."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    # ---------------------------------------------------------------- shared steps
+
+    def now(self) -> float:
+        return self.rt.clock()
+
+    def client(self) -> str:
+        peer = request.scope.get("client")
+        return client_address(
+            peer[0] if peer else None,
+            request.headers.get("X-Forwarded-For"),
+            self.rt.settings.trusted_proxies,
+        )
+
+    def event(
+        self, action: AuditAction, user_id: str | None, **details: str | int | bool | None
+    ) -> AuditEvent:
+        return AuditEvent(
+            event_id=new_event_id(self.rt.entropy(16)),
+            action=action,
+            user_id=user_id,
+            client=anonymise_client(self.client()),
+            at_ms=epoch_ms(self.now()),
+            details=details,
+        )
+
+    async def body(self) -> bytes:
+        data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+        return bytes(data)
+
+    async def admit(self, user_id: str | None, *, state_changing: bool) -> dict[str, str]:
+        """Replay check and rate limits; returns the X-RateLimit headers for the answer."""
+        now = self.now()
+        claim = None
+        if state_changing:
+            claim = check_replay_headers(
+                request.headers.get("X-Nonce"), request.headers.get("X-Timestamp"), now=now
+            )
+        admission: Admission = await self.rt.state.admit(
+            AdmissionRequest(
+                now=now,
+                client_ip=self.client(),
+                user_id=user_id,
+                nonce=claim,
+                limits=self.rt.limits,
+            )
+        )
+        if isinstance(admission.nonce, NonceReused):
+            raise ApiError(403, "NONCE_REUSED", "this X-Nonce was already used", field="X-Nonce")
+        decisions = [
+            d
+            for d in (admission.global_decision, admission.ip_decision, admission.user_decision)
+            if d is not None
+        ]
+        headers: dict[str, str] = {}
+        if decisions:
+            tightest = min(
+                decisions, key=lambda d: 0 if isinstance(d, RateLimited) else d.remaining
+            )
+            remaining = 0 if isinstance(tightest, RateLimited) else tightest.remaining
+            headers = {
+                "X-RateLimit-Limit": str(tightest.limit),
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": str(math.ceil(tightest.reset_after_ms / 1000)),
+            }
+        refused = [d for d in decisions if isinstance(d, RateLimited)]
+        if refused:
+            retry = math.ceil(max(d.retry_after_ms for d in refused) / 1000)
+            raise ApiError(
+                429,
+                "RATE_LIMITED",
+                "too many requests; retry later",
+                headers={**headers, "Retry-After": str(max(1, retry))},
+            )
+        return headers
+
+    async def bearer_for(self, user_id: str | None = None) -> Any:
+        token = parse_bearer(request.headers.get("Authorization"))
+        info = await self.rt.state.token_info(token)
+        if info is None or (user_id is not None and info.user_id != user_id):
+            raise ApiError(401, "UNAUTHENTICATED", "the bearer token is not valid here")
+        return token, info
+
+    # ---------------------------------------------------------------- enrollment
+
+    async def _plan_and_wrap(self, body: bytes) -> tuple[Any, StoredEnrollment]:
+        enrollment = parse_enrollment(body)
+        now = self.now()
+        plan = plan_enrollment(
+            enrollment,
+            keyring=self.rt.settings.secrets.keyring,
+            pepper=self.rt.settings.secrets.pepper,
+            now=now,
+            entropy=self.rt.entropy(ENROLLMENT_ENTROPY_BYTES),
+            iterations=self.rt.settings.pbkdf2_iterations,
+        )
+        wrapped = await self.rt.crypto.wrap(plan.wrap)
+        stored = StoredEnrollment(
+            wrapped_key=plan.wrapped_key(wrapped),
+            sealed_record=plan.sealed_record,
+            device_id=plan.device_id,
+            created_at_ms=epoch_ms(now),
+            updated_at_ms=epoch_ms(now),
+        )
+        return enrollment, stored
+
+    async def enroll(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        body = await self.body()
+        user_id = parse_enrollment(body).user_id
+        headers = await self.admit(user_id, state_changing=True)
+        enrollment, stored = await self._plan_and_wrap(body)
+        if not await self.rt.durable.insert_enrollment(stored):
+            raise ApiError(409, "ALREADY_ENROLLED", "this user is already enrolled")
+        await self.rt.state.cache_record(
+            user_id, stored.sealed_record, 1000 * self.rt.settings.record_cache_ttl
+        )
+        await self.rt.state.append(
+            self.event(AuditAction.ENROLLED, user_id, factor_count=len(enrollment.factors))
+        )
+        return (
+            201,
+            {
+                "success": True,
+                "user_uuid": user_id,
+                "factor_count": len(enrollment.factors),
+                "enrolled_at_ms": stored.created_at_ms,
+            },
+            headers,
+        )
+
+    async def update_enrollment(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        body = await self.body()
+        user_id = parse_enrollment(body).user_id
+        await self.bearer_for(user_id)
+        headers = await self.admit(user_id, state_changing=True)
+        enrollment, stored = await self._plan_and_wrap(body)
+        if not await self.rt.durable.replace_enrollment(stored):
+            raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
+        await self.rt.state.cache_record(
+            user_id, stored.sealed_record, 1000 * self.rt.settings.record_cache_ttl
+        )
+        await self.rt.state.append(
+            self.event(
+                AuditAction.ENROLLMENT_UPDATED, user_id, factor_count=len(enrollment.factors)
+            )
+        )
+        return (
+            200,
+            {"success": True, "user_uuid": user_id, "factor_count": len(enrollment.factors)},
+            headers,
+        )
+
+    async def delete_enrollment(self, raw_user: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        user_id = parse_user_id(raw_user, field="uuid")
+        await self.bearer_for(user_id)
+        headers = await self.admit(user_id, state_changing=True)
+        if not await self.rt.durable.delete_enrollment(user_id):
+            raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
+        await self.rt.state.forget_user(
+            user_id, self.event(AuditAction.ENROLLMENT_DELETED, user_id)
+        )
+        return 200, {"success": True, "user_uuid": user_id, "deleted": True}, headers
+
+    async def export_enrollment(self, raw_user: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        user_id = parse_user_id(raw_user, field="uuid")
+        await self.bearer_for(user_id)
+        headers = await self.admit(user_id, state_changing=False)
+        stored = await self.rt.durable.export_enrollment(user_id)
+        if stored is None:
+            raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
+        record = open_record(
+            self.rt.settings.secrets.keyring, user_id=user_id, envelope=stored.sealed_record
+        )
+        trail = await self.rt.durable.user_trail(user_id, 1000)
+        await self.rt.state.append(self.event(AuditAction.ENROLLMENT_EXPORTED, user_id))
+        key = stored.wrapped_key
+        return (
+            200,
+            {
+                "success": True,
+                "user_uuid": user_id,
+                "enrollment": {
+                    "device_id": stored.device_id,
+                    "factors": [f.value for f in record.verifiers],
+                    "factor_count": key.factor_count,
+                    "key_version": key.key_version,
+                    "kdf": {"algorithm": "PBKDF2-HMAC-SHA256", "iterations": key.iterations},
+                    "created_at_ms": stored.created_at_ms,
+                    "updated_at_ms": stored.updated_at_ms,
+                },
+                "audit_trail": [
+                    {
+                        "event_id": e.event_id,
+                        "action": e.action.value,
+                        "at_ms": e.at_ms,
+                        "client": e.client,
+                        "details": dict(e.details),
+                    }
+                    for e in trail
+                ],
+            },
+            headers,
+        )
+
+    # ---------------------------------------------------------------- verification
+
+    async def initiate(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        req = parse_initiate(await self.body())
+        headers = await self.admit(req.user_id, state_changing=True)
+        now = self.now()
+        snapshot = await self.rt.state.load_for_initiate(req.user_id)
+        sealed = snapshot.sealed_record
+        if not snapshot.cached:
+            stored = await self.rt.durable.load_enrollment(req.user_id)
+            sealed = None if stored is None else stored.sealed_record
+            await self.rt.state.cache_record(
+                req.user_id, sealed, 1000 * self.rt.settings.record_cache_ttl
+            )
+        enrolled = None
+        if sealed is not None:
+            keyring = self.rt.settings.secrets.keyring
+            enrolled = open_record(keyring, user_id=req.user_id, envelope=sealed).factors
+        issued = open_session(
+            session_id=make_session_id(req.user_id, self.rt.entropy(SESSION_ENTROPY_BYTES)),
+            user_id=req.user_id,
+            enrolled=enrolled,
+            window=snapshot.window,
+            binding=req.binding,
+            risk=req.risk,
+            now=now,
+            entropy=self.rt.entropy(32),
+            decoy_key=self.rt.decoy_key,
+            policy=self.rt.policy,
+        )
+        session = issued.session
+        checkout: list[PspCheckout] = []
+
+        async def create_checkout() -> None:
+            if req.psp_config is None:
+                return
+            with trio.move_on_after(PSP_DEADLINE_SECONDS):
+                try:
+                    made = await self.rt.psp.create_checkout(
+                        amount=req.binding.amount,
+                        currency=req.binding.currency,
+                        merchant_id=req.binding.merchant_id,
+                        verification_session_id=session.session_id,
+                        config=req.psp_config,
+                    )
+                    await self.rt.state.store_psp_session(
+                        made.psp_session_id, made.as_dict(), 1000 * self.rt.settings.psp_session_ttl
+                    )
+                    checkout.append(made)
+                except (PspError, DependencyUnavailable):
+                    log.warning("psp checkout not created", extra={"fields": {"psp": "sandbox"}})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(create_checkout)
+            await self.rt.state.store_session(
+                issued,
+                epoch_ms(now),
+                self.event(
+                    AuditAction.SESSION_INITIATED,
+                    req.user_id,
+                    risk=req.risk.value,
+                    factors=len(session.challenged),
+                ),
+                SESSION_GRACE_MS,
+            )
+        self.rt.metrics.sessions.opened(now)
+        answer: dict[str, Any] = {
+            "success": True,
+            "session_id": session.session_id,
+            "required_factors": [f.value for f in session.challenged],
+            "expires_in": self.rt.settings.session_ttl,
+            "psp_ready": bool(checkout),
+        }
+        if checkout:
+            answer["psp_session"] = checkout[0].as_dict()
+        return 200, answer, headers
+
+    async def verify(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        req = parse_verify(await self.body())
+        headers = await self.admit(req.user_id, state_changing=True)
+        now = self.now()
+        lock_event = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id)
+        reserved = await self.rt.state.reserve_attempt(
+            req.session_id, req.user_id, now, self.rt.policy, lock_event
+        )
+        if reserved is None:
+            raise ApiError(404, "SESSION_NOT_FOUND", "session not found", field="session_id")
+        if isinstance(reserved, AccountLocked):
+            self.rt.metrics.verifications.labels("locked").inc()
+            retry = str(max(1, math.ceil(reserved.retry_after_ms / 1000)))
+            raise ApiError(
+                429,
+                "ACCOUNT_LOCKED",
+                "too many failed verifications; retry later",
+                headers={**headers, "Retry-After": retry},
+            )
+        if isinstance(reserved, SessionClosed):
+            return self._failed(0, headers)
+        stored = await self.rt.durable.load_enrollment(req.user_id)
+        record = None
+        if stored is not None:
+            keyring = self.rt.settings.secrets.keyring
+            record = open_record(keyring, user_id=req.user_id, envelope=stored.sealed_record)
+        compared = compare_factors(
+            reserved, record=record, presented=req.factors, pepper=self.rt.settings.secrets.pepper
+        )
+        unwrapped = False
+        if isinstance(compared, KeyDerivationRequested) and stored is not None:
+            key = stored.wrapped_key
+            unwrapped = await self.rt.crypto.unwrap(
+                compared.material, key.salt, key.iterations, key.wrapped, req.user_id
+            )
+            if not unwrapped:
+                log.error("wrapped key did not unwrap after a match", extra={"fields": {}})
+        outcome = await self.rt.state.conclude_attempt(
+            req.session_id,
+            req.user_id,
+            attempt=reserved.attempt,
+            key_unwrapped=unwrapped,
+            now=now,
+            token_entropy=self.rt.entropy(32),
+            policy=self.rt.policy,
+            audit=self.event(AuditAction.VERIFICATION_FAILED, req.user_id),
+        )
+        if isinstance(outcome, VerificationSucceeded):
+            self.rt.metrics.verifications.labels("succeeded").inc()
+            return (
+                200,
+                {
+                    "success": True,
+                    "auth_token": outcome.auth_token,
+                    "token_type": "Bearer",
+                    "expires_in": self.rt.policy.token_ttl_seconds,
+                    "receipt": self.rt.signer.sign(outcome.receipt),
+                },
+                headers,
+            )
+        if isinstance(outcome, VerificationFailed):
+            return self._failed(outcome.attempts_remaining, headers)
+        return self._failed(0, headers)
+
+    def _failed(self, remaining: int, headers: dict[str, str]) -> NoReturn:
+        self.rt.metrics.verifications.labels("failed").inc()
+        raise ApiError(
+            401,
+            "VERIFICATION_FAILED",
+            "verification failed",
+            headers=headers,
+            extra={"attempts_remaining": remaining},
+        )
+
+    async def status(self, raw_session: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        session_id, user_id = parse_session_id(raw_session)
+        headers = await self.admit(user_id, state_changing=False)
+        session = await self.rt.state.load_session(session_id, user_id)
+        if session is None:
+            raise ApiError(404, "SESSION_NOT_FOUND", "session not found", field="session_id")
+        report = describe_session(session, now=self.now())
+        return (
+            200,
+            {
+                "success": True,
+                "session_id": session_id,
+                "status": report.state.value,
+                "attempts_used": report.attempts_used,
+                "attempts_remaining": report.attempts_remaining,
+                "expires_in": math.ceil(report.expires_in_ms / 1000),
+            },
+            headers,
+        )
+
+    # ---------------------------------------------------------------- tokens
+
+    async def validate(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        _, info = await self.bearer_for()
+        headers = await self.admit(info.user_id, state_changing=False)
+        return (
+            200,
+            {
+                "success": True,
+                "valid": True,
+                "user_uuid": info.user_id,
+                "session_id": info.session_id,
+                "expires_in": max(0, math.ceil((info.expires_at_ms - epoch_ms(self.now())) / 1000)),
+            },
+            headers,
+        )
+
+    async def revoke(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        token, info = await self.bearer_for()
+        headers = await self.admit(info.user_id, state_changing=True)
+        revoked = await self.rt.state.revoke_token(
+            token, self.event(AuditAction.TOKEN_REVOKED, info.user_id)
+        )
+        if not revoked:
+            raise ApiError(401, "UNAUTHENTICATED", "the token is not valid")
+        return 200, {"success": True, "revoked": True}, headers
+
+    # ---------------------------------------------------------------- PSP
+
+    async def psp_create(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        req = parse_psp_create(await self.body())
+        headers = await self.admit(req.user_id, state_changing=True)
+        try:
+            with trio.fail_after(PSP_DEADLINE_SECONDS):
+                made = await self.rt.psp.create_checkout(
+                    amount=req.binding.amount,
+                    currency=req.binding.currency,
+                    merchant_id=req.binding.merchant_id,
+                    verification_session_id=req.session_id,
+                    config=req.psp_config,
+                )
+        except (PspError, trio.TooSlowError):
+            raise ApiError(502, "PSP_UNAVAILABLE", "the payment provider did not answer") from None
+        await self.rt.state.store_psp_session(
+            made.psp_session_id, made.as_dict(), 1000 * self.rt.settings.psp_session_ttl
+        )
+        body = {
+            "success": True,
+            "psp_session": made.as_dict(),
+            "expires_in": self.rt.settings.psp_session_ttl,
+        }
+        return 201, body, headers
+
+    async def psp_get(self, psp_session_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if not psp_session_id.startswith("psp_") or len(psp_session_id) > 64:
+            raise ApiError(404, "PSP_SESSION_NOT_FOUND", "PSP session not found", field="id")
+        headers = await self.admit(None, state_changing=False)
+        data = await self.rt.state.load_psp_session(psp_session_id)
+        if data is None:
+            raise ApiError(404, "PSP_SESSION_NOT_FOUND", "PSP session not found", field="id")
+        return 200, {"success": True, "psp_session": data}, headers
+
+
+Handler = Callable[..., Awaitable[tuple[int, dict[str, Any], dict[str, str]]]]
+
+
+def create_app(runtime: Runtime) -> QuartTrio:
+    """The Quart-Trio application over ``runtime``."""
+    app = QuartTrio("zeropay")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["JSON_SORT_KEYS"] = False
+    service = Service(runtime)
+    metrics = runtime.metrics
+
+    def route(path: str, method: str, name: str, handler: Handler) -> None:
+        async def endpoint(**params: str) -> Response:
+            started = time.perf_counter()
+            status, body = 500, error_body("INTERNAL", "internal error")
+            headers: dict[str, str] = {}
+            try:
+                status, body, headers = await handler(**params)
+            except ApiError as exc:
+                status, headers = exc.status, exc.headers
+                body = {**error_body(exc.code, exc.message, exc.field), **exc.extra}
+            except RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                body = error_body(exc.code, exc.message, exc.field)
+            except DependencyUnavailable as exc:
+                status, headers = 503, {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+                body = error_body("DEPENDENCY_UNAVAILABLE", f"{exc.dependency} is unavailable")
+            except IntegrityError:
+                log.exception(
+                    "stored data failed authentication", extra={"fields": {"route": name}}
+                )
+                status, headers = 503, {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+                body = error_body("INTEGRITY", "stored data could not be authenticated")
+            except HTTPException as exc:  # 413 from MAX_CONTENT_LENGTH, and the like
+                status = exc.code or 400
+                code = "PAYLOAD_TOO_LARGE" if status == 413 else "BAD_REQUEST"
+                body = error_body(code, exc.description or "bad request")
+            except Exception:
+                log.exception("unhandled error", extra={"fields": {"route": name}})
+            elapsed = time.perf_counter() - started
+            metrics.observe(name, method, status, elapsed)
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "route": name,
+                        "method": method,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    }
+                },
+            )
+            return Response(
+                json.dumps(body),
+                status=status,
+                headers=headers,
+                content_type="application/json",
+            )
+
+        endpoint.__name__ = name.replace("/", "_").strip("_") or "root"
+        app.add_url_rule(path, endpoint=f"{method} {name}", view_func=endpoint, methods=[method])
+
+    route("/v1/enrollment/store", "POST", "/v1/enrollment/store", service.enroll)
+    route("/v1/enrollment/update", "PUT", "/v1/enrollment/update", service.update_enrollment)
+    route(
+        "/v1/enrollment/delete/<uuid>",
+        "DELETE",
+        "/v1/enrollment/delete/{uuid}",
+        lambda uuid: service.delete_enrollment(uuid),
+    )
+    route(
+        "/v1/enrollment/export/<uuid>",
+        "GET",
+        "/v1/enrollment/export/{uuid}",
+        lambda uuid: service.export_enrollment(uuid),
+    )
+    route("/v1/verification/initiate", "POST", "/v1/verification/initiate", service.initiate)
+    route("/v1/verification/verify", "POST", "/v1/verification/verify", service.verify)
+    route(
+        "/v1/verification/status/<session_id>",
+        "GET",
+        "/v1/verification/status/{session_id}",
+        lambda session_id: service.status(session_id),
+    )
+    route("/v1/session/validate", "GET", "/v1/session/validate", service.validate)
+    route("/v1/session/revoke", "POST", "/v1/session/revoke", service.revoke)
+    route("/v1/psp/session/create", "POST", "/v1/psp/session/create", service.psp_create)
+    route(
+        "/v1/psp/session/<psp_id>",
+        "GET",
+        "/v1/psp/session/{id}",
+        lambda psp_id: service.psp_get(psp_id),
+    )
+
+    async def keys() -> tuple[int, dict[str, Any], dict[str, str]]:
+        return 200, {"keys": [runtime.signer.jwk]}, {}
+
+    async def live() -> tuple[int, dict[str, Any], dict[str, str]]:
+        return 200, {"status": "ok"}, {}
+
+    async def ready() -> tuple[int, dict[str, Any], dict[str, str]]:
+        checks = await runtime.ready()
+        up = all(checks.values())
+        return (
+            (200 if up else 503),
+            {"status": "ready" if up else "unavailable", "checks": checks},
+            ({} if up else {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}),
+        )
+
+    async def health() -> tuple[int, dict[str, Any], dict[str, str]]:
+        checks = await runtime.ready()
+        up = all(checks.values())
+        return (
+            (200 if up else 503),
+            {
+                "status": "ok" if up else "degraded",
+                "checks": checks,
+                "storage": "memory" if runtime.settings.embedded else "redis+postgresql",
+                "crypto_queue_depth": runtime.crypto.queue_depth(),
+            },
+            {},
+        )
+
+    async def openapi() -> tuple[int, dict[str, Any], dict[str, str]]:
+        return 200, openapi_document(), {}
+
+    route("/v1/keys", "GET", "/v1/keys", keys)
+    route("/health/live", "GET", "/health/live", live)
+    route("/health/ready", "GET", "/health/ready", ready)
+    route("/health", "GET", "/health", health)
+    route("/openapi.json", "GET", "/openapi.json", openapi)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        runtime.refresh_fast_gauges()
+        return Response(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.errorhandler(404)
+    async def not_found(_: Exception) -> Response:
+        return Response(
+            json.dumps(error_body("NOT_FOUND", "no such route")),
+            status=404,
+            content_type="application/json",
+        )
+
+    @app.errorhandler(405)
+    async def not_allowed(_: Exception) -> Response:
+        return Response(
+            json.dumps(error_body("METHOD_NOT_ALLOWED", "method not allowed")),
+            status=405,
+            content_type="application/json",
+        )
+
+    return app

@@ -1,0 +1,266 @@
+"""Configuration from the environment, with the design document's variable names.
+
+Every value is validated at start-up; a bad one stops the server with a message naming the
+variable (never its value, which may be a secret). With neither ``REDIS_URL`` /
+``REDIS_CLUSTER_ENABLED`` nor ``DATABASE_URL`` the server runs on the in-memory adapters (the
+embedded default) with keys generated at start-up; with either, it needs both, and refuses to
+start without configured master keys, pepper and receipt key.
+
+Secrets are base64 (standard or URL-safe alphabet):
+
+- ``ZEROPAY_MASTER_KEYS``: ``1:<32 bytes>,2:<32 bytes>``; new seals use
+  ``ZEROPAY_MASTER_KEY_CURRENT`` (default: the highest version). Old versions keep opening.
+- ``ZEROPAY_PEPPER``: at least 32 bytes, the HMAC key of the verifiers.
+- ``ZEROPAY_RECEIPT_SIGNING_KEY``: a 32-byte Ed25519 seed; ``ZEROPAY_RECEIPT_KEY_ID`` names it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from adapters.audit import DEFAULT_AUDIT_BUFFER_SIZE
+from adapters.postgres import (
+    DEFAULT_POOL_MIN,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_REPLICA_POOL_MAX,
+    DEFAULT_REPLICA_POOL_MIN,
+)
+from zeropay_proto import (
+    DEFAULT_PBKDF2_ITERATIONS,
+    DEFAULT_RATE_LIMIT_GLOBAL,
+    DEFAULT_RATE_LIMIT_PER_IP,
+    DEFAULT_RATE_LIMIT_PER_USER,
+    MasterKeyring,
+)
+from zeropay_proto.session import DEFAULT_SESSION_TTL_SECONDS
+
+#: The design document's AUDIT_FLUSH_INTERVAL, in milliseconds.
+DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 5000
+#: The original service's PSP checkout session lifetime (seed, "Move PSP Sessions", 1800 s).
+DEFAULT_PSP_SESSION_TTL = 1800
+DEFAULT_BIND = "127.0.0.1:8080"
+#: A sealed record stays cached in Redis this long after it was read from PostgreSQL.
+DEFAULT_RECORD_CACHE_TTL = 3600
+#: Deadline for one call to Redis or PostgreSQL (the Trio side of every call).
+DEFAULT_DEPENDENCY_TIMEOUT = 5.0
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Secrets:
+    """Key material. Generated only for the embedded default."""
+
+    keyring: MasterKeyring
+    pepper: bytes
+    signing_seed: bytes
+    signing_key_id: str
+    generated: bool
+
+    def __repr__(self) -> str:  # never print key material
+        return f"Secrets(key_versions={sorted(self.keyring.keys)}, generated={self.generated})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server reads from its environment."""
+
+    redis_url: str | None = None
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
+    redis_prefix: str = "zp"
+    session_ttl: int = DEFAULT_SESSION_TTL_SECONDS
+    database_url: str | None = None
+    db_pool_size: int = DEFAULT_POOL_SIZE
+    db_pool_min: int = DEFAULT_POOL_MIN
+    db_replica_url: str | None = None
+    db_replica_pool_max: int = DEFAULT_REPLICA_POOL_MAX
+    db_replica_pool_min: int = DEFAULT_REPLICA_POOL_MIN
+    db_statement_cache_size: int = 0
+    db_auto_migrate: bool = False
+    rate_limit_global: int = DEFAULT_RATE_LIMIT_GLOBAL
+    rate_limit_per_ip: int = DEFAULT_RATE_LIMIT_PER_IP
+    rate_limit_per_user: int = DEFAULT_RATE_LIMIT_PER_USER
+    audit_buffer_size: int = DEFAULT_AUDIT_BUFFER_SIZE
+    audit_flush_interval_ms: int = DEFAULT_AUDIT_FLUSH_INTERVAL_MS
+    psp_session_ttl: int = DEFAULT_PSP_SESSION_TTL
+    pbkdf2_iterations: int = DEFAULT_PBKDF2_ITERATIONS
+    crypto_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    bind: str = DEFAULT_BIND
+    workers: int = 1
+    record_cache_ttl: int = DEFAULT_RECORD_CACHE_TTL
+    dependency_timeout: float = DEFAULT_DEPENDENCY_TIMEOUT
+    log_level: str = "INFO"
+    secrets: Secrets = field(repr=False)
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the in-memory adapters."""
+        return self.redis_url is None and not self.redis_cluster_nodes
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false")
+
+
+def _b64(name: str, text: str) -> bytes:
+    padded = text.strip() + "=" * (-len(text.strip()) % 4)
+    try:
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{name} must be base64") from None
+
+
+def _nodes(raw: str) -> tuple[tuple[str, int], ...]:
+    nodes = []
+    for item in raw.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("REDIS_CLUSTER_NODES must be host:port,host:port,...")
+        nodes.append((host, int(port)))
+    return tuple(nodes)
+
+
+def _proxies(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in raw.split(",") if p.strip()
+        )
+    except ValueError:
+        raise ConfigError(
+            "TRUSTED_PROXIES must be addresses or CIDR ranges, comma-separated"
+        ) from None
+
+
+def _bind(raw: str) -> str:
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError("the bind address must be HOST:PORT")
+    return raw
+
+
+def _secrets(env: Mapping[str, str], *, embedded: bool) -> Secrets:
+    names = ("ZEROPAY_MASTER_KEYS", "ZEROPAY_PEPPER", "ZEROPAY_RECEIPT_SIGNING_KEY")
+    missing = [n for n in names if not env.get(n)]
+    if missing and not embedded:
+        raise ConfigError(
+            f"{', '.join(missing)} must be set when Redis or PostgreSQL is configured: "
+            "keys are never generated outside the embedded default"
+        )
+    if missing:
+        return Secrets(
+            keyring=MasterKeyring(keys={1: secrets.token_bytes(32)}, current=1),
+            pepper=secrets.token_bytes(32),
+            signing_seed=secrets.token_bytes(32),
+            signing_key_id="embedded",
+            generated=True,
+        )
+    keys: dict[int, bytes] = {}
+    for item in env["ZEROPAY_MASTER_KEYS"].split(","):
+        version, _, material = item.strip().partition(":")
+        if not version.isdigit() or not 1 <= int(version) <= 0xFFFF:
+            raise ConfigError(
+                "ZEROPAY_MASTER_KEYS must be VERSION:BASE64,... with versions 1-65535"
+            )
+        key = _b64("ZEROPAY_MASTER_KEYS", material)
+        if len(key) != 32:
+            raise ConfigError("ZEROPAY_MASTER_KEYS entries must be 32 bytes")
+        keys[int(version)] = key
+    current = _int(env, "ZEROPAY_MASTER_KEY_CURRENT", max(keys), minimum=1)
+    if current not in keys:
+        raise ConfigError("ZEROPAY_MASTER_KEY_CURRENT names a version not in ZEROPAY_MASTER_KEYS")
+    pepper = _b64("ZEROPAY_PEPPER", env["ZEROPAY_PEPPER"])
+    if len(pepper) < 32:
+        raise ConfigError("ZEROPAY_PEPPER must be at least 32 bytes")
+    seed = _b64("ZEROPAY_RECEIPT_SIGNING_KEY", env["ZEROPAY_RECEIPT_SIGNING_KEY"])
+    if len(seed) != 32:
+        raise ConfigError("ZEROPAY_RECEIPT_SIGNING_KEY must be a 32-byte Ed25519 seed")
+    key_id = env.get("ZEROPAY_RECEIPT_KEY_ID", "receipt-1")
+    return Secrets(
+        keyring=MasterKeyring(keys=keys, current=current),
+        pepper=pepper,
+        signing_seed=seed,
+        signing_key_id=key_id,
+        generated=False,
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration; raises :class:`ConfigError`."""
+    env = os.environ if env is None else env
+    cluster = _bool(env, "REDIS_CLUSTER_ENABLED", False)
+    nodes = _nodes(env.get("REDIS_CLUSTER_NODES", "")) if cluster else ()
+    if cluster and not nodes:
+        raise ConfigError("REDIS_CLUSTER_NODES is required when REDIS_CLUSTER_ENABLED is true")
+    redis_url = None if cluster else (env.get("REDIS_URL") or None)
+    database_url = env.get("DATABASE_URL") or None
+    uses_redis = redis_url is not None or cluster
+    if uses_redis != (database_url is not None):
+        raise ConfigError(
+            "REDIS_URL (or REDIS_CLUSTER_ENABLED) and DATABASE_URL go together: set both, "
+            "or neither for the embedded in-memory default"
+        )
+    embedded = not uses_redis
+    workers = _int(env, "ZEROPAY_WORKERS", 1, minimum=1)
+    if embedded and workers > 1:
+        raise ConfigError(
+            "ZEROPAY_WORKERS above 1 needs Redis and PostgreSQL (memory is per process)"
+        )
+    return Settings(
+        redis_url=redis_url,
+        redis_cluster_nodes=nodes,
+        redis_prefix=env.get("REDIS_PREFIX", "zp"),
+        session_ttl=_int(env, "REDIS_SESSION_TTL", DEFAULT_SESSION_TTL_SECONDS, minimum=1),
+        database_url=database_url,
+        db_pool_size=_int(env, "DB_POOL_SIZE", DEFAULT_POOL_SIZE, minimum=1),
+        db_pool_min=_int(env, "DB_POOL_MIN", DEFAULT_POOL_MIN),
+        db_replica_url=env.get("DB_REPLICA_URL") or None,
+        db_replica_pool_max=_int(env, "DB_REPLICA_POOL_MAX", DEFAULT_REPLICA_POOL_MAX, minimum=1),
+        db_replica_pool_min=_int(env, "DB_REPLICA_POOL_MIN", DEFAULT_REPLICA_POOL_MIN),
+        db_statement_cache_size=_int(env, "DB_STATEMENT_CACHE_SIZE", 0),
+        db_auto_migrate=_bool(env, "DB_AUTO_MIGRATE", False),
+        rate_limit_global=_int(env, "RATE_LIMIT_GLOBAL", DEFAULT_RATE_LIMIT_GLOBAL),
+        rate_limit_per_ip=_int(env, "RATE_LIMIT_PER_IP", DEFAULT_RATE_LIMIT_PER_IP),
+        rate_limit_per_user=_int(env, "RATE_LIMIT_PER_USER", DEFAULT_RATE_LIMIT_PER_USER),
+        audit_buffer_size=_int(env, "AUDIT_BUFFER_SIZE", DEFAULT_AUDIT_BUFFER_SIZE, minimum=1),
+        audit_flush_interval_ms=_int(
+            env, "AUDIT_FLUSH_INTERVAL", DEFAULT_AUDIT_FLUSH_INTERVAL_MS, minimum=1
+        ),
+        psp_session_ttl=_int(env, "PSP_SESSION_TTL", DEFAULT_PSP_SESSION_TTL, minimum=1),
+        pbkdf2_iterations=_int(env, "PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS, minimum=1),
+        crypto_workers=_int(env, "CRYPTO_WORKERS", os.cpu_count() or 1, minimum=1),
+        trusted_proxies=_proxies(env.get("TRUSTED_PROXIES", "")),
+        bind=_bind(env.get("ZEROPAY_BIND", DEFAULT_BIND)),
+        workers=workers,
+        record_cache_ttl=_int(env, "RECORD_CACHE_TTL", DEFAULT_RECORD_CACHE_TTL, minimum=1),
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        secrets=_secrets(env, embedded=embedded),
+    )

@@ -1,0 +1,86 @@
+"""The crypto process pool and the receipt signer.
+
+Every PBKDF2 derivation (about 10 ms at 100,000 iterations, NOTES-stack.md) runs in worker
+processes (trio-parallel), never on the event loop: a saturated pool delays only the requests
+that need a derivation. A capacity limiter sized to ``CRYPTO_WORKERS`` holds the queue on the
+Trio side, so its length is observable (``crypto_queue_depth``). Ed25519 signing takes
+microseconds and runs inline.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from zeropay_proto import KeyWrapRequested, Receipt, derive_and_unwrap, derive_and_wrap
+
+RunSync = Callable[..., Awaitable[Any]]
+
+
+class CryptoPool:
+    """Runs the slow key derivations in worker processes."""
+
+    def __init__(self, run_sync: RunSync, workers: int) -> None:
+        self._run_sync = run_sync
+        self._limiter = trio.CapacityLimiter(workers)
+
+    async def wrap(self, request: KeyWrapRequested) -> bytes:
+        """PBKDF2 + AES-GCM wrap of a new data key (enrollment)."""
+        wrapped: bytes = await self._run_sync(
+            derive_and_wrap, *request.arguments(), limiter=self._limiter
+        )
+        return wrapped
+
+    async def unwrap(
+        self, material: bytes, salt: bytes, iterations: int, wrapped: bytes, user_id: str
+    ) -> bool:
+        """PBKDF2 + AES-GCM unwrap (verification's "double decryption")."""
+        ok: bool = await self._run_sync(
+            derive_and_unwrap, material, salt, iterations, wrapped, user_id, limiter=self._limiter
+        )
+        return ok
+
+    def queue_depth(self) -> int:
+        """Derivations waiting for a worker."""
+        return int(self._limiter.statistics().tasks_waiting)
+
+    def busy(self) -> int:
+        """Derivations running now."""
+        return int(self._limiter.statistics().borrowed_tokens)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class ReceiptSigner:
+    """Signs receipts with Ed25519 and publishes the public key as a JWK."""
+
+    def __init__(self, seed: bytes, key_id: str) -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.key_id = key_id
+        public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.jwk = {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": _b64url(public),
+            "kid": key_id,
+            "use": "sig",
+            "alg": "EdDSA",
+        }
+
+    def sign(self, receipt: Receipt) -> dict[str, Any]:
+        """The receipt as returned to the client: its fields, the key id and the signature
+        over :meth:`Receipt.canonical_bytes` (base64url)."""
+        signature = self._key.sign(receipt.canonical_bytes())
+        return {
+            **receipt.as_dict(),
+            "key_id": self.key_id,
+            "alg": "EdDSA",
+            "signature": _b64url(signature),
+        }

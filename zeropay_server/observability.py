@@ -1,0 +1,216 @@
+"""Prometheus metrics and structured logs.
+
+Metrics cover the design document's dashboard (section 12): request rate and latency per
+route, error rate (by status), active sessions, Redis memory, PostgreSQL pool in use, crypto
+queue depth and audit backlog. ``deploy/prometheus/alerts.yml`` turns its warning and critical
+thresholds into alert rules over these names. Labels never carry user data: routes are
+templates (``/v1/verification/status/{session_id}``), never paths.
+
+Logs are one JSON object per line. They are built from explicit fields, never from request
+bodies or headers, and :class:`RedactingFilter` scrubs anything shaped like a digest, a
+token or a session id from every message as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+#: Latency buckets around the seed's thresholds (P99 300 ms warning, 500 ms critical).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
+
+
+class SessionWindow:
+    """Sessions opened within the session lifetime: an upper bound of the live ones, per
+    instance, without scanning Redis."""
+
+    def __init__(self, ttl_seconds: int) -> None:
+        self._ttl = ttl_seconds
+        self._opened: deque[float] = deque()
+
+    def opened(self, now: float) -> None:
+        self._opened.append(now)
+
+    def active(self, now: float) -> int:
+        while self._opened and self._opened[0] <= now - self._ttl:
+            self._opened.popleft()
+        return len(self._opened)
+
+
+class Metrics:
+    """The service's metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, session_ttl: int) -> None:
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = None if self.multiprocess else self.registry
+        self.requests = Counter(
+            "zeropay_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "zeropay_http_request_duration_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.verifications = Counter(
+            "zeropay_verifications", "Verification outcomes", ["outcome"], registry=registry
+        )
+        self.dependency_latency = Histogram(
+            "zeropay_dependency_duration_seconds",
+            "Latency of calls to Redis and PostgreSQL",
+            ["dependency"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.active_sessions = Gauge(
+            "zeropay_active_sessions",
+            "Verification sessions opened within their lifetime",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.crypto_queue = Gauge(
+            "zeropay_crypto_queue_depth",
+            "Key derivations waiting for a worker",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.crypto_busy = Gauge(
+            "zeropay_crypto_busy_workers",
+            "Key derivations running",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_in_use = Gauge(
+            "zeropay_db_pool_in_use",
+            "PostgreSQL connections checked out",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_max = Gauge(
+            "zeropay_db_pool_max",
+            "PostgreSQL pool size",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.redis_memory = Gauge(
+            "zeropay_redis_used_memory_bytes",
+            "Redis used_memory (all cluster nodes)",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.redis_max_memory = Gauge(
+            "zeropay_redis_max_memory_bytes",
+            "Redis maxmemory (0: unlimited)",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.audit_backlog = Gauge(
+            "zeropay_audit_backlog",
+            "Audit events appended and not yet in PostgreSQL",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.dependency_up = Gauge(
+            "zeropay_dependency_up",
+            "1 when the dependency answered its last check",
+            ["dependency"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.sessions = SessionWindow(session_ttl)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format (aggregated over worker processes if there are several)."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(registry))
+        return bytes(generate_latest(self.registry))
+
+
+# ------------------------------------------------------------------------------ logging
+
+_SECRET_SHAPES = re.compile(
+    r"\b[0-9a-fA-F]{64}\b"  # digests, verifiers, token digests
+    r"|\b[A-Za-z0-9_-]{43,64}\b"  # session ids, auth tokens, base64 keys
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with everything shaped like a digest, token, session id or key replaced."""
+    return _SECRET_SHAPES.sub("[redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Replace anything shaped like a secret in a record's message and fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _SECRET_SHAPES.sub("[redacted]", str(record.msg))
+        if record.args:
+            record.args = tuple(
+                _SECRET_SHAPES.sub("[redacted]", a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {
+                k: _SECRET_SHAPES.sub("[redacted]", v) if isinstance(v, str) else v
+                for k, v in fields.items()
+            }
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["traceback"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send JSON logs to stderr, through the redaction filter."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    for noisy in ("hypercorn.access", "hypercorn.error", "quart.app", "quart.serving"):
+        logging.getLogger(noisy).handlers[:] = []
+        logging.getLogger(noisy).propagate = noisy != "hypercorn.access"

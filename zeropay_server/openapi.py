@@ -1,0 +1,232 @@
+"""The OpenAPI 3.1 document, generated from the core's request schemas and the route table."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from zeropay_proto import schemas
+
+_ERROR = {
+    "type": "object",
+    "required": ["success", "error", "code"],
+    "properties": {
+        "success": {"const": False},
+        "error": {"type": "string"},
+        "code": {"type": "string"},
+        "field": {"type": "string"},
+        "attempts_remaining": {"type": "integer", "minimum": 0},
+    },
+}
+_OK = {"type": "object", "required": ["success"], "properties": {"success": {"const": True}}}
+_STATE_CHANGING = [
+    {
+        "name": "X-Nonce",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+        "description": "A UUIDv4, used once.",
+    },
+    {
+        "name": "X-Timestamp",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]{1,16}$"},
+        "description": "Milliseconds since the epoch; 5 minutes past to 30 seconds ahead.",
+    },
+]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _responses(*statuses: int, success: int = 200) -> dict[str, Any]:
+    described = {
+        200: "OK",
+        201: "Created",
+        400: "Invalid input (the field is named)",
+        401: "Verification failed or not authenticated",
+        403: "Nonce reused",
+        404: "Not found",
+        409: "Already enrolled",
+        413: "Body over 10 kB",
+        429: "Rate limited or account locked",
+        502: "Payment provider failed",
+        503: "A dependency is down",
+    }
+    out: dict[str, Any] = {
+        str(success): {
+            "description": described[success],
+            "content": {"application/json": {"schema": _OK}},
+        }
+    }
+    for status in (*statuses, 429, 503):
+        out[str(status)] = {
+            "description": described[status],
+            "content": {"application/json": {"schema": _ERROR}},
+        }
+    return out
+
+
+def _operation(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    statuses: tuple[int, ...] = (400,),
+    success: int = 200,
+    state_changing: bool = False,
+    bearer: bool = False,
+    path_params: tuple[tuple[str, dict[str, Any]], ...] = (),
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": _responses(*statuses, success=success)}
+    parameters = list(_STATE_CHANGING) if state_changing else []
+    parameters += [
+        {"name": name, "in": "path", "required": True, "schema": schema}
+        for name, schema in path_params
+    ]
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"]["413"] = {
+            "description": "Body over 10 kB",
+            "content": {"application/json": {"schema": _ERROR}},
+        }
+    if bearer:
+        op["security"] = _BEARER
+    return op
+
+
+def _plain(summary: str, *, status: int = 200) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "responses": {
+            str(status): {"description": "OK", "content": {"application/json": {"schema": {}}}}
+        },
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The service's contract."""
+    uuid_param = ("uuid", schemas.USER_UUID)
+    session_param = ("session_id", {"type": "string", "pattern": schemas.SESSION_ID_PATTERN})
+    paths: dict[str, Any] = {
+        "/v1/enrollment/store": {
+            "post": _operation(
+                "Enroll a user's factors (digests only)",
+                body=schemas.ENROLLMENT,
+                statuses=(400, 403, 409),
+                success=201,
+                state_changing=True,
+            )
+        },
+        "/v1/enrollment/update": {
+            "put": _operation(
+                "Replace a user's factors; needs a token of that user",
+                body=schemas.ENROLLMENT,
+                statuses=(400, 401, 403, 404),
+                state_changing=True,
+                bearer=True,
+            )
+        },
+        "/v1/enrollment/delete/{uuid}": {
+            "delete": _operation(
+                "Delete a user's enrollment",
+                statuses=(400, 401, 403, 404),
+                state_changing=True,
+                bearer=True,
+                path_params=(uuid_param,),
+            )
+        },
+        "/v1/enrollment/export/{uuid}": {
+            "get": _operation(
+                "GDPR export: metadata and audit trail, never digests or verifiers",
+                statuses=(400, 401, 404),
+                bearer=True,
+                path_params=(uuid_param,),
+            )
+        },
+        "/v1/verification/initiate": {
+            "post": _operation(
+                "Open a verification session (and a PSP checkout in parallel)",
+                body=schemas.INITIATE,
+                statuses=(400, 403),
+                state_changing=True,
+            )
+        },
+        "/v1/verification/verify": {
+            "post": _operation(
+                "Verify the challenged factors; a token and a signed receipt on success",
+                body=schemas.VERIFY,
+                statuses=(400, 401, 403, 404),
+                state_changing=True,
+            )
+        },
+        "/v1/verification/status/{session_id}": {
+            "get": _operation(
+                "A session's state and attempts", statuses=(400, 404), path_params=(session_param,)
+            )
+        },
+        "/v1/session/validate": {
+            "get": _operation("Validate an auth token", statuses=(401,), bearer=True)
+        },
+        "/v1/session/revoke": {
+            "post": _operation(
+                "Revoke an auth token", statuses=(400, 401, 403), state_changing=True, bearer=True
+            )
+        },
+        "/v1/psp/session/create": {
+            "post": _operation(
+                "Create a payment-provider checkout session",
+                body=schemas.PSP_CREATE,
+                statuses=(400, 403, 502),
+                success=201,
+                state_changing=True,
+            )
+        },
+        "/v1/psp/session/{id}": {
+            "get": _operation(
+                "A payment-provider checkout session",
+                statuses=(404,),
+                path_params=(("id", {"type": "string", "maxLength": 64}),),
+            )
+        },
+        "/v1/keys": {"get": _plain("Public keys (JWK) that verify receipts")},
+        "/health/live": {"get": _plain("Liveness")},
+        "/health/ready": {
+            "get": {
+                **_plain("Readiness: Redis and PostgreSQL answer"),
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/health": {
+            "get": {
+                **_plain("Health details"),
+                "responses": {
+                    "200": {"description": "healthy"},
+                    "503": {"description": "degraded"},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {"description": "text exposition", "content": {"text/plain": {}}}
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ZeroPay",
+            "version": "1.0.0",
+            "description": "Payment authentication with memorable factors: enroll digests, "
+            "challenge a subset at payment time, verify in constant time, and receive a "
+            "short-lived token and an Ed25519-signed receipt.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,91 @@
+"""Payment-service-provider checkout sessions, created in parallel with the challenge.
+
+A provider is anything with :meth:`PspProvider.create_checkout`. The built-in ``sandbox``
+provider makes checkout sessions without any network call; ``psp_config`` may ask it to fail
+(``{"simulate": "failure"}``) or to be slow (``{"simulate_delay_ms": N}``), so the deadline and
+failure paths can be exercised. A PSP failure never fails an authentication: the initiate
+answer says ``psp_ready: false``.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+import trio
+
+#: Deadline for creating a checkout session during initiate (issue 4).
+PSP_DEADLINE_SECONDS = 5.0
+
+
+class PspError(Exception):
+    """The provider could not create a checkout session."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PspCheckout:
+    """A provider's checkout session, as stored and returned."""
+
+    psp_session_id: str
+    provider: str
+    status: str
+    checkout_url: str
+    amount: str | None
+    currency: str | None
+    merchant_id: str | None
+    verification_session_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PspProvider(Protocol):
+    name: str
+
+    async def create_checkout(
+        self,
+        *,
+        amount: Decimal | None,
+        currency: str | None,
+        merchant_id: str | None,
+        verification_session_id: str | None,
+        config: Mapping[str, Any],
+    ) -> PspCheckout: ...
+
+
+class SandboxProvider:
+    """A provider that needs no network: for development, tests and benchmarks."""
+
+    name = "sandbox"
+
+    async def create_checkout(
+        self,
+        *,
+        amount: Decimal | None,
+        currency: str | None,
+        merchant_id: str | None,
+        verification_session_id: str | None,
+        config: Mapping[str, Any],
+    ) -> PspCheckout:
+        delay = config.get("simulate_delay_ms")
+        if isinstance(delay, int) and not isinstance(delay, bool) and delay > 0:
+            await trio.sleep(delay / 1000)
+        if config.get("simulate") == "failure":
+            raise PspError("sandbox provider asked to fail")
+        session_id = (
+            "psp_" + base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+        )
+        return PspCheckout(
+            psp_session_id=session_id,
+            provider=self.name,
+            status="created",
+            checkout_url=f"https://sandbox.psp.invalid/checkout/{session_id}",
+            amount=None if amount is None else format(amount, "f"),
+            currency=currency,
+            merchant_id=merchant_id,
+            verification_session_id=verification_session_id,
+        )

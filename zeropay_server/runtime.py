@@ -1,0 +1,171 @@
+"""What a running server holds: stores, crypto pool, signer, flusher, metrics, clock, entropy.
+
+:func:`open_runtime` opens everything at start-up (no import-time I/O) and closes it in
+reverse order. With Redis and PostgreSQL configured it must run inside
+``trio_asyncio.open_loop()``: the asyncio clients are created in, and belong to, that loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from adapters.audit import AuditFlusher
+from adapters.bridge import TrioBridge, aio
+from adapters.memory import MemoryStore
+from adapters.ports import Limits
+from adapters.postgres import PostgresStore
+from adapters.redis_keys import KeySpace
+from adapters.redis_store import RedisStore
+from zeropay_proto import Policy
+
+from .config import ConfigError, Settings
+from .crypto import CryptoPool, ReceiptSigner, RunSync
+from .observability import Metrics
+from .psp import PspProvider, SandboxProvider
+
+log = logging.getLogger("zeropay.runtime")
+
+#: Sessions stay readable this long after they expire, so status can say "expired".
+SESSION_GRACE_MS = 60_000
+#: How often gauges that need a round trip (Redis memory, audit backlog) are refreshed.
+GAUGE_INTERVAL = 15.0
+
+
+@dataclass
+class Runtime:
+    """The server's long-lived parts, shared by every request."""
+
+    settings: Settings
+    state: Any  # AdmissionPort, SessionPort, PspSessionPort, AuditStreamPort
+    durable: Any  # EnrollmentPort, AuditLogPort
+    crypto: CryptoPool
+    signer: ReceiptSigner
+    psp: PspProvider
+    metrics: Metrics
+    flusher: AuditFlusher
+    policy: Policy
+    limits: Limits
+    decoy_key: bytes
+    clock: Callable[[], float]
+    entropy: Callable[[int], bytes]
+    redis: RedisStore | None = None
+    postgres: PostgresStore | None = None
+
+    async def ready(self) -> dict[str, bool]:
+        """Readiness of each dependency (the in-memory store is always ready)."""
+        checks = {"redis": True, "postgresql": True}
+        with trio.move_on_after(self.settings.dependency_timeout):
+            if self.redis is not None:
+                checks["redis"] = bool(await aio(self.redis.ping)())
+            if self.postgres is not None:
+                checks["postgresql"] = bool(await aio(self.postgres.ping)())
+            for name, up in checks.items():
+                self.metrics.dependency_up.labels(name).set(1 if up else 0)
+            return checks
+        return {"redis": False, "postgresql": False}
+
+    def refresh_fast_gauges(self) -> None:
+        """Gauges that cost nothing to read."""
+        now = self.clock()
+        self.metrics.active_sessions.set(self.metrics.sessions.active(now))
+        self.metrics.crypto_queue.set(self.crypto.queue_depth())
+        self.metrics.crypto_busy.set(self.crypto.busy())
+        if self.postgres is not None:
+            self.metrics.db_pool_in_use.set(self.postgres.pool_in_use())
+            self.metrics.db_pool_max.set(self.postgres.pool_max())
+
+    async def refresh_gauges_forever(self) -> None:
+        """Keep the round-trip gauges fresh (a background task)."""
+        while True:
+            with contextlib.suppress(Exception):
+                self.metrics.audit_backlog.set(await self.state.backlog())
+                if self.redis is not None:
+                    used, maximum = await aio(self.redis.memory_stats)()
+                    self.metrics.redis_memory.set(used)
+                    self.metrics.redis_max_memory.set(maximum)
+            await trio.sleep(GAUGE_INTERVAL)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    run_sync: RunSync,
+    clock: Callable[[], float] = time.time,
+    entropy: Callable[[int], bytes] = secrets.token_bytes,
+    consumer: str | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open the stores and everything else a request needs."""
+    redis: RedisStore | None = None
+    postgres: PostgresStore | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.embedded:
+            memory = MemoryStore(clock=clock)
+            state: Any = memory
+            durable: Any = memory
+        else:
+            redis = await aio(RedisStore.connect)(
+                url=settings.redis_url,
+                cluster_nodes=settings.redis_cluster_nodes,
+                keys=KeySpace(settings.redis_prefix),
+            )
+            stack.push_async_callback(aio(redis.aclose))
+            if settings.database_url is None:
+                raise ConfigError("DATABASE_URL is required with Redis")
+            postgres = await aio(PostgresStore.connect)(
+                settings.database_url,
+                replica_dsn=settings.db_replica_url,
+                min_size=min(settings.db_pool_min, settings.db_pool_size),
+                max_size=settings.db_pool_size,
+                replica_min_size=min(settings.db_replica_pool_min, settings.db_replica_pool_max),
+                replica_max_size=settings.db_replica_pool_max,
+                statement_cache_size=settings.db_statement_cache_size,
+            )
+            stack.push_async_callback(aio(postgres.aclose))
+            if settings.db_auto_migrate:
+                applied = await aio(postgres.migrate)()
+                log.info("migrations applied", extra={"fields": {"applied": applied}})
+            timeout = settings.dependency_timeout
+            state = TrioBridge(redis, dependency="redis", timeout=timeout)
+            durable = TrioBridge(postgres, dependency="postgresql", timeout=timeout)
+        metrics = Metrics(settings.session_ttl)
+        keys = settings.secrets
+        runtime = Runtime(
+            settings=settings,
+            state=state,
+            durable=durable,
+            crypto=CryptoPool(run_sync, settings.crypto_workers),
+            signer=ReceiptSigner(keys.signing_seed, keys.signing_key_id),
+            psp=SandboxProvider(),
+            metrics=metrics,
+            flusher=AuditFlusher(
+                state,
+                durable,
+                consumer=consumer or f"api-{secrets.token_hex(4)}",
+                batch_size=settings.audit_buffer_size,
+                flush_interval=settings.audit_flush_interval_ms / 1000,
+            ),
+            policy=Policy(session_ttl_seconds=settings.session_ttl),
+            limits=Limits(
+                global_limit=settings.rate_limit_global,
+                per_ip=settings.rate_limit_per_ip,
+                per_user=settings.rate_limit_per_user,
+                window_ms=60_000,
+            ),
+            decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
+            clock=clock,
+            entropy=entropy,
+            redis=redis,
+            postgres=postgres,
+        )
+        yield runtime

@@ -1,0 +1,163 @@
+"""Serving: the Trio entry point, graceful shutdown, and worker processes.
+
+Serve from code (NOTES-stack.md): ``trio.run`` -> the crypto worker context -> the
+trio-asyncio loop (only with Redis and PostgreSQL) -> the runtime -> Hypercorn's Trio worker,
+with the audit flusher and the gauge refresher beside it in one nursery. On SIGTERM or SIGINT
+Hypercorn stops accepting, lets in-flight requests finish (``graceful_timeout``), and then the
+audit buffer is drained before the background tasks are cancelled.
+
+``--workers N`` runs N such processes, each with its own listening socket on the same address
+(``SO_REUSEPORT``: the kernel balances connections). Prometheus metrics are then aggregated
+across them through ``PROMETHEUS_MULTIPROC_DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+from collections.abc import Mapping
+
+import trio
+import trio_asyncio
+import trio_parallel
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from .app import create_app
+from .config import Settings, load_settings
+from .observability import configure_logging
+from .runtime import open_runtime
+
+log = logging.getLogger("zeropay.serve")
+
+#: In-flight requests get this long to finish on shutdown; the audit drain as long again.
+GRACEFUL_TIMEOUT = 10.0
+
+
+def hypercorn_config(settings: Settings, workers: int) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [settings.bind]
+    config.workers = workers  # > 1 sets SO_REUSEPORT on the sockets
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.accesslog = None
+    config.errorlog = None  # Hypercorn's messages propagate to the JSON root logger
+    config.keep_alive_timeout = 75
+    config.backlog = 1024
+    return config
+
+
+async def serve(
+    settings: Settings,
+    *,
+    shutdown: trio.Event,
+    workers: int = 1,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one server process until ``shutdown`` is set."""
+    if settings.embedded:
+        log.warning(
+            "EMBEDDED MODE: in-memory storage for ONE instance; keys generated at start-up; "
+            "everything is lost when the process stops. Set REDIS_URL and DATABASE_URL (and "
+            "the ZEROPAY_* keys) for production.",
+            extra={"fields": {"storage": "memory"}},
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        context = await stack.enter_async_context(trio_parallel.open_worker_context())
+        if not settings.embedded:
+            await stack.enter_async_context(trio_asyncio.open_loop())
+        runtime = await stack.enter_async_context(open_runtime(settings, run_sync=context.run_sync))
+        app = create_app(runtime)
+        config = hypercorn_config(settings, workers)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runtime.flusher.run)
+            nursery.start_soon(runtime.refresh_gauges_forever)
+            finished = trio.Event()
+
+            async def http(task_status: trio.TaskStatus[list[str]]) -> None:
+                sockets = config.create_sockets()
+                for sock in sockets.insecure_sockets:
+                    sock.listen(config.backlog)
+                try:
+                    await worker_serve(
+                        wrap_app(app, config.wsgi_max_body_size, None),
+                        config,
+                        sockets=sockets,
+                        shutdown_trigger=shutdown.wait,
+                        task_status=task_status,
+                    )
+                finally:
+                    finished.set()
+
+            binds = await nursery.start(http)
+            log.info(
+                "listening",
+                extra={
+                    "fields": {"binds": binds, "pid": os.getpid(), "embedded": settings.embedded}
+                },
+            )
+            task_status.started(binds)
+            await finished.wait()
+            with trio.move_on_after(GRACEFUL_TIMEOUT):
+                try:
+                    drained = await runtime.flusher.drain()
+                    log.info("audit drained", extra={"fields": {"events": drained}})
+                except Exception:
+                    log.exception("audit drain failed; events stay in the stream")
+            nursery.cancel_scope.cancel()
+    log.info("stopped", extra={"fields": {"pid": os.getpid()}})
+
+
+async def _main(settings: Settings, workers: int) -> None:
+    shutdown = trio.Event()
+
+    async def on_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                log.info("shutting down")
+                shutdown.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(on_signals)
+        await serve(settings, shutdown=shutdown, workers=workers)
+        nursery.cancel_scope.cancel()
+
+
+def _worker(env: Mapping[str, str], workers: int) -> None:
+    os.environ.update(env)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    trio.run(_main, settings, workers)
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM, in ``settings.workers`` processes."""
+    configure_logging(settings.log_level)
+    if settings.workers == 1:
+        trio.run(_main, settings, 1)
+        return
+    with tempfile.TemporaryDirectory(prefix="zeropay-metrics-") as metrics_dir:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        spawn = multiprocessing.get_context("spawn")
+        children = [
+            spawn.Process(target=_worker, args=(env, settings.workers), daemon=False)
+            for _ in range(settings.workers)
+        ]
+        for child in children:
+            child.start()
+
+        def forward(signum: int, _frame: object) -> None:
+            for child in children:
+                if child.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        for child in children:
+            child.join()
