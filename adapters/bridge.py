@@ -37,10 +37,18 @@ def aio(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 class TrioBridge:
     """Proxy an asyncio adapter: coroutine methods become Trio coroutines with a deadline."""
 
-    def __init__(self, target: object, *, dependency: str, timeout: float) -> None:
+    def __init__(
+        self,
+        target: object,
+        *,
+        dependency: str,
+        timeout: float,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._target = target
         self._dependency = dependency
         self._timeout = timeout
+        self._observe = observe
         self._cache: dict[str, Any] = {}
 
     @property
@@ -56,13 +64,18 @@ class TrioBridge:
         if not inspect.iscoroutinefunction(attribute):
             return attribute
         crossing = trio_asyncio.aio_as_trio(attribute)
-        dependency, timeout = self._dependency, self._timeout
+        dependency, timeout, observe = self._dependency, self._timeout, self._observe
 
         @functools.wraps(attribute)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            with trio.move_on_after(timeout):
-                return await crossing(*args, **kwargs)
-            raise DependencyUnavailable(dependency)
+            started = trio.current_time()
+            try:
+                with trio.move_on_after(timeout):
+                    return await crossing(*args, **kwargs)
+                raise DependencyUnavailable(dependency)
+            finally:
+                if observe is not None:
+                    observe(dependency, trio.current_time() - started)
 
         self._cache[name] = call
         return call

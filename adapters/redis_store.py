@@ -249,13 +249,17 @@ class RedisStore:
             return False
 
     @_redis_call
-    async def memory_stats(self) -> tuple[int, int]:
-        """``(used_memory, maxmemory)``, summed over a cluster's nodes (0: no limit)."""
-        info = await self._client.info("memory")
-        nodes = list(info.values()) if self.clustered else [info]
-        used = sum(int(node["used_memory"]) for node in nodes)
-        maximum = sum(int(node.get("maxmemory", 0)) for node in nodes)
-        return used, maximum
+    async def server_stats(self) -> tuple[int, int, float]:
+        """``(used_memory, maxmemory, cpu seconds)`` summed over a cluster's nodes
+        (maxmemory 0: no limit), for the dashboard's Redis memory and CPU panels."""
+        memory = await self._client.info("memory")
+        cpu = await self._client.info("cpu")
+        memories = list(memory.values()) if self.clustered else [memory]
+        cpus = list(cpu.values()) if self.clustered else [cpu]
+        used = sum(int(node["used_memory"]) for node in memories)
+        maximum = sum(int(node.get("maxmemory", 0)) for node in memories)
+        seconds = sum(float(n["used_cpu_sys"]) + float(n["used_cpu_user"]) for n in cpus)
+        return used, maximum, seconds
 
     # ---------------------------------------------------------------- script calls
 

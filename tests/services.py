@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import redis
 
 REDIS_URL = os.environ.get("ZEROPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -36,7 +37,7 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> N
         try:
             if predicate():
                 return
-        except (OSError, redis.RedisError):
+        except (OSError, redis.RedisError, httpx.HTTPError):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout} s")

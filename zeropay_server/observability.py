@@ -124,6 +124,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.redis_cpu = Gauge(
+            "zeropay_redis_cpu_seconds",
+            "Redis used_cpu_sys + used_cpu_user (all nodes; cumulative)",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.audit_backlog = Gauge(
             "zeropay_audit_backlog",
             "Audit events appended and not yet in PostgreSQL",

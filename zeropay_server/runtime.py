@@ -90,9 +90,10 @@ class Runtime:
             with contextlib.suppress(Exception):
                 self.metrics.audit_backlog.set(await self.state.backlog())
                 if self.redis is not None:
-                    used, maximum = await aio(self.redis.memory_stats)()
+                    used, maximum, cpu = await aio(self.redis.server_stats)()
                     self.metrics.redis_memory.set(used)
                     self.metrics.redis_max_memory.set(maximum)
+                    self.metrics.redis_cpu.set(cpu)
             await trio.sleep(GAUGE_INTERVAL)
 
 
@@ -135,10 +136,17 @@ async def open_runtime(
             if settings.db_auto_migrate:
                 applied = await aio(postgres.migrate)()
                 log.info("migrations applied", extra={"fields": {"applied": applied}})
-            timeout = settings.dependency_timeout
-            state = TrioBridge(redis, dependency="redis", timeout=timeout)
-            durable = TrioBridge(postgres, dependency="postgresql", timeout=timeout)
         metrics = Metrics(settings.session_ttl)
+        if not settings.embedded:
+
+            def observe(dependency: str, seconds: float) -> None:
+                metrics.dependency_latency.labels(dependency).observe(seconds)
+
+            timeout = settings.dependency_timeout
+            state = TrioBridge(redis, dependency="redis", timeout=timeout, observe=observe)
+            durable = TrioBridge(
+                postgres, dependency="postgresql", timeout=timeout, observe=observe
+            )
         keys = settings.secrets
         runtime = Runtime(
             settings=settings,

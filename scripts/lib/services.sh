@@ -90,11 +90,16 @@ ensure_test_binaries() {
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v redis-cli >/dev/null || missing+=(redis-tools)
     [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+    command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks the alert rules
     if [ ${#missing[@]} -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
-    # Debian's package starts a PgBouncer of its own on 6432; the tests need only the binary.
-    if command -v service >/dev/null && [ -f /etc/init.d/pgbouncer ]; then
-        service pgbouncer stop >/dev/null 2>&1 || true
-    fi
+    # Debian's packages may start a PgBouncer (6432) and a Prometheus (9090) of their own;
+    # the tests need only the binaries.
+    local unit
+    for unit in pgbouncer prometheus; do
+        if command -v service >/dev/null && [ -f "/etc/init.d/$unit" ]; then
+            service "$unit" stop >/dev/null 2>&1 || true
+        fi
+    done
 }

@@ -1,0 +1,78 @@
+"""Server processes for the end-to-end tests: started on free loopback ports, stopped by PID."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.services import free_port, wait_until
+
+
+def production_keys() -> dict[str, str]:
+    """Configured (not generated) keys, as production requires."""
+
+    def b64(n: int) -> str:
+        return base64.b64encode(secrets.token_bytes(n)).decode()
+
+    return {
+        "ZEROPAY_MASTER_KEYS": f"1:{b64(32)}",
+        "ZEROPAY_PEPPER": b64(32),
+        "ZEROPAY_RECEIPT_SIGNING_KEY": b64(32),
+        "ZEROPAY_RECEIPT_KEY_ID": "e2e-1",
+    }
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def _ready(url: str) -> bool:
+    return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+
+
+@contextlib.contextmanager
+def running_server(
+    env: Mapping[str, str], workdir: Path, name: str = "server"
+) -> Iterator[ServerProcess]:
+    port = free_port()
+    log = workdir / f"{name}.log"
+    full_env = {**os.environ, **env, "ZEROPAY_BIND": f"127.0.0.1:{port}"}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "zeropay_server"], env=full_env, stdout=sink, stderr=sink
+        )
+    server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log=log)
+    try:
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+            return _ready(server.url)
+
+        wait_until(up, timeout=60, what=f"server {name}")
+        yield server
+    finally:
+        server.stop()

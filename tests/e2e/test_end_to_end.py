@@ -1,0 +1,354 @@
+"""End to end: server processes over HTTP against the real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis
+import trio
+
+from tests.e2e.servers import ServerProcess, production_keys, running_server
+from tests.services import (
+    REDIS_URL,
+    _answers,
+    _stop,
+    delete_prefix,
+    free_port,
+    temporary_database,
+    unique_prefix,
+    wait_until,
+)
+
+FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
+
+
+def digest(factor: str, answer: str = "right") -> str:
+    return hashlib.sha256(f"{factor}:{answer}".encode()).hexdigest()
+
+
+def answers(factors: list[str], answer: str = "right") -> dict[str, str]:
+    return {f: digest(f, answer) for f in factors}
+
+
+def fresh() -> dict[str, str]:
+    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
+
+
+@pytest.fixture(scope="module")
+def stack_env() -> Iterator[dict[str, str]]:
+    prefix = unique_prefix()
+    with temporary_database() as database_url:
+        yield {
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": prefix,
+            "DATABASE_URL": database_url,
+            "DB_AUTO_MIGRATE": "true",
+            "DB_POOL_MIN": "1",
+            "DB_POOL_SIZE": "5",
+            "PBKDF2_ITERATIONS": "1000",
+            "AUDIT_FLUSH_INTERVAL": "200",
+            "RATE_LIMIT_GLOBAL": "100000",
+            "RATE_LIMIT_PER_IP": "100000",
+            "RATE_LIMIT_PER_USER": "100000",
+            "CRYPTO_WORKERS": "1",
+            **production_keys(),
+        }
+    delete_prefix(REDIS_URL, prefix)
+
+
+@pytest.fixture(scope="module")
+def two_servers(
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    workdir = tmp_path_factory.mktemp("servers")
+    with running_server(stack_env, workdir, "a") as a, running_server(stack_env, workdir, "b") as b:
+        yield a, b
+
+
+async def call(
+    client: httpx.AsyncClient, method: str, url: str, body: Any = None, **headers: str
+) -> httpx.Response:
+    if method != "GET":
+        headers = {**fresh(), **headers}
+    return await client.request(method, url, json=body, headers=headers)
+
+
+async def audit_actions(database_url: str, user: str) -> list[str]:
+    async def fetch() -> list[str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT action FROM audit_log WHERE user_id = $1 ORDER BY at, action", user
+            )
+        finally:
+            await conn.close()
+        return [r[0] for r in rows]
+
+    # asyncpg needs asyncio; run it in a thread with its own loop.
+    import asyncio
+
+    return await trio.to_thread.run_sync(lambda: asyncio.run(fetch()))
+
+
+async def test_full_flow_over_http(
+    two_servers: tuple[ServerProcess, ServerProcess], stack_env: dict[str, str]
+) -> None:
+    server, _ = two_servers
+    user = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        enrolled = await call(
+            client,
+            "POST",
+            "/v1/enrollment/store",
+            {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "phone-1"},
+        )
+        assert enrolled.status_code == 201, enrolled.text
+        started = await call(
+            client,
+            "POST",
+            "/v1/verification/initiate",
+            {"user_uuid": user, "transaction_amount": 99.99, "currency": "EUR"},
+        )
+        assert started.status_code == 200
+        body = started.json()
+        verified = await call(
+            client,
+            "POST",
+            "/v1/verification/verify",
+            {
+                "session_id": body["session_id"],
+                "user_uuid": user,
+                "factors": answers(body["required_factors"]),
+            },
+        )
+        assert verified.status_code == 200, verified.text
+        token = verified.json()["auth_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await client.get("/v1/session/validate", headers=auth)).status_code == 200
+        assert (await call(client, "POST", "/v1/session/revoke", **auth)).status_code == 200
+        assert (await client.get("/v1/session/validate", headers=auth)).status_code == 401
+        again = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
+        second = await call(
+            client,
+            "POST",
+            "/v1/verification/verify",
+            {
+                "session_id": again.json()["session_id"],
+                "user_uuid": user,
+                "factors": answers(again.json()["required_factors"]),
+            },
+        )
+        auth = {"Authorization": f"Bearer {second.json()['auth_token']}"}
+        with trio.fail_after(30):  # the flusher writes the trail within its interval
+            while len(await audit_actions(stack_env["DATABASE_URL"], user)) < 6:
+                await trio.sleep(0.1)
+        exported = await client.get(f"/v1/enrollment/export/{user}", headers=auth)
+        assert exported.status_code == 200
+        trail = [e["action"] for e in exported.json()["audit_trail"]]
+        assert trail[:4] == [
+            "ENROLLED",
+            "SESSION_INITIATED",
+            "VERIFICATION_SUCCEEDED",
+            "TOKEN_REVOKED",
+        ]
+        deleted = await call(client, "DELETE", f"/v1/enrollment/delete/{user}", **auth)
+        assert deleted.status_code == 200
+        assert (await client.get(f"/v1/enrollment/export/{user}", headers=auth)).status_code == 401
+    with trio.fail_after(30):
+        while "ENROLLMENT_DELETED" not in await audit_actions(stack_env["DATABASE_URL"], user):
+            await trio.sleep(0.1)
+
+
+async def test_a_session_initiated_on_one_instance_verifies_on_the_other(
+    two_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Defect 1: sessions lived in one process's memory."""
+    a, b = two_servers
+    user = str(uuid.uuid4())
+    async with httpx.AsyncClient(timeout=30) as client:
+        await call(
+            client,
+            "POST",
+            f"{a.url}/v1/enrollment/store",
+            {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "d"},
+        )
+        started = (
+            await call(client, "POST", f"{a.url}/v1/verification/initiate", {"user_uuid": user})
+        ).json()
+        status = await client.get(f"{b.url}/v1/verification/status/{started['session_id']}")
+        assert status.json()["status"] == "pending"
+        done = await call(
+            client,
+            "POST",
+            f"{b.url}/v1/verification/verify",
+            {
+                "session_id": started["session_id"],
+                "user_uuid": user,
+                "factors": answers(started["required_factors"]),
+            },
+        )
+        assert done.status_code == 200
+        token = done.json()["auth_token"]
+        valid = await client.get(
+            f"{a.url}/v1/session/validate", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert valid.status_code == 200
+
+
+async def test_fifty_concurrent_wrong_verifications_across_processes_evaluate_five(
+    two_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = two_servers
+    user = str(uuid.uuid4())
+    async with httpx.AsyncClient(timeout=60) as client:
+        await call(
+            client,
+            "POST",
+            f"{a.url}/v1/enrollment/store",
+            {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "d"},
+        )
+        sessions = []
+        for i in range(17):  # 17 sessions x 3 attempts >= 50 attempts
+            server = (a, b)[i % 2]
+            started = await call(
+                client, "POST", f"{server.url}/v1/verification/initiate", {"user_uuid": user}
+            )
+            sessions.append(started.json())
+        statuses: list[int] = []
+
+        async def guess(i: int) -> None:
+            session, server = sessions[i % len(sessions)], (a, b)[i % 2]
+            response = await call(
+                client,
+                "POST",
+                f"{server.url}/v1/verification/verify",
+                {
+                    "session_id": session["session_id"],
+                    "user_uuid": user,
+                    "factors": answers(session["required_factors"], "wrong"),
+                },
+            )
+            statuses.append(response.status_code)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(guess, i)
+    assert len(statuses) == 50
+    assert statuses.count(401) == 5  # evaluated, and failed
+    assert statuses.count(429) == 45  # refused by the lock before any comparison
+
+
+async def test_twenty_concurrent_requests_with_one_nonce_across_processes(
+    two_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = two_servers
+    headers = fresh()
+    statuses: list[int] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def send(i: int) -> None:
+            server = (a, b)[i % 2]
+            response = await client.post(
+                f"{server.url}/v1/verification/initiate",
+                json={"user_uuid": str(uuid.uuid4())},
+                headers=headers,
+            )
+            statuses.append(response.status_code)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(send, i)
+    assert sorted(statuses) == [200] + [403] * 19
+
+
+@pytest.fixture
+def private_redis_url(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    wait_until(lambda: _answers(client), timeout=20, what="private redis")
+    yield f"redis://127.0.0.1:{port}/0", process
+    _stop(process)
+
+
+async def test_redis_down_is_503_never_a_success_or_a_500(
+    stack_env: dict[str, str],
+    private_redis_url: tuple[str, subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """Defect 10: every limiter failed open when Redis was down."""
+    url, redis_process = private_redis_url
+    with running_server({**stack_env, "REDIS_URL": url}, tmp_path, "doomed") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            user = str(uuid.uuid4())
+            ok = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
+            assert ok.status_code == 200
+            _stop(redis_process)
+            for method, path, body in [
+                ("POST", "/v1/verification/initiate", {"user_uuid": user}),
+                ("POST", "/v1/verification/verify", {"session_id": ok.json()["session_id"],
+                  "user_uuid": user, "factors": answers(["PIN"])}),
+                ("GET", f"/v1/verification/status/{ok.json()['session_id']}", None),
+            ]:  # fmt: skip
+                response = await call(client, method, path, body)
+                assert response.status_code == 503, (path, response.text)
+                assert response.json()["code"] == "DEPENDENCY_UNAVAILABLE"
+                assert int(response.headers["Retry-After"]) >= 1
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 503
+            assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_graceful_shutdown_drains_the_audit_stream(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**stack_env, "AUDIT_FLUSH_INTERVAL": "600000", "AUDIT_BUFFER_SIZE": "1000"}
+    user = str(uuid.uuid4())
+    with running_server(env, tmp_path, "closing") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            for _ in range(3):
+                ok = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
+                assert ok.status_code == 200
+        assert await audit_actions(stack_env["DATABASE_URL"], user) == []  # still buffered
+        assert server.stop() == 0
+    assert await audit_actions(stack_env["DATABASE_URL"], user) == ["SESSION_INITIATED"] * 3
+    assert '"audit drained"' in server.log.read_text()
+
+
+def test_production_refuses_to_start_without_configured_keys(stack_env: dict[str, str]) -> None:
+    env = {k: v for k, v in stack_env.items() if not k.startswith("ZEROPAY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "zeropay_server"],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"ZEROPAY_MASTER_KEYS" in result.stderr
+    assert b"never generated" in result.stderr
