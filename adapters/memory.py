@@ -179,7 +179,7 @@ class MemoryStore:
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
         session: Session | None = self._get(f"sess:{session_id}")
         if session is None or session.user_id != user_id:
-            return None
+            return None  # the session id names another user
         return session
 
     async def reserve_attempt(

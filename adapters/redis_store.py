@@ -39,6 +39,7 @@ from zeropay_proto import (
     NonceReused,
     Policy,
     RateLimited,
+    RemoteProtocolError,
     RequestAdmitted,
     Session,
     SessionClosed,
@@ -49,6 +50,7 @@ from zeropay_proto import (
     conclude_attempt,
     encode_token,
     epoch_ms,
+    parse_session_id,
     reserve_attempt,
     token_digest,
 )
@@ -74,6 +76,8 @@ from .redis_keys import (
 )
 
 CONSUMER_GROUP = "flushers"
+#: The most script calls one port method sends at once (admission: limits, bucket, nonce).
+CALLS_PER_OPERATION = 3
 _SCRIPTS = (
     "admit_rl",
     "admit_user",
@@ -194,19 +198,23 @@ class RedisStore:
         """Connect to a standalone server (``url``) or a Cluster (``cluster_nodes``), load the
         scripts and create the audit consumer groups."""
         client: aioredis.Redis | RedisCluster
+        # The gate admits ``max_connections`` operations at once. One operation holds at most
+        # CALLS_PER_OPERATION connections in a cluster (admission touches up to three slots,
+        # maybe all on one node) and one standalone; the pools are sized so that gated work
+        # never meets a full pool, with slack for the ungated readiness ping.
         if cluster_nodes:
             client = RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes],
                 socket_timeout=None,
                 socket_connect_timeout=5,
-                max_connections=max_connections,
+                max_connections=CALLS_PER_OPERATION * max_connections + 4,
             )
         elif url:
             client = aioredis.Redis.from_url(
                 url,
                 socket_timeout=None,
                 socket_connect_timeout=5,
-                max_connections=max_connections,
+                max_connections=max_connections + 4,
                 health_check_interval=0,
             )
         else:
@@ -389,8 +397,19 @@ class RedisStore:
             ]
         )
 
+    @staticmethod
+    def _owns(session_id: str, user_id: str) -> bool:
+        """Whether the session id names this user: the key alone cannot tell, since users
+        of one slot group share the key's hash tag."""
+        try:
+            return parse_session_id(session_id)[1] == user_id
+        except RemoteProtocolError:
+            return False
+
     @_redis_call
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
+        if not self._owns(session_id, user_id):
+            return None
         blob = await self._client.get(self.keys.session(session_id, user_id))
         return decode_session(session_id, user_id, _bytes(blob)) if blob else None
 
@@ -398,6 +417,8 @@ class RedisStore:
     async def reserve_attempt(
         self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
     ) -> ReserveOutcome | None:
+        if not self._owns(session_id, user_id):
+            return None
         durations = ",".join(str(1000 * d) for d in policy.lockout_durations_seconds)
         ((code, before),) = await self._run(
             [
@@ -441,6 +462,8 @@ class RedisStore:
         policy: Policy,
         audit: AuditEvent,
     ) -> ConcludeOutcome | None:
+        if not self._owns(session_id, user_id):
+            return None
         token = encode_token(user_id, token_entropy)
         digest = token_digest(token)
         expires_at_ms = epoch_ms(now) + 1000 * policy.token_ttl_seconds

@@ -37,6 +37,7 @@ from zeropay_proto import (
     SessionState,
     VerificationFailed,
     VerificationSucceeded,
+    make_session_id,
     parse_bearer,
 )
 from zeropay_proto.audit import AuditAction
@@ -123,7 +124,9 @@ async def test_session_round_trips_with_its_window(state_backend: dict[str, Any]
         await store.store_session(issued, 0, event(user), 60_000)
         loaded = await store.load_session(issued.session.session_id, user)
         assert loaded == issued.session
-        assert await store.load_session(issued.session.session_id, new_user()) is None
+        # Another user never reaches it, even one whose keys share the slot group.
+        for _ in range(200):
+            assert await store.load_session(issued.session.session_id, new_user()) is None
         snapshot = await store.load_for_initiate(user)
         assert snapshot.window == issued.window
         assert isinstance(snapshot.window, ChallengeWindow)
@@ -173,7 +176,8 @@ async def test_reservations_persist_and_lock_the_account_across_sessions(
         stored = await store.load_session(issued.session.session_id, user)
         assert stored is not None
         assert stored.attempts_used == 2
-        assert await store.reserve_attempt("x" * 43, user, now, DEFAULT_POLICY, event(user)) is None
+        unknown = make_session_id(user, secrets.token_bytes(16))
+        assert await store.reserve_attempt(unknown, user, now, DEFAULT_POLICY, event(user)) is None
         actions = [e.event.action for e in await store.read_batch("c", 100, 60_000)]
         assert actions.count(AuditAction.ACCOUNT_LOCKED) == 1
         assert actions.count(AuditAction.SESSION_INITIATED) == 2

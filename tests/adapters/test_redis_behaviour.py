@@ -29,6 +29,7 @@ from zeropay_proto import (
     NonceClaim,
     NonceReused,
     SessionClosed,
+    make_session_id,
 )
 
 redis_and_cluster = pytest.mark.parametrize("state_backend", ["redis", "cluster"], indirect=True)
@@ -190,7 +191,13 @@ async def test_a_dead_redis_fails_closed_with_dependency_unavailable(private_red
         with pytest.raises(DependencyUnavailable):
             await bridged.admit(request)
         with pytest.raises(DependencyUnavailable):
-            await bridged.reserve_attempt("s" * 43, user, time.time(), DEFAULT_POLICY, event(user))
+            await bridged.reserve_attempt(
+                make_session_id(user, secrets.token_bytes(16)),
+                user,
+                time.time(),
+                DEFAULT_POLICY,
+                event(user),
+            )
         assert not await bridged.ping()
         await aio(store.aclose)()
 

@@ -328,7 +328,13 @@ async def test_redis_down_is_503_never_a_success_or_a_500(
 async def test_graceful_shutdown_drains_the_audit_stream(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**stack_env, "AUDIT_FLUSH_INTERVAL": "600000", "AUDIT_BUFFER_SIZE": "1000"}
+    # A prefix of its own: no other instance's flusher may claim these events first.
+    env = {
+        **stack_env,
+        "REDIS_PREFIX": unique_prefix(),
+        "AUDIT_FLUSH_INTERVAL": "600000",
+        "AUDIT_BUFFER_SIZE": "1000",
+    }
     user = str(uuid.uuid4())
     with running_server(env, tmp_path, "closing") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:

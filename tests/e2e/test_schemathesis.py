@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -47,7 +48,7 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     suppress_health_check=list(HealthCheck),
 )
 def test_api_never_errors_and_always_matches_its_schema(
-    case: schemathesis.Case, embedded_server: ServerProcess
+    case: schemathesis.Case[Any], embedded_server: ServerProcess
 ) -> None:
     if case.method.upper() in {"POST", "PUT", "DELETE"} and case.headers is not None:
         # Mostly fresh replay headers, so the cases reach the handlers behind the check.
