@@ -1,0 +1,273 @@
+"""The cost of one authentication, in Redis commands and round trips and PostgreSQL statements.
+
+    python -m benchmarks.cost [--requests N] [--sessions 100000] [--json]
+
+Drives the real app in-process (its test client; real Redis and PostgreSQL behind the same
+bridge the server uses) and measures per request:
+
+- Redis commands: ``INFO commandstats`` deltas (script-internal commands included);
+- Redis round trips: calls to redis-py's ``send_packed_command`` (one per command or pipeline
+  sent on one connection, i.e. one per round trip and hash slot);
+- PostgreSQL statements: ``pg_stat_database.xact_commit`` deltas (every statement here is an
+  autocommit transaction), with the audit flusher's batched writes counted separately;
+- Redis memory per verification session at ``--sessions`` sessions (``MEMORY USAGE`` of the
+  session keys; and ``used_memory`` growth, which also counts each session's audit event
+  waiting in the stream).
+
+Uses ZEROPAY_TEST_REDIS_URL / ZEROPAY_TEST_DATABASE_URL (default: the local servers), a key
+prefix and a database of its own, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import asyncpg
+import redis
+import redis.asyncio.connection as redis_connection
+import trio
+import trio_asyncio
+import trio_parallel
+
+from tests.services import DATABASE_URL, REDIS_URL, delete_prefix, temporary_database
+from zeropay_server.app import create_app
+from zeropay_server.config import load_settings
+from zeropay_server.runtime import open_runtime
+
+FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
+ROUND_TRIPS = Counter[str]()
+
+
+def _count_round_trips() -> None:
+    original = redis_connection.AbstractConnection.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        ROUND_TRIPS["redis"] += 1
+        await original(self, command, check_health)
+
+    redis_connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+
+
+def digest(factor: str) -> str:
+    return hashlib.sha256(f"bench:{factor}".encode()).hexdigest()
+
+
+def commandstats(client: redis.Redis) -> Counter[str]:
+    stats = client.info("commandstats")
+    return Counter({name: int(v["calls"]) for name, v in stats.items()})
+
+
+async def xacts(database_url: str) -> int:
+    """Committed transactions so far (read from a thread: asyncpg needs a loop of its own)."""
+    return await trio.to_thread.run_sync(_xacts, database_url)
+
+
+def _xacts(database_url: str) -> int:
+    async def fetch() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            value = await conn.fetchval(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            )
+        finally:
+            await conn.close()
+        return int(value)
+
+    return asyncio.run(fetch())
+
+
+async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> dict[str, Any]:
+    def b64(n: int) -> str:
+        return base64.b64encode(secrets.token_bytes(n)).decode()
+
+    settings = load_settings(
+        {
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": prefix,
+            "DATABASE_URL": database_url,
+            "DB_AUTO_MIGRATE": "true",
+            "PBKDF2_ITERATIONS": "1000",
+            "AUDIT_FLUSH_INTERVAL": "600000",
+            "AUDIT_BUFFER_SIZE": "100000",
+            "RATE_LIMIT_GLOBAL": "1000000",
+            "RATE_LIMIT_PER_IP": "1000000",
+            "RATE_LIMIT_PER_USER": "1000000",
+            "ZEROPAY_MASTER_KEYS": f"1:{b64(32)}",
+            "ZEROPAY_PEPPER": b64(32),
+            "ZEROPAY_RECEIPT_SIGNING_KEY": b64(32),
+        }
+    )
+    sync_redis = redis.Redis.from_url(REDIS_URL)
+    results: dict[str, Any] = {}
+    async with (
+        trio_asyncio.open_loop(),
+        open_runtime(settings, run_sync=trio_parallel.run_sync) as runtime,
+    ):
+        app = create_app(runtime)
+        client = app.test_client()
+
+        def headers() -> dict[str, str]:
+            return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
+
+        async def post(path: str, body: dict[str, Any]) -> Any:
+            response = await client.post(path, json=body, headers=headers())
+            return response.status_code, await response.get_json()
+
+        users = [str(uuid.uuid4()) for _ in range(args.requests)]
+        for user in users:  # warm the record cache path too: enroll caches the record
+            await post(
+                "/v1/enrollment/store",
+                {"user_uuid": user, "device_id": "d", "factors": {f: digest(f) for f in FACTORS}},
+            )
+
+        async def phase(name: str, run: Any) -> None:
+            before, trips = commandstats(sync_redis), ROUND_TRIPS["redis"]
+            x0 = await xacts(database_url)
+            count = await run()
+            after, x1 = commandstats(sync_redis), await xacts(database_url)
+            delta = after - before
+            delta.pop("cmdstat_info", None)
+            results[name] = {
+                "requests": count,
+                "redis_round_trips_per_request": (ROUND_TRIPS["redis"] - trips) / count,
+                "redis_commands_per_request": sum(delta.values()) / count,
+                "redis_commands": {
+                    k.removeprefix("cmdstat_"): round(v / count, 2)
+                    for k, v in sorted(delta.items())
+                },
+                # the two xact_commit reads themselves are one transaction each
+                "postgres_statements_per_request": (x1 - x0 - 1) / count,
+            }
+
+        sessions: list[tuple[str, Any]] = []
+
+        async def initiate() -> int:
+            for user in users:
+                status, body = await post("/v1/verification/initiate", {"user_uuid": user})
+                assert status == 200, body
+                sessions.append((user, body))
+            return len(users)
+
+        async def verify() -> int:
+            for user, body in sessions:
+                status, answer = await post(
+                    "/v1/verification/verify",
+                    {
+                        "session_id": body["session_id"],
+                        "user_uuid": user,
+                        "factors": {f: digest(f) for f in body["required_factors"]},
+                    },
+                )
+                assert status == 200, answer
+            return len(sessions)
+
+        await phase("initiate", initiate)
+        await phase("verify", verify)
+        x0 = await xacts(database_url)
+        drained = await runtime.flusher.drain()
+        results["audit"] = {
+            "events": drained,
+            "postgres_statements": await xacts(database_url) - x0 - 1,
+            "batch_size": settings.audit_buffer_size,
+        }
+
+        results["memory"] = await session_memory(args.sessions, prefix + "m")
+    return results
+
+
+async def session_memory(count: int, prefix: str) -> dict[str, Any]:
+    from adapters.bridge import TrioBridge, aio
+    from adapters.redis_keys import KeySpace
+    from adapters.redis_store import RedisStore
+    from tests.adapters.helpers import event, new_session, new_user
+
+    sync = redis.Redis.from_url(REDIS_URL)
+    before = int(sync.info("memory")["used_memory"])
+    store = await aio(RedisStore.connect)(url=REDIS_URL, keys=KeySpace(prefix))
+    bridged: Any = TrioBridge(store, dependency="redis", timeout=60)
+    keys: list[str] = []
+    limiter = trio.Semaphore(64)
+    now = time.time()
+
+    async def one() -> None:
+        async with limiter:
+            user = new_user()
+            issued = new_session(user, now=now)
+            await bridged.store_session(issued, 0, event(user), 60_000)
+            keys.append(store.keys.session(issued.session.session_id, user))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(one)
+        after = int(sync.info("memory")["used_memory"])
+        sample = keys[:: max(1, count // 2000)]
+        sizes = [int(sync.memory_usage(k, samples=0) or 0) for k in sample]
+        stream_bytes = sum(
+            int(sync.memory_usage(s, samples=0) or 0) for s in store.keys.all_streams()
+        )
+    finally:
+        await aio(store.aclose)()
+        delete_prefix(REDIS_URL, prefix)
+    return {
+        "sessions": count,
+        "memory_usage_per_session_key_bytes": round(sum(sizes) / len(sizes), 1),
+        "used_memory_growth_per_session_bytes": round((after - before) / count, 1),
+        "audit_stream_bytes_per_session": round(stream_bytes / count, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--requests", type=int, default=200, help="per phase (200)")
+    parser.add_argument("--sessions", type=int, default=100_000, help="for memory (100000)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    _count_round_trips()
+    prefix = f"bench{secrets.token_hex(3)}"
+    with temporary_database(DATABASE_URL) as database_url:
+        try:
+            results = trio.run(measure, args, database_url, prefix)
+        finally:
+            delete_prefix(REDIS_URL, prefix)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for phase in ("initiate", "verify"):
+            r = results[phase]
+            print(
+                f"{phase:9} Redis round trips/request {r['redis_round_trips_per_request']:.2f}, "
+                f"commands/request {r['redis_commands_per_request']:.2f}, "
+                f"PostgreSQL statements/request {r['postgres_statements_per_request']:.2f}"
+            )
+            print(f"          commands: {r['redis_commands']}")
+        a = results["audit"]
+        print(
+            f"audit: {a['events']} events written in {a['postgres_statements']} statements "
+            f"(batches of {a['batch_size']})"
+        )
+        m = results["memory"]
+        print(
+            f"memory at {m['sessions']} sessions: MEMORY USAGE "
+            f"{m['memory_usage_per_session_key_bytes']} B per session key; used_memory "
+            f"+{m['used_memory_growth_per_session_bytes']} B per session (incl. its audit "
+            f"event, {m['audit_stream_bytes_per_session']} B, until flushed)"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Open-loop load against a running ZeroPay server: initiate, verify, enroll, or a mix.
+
+    python -m benchmarks.load --url http://127.0.0.1:8080 --scenario initiate --rate 1000
+    python -m benchmarks.load --scenario initiate --ramp 250:2000:250 --seconds 8
+    python -m benchmarks.load --scenario mix --tiers 1000,2000,5000
+
+Requests arrive at a constant rate, whatever the server does (open loop); each latency is
+measured from the request's *scheduled* time, so time spent waiting for a free connection is
+counted, not hidden ("coordinated omission"). Reported per tier: achieved rate, P50/P95/P99,
+errors by status, and this generator's own CPU use, so a saturated generator is visible.
+
+This process uses plain asyncio and a small HTTP/1.1 client over keep-alive connections; it
+never imports trio-asyncio (which would slow asyncio down, NOTES-stack.md). Loopback only.
+The server's rate limits must allow the load (set RATE_LIMIT_* high): the limiters still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import ipaddress
+import json
+import os
+import random
+import resource
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
+
+
+def digest(user: str, factor: str) -> str:
+    return hashlib.sha256(f"{user}:{factor}".encode()).hexdigest()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; requests on it are sequential."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        headers = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"X-Nonce: {uuid.uuid4()}\r\nX-Timestamp: {int(time.time() * 1000)}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body or b'')}\r\n\r\n"
+        )
+        try:
+            self.writer.write(headers.encode() + (body or b""))
+            status_line = await self.reader.readline()
+            length = 0
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            payload = await self.reader.readexactly(length) if length else b""
+            return int(status_line.split()[1]), payload
+        except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+            self.close()
+            return 0, b""
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+@dataclass
+class Tier:
+    target: float
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    cpu: float = 0.0
+    elapsed: float = 0.0
+
+    def report(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return 1000 * lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+        total = sum(self.statuses.values())
+        errors = total - sum(n for s, n in self.statuses.items() if 200 <= s < 300)
+        return {
+            "target_rps": self.target,
+            "achieved_rps": round(total / self.elapsed, 1) if self.elapsed else 0.0,
+            "requests": total,
+            "p50_ms": round(pct(0.50), 2),
+            "p95_ms": round(pct(0.95), 2),
+            "p99_ms": round(pct(0.99), 2),
+            "max_ms": round(1000 * lat[-1], 2) if lat else float("nan"),
+            "mean_ms": round(1000 * statistics.fmean(lat), 2) if lat else float("nan"),
+            "error_rate": round(errors / total, 4) if total else 0.0,
+            "statuses": dict(sorted(self.statuses.items())),
+            "generator_cpu": round(self.cpu, 2),
+        }
+
+
+Op = Callable[[Connection], Awaitable[int]]
+
+
+class Scenario:
+    """Prepares users and sessions through the API, then yields one request per arrival."""
+
+    def __init__(self, name: str, users: int) -> None:
+        self.name = name
+        self.users = [str(uuid.uuid4()) for _ in range(users)]
+        self.sessions: list[tuple[str, str, list[str]]] = []
+
+    async def enroll(self, conn: Connection, user: str) -> int:
+        body = {
+            "user_uuid": user,
+            "device_id": "bench",
+            "factors": {f: digest(user, f) for f in FACTORS},
+        }
+        status, _ = await conn.request("POST", "/v1/enrollment/store", json.dumps(body).encode())
+        return status
+
+    async def initiate(self, conn: Connection, user: str | None = None) -> tuple[int, bytes]:
+        user = user or random.choice(self.users)
+        body = {
+            "user_uuid": user,
+            "transaction_amount": 42.5,
+            "currency": "EUR",
+            "merchant_id": "bench",
+        }
+        return await conn.request("POST", "/v1/verification/initiate", json.dumps(body).encode())
+
+    async def verify(self, conn: Connection) -> int:
+        user, sid, factors = self.sessions.pop()
+        body = {
+            "session_id": sid,
+            "user_uuid": user,
+            "factors": {f: digest(user, f) for f in factors},
+        }
+        status, _ = await conn.request("POST", "/v1/verification/verify", json.dumps(body).encode())
+        return status
+
+    async def open_sessions(self, conns: list[Connection], count: int) -> None:
+        async def one(conn: Connection, n: int) -> None:
+            for _ in range(n):
+                user = random.choice(self.users)
+                status, payload = await self.initiate(conn, user)
+                if status == 200:
+                    data = json.loads(payload)
+                    self.sessions.append((user, data["session_id"], data["required_factors"]))
+
+        share = -(-count // len(conns))
+        await asyncio.gather(*(one(c, share) for c in conns))
+
+    def op(self) -> Op:
+        if self.name == "initiate":
+            return lambda conn: self._status(self.initiate(conn))
+        if self.name == "verify":
+            return self.verify
+        if self.name == "enroll":
+            return lambda conn: self.enroll(conn, str(uuid.uuid4()))
+        # mix: the shape of real traffic, one initiate per verify, a few status reads.
+        choice = random.random()
+        if choice < 0.45 or not self.sessions:
+            return lambda conn: self._status(self.initiate(conn))
+        if choice < 0.9:
+            return self.verify
+        return lambda conn: self._status(
+            conn.request("GET", f"/v1/verification/status/{self.sessions[-1][1]}", None)
+        )
+
+    @staticmethod
+    async def _status(call: Awaitable[tuple[int, bytes]]) -> int:
+        return (await call)[0]
+
+
+async def run_tier(pool: asyncio.Queue[Connection], scenario: Scenario, tier: Tier) -> None:
+    interval = 1.0 / tier.target
+    start = time.perf_counter()
+    cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+    tasks = []
+
+    async def one(scheduled: float) -> None:
+        conn = await pool.get()
+        try:
+            status = await scenario.op()(conn)
+        except IndexError:  # ran out of prepared sessions
+            status = -1
+        finally:
+            pool.put_nowait(conn)
+        tier.latencies.append(time.perf_counter() - scheduled)
+        tier.statuses[status] += 1
+
+    i = 0
+    while (scheduled := start + i * interval) < start + tier.seconds:
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(scheduled)))
+        i += 1
+    await asyncio.gather(*tasks)
+    tier.elapsed = time.perf_counter() - start
+    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+    used = (cpu_end.ru_utime - cpu_start.ru_utime) + (cpu_end.ru_stime - cpu_start.ru_stime)
+    tier.cpu = used / tier.elapsed
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    url = urlparse(args.url)
+    if not ipaddress.ip_address(url.hostname or "").is_loopback:
+        raise SystemExit("loopback addresses only")
+    conns = [
+        Connection(url.hostname or "127.0.0.1", url.port or 80) for _ in range(args.connections)
+    ]
+    scenario = Scenario(args.scenario, args.users)
+    if args.scenario != "enroll":
+        print(f"setup: enrolling {args.users} users ...", flush=True)
+        for i in range(0, len(scenario.users), len(conns)):
+            batch = scenario.users[i : i + len(conns)]
+            await asyncio.gather(
+                *(scenario.enroll(c, u) for c, u in zip(conns, batch, strict=False))
+            )
+    tiers = [Tier(t, args.seconds) for t in args.targets]
+    if args.scenario in {"verify", "mix"}:
+        needed = int(sum(t.target * t.seconds for t in tiers) * 1.1) + 10
+        print(f"setup: opening {needed} sessions ...", flush=True)
+        await scenario.open_sessions(conns, needed)
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for conn in conns:
+        pool.put_nowait(conn)
+    reports = []
+    for tier in tiers:
+        await run_tier(pool, scenario, tier)
+        report = {"scenario": args.scenario, **tier.report()}
+        reports.append(report)
+        print(json.dumps(report), flush=True)
+        if args.ramp and (report["p99_ms"] > 300 or report["error_rate"] > 0.005
+                          or report["achieved_rps"] < 0.95 * tier.target):  # fmt: skip
+            print(
+                f"knee: {args.scenario} saturates between the previous tier and "
+                f"{tier.target:.0f} req/s",
+                flush=True,
+            )
+            break
+    for conn in conns:
+        conn.close()
+    return reports
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument(
+        "--scenario", choices=["initiate", "verify", "enroll", "mix"], default="initiate"
+    )
+    parser.add_argument("--rate", type=float, help="one tier at this many requests/s")
+    parser.add_argument("--tiers", help="comma-separated rates, e.g. 1000,2000,5000")
+    parser.add_argument("--ramp", help="START:STOP:STEP; stops at the knee")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per tier (10)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--users", type=int, default=200, help="enrolled during setup")
+    parser.add_argument("--json-out", help="also write the reports to this file")
+    args = parser.parse_args(argv)
+    if args.ramp:
+        start, stop, step = (float(x) for x in args.ramp.split(":"))
+        args.targets = [start + i * step for i in range(int((stop - start) / step) + 1)]
+    elif args.tiers:
+        args.targets = [float(x) for x in args.tiers.split(",")]
+    else:
+        args.targets = [args.rate or 100.0]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(
+        f"generator pid {os.getpid()}: {args.scenario} at {args.targets} req/s, "
+        f"{args.seconds:g} s each, {args.connections} connections",
+        flush=True,
+    )
+    reports = asyncio.run(run(args))
+    if args.json_out:
+        with open(args.json_out, "w") as out:
+            json.dump(reports, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()
