@@ -176,6 +176,25 @@ class MemoryStore:
             self._set(f"win:{session.user_id}", window, window.ends_at * 1000)
         self._append(audit)
 
+    async def admit_and_load(self, request: AdmissionRequest) -> tuple[Admission, InitiateSnapshot]:
+        admission = await self.admit(request)
+        return admission, await self.load_for_initiate(request.user_id or "")
+
+    async def admit_and_reserve(
+        self,
+        request: AdmissionRequest,
+        session_id: str,
+        policy: Policy,
+        lock_audit: AuditEvent,
+    ) -> tuple[Admission, ReserveOutcome | None]:
+        admission = await self.admit(request)
+        if admission.refused or request.user_id is None:
+            return admission, None
+        reserved = await self.reserve_attempt(
+            session_id, request.user_id, request.now, policy, lock_audit
+        )
+        return admission, reserved
+
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
         session: Session | None = self._get(f"sess:{session_id}")
         if session is None or session.user_id != user_id:

@@ -74,6 +74,11 @@ class Admission:
     nonce: NonceAccepted | NonceReused | None
 
     @property
+    def refused(self) -> bool:
+        """Whether the request must stop here: rate limited, or its nonce was reused."""
+        return self.rate_limited or isinstance(self.nonce, NonceReused)
+
+    @property
     def rate_limited(self) -> bool:
         """Whether any limiter refused."""
         return any(
@@ -137,6 +142,24 @@ class SessionPort(Protocol):
 
         The session is kept ``grace_ms`` past its expiry so that status can say "expired".
         """
+        ...
+
+    async def admit_and_load(self, request: AdmissionRequest) -> tuple[Admission, InitiateSnapshot]:
+        """Initiate's first step: :meth:`AdmissionPort.admit` and :meth:`load_for_initiate` in
+        one round trip (the reads are harmless if the request turns out to be refused)."""
+        ...
+
+    async def admit_and_reserve(
+        self,
+        request: AdmissionRequest,
+        session_id: str,
+        policy: Policy,
+        lock_audit: AuditEvent,
+    ) -> tuple[Admission, ReserveOutcome | None]:
+        """Verify's first step: admission and, only if the request was admitted (no limiter
+        refused, the nonce was fresh), :meth:`reserve_attempt` for ``request.user_id``. The
+        outcome is ``None`` when refused or when there is no such session. One atomic round
+        trip on standalone Redis; two on a Cluster, where the keys span slots."""
         ...
 
     async def load_session(self, session_id: str, user_id: str) -> Session | None:

@@ -17,9 +17,12 @@ advisory lock by :meth:`PostgresStore.migrate` (the ``migrate`` command, or at s
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import functools
+import io
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
@@ -70,7 +73,8 @@ def _unavailable_as_dependency_error(
 
 
 def _ms(moment: dt.datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    # Stored instants are whole milliseconds; round, since the float product may fall short.
+    return round(moment.timestamp() * 1000)
 
 
 def _at(ms: int) -> dt.datetime:
@@ -247,11 +251,48 @@ class PostgresStore:
         )
 
     _SELECT = "SELECT * FROM wrapped_keys WHERE user_id = $1"
+    _COPY = (
+        "SELECT encode(wrapped_key, 'hex'), encode(salt, 'hex'), iterations, key_version,"
+        " factor_count, encode(sealed_record, 'hex'), device_id,"
+        " round(extract(epoch FROM created_at) * 1000)::bigint,"
+        " round(extract(epoch FROM updated_at) * 1000)::bigint"
+        " FROM wrapped_keys WHERE user_id = '{user_id}'"
+    )
 
     @_unavailable_as_dependency_error
     async def load_enrollment(self, user_id: str) -> StoredEnrollment | None:
-        row = await self._primary.fetchrow(self._SELECT, user_id)
-        return None if row is None else self._enrollment(row)
+        """One round trip, even without a statement cache (behind PgBouncer): a simple-protocol
+        ``COPY ... TO STDOUT``, where a parameterised query would first be prepared (a second
+        round trip). The id is inlined only once it is proven to be a canonical UUID."""
+        if str(uuid.UUID(user_id)) != user_id:
+            raise ValueError("user ids are canonical UUIDs")
+        chunks: list[bytes] = []
+
+        async def collect(data: bytes) -> None:
+            chunks.append(data)
+
+        async with self._primary.acquire() as conn:
+            await conn.copy_from_query(
+                self._COPY.format(user_id=user_id), output=collect, format="csv"
+            )
+        rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
+        if not rows:
+            return None
+        wrapped, salt, iterations, version, count, sealed, device, created, updated = rows[0]
+        return StoredEnrollment(
+            wrapped_key=WrappedKey(
+                user_id=user_id,
+                wrapped=bytes.fromhex(wrapped),
+                salt=bytes.fromhex(salt),
+                iterations=int(iterations),
+                key_version=int(version),
+                factor_count=int(count),
+            ),
+            sealed_record=bytes.fromhex(sealed),
+            device_id=device,
+            created_at_ms=int(created),
+            updated_at_ms=int(updated),
+        )
 
     @_unavailable_as_dependency_error
     async def delete_enrollment(self, user_id: str) -> bool:

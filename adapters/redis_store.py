@@ -86,12 +86,15 @@ _SCRIPTS = (
     "conclude",
     "revoke",
     "forget_user",
+    "admit_and_reserve",
 )
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 StoreT = TypeVar("StoreT", bound="RedisStore")
+#: One script call (lower-case script name) or plain command (upper case): name, keys, args.
+Call = tuple[str, Sequence[str], Sequence[Any]]
 
 
 class ScriptDisagreement(RuntimeError):
@@ -271,7 +274,15 @@ class RedisStore:
 
     # ---------------------------------------------------------------- script calls
 
-    async def _run(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    def _call(self, target: Any, call: Call) -> Any:
+        """Queue (pipeline) or send (cluster) one call: a script by name, or an upper-case
+        plain command such as ``GET``."""
+        name, keys, args = call
+        if name.isupper():
+            return target.execute_command(name, *keys, *args)
+        return target.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
         """EVALSHA each call: one round trip per slot, all slots at once. Standalone, the calls
         share one pipeline; a cluster client refuses EVALSHA in pipelines, so there each call
         is sent concurrently to its slot's node. On NOSCRIPT (a restarted or failed-over
@@ -279,16 +290,12 @@ class RedisStore:
         for attempt in (1, 2):
             if self.clustered:
                 results = await asyncio.gather(
-                    *(
-                        self._client.evalsha(self._shas[name], len(keys), *keys, *args)
-                        for name, keys, args in calls
-                    ),
-                    return_exceptions=True,
+                    *(self._call(self._client, c) for c in calls), return_exceptions=True
                 )
             else:
                 pipe = self._client.pipeline(transaction=False)
-                for name, keys, args in calls:
-                    pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+                for call in calls:
+                    self._call(pipe, call)
                 results = await pipe.execute(raise_on_error=False)
             if not any(isinstance(r, rexc.NoScriptError) for r in results) or attempt == 2:
                 break
@@ -300,11 +307,10 @@ class RedisStore:
 
     # ---------------------------------------------------------------- AdmissionPort
 
-    @_redis_call
-    async def admit(self, request: AdmissionRequest) -> Admission:
+    def _admission_calls(self, request: AdmissionRequest) -> list[Call]:
         limits = request.limits
         now_ms = epoch_ms(request.now)
-        calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
+        calls: list[Call] = []
         if limits.global_limit or limits.per_ip:
             calls.append(
                 (
@@ -331,15 +337,22 @@ class RedisStore:
             nonce_key = self.keys.nonce(nonce)
             calls.append(("admit_user", [nonce_key, nonce_key], [now_ms, window, 0, nonce_ttl]))
         elif per_user or nonce_ttl:
-            keys = [
-                self.keys.nonce(nonce) if nonce_ttl else bucket,
-                bucket or self.keys.nonce(nonce),
-            ]
-            calls.append(("admit_user", keys, [now_ms, window, per_user, nonce_ttl]))
-        results = await self._run(calls) if calls else []
+            # Only the keys in use: an unused key could lie in another slot.
+            nonce_key = self.keys.nonce(nonce) if nonce_ttl else bucket
+            bucket_key = bucket if per_user else nonce_key
+            calls.append(
+                ("admit_user", [nonce_key, bucket_key], [now_ms, window, per_user, nonce_ttl])
+            )
+        return calls
+
+    @staticmethod
+    def _admission(request: AdmissionRequest, replies: Sequence[tuple[str, Any]]) -> Admission:
+        """Decode the replies of ``admit_rl`` / ``admit_user`` calls."""
+        limits = request.limits
+        per_user = limits.per_user if request.user_id is not None else 0
         g = ip = b = None
         nonce_decision: NonceAccepted | NonceReused | None = None
-        for (name, _, _), result in zip(calls, results, strict=True):
+        for name, result in replies:
             if name == "admit_rl":
                 g_reply, ip_reply = result
                 g = _fixed(g_reply, limits.global_limit) if g_reply else None
@@ -352,6 +365,12 @@ class RedisStore:
                     b = _bucket(b_reply, per_user)
         return Admission(global_decision=g, ip_decision=ip, user_decision=b, nonce=nonce_decision)
 
+    @_redis_call
+    async def admit(self, request: AdmissionRequest) -> Admission:
+        calls = self._admission_calls(request)
+        results = await self._run(calls) if calls else []
+        return self._admission(request, [(c[0], r) for c, r in zip(calls, results, strict=True)])
+
     # ---------------------------------------------------------------- SessionPort
 
     @_redis_call
@@ -360,10 +379,85 @@ class RedisStore:
         pipe.get(self.keys.user(user_id, "rec"))
         pipe.get(self.keys.user(user_id, "win"))
         cached, window = await pipe.execute()
+        return self._snapshot(cached, window)
+
+    @_redis_call
+    async def admit_and_load(self, request: AdmissionRequest) -> tuple[Admission, InitiateSnapshot]:
+        user_id = request.user_id or ""
+        reads: list[Call] = [
+            ("GET", [self.keys.user(user_id, "rec")], []),
+            ("GET", [self.keys.user(user_id, "win")], []),
+        ]
+        calls = self._admission_calls(request)
+        results = await self._run([*calls, *reads])
+        admission = self._admission(
+            request, [(c[0], r) for c, r in zip(calls, results, strict=False)]
+        )
+        cached, window = results[len(calls) :]
+        return admission, self._snapshot(cached, window)
+
+    @staticmethod
+    def _snapshot(cached: bytes | None, window: bytes | None) -> InitiateSnapshot:
         return InitiateSnapshot(
             sealed_record=cached[1:] if cached and cached[:1] == b"\x01" else None,
             cached=cached is not None,
             window=decode_window(window) if window else None,
+        )
+
+    @_redis_call
+    async def admit_and_reserve(
+        self,
+        request: AdmissionRequest,
+        session_id: str,
+        policy: Policy,
+        lock_audit: AuditEvent,
+    ) -> tuple[Admission, ReserveOutcome | None]:
+        user_id = request.user_id
+        if user_id is None or self.clustered:
+            # The keys span slots: admit first, then reserve (two round trips).
+            calls = self._admission_calls(request)
+            results = await self._run(calls) if calls else []
+            admission = self._admission(
+                request, [(c[0], r) for c, r in zip(calls, results, strict=True)]
+            )
+            if admission.refused or user_id is None:
+                return admission, None
+            return admission, await self._reserve(
+                session_id, user_id, request.now, policy, lock_audit
+            )
+        limits = request.limits
+        nonce = request.nonce.nonce if request.nonce is not None else "-"
+        ((rl, user, (code, before, *written)),) = await self._run(
+            [
+                (
+                    "admit_and_reserve",
+                    [
+                        self.keys.global_limit(),
+                        self.keys.ip_limit(request.client_ip),
+                        self.keys.nonce(nonce),
+                        self.keys.user(user_id, "tb"),
+                        self.keys.session(session_id, user_id),
+                        self.keys.user(user_id, "lock"),
+                        self.keys.stream_of(user_id),
+                    ],
+                    [
+                        epoch_ms(request.now),
+                        limits.window_ms,
+                        limits.global_limit,
+                        limits.per_ip,
+                        limits.per_user,
+                        request.nonce.ttl_ms if request.nonce is not None else 0,
+                        *self._lock_args(policy),
+                        *_pairs(lock_audit),
+                    ],
+                )
+            ]
+        )
+        admission = self._admission(request, [("admit_rl", rl), ("admit_user", user)])
+        if code == -3 or not self._owns(session_id, user_id):
+            return admission, None
+        return admission, self._reserved(
+            session_id, user_id, request.now, policy, code, before, written
         )
 
     @_redis_call
@@ -417,10 +511,23 @@ class RedisStore:
     async def reserve_attempt(
         self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
     ) -> ReserveOutcome | None:
+        return await self._reserve(session_id, user_id, now, policy, lock_audit)
+
+    @staticmethod
+    def _lock_args(policy: Policy) -> list[Any]:
+        """The lockout policy as reserve's arguments: threshold, memory, durations (ms)."""
+        return [
+            policy.lockout_threshold,
+            1000 * policy.lockout_memory_seconds,
+            ",".join(str(1000 * d) for d in policy.lockout_durations_seconds),
+        ]
+
+    async def _reserve(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> ReserveOutcome | None:
         if not self._owns(session_id, user_id):
             return None
-        durations = ",".join(str(1000 * d) for d in policy.lockout_durations_seconds)
-        ((code, before),) = await self._run(
+        ((code, before, *written),) = await self._run(
             [
                 (
                     "reserve",
@@ -429,16 +536,24 @@ class RedisStore:
                         self.keys.user(user_id, "lock"),
                         self.keys.stream_of(user_id),
                     ],
-                    [
-                        epoch_ms(now),
-                        policy.lockout_threshold,
-                        1000 * policy.lockout_memory_seconds,
-                        durations,
-                        *_pairs(lock_audit),
-                    ],
+                    [epoch_ms(now), *self._lock_args(policy), *_pairs(lock_audit)],
                 )
             ]
         )
+        return self._reserved(session_id, user_id, now, policy, code, before, written)
+
+    @staticmethod
+    def _reserved(
+        session_id: str,
+        user_id: str,
+        now: float,
+        policy: Policy,
+        code: int,
+        before: Any,
+        written: Sequence[Any],
+    ) -> ReserveOutcome | None:
+        """Replay the core's decision on the snapshot the script read, and check that the
+        script decided, and wrote, the same."""
         if code == -1:
             return None
         blob, *lockout_values = before
@@ -447,6 +562,8 @@ class RedisStore:
         expected = {SessionClosed: 0, AccountLocked: 1, AttemptReserved: 2}[type(out)]
         if code != expected:
             raise ScriptDisagreement(f"reserve.lua returned {code}, the core decided {expected}")
+        if isinstance(out, AttemptReserved) and decode_lockout(list(written[0])) != out.lockout:
+            raise ScriptDisagreement("reserve.lua wrote a lockout other than the core's")
         return out
 
     @_redis_call

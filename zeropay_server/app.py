@@ -150,23 +150,25 @@ class Service:
         data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
         return bytes(data)
 
-    async def admit(self, user_id: str | None, *, state_changing: bool) -> dict[str, str]:
-        """Replay check and rate limits; returns the X-RateLimit headers for the answer."""
+    def admission_request(self, user_id: str | None, *, state_changing: bool) -> AdmissionRequest:
+        """The replay check (a 400 for bad headers) and what the limiters are asked."""
         now = self.now()
         claim = None
         if state_changing:
             claim = check_replay_headers(
                 request.headers.get("X-Nonce"), request.headers.get("X-Timestamp"), now=now
             )
-        admission: Admission = await self.rt.state.admit(
-            AdmissionRequest(
-                now=now,
-                client_ip=self.client(),
-                user_id=user_id,
-                nonce=claim,
-                limits=self.rt.limits,
-            )
+        return AdmissionRequest(
+            now=now,
+            client_ip=self.client(),
+            user_id=user_id,
+            nonce=claim,
+            limits=self.rt.limits,
         )
+
+    @staticmethod
+    def checked(admission: Admission) -> dict[str, str]:
+        """Raise for a replay (403) or a refusal (429); else the X-RateLimit headers."""
         if isinstance(admission.nonce, NonceReused):
             raise ApiError(403, "NONCE_REUSED", "this X-Nonce was already used", field="X-Nonce")
         decisions = [
@@ -195,6 +197,11 @@ class Service:
                 headers={**headers, "Retry-After": str(max(1, retry))},
             )
         return headers
+
+    async def admit(self, user_id: str | None, *, state_changing: bool) -> dict[str, str]:
+        """Replay check and rate limits; returns the X-RateLimit headers for the answer."""
+        request_ = self.admission_request(user_id, state_changing=state_changing)
+        return self.checked(await self.rt.state.admit(request_))
 
     async def bearer_for(self, user_id: str | None = None) -> Any:
         token = parse_bearer(request.headers.get("Authorization"))
@@ -328,9 +335,11 @@ class Service:
 
     async def initiate(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         req = parse_initiate(await self.body())
-        headers = await self.admit(req.user_id, state_changing=True)
-        now = self.now()
-        snapshot = await self.rt.state.load_for_initiate(req.user_id)
+        asked = self.admission_request(req.user_id, state_changing=True)
+        # One round trip: admission and the user's cached record and challenge window.
+        admission, snapshot = await self.rt.state.admit_and_load(asked)
+        headers = self.checked(admission)
+        now = asked.now
         sealed = snapshot.sealed_record
         if not snapshot.cached:
             stored = await self.rt.durable.load_enrollment(req.user_id)
@@ -403,12 +412,14 @@ class Service:
 
     async def verify(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         req = parse_verify(await self.body())
-        headers = await self.admit(req.user_id, state_changing=True)
-        now = self.now()
+        asked = self.admission_request(req.user_id, state_changing=True)
+        now = asked.now
         lock_event = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id)
-        reserved = await self.rt.state.reserve_attempt(
-            req.session_id, req.user_id, now, self.rt.policy, lock_event
+        # One round trip (standalone Redis): admission, then the reservation if admitted.
+        admission, reserved = await self.rt.state.admit_and_reserve(
+            asked, req.session_id, self.rt.policy, lock_event
         )
+        headers = self.checked(admission)
         if reserved is None:
             raise ApiError(404, "SESSION_NOT_FOUND", "session not found", field="session_id")
         if isinstance(reserved, AccountLocked):

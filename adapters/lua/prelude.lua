@@ -71,3 +71,98 @@ end
 local function with_state(blob, state, used)
   return string.sub(blob, 1, 1) .. string.char(state) .. string.char(used) .. string.sub(blob, 4)
 end
+
+-- The bodies of the admission and reservation scripts, as functions so that one script can
+-- chain them (standalone Redis: admission and reservation in one round trip).
+
+-- k: {global, ip}; a: {now, window, global_limit, ip_limit}. Both consume or neither does.
+local function do_admit_rl(k, a)
+  local now, window = tonumber(a[1]), tonumber(a[2])
+  local global_limit, ip_limit = tonumber(a[3]), tonumber(a[4])
+  local g, ip = {}, {}
+  local admitted = true
+  if global_limit > 0 then
+    g = fixed_window(k[1], now, global_limit, window)
+    admitted = admitted and g[1] == 1
+  end
+  if ip_limit > 0 then
+    ip = sliding_window(k[2], now, ip_limit, window)
+    admitted = admitted and ip[1] == 1
+  end
+  if admitted then
+    if global_limit > 0 then
+      redis.call('HSET', k[1], 's', g[2], 'c', g[3])
+      redis.call('PEXPIREAT', k[1], g[2] + window)
+    end
+    if ip_limit > 0 then
+      redis.call('HSET', k[2], 's', ip[2], 'c', ip[3], 'p', ip[4])
+      redis.call('PEXPIREAT', k[2], ip[2] + 2 * window)
+    end
+  end
+  return {g, ip}
+end
+
+-- k: {nonce, bucket}; a: {now, window, user_limit (0 = off), nonce_ttl (0 = no nonce)}.
+-- Two independent decisions: the nonce is single-use; the bucket counts the request.
+local function do_admit_user(k, a)
+  local now, window = tonumber(a[1]), tonumber(a[2])
+  local limit, ttl = tonumber(a[3]), tonumber(a[4])
+  local nonce = -1
+  if ttl > 0 then
+    if redis.call('SET', k[1], '1', 'NX', 'PX', ttl) then nonce = 1 else nonce = 0 end
+  end
+  local b = {}
+  if limit > 0 then
+    b = token_bucket(k[2], now, limit, window)
+    redis.call('HSET', k[2], 'l', b[2], 'u', b[3])
+    -- Forget the bucket once it would be full again anyway.
+    redis.call('PEXPIREAT', k[2], b[3] - math.floor((b[2] - limit * window) / limit) + 1)
+  end
+  return {nonce, b}
+end
+
+-- zeropay_proto.session.reserve_attempt. k: {session, lockout, stream};
+-- a: {now, threshold, memory_ms, durations (ms, comma-separated)}; event: the ACCOUNT_LOCKED
+-- event's field/value pairs, appended only if this reservation locks the account.
+-- Returns {code, {blob, f, l, u, t} as read, {f, l, u, t} as written}: code -1 no session,
+-- 0 session closed, 1 account locked, 2 reserved (nothing written unless 2).
+local function do_reserve(k, a, event)
+  local blob = redis.call('GET', k[1])
+  if not blob then return {-1, {}} end
+  local lk = redis.call('HMGET', k[2], 'f', 'l', 'u', 't')
+  local f0, l0 = tonumber(lk[1]) or 0, tonumber(lk[2]) or 0
+  local u0, t0 = tonumber(lk[3]) or 0, tonumber(lk[4]) or 0
+  local before = {blob, f0, l0, u0, t0}
+  local now, threshold, memory = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
+  local durations = {}
+  for d in string.gmatch(a[4], '[^,]+') do durations[#durations + 1] = tonumber(d) end
+
+  local state, used, max = string.byte(blob, 2), string.byte(blob, 3), string.byte(blob, 4)
+  if state == 0 and now >= u64(blob, 6) then state = 3 end
+  if state ~= 0 or used >= max then return {0, before} end
+
+  local f, l, u, t = f0, l0, u0, t0
+  if now >= math.max(u, t) + memory then
+    f, l, u, t = 0, 0, 0, 0
+  elseif f >= threshold and now >= u then
+    f = 0
+  end
+  if now < u then return {1, before} end
+  f = f + 1
+  if f >= threshold then
+    u = now + durations[math.min(l, #durations - 1) + 1]
+    l = l + 1
+  end
+  t = now
+  redis.call('HSET', k[2], 'f', f, 'l', l, 'u', u, 't', t)
+  redis.call('PEXPIREAT', k[2], math.max(u, t) + memory)
+  redis.call('SET', k[1], with_state(blob, 0, used + 1), 'KEEPTTL')
+  if u > u0 then redis.call('XADD', k[3], '*', unpack(event)) end
+  return {2, before, {f, l, u, t}}
+end
+
+local function slice(t, from)
+  local out = {}
+  for i = from, #t do out[#out + 1] = t[i] end
+  return out
+end

@@ -46,6 +46,10 @@ state = pytest.mark.parametrize("state_backend", STATE_BACKENDS, indirect=True)
 durable = pytest.mark.parametrize("durable_backend", DURABLE_BACKENDS, indirect=True)
 
 
+def admission_for(user: str, *, nonce: str, per_user: int = 0) -> AdmissionRequest:
+    return admission(user=user, nonce=nonce, per_user=per_user)
+
+
 def admission(
     *, user: str | None = None, ip: str = "192.0.2.1", nonce: str | None = None, **limits: int
 ) -> AdmissionRequest:
@@ -111,6 +115,83 @@ async def test_nonce_is_accepted_once_across_all_users(state_backend: dict[str, 
         assert isinstance(second.user_decision, RequestAdmitted)
         assert second.user_decision.remaining == 3
         assert (await store.admit(admission(nonce=str(uuid.uuid4())))).nonce == NonceAccepted()
+
+
+# ------------------------------------------------------------------------------ combined steps
+
+
+@state
+async def test_admit_and_load_equals_admit_then_load(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        issued = new_session(user)
+        await store.store_session(issued, 0, event(user), 60_000)
+        await store.cache_record(user, b"sealed", 60_000)
+        admission, snapshot = await store.admit_and_load(
+            admission_for(user, nonce=str(uuid.uuid4()), per_user=2)
+        )
+        assert not admission.refused
+        assert isinstance(admission.user_decision, RequestAdmitted)
+        assert (snapshot.sealed_record, snapshot.window) == (b"sealed", issued.window)
+
+
+@state
+async def test_a_refused_request_never_consumes_an_attempt(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        issued = new_session(user)
+        sid = issued.session.session_id
+        await store.store_session(issued, 0, event(user), 60_000)
+        nonce = str(uuid.uuid4())
+        first, reserved = await store.admit_and_reserve(
+            admission_for(user, nonce=nonce, per_user=1), sid, DEFAULT_POLICY, event(user)
+        )
+        assert not first.refused
+        assert isinstance(reserved, AttemptReserved)
+        replayed, none = await store.admit_and_reserve(
+            admission_for(user, nonce=nonce, per_user=100), sid, DEFAULT_POLICY, event(user)
+        )
+        assert (replayed.refused, none) == (True, None)
+        limited, none = await store.admit_and_reserve(
+            admission_for(user, nonce=str(uuid.uuid4()), per_user=1),
+            sid,
+            DEFAULT_POLICY,
+            event(user),
+        )
+        assert (limited.rate_limited, none) == (True, None)
+        stored = await store.load_session(sid, user)
+        assert stored is not None
+        assert stored.attempts_used == 1  # only the admitted request counted
+        missing, nothing = await store.admit_and_reserve(
+            admission_for(user, nonce=str(uuid.uuid4())),
+            make_session_id(user, secrets.token_bytes(16)),
+            DEFAULT_POLICY,
+            event(user),
+        )
+        assert (missing.refused, nothing) == (False, None)
+
+
+@state
+async def test_admitted_reservations_lock_the_account(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        outcomes = []
+        for _ in range(2):
+            issued = new_session(user)
+            await store.store_session(issued, 0, event(user), 60_000)
+            for _ in range(3):
+                _, reserved = await store.admit_and_reserve(
+                    admission_for(user, nonce=str(uuid.uuid4()), per_user=100),
+                    issued.session.session_id,
+                    DEFAULT_POLICY,
+                    event(user),
+                )
+                outcomes.append(reserved)
+        assert [type(o).__name__ for o in outcomes] == ["AttemptReserved"] * 5 + ["AccountLocked"]
+        fifth = outcomes[4]
+        assert isinstance(fifth, AttemptReserved)
+        assert fifth.lockout.failures == 5
+        assert fifth.lockout.locked_until_ms > fifth.lockout.updated_ms
 
 
 # ------------------------------------------------------------------------------ sessions
@@ -370,6 +451,17 @@ async def test_enrollment_insert_is_exclusive_and_round_trips(
         assert await store.load_enrollment(user) == row
         assert await store.export_enrollment(user) == row
         assert await store.load_enrollment(new_user()) is None
+
+
+@durable
+async def test_enrollment_round_trips_any_device_id_the_parser_accepts(
+    durable_backend: dict[str, Any],
+) -> None:
+    async with open_durable_store(durable_backend) as store:
+        user = new_user()
+        row = stored_enrollment(user, 'a,"b\\c\'d;e')
+        assert await store.insert_enrollment(row)
+        assert await store.load_enrollment(user) == row
 
 
 @durable
