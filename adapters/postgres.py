@@ -91,6 +91,13 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """No reset query on release. asyncpg's default sends ``SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL`` on every release, one more round trip per call. Nothing
+    here changes session state (no SET, LISTEN, session advisory locks or cursors; migrations
+    lock per transaction), and asyncpg still rolls back a transaction left open."""
+
+
 async def _create_pool(dsn: str, min_size: int, max_size: int, cache: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
@@ -98,6 +105,7 @@ async def _create_pool(dsn: str, min_size: int, max_size: int, cache: int) -> as
         max_size=max_size,
         statement_cache_size=cache,
         max_inactive_connection_lifetime=0,
+        reset=_keep_session,
     )
 
 

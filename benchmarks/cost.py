@@ -66,8 +66,15 @@ def commandstats(client: redis.Redis) -> Counter[str]:
     return Counter({name: int(v["calls"]) for name, v in stats.items()})
 
 
+#: PostgreSQL 15 publishes each backend's counters at most once a second, or after up to
+#: 10 s idle: wait that long before reading a delta.
+STATS_SETTLE_SECONDS = 11
+
+
 async def xacts(database_url: str) -> int:
-    """Committed transactions so far (read from a thread: asyncpg needs a loop of its own)."""
+    """Committed transactions so far, once every backend has published its counters (read
+    from a thread: asyncpg needs an event loop of its own)."""
+    await trio.sleep(STATS_SETTLE_SECONDS)
     return await trio.to_thread.run_sync(_xacts, database_url)
 
 
@@ -144,7 +151,7 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
                     k.removeprefix("cmdstat_"): round(v / count, 2)
                     for k, v in sorted(delta.items())
                 },
-                # the two xact_commit reads themselves are one transaction each
+                # the xact_commit read itself is one transaction
                 "postgres_statements_per_request": (x1 - x0 - 1) / count,
             }
 

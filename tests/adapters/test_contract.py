@@ -459,7 +459,7 @@ async def test_enrollment_round_trips_any_device_id_the_parser_accepts(
 ) -> None:
     async with open_durable_store(durable_backend) as store:
         user = new_user()
-        row = stored_enrollment(user, 'a,"b\\c\'d;e')
+        row = stored_enrollment(user, "a,\"b\\c'd;e")
         assert await store.insert_enrollment(row)
         assert await store.load_enrollment(user) == row
 
