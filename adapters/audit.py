@@ -75,6 +75,7 @@ class AuditFlusher:
         self._clock = clock
         self._buffer: dict[tuple[str, str], StreamEntry] = {}
         self._batch_started: float | None = None
+        self._last_reclaim: float | None = None
         self._written = self._duplicates = self._batches = self._failures = 0
 
     def statistics(self) -> FlusherStatistics:

@@ -300,7 +300,7 @@ class MemoryStore:
         self._append(event)
 
     async def read_batch(
-        self, consumer: str, count: int, reclaim_idle_ms: int
+        self, consumer: str, count: int, reclaim_idle_ms: int, *, reclaim: bool = True
     ) -> list[StreamEntry]:
         now_ms = self._now_ms()
         batch: list[StreamEntry] = []
@@ -309,7 +309,7 @@ class MemoryStore:
                 break
             idle = now_ms - pending.delivered_at_ms
             claimable = pending.consumer is None or (
-                pending.consumer != consumer and idle >= reclaim_idle_ms
+                reclaim and pending.consumer != consumer and idle >= reclaim_idle_ms
             )
             if claimable:
                 pending.consumer, pending.delivered_at_ms = consumer, now_ms

@@ -243,10 +243,10 @@ class AuditStreamPort(Protocol):
         ...
 
     async def read_batch(
-        self, consumer: str, count: int, reclaim_idle_ms: int
+        self, consumer: str, count: int, reclaim_idle_ms: int, *, reclaim: bool = True
     ) -> list[StreamEntry]:
-        """Events for ``consumer``, up to ``count`` from each stream: first those left pending
-        for ``reclaim_idle_ms`` (by a dead flusher), then new ones."""
+        """Events for ``consumer``, up to ``count`` from each stream: when ``reclaim``, first
+        those left pending for ``reclaim_idle_ms`` (by a dead flusher), then new ones."""
         ...
 
     async def acknowledge(self, entries: Sequence[StreamEntry]) -> None:

@@ -692,21 +692,26 @@ class RedisStore:
 
     @_redis_call
     async def read_batch(
-        self, consumer: str, count: int, reclaim_idle_ms: int
+        self, consumer: str, count: int, reclaim_idle_ms: int, *, reclaim: bool = True
     ) -> list[StreamEntry]:
         streams = self.keys.all_streams()
         pipe = self._client.pipeline(transaction=False)
-        for stream in streams:
-            pipe.xautoclaim(stream, CONSUMER_GROUP, consumer, reclaim_idle_ms, count=count)
-        for stream in streams:
-            pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
+        if reclaim:
+            for stream in streams:
+                pipe.xautoclaim(stream, CONSUMER_GROUP, consumer, reclaim_idle_ms, count=count)
+        if self.clustered:  # a multi-stream read must stay within one slot
+            for stream in streams:
+                pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
+        else:  # one command reads every stream
+            pipe.xreadgroup(CONSUMER_GROUP, consumer, dict.fromkeys(streams, ">"), count=count)
         results = await pipe.execute()
+        claimed = results[: len(streams)] if reclaim else []
         entries: list[StreamEntry] = []
-        for stream, claimed in zip(streams, results[: len(streams)], strict=True):
-            entries += self._entries(stream, claimed[1])
-        for stream, read in zip(streams, results[len(streams) :], strict=True):
-            for _, messages in read or ():
-                entries += self._entries(stream, messages)
+        for stream, (_, messages, *_) in zip(streams, claimed, strict=False):
+            entries += self._entries(stream, messages)
+        for read in results[len(claimed) :]:
+            for stream, messages in read or ():
+                entries += self._entries(stream.decode(), messages)
         return entries
 
     @staticmethod

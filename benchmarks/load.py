@@ -255,6 +255,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return reports
 
 
+def pbkdf2_limit(seconds: float = 4.0) -> float:
+    """Cores x one core's PBKDF2-HMAC-SHA256 rate at 100,000 iterations (cryptography)."""
+    from zeropay_proto.crypto import derive_kek
+
+    derive_kek(b"m" * 99, b"s" * 16, 100_000)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        derive_kek(b"m" * 99, b"s" * 16, 100_000)
+        count += 1
+    return (os.cpu_count() or 1) * count / (time.perf_counter() - start)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.load",
@@ -272,6 +284,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--users", type=int, default=200, help="enrolled during setup")
     parser.add_argument("--json-out", help="also write the reports to this file")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="first measure this machine's PBKDF2 limit (cores x one core's rate, 100,000 "
+        "iterations) and report each tier's rate as a ratio to it",
+    )
     args = parser.parse_args(argv)
     if args.ramp:
         start, stop, step = (float(x) for x in args.ramp.split(":"))
@@ -290,7 +308,24 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.seconds:g} s each, {args.connections} connections",
         flush=True,
     )
+    limit = None
+    if args.baseline:
+        limit = pbkdf2_limit()
+        print(
+            json.dumps({"baseline": "pbkdf2", "machine_limit_per_s": round(limit, 1)}), flush=True
+        )
     reports = asyncio.run(run(args))
+    if limit:
+        for report in reports:
+            report["ratio_to_crypto_limit"] = round(report["achieved_rps"] / limit, 3)
+            print(
+                json.dumps(
+                    {
+                        "target_rps": report["target_rps"],
+                        "ratio_to_crypto_limit": report["ratio_to_crypto_limit"],
+                    }
+                )
+            )
     if args.json_out:
         with open(args.json_out, "w") as out:
             json.dump(reports, out, indent=2)

@@ -10,6 +10,7 @@ microseconds and runs inline.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from zeropay_proto import KeyWrapRequested, Receipt, derive_and_unwrap, derive_and_wrap
 
 RunSync = Callable[..., Awaitable[Any]]
+
+#: Crypto workers run at a lower priority than the event loop, Redis and PostgreSQL: on a
+#: saturated machine the slow derivations yield the CPU to the requests that need none
+#: (SPEC section 9: initiate P99 unaffected while the crypto pool is saturated).
+CRYPTO_WORKER_NICENESS = 10
+
+
+def lower_worker_priority() -> None:
+    """trio-parallel's ``init`` for crypto workers (runs once in each worker process)."""
+    os.nice(CRYPTO_WORKER_NICENESS)
 
 
 class CryptoPool:

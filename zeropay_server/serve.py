@@ -30,6 +30,7 @@ from hypercorn.utils import wrap_app
 
 from .app import create_app
 from .config import Settings, load_settings
+from .crypto import lower_worker_priority
 from .observability import configure_logging
 from .runtime import open_runtime
 
@@ -67,7 +68,9 @@ async def serve(
             extra={"fields": {"storage": "memory"}},
         )
     async with contextlib.AsyncExitStack() as stack:
-        context = await stack.enter_async_context(trio_parallel.open_worker_context())
+        context = await stack.enter_async_context(
+            trio_parallel.open_worker_context(init=lower_worker_priority)
+        )
         if not settings.embedded:
             await stack.enter_async_context(trio_asyncio.open_loop())
         runtime = await stack.enter_async_context(open_runtime(settings, run_sync=context.run_sync))
