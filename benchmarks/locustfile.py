@@ -1,0 +1,65 @@
+"""ZeroPay flows for Locust users (``benchmarks.load`` is this project's own open-loop tool).
+
+    pip install locust
+    locust -f benchmarks/locustfile.py --host http://127.0.0.1:8080 \\
+        --headless -u 50 -r 10 -t 60s
+
+Each simulated user enrolls once, then repeats: initiate a payment, verify it, check the
+session's status. The server's rate limits must allow the load (RATE_LIMIT_* high).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any
+
+from locust import HttpUser, between, task  # type: ignore[import-not-found]
+
+FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
+
+
+def digest(user: str, factor: str) -> str:
+    return hashlib.sha256(f"{user}:{factor}".encode()).hexdigest()
+
+
+def fresh() -> dict[str, str]:
+    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
+
+
+class Payer(HttpUser):  # type: ignore[misc]
+    wait_time = between(0.1, 0.5)
+
+    def on_start(self) -> None:
+        self.user = str(uuid.uuid4())
+        body = {
+            "user_uuid": self.user,
+            "device_id": "locust",
+            "factors": {f: digest(self.user, f) for f in FACTORS},
+        }
+        self.client.post("/v1/enrollment/store", json=body, headers=fresh())
+
+    @task  # type: ignore[untyped-decorator]
+    def pay(self) -> None:
+        started: Any = self.client.post(
+            "/v1/verification/initiate",
+            json={"user_uuid": self.user, "transaction_amount": 42.5, "currency": "EUR"},
+            headers=fresh(),
+        )
+        if started.status_code != 200:
+            return
+        session = started.json()
+        self.client.post(
+            "/v1/verification/verify",
+            json={
+                "session_id": session["session_id"],
+                "user_uuid": self.user,
+                "factors": {f: digest(self.user, f) for f in session["required_factors"]},
+            },
+            headers=fresh(),
+        )
+        self.client.get(
+            f"/v1/verification/status/{session['session_id']}",
+            name="/v1/verification/status/{session_id}",
+        )
