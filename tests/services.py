@@ -99,6 +99,34 @@ def _answers(client: redis.Redis) -> bool:
     return bool(client.ping())
 
 
+@contextlib.contextmanager
+def running_private_redis(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own (which it may kill): yields its URL and process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        wait_until(functools.partial(_answers, client), timeout=20, what="private redis")
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        _stop(process)
+
+
 @dataclass(frozen=True)
 class RedisCluster:
     nodes: tuple[tuple[str, int], ...]

@@ -580,13 +580,16 @@ def create_app(runtime: Runtime) -> QuartTrio:
     service = Service(runtime)
     metrics = runtime.metrics
 
-    def route(path: str, method: str, name: str, handler: Handler) -> None:
+    def route(method: str, name: str, handler: Handler) -> None:
+        """Serve ``handler`` at the path template ``name`` (``{param}``, as in OpenAPI), which
+        is also its label in metrics and logs; path parameters are passed in order."""
+
         async def endpoint(**params: str) -> Response:
             started = time.perf_counter()
             status, body = 500, error_body("INTERNAL", "internal error")
             headers: dict[str, str] = {}
             try:
-                status, body, headers = await handler(**params)
+                status, body, headers = await handler(*params.values())
             except ApiError as exc:
                 status, headers = exc.status, exc.headers
                 body = {**error_body(exc.code, exc.message, exc.field), **exc.extra}
@@ -629,39 +632,20 @@ def create_app(runtime: Runtime) -> QuartTrio:
             )
 
         endpoint.__name__ = name.replace("/", "_").strip("_") or "root"
-        app.add_url_rule(path, endpoint=f"{method} {name}", view_func=endpoint, methods=[method])
+        rule = name.replace("{", "<").replace("}", ">")
+        app.add_url_rule(rule, endpoint=f"{method} {name}", view_func=endpoint, methods=[method])
 
-    route("/v1/enrollment/store", "POST", "/v1/enrollment/store", service.enroll)
-    route("/v1/enrollment/update", "PUT", "/v1/enrollment/update", service.update_enrollment)
-    route(
-        "/v1/enrollment/delete/<uuid>",
-        "DELETE",
-        "/v1/enrollment/delete/{uuid}",
-        lambda uuid: service.delete_enrollment(uuid),
-    )
-    route(
-        "/v1/enrollment/export/<uuid>",
-        "GET",
-        "/v1/enrollment/export/{uuid}",
-        lambda uuid: service.export_enrollment(uuid),
-    )
-    route("/v1/verification/initiate", "POST", "/v1/verification/initiate", service.initiate)
-    route("/v1/verification/verify", "POST", "/v1/verification/verify", service.verify)
-    route(
-        "/v1/verification/status/<session_id>",
-        "GET",
-        "/v1/verification/status/{session_id}",
-        lambda session_id: service.status(session_id),
-    )
-    route("/v1/session/validate", "GET", "/v1/session/validate", service.validate)
-    route("/v1/session/revoke", "POST", "/v1/session/revoke", service.revoke)
-    route("/v1/psp/session/create", "POST", "/v1/psp/session/create", service.psp_create)
-    route(
-        "/v1/psp/session/<psp_id>",
-        "GET",
-        "/v1/psp/session/{id}",
-        lambda psp_id: service.psp_get(psp_id),
-    )
+    route("POST", "/v1/enrollment/store", service.enroll)
+    route("PUT", "/v1/enrollment/update", service.update_enrollment)
+    route("DELETE", "/v1/enrollment/delete/{uuid}", service.delete_enrollment)
+    route("GET", "/v1/enrollment/export/{uuid}", service.export_enrollment)
+    route("POST", "/v1/verification/initiate", service.initiate)
+    route("POST", "/v1/verification/verify", service.verify)
+    route("GET", "/v1/verification/status/{session_id}", service.status)
+    route("GET", "/v1/session/validate", service.validate)
+    route("POST", "/v1/session/revoke", service.revoke)
+    route("POST", "/v1/psp/session/create", service.psp_create)
+    route("GET", "/v1/psp/session/{id}", service.psp_get)
 
     async def keys() -> tuple[int, dict[str, Any], dict[str, str]]:
         return 200, {"keys": [runtime.signer.jwk]}, {}
@@ -695,11 +679,11 @@ def create_app(runtime: Runtime) -> QuartTrio:
     async def openapi() -> tuple[int, dict[str, Any], dict[str, str]]:
         return 200, openapi_document(), {}
 
-    route("/v1/keys", "GET", "/v1/keys", keys)
-    route("/health/live", "GET", "/health/live", live)
-    route("/health/ready", "GET", "/health/ready", ready)
-    route("/health", "GET", "/health", health)
-    route("/openapi.json", "GET", "/openapi.json", openapi)
+    route("GET", "/v1/keys", keys)
+    route("GET", "/health/live", live)
+    route("GET", "/health/ready", ready)
+    route("GET", "/health", health)
+    route("GET", "/openapi.json", openapi)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
 from tests.adapters.conftest import open_state_store
 from tests.adapters.helpers import event, new_session, new_user
-from tests.services import REDIS_URL, _answers, _stop, delete_prefix, free_port, wait_until
+from tests.services import REDIS_URL, _stop, delete_prefix, free_port, running_private_redis
 from zeropay_proto import (
     DEFAULT_POLICY,
     AccountLocked,
@@ -149,34 +150,17 @@ async def test_scripts_are_reloaded_after_a_script_flush() -> None:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Any:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port)
-    wait_until(lambda: _answers(client), timeout=20, what="private redis")
-    yield port, process
-    _stop(process)
+def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with running_private_redis(tmp_path) as server:
+        yield server
 
 
-async def test_a_dead_redis_fails_closed_with_dependency_unavailable(private_redis: Any) -> None:
-    port, process = private_redis
+async def test_a_dead_redis_fails_closed_with_dependency_unavailable(
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = private_redis
     async with trio_asyncio.open_loop():
-        store = await aio(RedisStore.connect)(url=f"redis://127.0.0.1:{port}/0")
+        store = await aio(RedisStore.connect)(url=url)
         bridged: Any = TrioBridge(store, dependency="redis", timeout=5)
         user = new_user()
         request = AdmissionRequest(

@@ -15,19 +15,16 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis
 import trio
 
 from tests.e2e.servers import ServerProcess, production_keys, running_server
 from tests.services import (
     REDIS_URL,
-    _answers,
     _stop,
     delete_prefix,
-    free_port,
+    running_private_redis,
     temporary_database,
     unique_prefix,
-    wait_until,
 )
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
@@ -274,27 +271,8 @@ async def test_twenty_concurrent_requests_with_one_nonce_across_processes(
 
 @pytest.fixture
 def private_redis_url(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port)
-    wait_until(lambda: _answers(client), timeout=20, what="private redis")
-    yield f"redis://127.0.0.1:{port}/0", process
-    _stop(process)
+    with running_private_redis(tmp_path) as server:
+        yield server
 
 
 async def test_redis_down_is_503_never_a_success_or_a_500(
