@@ -21,7 +21,6 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
 from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -747,8 +746,3 @@ class RedisStore:
         for stream in self.keys.all_streams():
             pipe.xlen(stream)
         return sum(await pipe.execute())
-
-
-def lock_event_for(audit: AuditEvent) -> AuditEvent:
-    """The ACCOUNT_LOCKED event derived from a request's audit event."""
-    return replace(audit, action=AuditAction.ACCOUNT_LOCKED)

@@ -48,3 +48,8 @@ def new_session(user: str, *, now: float | None = None, enrolled: bool = True) -
         entropy=secrets.token_bytes(32),
         decoy_key=b"d" * 32,
     )
+
+
+def lock_event(user: str) -> AuditEvent:
+    """The ACCOUNT_LOCKED event a reservation appends if it locks the account."""
+    return event(user, AuditAction.ACCOUNT_LOCKED)

@@ -12,14 +12,13 @@ import pytest
 import trio
 
 from adapters.ports import AdmissionRequest, Limits, StoredEnrollment
-from adapters.redis_store import lock_event_for
 from tests.adapters.conftest import (
     DURABLE_BACKENDS,
     STATE_BACKENDS,
     open_durable_store,
     open_state_store,
 )
-from tests.adapters.helpers import event, new_session, new_user
+from tests.adapters.helpers import event, lock_event, new_session, new_user
 from tests.helpers import enroll
 from zeropay_proto import (
     DEFAULT_POLICY,
@@ -242,9 +241,7 @@ async def test_reservations_persist_and_lock_the_account_across_sessions(
             sid = issued.session.session_id
             for _ in range(3):
                 reserved.append(
-                    await store.reserve_attempt(
-                        sid, user, now, DEFAULT_POLICY, lock_event_for(event(user))
-                    )
+                    await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, lock_event(user))
                 )
         kinds = [type(r).__name__ for r in reserved]
         assert kinds == ["AttemptReserved"] * 3 + ["AttemptReserved"] * 2 + ["AccountLocked"]

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from adapters.ports import AdmissionRequest, Limits
 from adapters.redis_keys import KeySpace, decode_lockout, decode_session
-from adapters.redis_store import RedisStore, lock_event_for
-from tests.adapters.helpers import event, new_session
+from adapters.redis_store import RedisStore
+from tests.adapters.helpers import event, lock_event, new_session
 from tests.services import REDIS_URL, delete_prefix
 from zeropay_proto import (
     DEFAULT_POLICY,
@@ -237,7 +237,7 @@ def test_reserve_and_conclude_scripts_equal_the_core(lua: Lua, ops: list[tuple[A
             want = reserve_attempt(session, lockout, now=now, policy=DEFAULT_POLICY)
             got = lua.run(
                 store.reserve_attempt(
-                    session.session_id, USER, now, DEFAULT_POLICY, lock_event_for(event(USER))
+                    session.session_id, USER, now, DEFAULT_POLICY, lock_event(USER)
                 )
             )
             assert got == want
