@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from zeropay_proto import (
@@ -124,3 +126,16 @@ def test_limiters_refuse_nonsense_limits(decide: object) -> None:
         decide(None, now=T, limit=0)
     with pytest.raises(LocalProtocolError):
         decide(None, now=T, limit=1, window_ms=0)
+
+
+def test_same_millisecond_requests_are_counted_exactly() -> None:
+    """Defect 6: the original used the millisecond as ZSET member and under-counted bursts."""
+    deciders: list[Any] = [decide_fixed_window, decide_sliding_window, decide_token_bucket]
+    for decide in deciders:
+        state = None
+        admitted = 0
+        for _ in range(150):
+            out = decide(state, now=T + 1.234, limit=100)
+            state = out.state
+            admitted += isinstance(out, RequestAdmitted)
+        assert admitted == 100, decide.__name__

@@ -1,0 +1,112 @@
+"""Defect 7: the original made 9-11 Redis and 5 PostgreSQL round trips per verify.
+
+Counted, not timed: every Redis round trip passes through redis-py's ``send_packed_command``
+(one command or one pipeline on one connection); PostgreSQL statements are counted at the
+adapter's pool. Real Redis and PostgreSQL, standalone Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio.connection as redis_connection
+import trio_asyncio
+import trio_parallel
+
+from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
+from zeropay_server.app import create_app
+from zeropay_server.config import load_settings
+from zeropay_server.runtime import open_runtime
+
+FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    with temporary_database() as url:
+        yield url
+
+
+async def test_initiate_and_verify_take_two_redis_round_trips_and_verify_one_query(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: Counter[str] = Counter()
+    send = redis_connection.AbstractConnection.send_packed_command
+
+    async def counting_send(self: Any, command: Any, check_health: bool = True) -> None:
+        trips["redis"] += 1
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", counting_send)
+
+    def key() -> str:
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+
+    prefix = unique_prefix()
+    settings = load_settings(
+        {
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": prefix,
+            "DATABASE_URL": database_url,
+            "DB_AUTO_MIGRATE": "true",
+            "PBKDF2_ITERATIONS": "1000",
+            "ZEROPAY_MASTER_KEYS": f"1:{key()}",
+            "ZEROPAY_PEPPER": key(),
+            "ZEROPAY_RECEIPT_SIGNING_KEY": key(),
+        }
+    )
+    user = str(uuid.uuid4())
+    try:
+        async with (
+            trio_asyncio.open_loop(),
+            open_runtime(settings, run_sync=trio_parallel.run_sync) as runtime,
+        ):
+            assert runtime.postgres is not None
+            queries: Counter[str] = Counter()
+            load = runtime.postgres.load_enrollment
+
+            async def counting_load(user_id: str) -> Any:
+                queries["load_enrollment"] += 1
+                return await load(user_id)
+
+            monkeypatch.setattr(runtime.postgres, "load_enrollment", counting_load)
+            client = create_app(runtime).test_client()
+
+            async def post(path: str, body: dict[str, Any]) -> Any:
+                headers = {
+                    "X-Nonce": str(uuid.uuid4()),
+                    "X-Timestamp": str(int(time.time() * 1000)),
+                }
+                response = await client.post(path, json=body, headers=headers)
+                assert response.status_code in {200, 201}, await response.get_data()
+                return await response.get_json()
+
+            digests = {f: f"{f}:{user}".encode().hex().ljust(64, "0")[:64] for f in FACTORS}
+            await post(
+                "/v1/enrollment/store", {"user_uuid": user, "factors": digests, "device_id": "d"}
+            )
+            trips.clear()
+            started = await post("/v1/verification/initiate", {"user_uuid": user})
+            initiate_trips = trips["redis"]
+            trips.clear()
+            await post(
+                "/v1/verification/verify",
+                {
+                    "session_id": started["session_id"],
+                    "user_uuid": user,
+                    "factors": {f: digests[f] for f in started["required_factors"]},
+                },
+            )
+            verify_trips = trips["redis"]
+    finally:
+        delete_prefix(REDIS_URL, prefix)
+    assert initiate_trips == 2
+    assert verify_trips == 2
+    assert queries["load_enrollment"] == 1  # the one PostgreSQL round trip of a verify
