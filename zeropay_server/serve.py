@@ -145,7 +145,10 @@ def run(settings: Settings) -> None:
         trio.run(_main, settings, 1)
         return
     with tempfile.TemporaryDirectory(prefix="zeropay-metrics-") as metrics_dir:
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        # Set here, not in the child: prometheus-client chooses its multiprocess value store
+        # when it is imported, which a spawned child does before its target runs.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        env = dict(os.environ)
         spawn = multiprocessing.get_context("spawn")
         children = [
             spawn.Process(target=_worker, args=(env, settings.workers), daemon=False)

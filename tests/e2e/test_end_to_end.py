@@ -336,3 +336,28 @@ def test_production_refuses_to_start_without_configured_keys(stack_env: dict[str
     assert result.returncode == 2
     assert b"ZEROPAY_MASTER_KEYS" in result.stderr
     assert b"never generated" in result.stderr
+
+
+async def test_several_worker_processes_share_one_port_and_their_metrics(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**stack_env, "ZEROPAY_WORKERS": "2"}
+    with running_server(env, tmp_path, "workers") as server:
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            statuses = []
+            for _ in range(30):  # new connections, spread by the kernel over the workers
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as fresh_client:
+                    statuses.append((await fresh_client.get("/health/live")).status_code)
+            metrics = (await client.get("/metrics")).text
+        assert statuses == [200] * 30
+        served = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('zeropay_http_requests_total{method="GET",route="/health/live"')
+        ]
+        assert sum(served) >= 30  # counted across both processes
+        assert len([c for c in children if c]) >= 2
+        assert server.stop() == 0
