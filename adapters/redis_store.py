@@ -366,6 +366,10 @@ class RedisStore:
 
     @_redis_call
     async def admit(self, request: AdmissionRequest) -> Admission:
+        return await self._admit(request)
+
+    async def _admit(self, request: AdmissionRequest) -> Admission:
+        """Admission's calls, run and decoded (ungated: for use inside a gated method)."""
         calls = self._admission_calls(request)
         results = await self._run(calls) if calls else []
         return self._admission(request, [(c[0], r) for c, r in zip(calls, results, strict=True)])
@@ -414,11 +418,7 @@ class RedisStore:
         user_id = request.user_id
         if user_id is None or self.clustered:
             # The keys span slots: admit first, then reserve (two round trips).
-            calls = self._admission_calls(request)
-            results = await self._run(calls) if calls else []
-            admission = self._admission(
-                request, [(c[0], r) for c, r in zip(calls, results, strict=True)]
-            )
+            admission = await self._admit(request)
             if admission.refused or user_id is None:
                 return admission, None
             return admission, await self._reserve(

@@ -27,6 +27,7 @@ from zeropay_proto import (
     ENROLLMENT_ENTROPY_BYTES,
     MAX_BODY_BYTES,
     AccountLocked,
+    EnrollmentRequest,
     IntegrityError,
     KeyDerivationRequested,
     NonceReused,
@@ -212,8 +213,7 @@ class Service:
 
     # ---------------------------------------------------------------- enrollment
 
-    async def _plan_and_wrap(self, body: bytes) -> tuple[Any, StoredEnrollment]:
-        enrollment = parse_enrollment(body)
+    async def _plan_and_wrap(self, enrollment: EnrollmentRequest) -> StoredEnrollment:
         now = self.now()
         plan = plan_enrollment(
             enrollment,
@@ -224,20 +224,19 @@ class Service:
             iterations=self.rt.settings.pbkdf2_iterations,
         )
         wrapped = await self.rt.crypto.wrap(plan.wrap)
-        stored = StoredEnrollment(
+        return StoredEnrollment(
             wrapped_key=plan.wrapped_key(wrapped),
             sealed_record=plan.sealed_record,
             device_id=plan.device_id,
             created_at_ms=epoch_ms(now),
             updated_at_ms=epoch_ms(now),
         )
-        return enrollment, stored
 
     async def enroll(self) -> tuple[int, dict[str, Any], dict[str, str]]:
-        body = await self.body()
-        user_id = parse_enrollment(body).user_id
+        enrollment = parse_enrollment(await self.body())
+        user_id = enrollment.user_id
         headers = await self.admit(user_id, state_changing=True)
-        enrollment, stored = await self._plan_and_wrap(body)
+        stored = await self._plan_and_wrap(enrollment)
         if not await self.rt.durable.insert_enrollment(stored):
             raise ApiError(409, "ALREADY_ENROLLED", "this user is already enrolled")
         await self.rt.state.cache_record(
@@ -258,11 +257,11 @@ class Service:
         )
 
     async def update_enrollment(self) -> tuple[int, dict[str, Any], dict[str, str]]:
-        body = await self.body()
-        user_id = parse_enrollment(body).user_id
+        enrollment = parse_enrollment(await self.body())
+        user_id = enrollment.user_id
         await self.bearer_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
-        enrollment, stored = await self._plan_and_wrap(body)
+        stored = await self._plan_and_wrap(enrollment)
         if not await self.rt.durable.replace_enrollment(stored):
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
         await self.rt.state.cache_record(
