@@ -155,3 +155,18 @@ def test_psp_create_parses_optional_fields_and_names_its_session_user() -> None:
     assert full.psp_config == {"x": 1}
     assert rejection(parse_psp_create, body(session_id="nope")).field == "session_id"
     assert rejection(parse_psp_create, body(psp_config=[1])).field == "psp_config"
+
+
+def test_every_schema_example_parses_with_its_parser() -> None:
+    from zeropay_proto import schemas
+
+    pairs = [
+        (schemas.ENROLLMENT, parse_enrollment),
+        (schemas.INITIATE, parse_initiate),
+        (schemas.VERIFY, parse_verify),
+        (schemas.PSP_CREATE, parse_psp_create),
+    ]
+    for schema, parse in pairs:
+        assert schema["examples"]
+        for example in schema["examples"]:
+            parse(json.dumps(example).encode())
