@@ -84,6 +84,14 @@ class ApiError(Exception):
         self.extra = dict(extra or {})
 
 
+def json_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        json.dumps(body), status=status, headers=headers or {}, content_type="application/json"
+    )
+
+
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"success": False, "error": message, "code": code}
     if field is not None:
@@ -623,12 +631,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
                     }
                 },
             )
-            return Response(
-                json.dumps(body),
-                status=status,
-                headers=headers,
-                content_type="application/json",
-            )
+            return json_response(status, body, headers)
 
         endpoint.__name__ = name.replace("/", "_").strip("_") or "root"
         rule = name.replace("{", "<").replace("}", ">")
@@ -691,18 +694,10 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Response:
-        return Response(
-            json.dumps(error_body("NOT_FOUND", "no such route")),
-            status=404,
-            content_type="application/json",
-        )
+        return json_response(404, error_body("NOT_FOUND", "no such route"))
 
     @app.errorhandler(405)
     async def not_allowed(_: Exception) -> Response:
-        return Response(
-            json.dumps(error_body("METHOD_NOT_ALLOWED", "method not allowed")),
-            status=405,
-            content_type="application/json",
-        )
+        return json_response(405, error_body("METHOD_NOT_ALLOWED", "method not allowed"))
 
     return app

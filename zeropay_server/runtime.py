@@ -85,8 +85,11 @@ class Runtime:
             self.metrics.db_pool_max.set(self.postgres.pool_max())
 
     async def refresh_gauges_forever(self) -> None:
-        """Keep the round-trip gauges fresh (a background task)."""
+        """Keep the round-trip gauges fresh (a background task), dependency_up included, so
+        the dependency-down alert does not wait for someone to probe readiness."""
         while True:
+            with contextlib.suppress(Exception):  # a gauge must never take the server down
+                await self.ready()
             with contextlib.suppress(Exception):
                 self.metrics.audit_backlog.set(await self.state.backlog())
                 if self.redis is not None:
