@@ -89,7 +89,11 @@ class AuditFlusher:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Flush forever (until cancelled)."""
+        """Flush forever (until cancelled). A store that cannot serve (unreachable, loading,
+        read-only, full: DependencyUnavailable) is waited out; what was read stays in the
+        buffer and is written once PostgreSQL is back. Anything else escapes, to the
+        supervisor (``zeropay_server.supervise``), which restarts the task; the buffer, kept
+        on the flusher, survives the restart."""
         task_status.started()
         while True:
             try:
@@ -109,7 +113,13 @@ class AuditFlusher:
         read = 0
         room = self._batch_size - len(self._buffer)
         if room > 0:
-            for entry in await self._stream.read_batch(self._consumer, room, self._reclaim_idle_ms):
+            reclaim = self._reclaim_due()
+            entries = await self._stream.read_batch(
+                self._consumer, room, self._reclaim_idle_ms, reclaim=reclaim
+            )
+            if reclaim:
+                self._last_reclaim = self._clock()
+            for entry in entries:
                 if (entry.stream, entry.entry_id) not in self._buffer:
                     self._buffer[(entry.stream, entry.entry_id)] = entry
                     read += 1
@@ -123,6 +133,13 @@ class AuditFlusher:
             await self.flush()
             return True
         return read > 0
+
+    def _reclaim_due(self) -> bool:
+        """Events of a dead flusher become claimable only after ``reclaim_idle_ms``, so
+        looking for them more often than every half of that finds nothing new."""
+        if self._last_reclaim is None:
+            return True
+        return self._clock() - self._last_reclaim >= self._reclaim_idle_ms / 2000
 
     async def flush(self) -> int:
         """Write the buffer in batches of at most ``batch_size``, acknowledging each batch

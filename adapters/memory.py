@@ -99,6 +99,10 @@ class MemoryStore:
         self._kv.pop(key, None)
         return present
 
+    async def ping(self) -> bool:
+        """Readiness: process memory is always there."""
+        return True
+
     def live_keys(self) -> int:
         """Entries not yet expired (for metrics and tests)."""
         return sum(1 for key in list(self._kv) if self._get(key) is not None)

@@ -46,6 +46,10 @@ PARTITION_MONTHS_AHEAD = 3
 #: Advisory lock key serialising migrations across instances ("zeropay" in ASCII).
 _MIGRATION_LOCK = 0x7A65726F706179
 
+#: Errors that mean "PostgreSQL cannot serve us now" (answer 503), not a bug: unreachable,
+#: shutting down or starting (57P01-57P03), a query cancelled by its timeout (57014), out of
+#: connections or disk (class 53), a failed-over primary now in recovery (25006), and the
+#: errors PgBouncer sends for a lost server connection (class 08).
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -53,6 +57,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 P = ParamSpec("P")
@@ -149,12 +154,13 @@ class PostgresStore:
             await self._replica.close()
         await self._primary.close()
 
+    @_unavailable_as_dependency_error
     async def ping(self) -> bool:
-        """Readiness: the primary answers."""
-        try:
-            return bool(await self._primary.fetchval("SELECT 1") == 1)
-        except _UNAVAILABLE:
-            return False
+        """Readiness: the primary accepts writes. ``txid_current()`` assigns a transaction
+        id, which a server in recovery (a demoted primary, a replica) or a read-only
+        transaction refuses, so readiness turns false while writes fail, not only while
+        PostgreSQL is unreachable. Raises DependencyUnavailable when it is not ready."""
+        return bool(await self._primary.fetchval("SELECT txid_current() > 0"))
 
     def pool_in_use(self) -> int:
         """Primary connections currently checked out (for metrics)."""

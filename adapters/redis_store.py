@@ -65,6 +65,7 @@ from .ports import (
     StreamEntry,
     TokenInfo,
 )
+from .redis_errors import is_missing_group, is_unavailable
 from .redis_keys import (
     KeySpace,
     decode_lockout,
@@ -87,7 +88,8 @@ _SCRIPTS = (
     "forget_user",
     "admit_and_reserve",
 )
-_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError, OSError)
+#: Readiness writes this key (in every slot group a request may write) with a short TTL.
+HEALTH_KEY_TTL_MS = 10_000
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -103,7 +105,9 @@ class ScriptDisagreement(RuntimeError):
 def _redis_call(
     method: Callable[Concatenate[StoreT, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[StoreT, P], Coroutine[Any, Any, R]]:
-    """Queue behind the store's gate, and turn "Redis unreachable" into DependencyUnavailable.
+    """Queue behind the store's gate, and turn "Redis cannot serve us now" (unreachable, or an
+    error reply such as OOM or READONLY: :func:`adapters.redis_errors.is_unavailable`) into
+    DependencyUnavailable.
 
     The gate bounds in-flight operations to the connection budget: redis-py's cluster client
     raises instead of waiting when a node's connections are all in use, and a burst of
@@ -114,8 +118,10 @@ def _redis_call(
         async with self._gate:
             try:
                 return await method(self, *args, **kwargs)
-            except _UNAVAILABLE as exc:
-                raise DependencyUnavailable("redis") from exc
+            except (rexc.RedisError, rexc.RedisClusterException, OSError) as exc:
+                if is_unavailable(exc):
+                    raise DependencyUnavailable("redis") from exc
+                raise
 
     functools.update_wrapper(wrapper, method)
     return wrapper
@@ -234,6 +240,11 @@ class RedisStore:
         if isinstance(self._client, RedisCluster):
             await self._client.initialize()
         await self._load_scripts()
+        await self._create_groups()
+
+    async def _create_groups(self) -> None:
+        """Create every audit stream's consumer group (and the stream) where it is missing:
+        at start-up, and again whenever a restarted or flushed Redis lost them."""
         pipe = self._client.pipeline(transaction=False)
         for stream in self.keys.all_streams():
             pipe.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
@@ -251,12 +262,19 @@ class RedisStore:
         """Close the client's connections."""
         await self._client.aclose()
 
+    @_redis_call
     async def ping(self) -> bool:
-        """Readiness: the server (every cluster node) answers."""
-        try:
-            return bool(await self._client.ping())
-        except _UNAVAILABLE:
-            return False
+        """Readiness: a write succeeds in every slot a request writes to (the limiter slot
+        and each slot group), so a full (OOM), demoted (READONLY) or loading Redis is not
+        ready although it answers PING. Raises DependencyUnavailable when it is not."""
+        pipe = self._client.pipeline(transaction=False)
+        tags = [self.keys.global_limit(), *self.keys.all_streams()]
+        for tag in tags:
+            pipe.set(f"{tag}:health", b"1", px=HEALTH_KEY_TTL_MS)
+        for result in await pipe.execute(raise_on_error=False):
+            if isinstance(result, BaseException):
+                raise result
+        return True
 
     @_redis_call
     async def server_stats(self) -> tuple[int, int, float]:
@@ -281,28 +299,40 @@ class RedisStore:
             return target.execute_command(name, *keys, *args)
         return target.evalsha(self._shas[name], len(keys), *keys, *args)
 
-    async def _run(self, calls: Sequence[Call]) -> list[Any]:
-        """EVALSHA each call: one round trip per slot, all slots at once. Standalone, the calls
-        share one pipeline; a cluster client refuses EVALSHA in pipelines, so there each call
-        is sent concurrently to its slot's node. On NOSCRIPT (a restarted or failed-over
-        server) the scripts are reloaded and the calls retried once."""
-        for attempt in (1, 2):
-            if self.clustered:
-                results = await asyncio.gather(
+    async def _send(self, calls: Sequence[Call]) -> list[Any]:
+        """Send each call once and return its reply or its exception, in order. Standalone,
+        the calls share one pipeline; a cluster client refuses EVALSHA in pipelines, so there
+        each call is sent concurrently to its slot's node (redis-py follows MOVED/ASK)."""
+        if self.clustered:
+            return list(
+                await asyncio.gather(
                     *(self._call(self._client, c) for c in calls), return_exceptions=True
                 )
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for call in calls:
-                    self._call(pipe, call)
-                results = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, rexc.NoScriptError) for r in results) or attempt == 2:
-                break
+            )
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            self._call(pipe, call)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """EVALSHA each call: one round trip per slot, all slots at once.
+
+        A restarted or promoted server has no scripts (``SCRIPT LOAD`` is not replicated): the
+        calls it answered NOSCRIPT are sent again, alone, once the scripts are reloaded. A
+        call that succeeded is never sent twice: it may have claimed a nonce or counted a
+        request, and a second send would turn a fresh nonce into "reused".
+        """
+        results = await self._send(calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
+        if missing:
             await self._load_scripts()
+            retried = await self._send([calls[i] for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return list(results)
+        return results
 
     # ---------------------------------------------------------------- AdmissionPort
 
@@ -703,15 +733,26 @@ class RedisStore:
                 pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
         else:  # one command reads every stream
             pipe.xreadgroup(CONSUMER_GROUP, consumer, dict.fromkeys(streams, ">"), count=count)
-        results = await pipe.execute()
+        results = await self._without_lost_groups(await pipe.execute(raise_on_error=False))
         claimed = results[: len(streams)] if reclaim else []
         entries: list[StreamEntry] = []
-        for stream, (_, messages, *_) in zip(streams, claimed, strict=False):
-            entries += self._entries(stream, messages)
+        for stream, reply in zip(streams, claimed, strict=False):
+            if reply is not None:
+                entries += self._entries(stream, reply[1])
         for read in results[len(claimed) :]:
             for stream, messages in read or ():
                 entries += self._entries(stream.decode(), messages)
         return entries
+
+    async def _without_lost_groups(self, results: list[Any]) -> list[Any]:
+        """Replies of a stream pipeline, with ``NOGROUP`` replies as ``None`` once the groups
+        are recreated (a restarted or flushed Redis lost them, and the events they held)."""
+        if any(is_missing_group(r) for r in results):
+            await self._create_groups()
+        for result in results:
+            if isinstance(result, BaseException) and not is_missing_group(result):
+                raise result
+        return [None if is_missing_group(r) else r for r in results]
 
     @staticmethod
     def _entries(stream: str, messages: Sequence[Any]) -> list[StreamEntry]:
@@ -738,7 +779,7 @@ class RedisStore:
         for stream, ids in by_stream.items():
             pipe.xack(stream, CONSUMER_GROUP, *ids)
             pipe.xdel(stream, *ids)
-        await pipe.execute()
+        await self._without_lost_groups(await pipe.execute(raise_on_error=False))
 
     @_redis_call
     async def backlog(self) -> int:

@@ -47,8 +47,20 @@ DEFAULT_PSP_SESSION_TTL = 1800
 DEFAULT_BIND = "127.0.0.1:8080"
 #: A sealed record stays cached in Redis this long after it was read from PostgreSQL.
 DEFAULT_RECORD_CACHE_TTL = 3600
-#: Deadline for one call to Redis or PostgreSQL (the Trio side of every call).
-DEFAULT_DEPENDENCY_TIMEOUT = 5.0
+#: Deadline for one call to Redis or PostgreSQL (the Trio side of every call), in ms
+#: (``REDIS_TIMEOUT_MS``, ``DB_TIMEOUT_MS``). A healthy call takes well under 10 ms here
+#: (BENCHMARKS.md); past a second the store is as good as down, and a fast 503 serves the
+#: client better than a slow one.
+DEFAULT_DEPENDENCY_TIMEOUT_MS = 1000
+#: An idle keep-alive connection is closed after this many seconds
+#: (``HTTP_KEEP_ALIVE_TIMEOUT``). Keep it above the load balancer's idle timeout.
+DEFAULT_KEEP_ALIVE_TIMEOUT = 20
+#: A connection that sends nothing for this many seconds while a request is incomplete is
+#: closed (``HTTP_READ_TIMEOUT``): a slow or stalled client cannot hold it for good.
+DEFAULT_READ_TIMEOUT = 10
+#: Open client connections per server process (``HTTP_MAX_CONNECTIONS``); further ones wait
+#: in the listen backlog. Bounded below the process's descriptor limit (see ``serve``).
+DEFAULT_MAX_CONNECTIONS = 1000
 
 
 class ConfigError(ValueError):
@@ -97,7 +109,11 @@ class Settings:
     bind: str = DEFAULT_BIND
     workers: int = 1
     record_cache_ttl: int = DEFAULT_RECORD_CACHE_TTL
-    dependency_timeout: float = DEFAULT_DEPENDENCY_TIMEOUT
+    redis_timeout: float = DEFAULT_DEPENDENCY_TIMEOUT_MS / 1000
+    db_timeout: float = DEFAULT_DEPENDENCY_TIMEOUT_MS / 1000
+    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT
+    read_timeout: int = DEFAULT_READ_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     log_level: str = "INFO"
     secrets: Secrets = field(repr=False)
 
@@ -165,6 +181,13 @@ def _bind(raw: str) -> str:
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError("the bind address must be HOST:PORT")
     return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
 
 
 def _secrets(env: Mapping[str, str], *, embedded: bool) -> Secrets:
@@ -261,6 +284,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bind=_bind(env.get("ZEROPAY_BIND", DEFAULT_BIND)),
         workers=workers,
         record_cache_ttl=_int(env, "RECORD_CACHE_TTL", DEFAULT_RECORD_CACHE_TTL, minimum=1),
-        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        redis_timeout=_int(env, "REDIS_TIMEOUT_MS", DEFAULT_DEPENDENCY_TIMEOUT_MS, minimum=1)
+        / 1000,
+        db_timeout=_int(env, "DB_TIMEOUT_MS", DEFAULT_DEPENDENCY_TIMEOUT_MS, minimum=1) / 1000,
+        keep_alive_timeout=_int(
+            env, "HTTP_KEEP_ALIVE_TIMEOUT", DEFAULT_KEEP_ALIVE_TIMEOUT, minimum=1
+        ),
+        read_timeout=_int(env, "HTTP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, minimum=1),
+        max_connections=_int(env, "HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1),
+        log_level=_log_level(env.get("LOG_LEVEL", "INFO")),
         secrets=_secrets(env, embedded=embedded),
     )

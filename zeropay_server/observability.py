@@ -143,7 +143,16 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.background_failures = Counter(
+            "zeropay_background_failures",
+            "Background tasks (audit flusher, gauges) that failed and were restarted",
+            ["task"],
+            registry=registry,
+        )
         self.sessions = SessionWindow(session_ttl)
+
+    def background_failed(self, task: str) -> None:
+        self.background_failures.labels(task).inc()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

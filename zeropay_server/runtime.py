@@ -21,6 +21,7 @@ import trio
 
 from adapters.audit import AuditFlusher
 from adapters.bridge import TrioBridge, aio
+from adapters.errors import DependencyUnavailable
 from adapters.memory import MemoryStore
 from adapters.ports import Limits
 from adapters.postgres import PostgresStore
@@ -62,17 +63,24 @@ class Runtime:
     postgres: PostgresStore | None = None
 
     async def ready(self) -> dict[str, bool]:
-        """Readiness of each dependency (the in-memory store is always ready)."""
-        checks = {"redis": True, "postgresql": True}
-        with trio.move_on_after(self.settings.dependency_timeout):
-            if self.redis is not None:
-                checks["redis"] = bool(await aio(self.redis.ping)())
-            if self.postgres is not None:
-                checks["postgresql"] = bool(await aio(self.postgres.ping)())
-            for name, up in checks.items():
-                self.metrics.dependency_up.labels(name).set(1 if up else 0)
-            return checks
-        return {"redis": False, "postgresql": False}
+        """Readiness of each dependency: whether it accepts writes now (the in-memory store
+        always does). Each probe has its dependency's deadline, through the ports."""
+        checks = {
+            "redis": await self._probe(self.state, self.settings.redis_timeout),
+            "postgresql": await self._probe(self.durable, self.settings.db_timeout),
+        }
+        for name, up in checks.items():
+            self.metrics.dependency_up.labels(name).set(1 if up else 0)
+        return checks
+
+    @staticmethod
+    async def _probe(store: Any, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            try:
+                return bool(await store.ping())
+            except DependencyUnavailable:
+                return False
+        return False
 
     def refresh_fast_gauges(self) -> None:
         """Gauges that cost nothing to read."""
@@ -88,12 +96,11 @@ class Runtime:
         """Keep the round-trip gauges fresh (a background task), dependency_up included, so
         the dependency-down alert does not wait for someone to probe readiness."""
         while True:
-            with contextlib.suppress(Exception):  # a gauge must never take the server down
-                await self.ready()
-            with contextlib.suppress(Exception):
+            await self.ready()
+            with contextlib.suppress(DependencyUnavailable):
                 self.metrics.audit_backlog.set(await self.state.backlog())
                 if self.redis is not None:
-                    used, maximum, cpu = await aio(self.redis.server_stats)()
+                    used, maximum, cpu = await self.state.server_stats()
                     self.metrics.redis_memory.set(used)
                     self.metrics.redis_max_memory.set(maximum)
                     self.metrics.redis_cpu.set(cpu)
@@ -145,10 +152,11 @@ async def open_runtime(
             def observe(dependency: str, seconds: float) -> None:
                 metrics.dependency_latency.labels(dependency).observe(seconds)
 
-            timeout = settings.dependency_timeout
-            state = TrioBridge(redis, dependency="redis", timeout=timeout, observe=observe)
+            state = TrioBridge(
+                redis, dependency="redis", timeout=settings.redis_timeout, observe=observe
+            )
             durable = TrioBridge(
-                postgres, dependency="postgresql", timeout=timeout, observe=observe
+                postgres, dependency="postgresql", timeout=settings.db_timeout, observe=observe
             )
         keys = settings.secrets
         runtime = Runtime(

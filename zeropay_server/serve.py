@@ -33,6 +33,7 @@ from .config import Settings, load_settings
 from .crypto import lower_worker_priority
 from .observability import configure_logging
 from .runtime import open_runtime
+from .supervise import supervise
 
 log = logging.getLogger("zeropay.serve")
 
@@ -77,8 +78,9 @@ async def serve(
         app = create_app(runtime)
         config = hypercorn_config(settings, workers)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(runtime.flusher.run)
-            nursery.start_soon(runtime.refresh_gauges_forever)
+            failed = runtime.metrics.background_failed
+            nursery.start_soon(supervise, "audit-flusher", runtime.flusher.run, failed)
+            nursery.start_soon(supervise, "gauges", runtime.refresh_gauges_forever, failed)
             finished = trio.Event()
 
             async def http(task_status: trio.TaskStatus[list[str]]) -> None:
