@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
 import trio
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -63,6 +63,13 @@ log = logging.getLogger("zeropay.http")
 
 #: Retry-After for a 503: dependencies are expected back within seconds.
 RETRY_AFTER_UNAVAILABLE = 5
+#: Machine codes of the errors the framework raises before a handler runs.
+HTTP_ERROR_CODES = {
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    413: "PAYLOAD_TOO_LARGE",
+}
 
 
 class ApiError(Exception):
@@ -583,6 +590,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     """The Quart-Trio application over ``runtime``."""
     app = QuartTrio("zeropay")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["BODY_TIMEOUT"] = runtime.settings.read_timeout
     app.config["JSON_SORT_KEYS"] = False
     service = Service(runtime)
     metrics = runtime.metrics
@@ -614,8 +622,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 body = error_body("INTEGRITY", "stored data could not be authenticated")
             except HTTPException as exc:  # 413 from MAX_CONTENT_LENGTH, and the like
                 status = exc.code or 400
-                code = "PAYLOAD_TOO_LARGE" if status == 413 else "BAD_REQUEST"
-                body = error_body(code, exc.description or "bad request")
+                code = HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
+                body = error_body(code, exc.description or code.lower())
             except Exception:
                 log.exception("unhandled error", extra={"fields": {"route": name}})
             elapsed = time.perf_counter() - started
@@ -692,12 +700,28 @@ def create_app(runtime: Runtime) -> QuartTrio:
         runtime.refresh_fast_gauges()
         return Response(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
-    @app.errorhandler(404)
-    async def not_found(_: Exception) -> Response:
-        return json_response(404, error_body("NOT_FOUND", "no such route"))
+    @app.before_request
+    async def read_whole_body() -> None:
+        """Read every request body before answering, whatever the route: Hypercorn drops
+        the end of a body the app never read, and the next request on that keep-alive
+        connection is never answered (NOTES-stack.md pitfall 9). The read is bounded by
+        MAX_CONTENT_LENGTH (413) and BODY_TIMEOUT (408); handlers get the cached bytes."""
+        await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        g.body_read = True
 
-    @app.errorhandler(405)
-    async def not_allowed(_: Exception) -> Response:
-        return json_response(405, error_body("METHOD_NOT_ALLOWED", "method not allowed"))
+    @app.after_request
+    async def close_when_needed(response: Response) -> Response:
+        """Close the connection when shutdown began (a keep-alive client must not send its
+        next request to a closing server) or when the body was not read (413, 408)."""
+        if runtime.draining or not g.get("body_read", False):
+            response.headers["Connection"] = "close"
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        """Routing and body errors (404, 405, 413, 408) in the service's error format."""
+        status = exc.code or 400
+        code = HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
+        return json_response(status, error_body(code, exc.description or code.lower()))
 
     return app

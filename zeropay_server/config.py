@@ -55,8 +55,10 @@ DEFAULT_DEPENDENCY_TIMEOUT_MS = 1000
 #: An idle keep-alive connection is closed after this many seconds
 #: (``HTTP_KEEP_ALIVE_TIMEOUT``). Keep it above the load balancer's idle timeout.
 DEFAULT_KEEP_ALIVE_TIMEOUT = 20
-#: A connection that sends nothing for this many seconds while a request is incomplete is
-#: closed (``HTTP_READ_TIMEOUT``): a slow or stalled client cannot hold it for good.
+#: A request's body must have arrived this many seconds after its headers
+#: (``HTTP_READ_TIMEOUT``), or the answer is 408 and the connection closes: a slow or stalled
+#: client cannot hold a connection for good. (A stall inside the headers is bounded by the
+#: keep-alive timeout, since the connection is still idle then.)
 DEFAULT_READ_TIMEOUT = 10
 #: Open client connections per server process (``HTTP_MAX_CONNECTIONS``); further ones wait
 #: in the listen backlog. Bounded below the process's descriptor limit (see ``serve``).

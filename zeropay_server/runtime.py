@@ -61,6 +61,8 @@ class Runtime:
     entropy: Callable[[int], bytes]
     redis: RedisStore | None = None
     postgres: PostgresStore | None = None
+    #: Set once shutdown began: every answer then closes its connection.
+    draining: bool = False
 
     async def ready(self) -> dict[str, bool]:
         """Readiness of each dependency: whether it accepts writes now (the in-memory store

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import tempfile
 from collections.abc import Mapping
@@ -25,12 +26,12 @@ import trio
 import trio_asyncio
 import trio_parallel
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from .app import create_app
 from .config import Settings, load_settings
 from .crypto import lower_worker_priority
+from .listener import serve_http, shielded_sends
 from .observability import configure_logging
 from .runtime import open_runtime
 from .supervise import supervise
@@ -48,9 +49,27 @@ def hypercorn_config(settings: Settings, workers: int) -> HypercornConfig:
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.accesslog = None
     config.errorlog = None  # Hypercorn's messages propagate to the JSON root logger
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = settings.keep_alive_timeout
     config.backlog = 1024
     return config
+
+
+#: Descriptors kept free for everything but client connections: the Redis and PostgreSQL
+#: pools (up to 4 x 64 and 50 + 10), the crypto workers' pipes, logs and listeners.
+RESERVED_DESCRIPTORS = 512
+
+
+def connection_bound(wanted: int) -> int:
+    """Raise this process's descriptor limit to its hard limit, and return how many client
+    connections fit under it (at most ``wanted``, at least 1)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - RESERVED_DESCRIPTORS))
 
 
 async def serve(
@@ -83,16 +102,23 @@ async def serve(
             nursery.start_soon(supervise, "gauges", runtime.refresh_gauges_forever, failed)
             finished = trio.Event()
 
+            max_connections = connection_bound(settings.max_connections)
+
+            def draining() -> None:
+                runtime.draining = True
+
             async def http(task_status: trio.TaskStatus[list[str]]) -> None:
                 sockets = config.create_sockets()
                 for sock in sockets.insecure_sockets:
                     sock.listen(config.backlog)
                 try:
-                    await worker_serve(
-                        wrap_app(app, config.wsgi_max_body_size, None),
+                    await serve_http(
+                        wrap_app(shielded_sends(app), config.wsgi_max_body_size, None),
                         config,
                         sockets=sockets,
                         shutdown_trigger=shutdown.wait,
+                        max_connections=max_connections,
+                        on_draining=draining,
                         task_status=task_status,
                     )
                 finally:
@@ -102,7 +128,12 @@ async def serve(
             log.info(
                 "listening",
                 extra={
-                    "fields": {"binds": binds, "pid": os.getpid(), "embedded": settings.embedded}
+                    "fields": {
+                        "binds": binds,
+                        "pid": os.getpid(),
+                        "embedded": settings.embedded,
+                        "max_connections": max_connections,
+                    }
                 },
             )
             task_status.started(binds)

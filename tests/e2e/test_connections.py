@@ -1,0 +1,152 @@
+"""Connections a slow, odd or departing client leaves behind (issue 11), over raw sockets
+against a real server process (the embedded default: this is about HTTP, not storage)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.servers import ServerProcess, running_server
+from tests.services import wait_until
+
+#: A hang detector, not a performance bound: every answer here takes milliseconds.
+PATIENCE = 10.0
+
+
+def _connect(server: ServerProcess) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=PATIENCE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response (content-length framed); raises TimeoutError on a hang."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside a response")
+        body += chunk
+    return int(lines[0].split()[1]), headers, body[:length]
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _close_wait_sockets(port: int) -> int:
+    """Server-side sockets of ``port`` in CLOSE-WAIT (the peer closed; we never did)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                if int(local.split(":")[1], 16) == port and state == "08":
+                    count += 1
+    return count
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server({"HTTP_MAX_CONNECTIONS": "8"}, tmp_path) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/session/revoke"),  # answered 401 without a body-reading handler step
+        ("DELETE", "/v1/enrollment/delete/123e4567-e89b-42d3-a456-426614174000"),
+        ("POST", "/no/such/route"),  # 404
+        ("PUT", "/v1/verification/initiate"),  # 405
+    ],
+)
+def test_a_body_sent_after_its_headers_never_wedges_the_connection(
+    server: ServerProcess, method: str, path: str
+) -> None:
+    body = b'{"session_id": "x"}'
+    for _ in range(3):
+        sock = _connect(server)
+        head = f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n"
+        sock.sendall(head.encode())
+        time.sleep(0.05)  # two packets: the wedge needs the body to arrive late
+        sock.sendall(body)
+        first, _, _ = _read_response(sock)
+        assert 400 <= first < 500
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        second, _, answer = _read_response(sock)
+        assert (second, answer) == (200, b'{"status": "ok"}')
+        sock.close()
+    port = int(server.url.rsplit(":", 1)[1])
+    wait_until(lambda: _close_wait_sockets(port) == 0, timeout=PATIENCE, what="no CLOSE-WAIT")
+
+
+def test_an_oversized_body_is_refused_and_its_connection_closed(server: ServerProcess) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"POST /v1/verification/verify HTTP/1.1\r\nHost: t\r\n")
+        sock.sendall(b"Content-Length: 20000\r\n\r\n")  # and never the body
+        status, headers, _ = _read_response(sock)
+        assert (status, headers["connection"]) == (413, "close")
+        assert _closed_by_server(sock)
+
+
+def test_connections_beyond_the_bound_wait_instead_of_failing(server: ServerProcess) -> None:
+    held = [_connect(server) for _ in range(8)]
+    for sock in held:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+    waiting = _connect(server)  # accepted by the kernel, not yet by the server
+    waiting.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+    waiting.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        waiting.recv(1)
+    held.pop().close()
+    waiting.settimeout(PATIENCE)
+    assert _read_response(waiting)[0] == 200
+    for sock in [*held, waiting]:
+        sock.close()
+    assert "accept failed" not in server.log.read_text()
+
+
+def test_sigterm_closes_keep_alive_connections_instead_of_leaving_them_hanging(
+    server: ServerProcess,
+) -> None:
+    idle = [_connect(server) for _ in range(3)]
+    for sock in idle:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    for sock in idle:
+        # Either answered (and then closed) or closed at once: never left to hang.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        try:
+            status, headers, _ = _read_response(sock)
+        except (ConnectionError, ConnectionResetError):
+            pass
+        else:
+            assert (status, headers.get("connection")) == (200, "close")
+            assert _closed_by_server(sock)
+        sock.close()
+    assert server.process.wait(timeout=PATIENCE) == 0
+    assert time.monotonic() - started < PATIENCE

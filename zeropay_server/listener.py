@@ -1,0 +1,142 @@
+"""Hypercorn's HTTP/1.1 connections, served with a bound and a clean shutdown.
+
+Hypercorn's ``worker_serve`` accepts without limit, so a flood of connections exhausts the
+process's descriptors (accepts then fail and the log floods), and on shutdown a keep-alive
+client is not told to go away. This is the same driver with both fixed, built from
+Hypercorn's own pieces (its lifespan, worker context and per-connection ``TCPServer``):
+
+- at most ``max_connections`` connections are open at once; further ones wait in the kernel's
+  listen backlog until one closes (a capacity limiter taken before each accept);
+- on shutdown the listeners close first, then ``on_draining`` runs (the app answers
+  ``Connection: close`` from then on), then idle keep-alive connections are closed at once,
+  and in-flight requests get ``graceful_timeout`` to finish before they are cancelled;
+- a connection's own failure is logged and ends that connection only;
+- the app's ``send`` is shielded from cancellation (:func:`shielded_sends`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import repr_socket_addr
+
+log = logging.getLogger("zeropay.http")
+
+#: accept(2) errors that mean "out of descriptors or memory for now": wait and try again
+#: (as ``trio.serve_listeners`` does), never crash.
+_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_CAPACITY_PAUSE = 0.1
+
+
+def shielded_sends(app: Any) -> Any:
+    """``app`` with every ``send`` it makes shielded from cancellation.
+
+    When a response goes out before its request body has fully arrived (a 413, a 408),
+    Hypercorn closes the connection from inside that ``send``, after queueing
+    ``http.disconnect`` for the app. Quart-Trio answers the disconnect by cancelling the
+    request's nursery, which is the task doing the ``send``: the close is cancelled halfway,
+    and the socket stays open (CLOSE-WAIT once the client leaves) with its connection
+    wedged. Hypercorn already shields its socket writes, so the shield adds no new way to
+    block; it only lets the close finish.
+    """
+
+    async def shielded_app(scope: Any, receive: Any, send: Any) -> None:
+        async def shielded_send(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, shielded_send)
+
+    return shielded_app
+
+
+class _TCPServer(TCPServer):
+    """Hypercorn's connection, closed as soon as the peer has gone.
+
+    Hypercorn keeps the keep-alive idle timer running after the peer's EOF and closes the
+    socket only when that timer ends, so every connection a client closes sits in
+    CLOSE-WAIT for the keep-alive timeout. Once reading has ended there is nothing to wait
+    for: stop the timer (an in-flight request still finishes)."""
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+
+
+async def serve_http(
+    app: Any,
+    config: Config,
+    *,
+    sockets: Sockets,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    max_connections: int,
+    on_draining: Callable[[], None],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` (an ASGI app wrapped by ``hypercorn.utils.wrap_app``) on ``sockets``
+    (listening already) until ``shutdown_trigger`` returns, then drain and return."""
+    state: dict[str, Any] = {}
+    lifespan = Lifespan(app, config, state)
+    context = WorkerContext(None)
+    limiter = trio.CapacityLimiter(max_connections)
+
+    async def connection(stream: trio.SocketStream, token: object) -> None:
+        try:
+            await _TCPServer(app, config, context, ConnectionState(state.copy()), stream)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("connection failed")
+        finally:
+            limiter.release_on_behalf_of(token)
+
+    async def accept(listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        while True:
+            token = object()
+            await limiter.acquire_on_behalf_of(token)
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                limiter.release_on_behalf_of(token)
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                log.warning("accept failed; pausing", extra={"fields": {"errno": exc.errno}})
+                await trio.sleep(_CAPACITY_PAUSE)
+                continue
+            except BaseException:
+                limiter.release_on_behalf_of(token)
+                raise
+            connections.start_soon(connection, stream, token)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        listeners = [
+            trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            for sock in sockets.insecure_sockets
+        ]
+        binds = [
+            f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
+            for sock in sockets.insecure_sockets
+        ]
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(accept, listener, connections)
+                task_status.started(binds)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+            for listener in listeners:
+                await listener.aclose()
+            on_draining()
+            await context.terminated.set()  # idle keep-alive connections close now
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
