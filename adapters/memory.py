@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from zeropay_proto import (
+    AttemptReleased,
     AttemptReserved,
     BearerToken,
     ChallengeIssued,
@@ -25,6 +26,7 @@ from zeropay_proto import (
     NonceAccepted,
     NonceReused,
     Policy,
+    RemoteProtocolError,
     RequestAdmitted,
     Session,
     VerificationFailed,
@@ -34,6 +36,8 @@ from zeropay_proto import (
     decide_sliding_window,
     decide_token_bucket,
     epoch_ms,
+    parse_session_id,
+    release_attempt,
     reserve_attempt,
 )
 from zeropay_proto.audit import AuditAction, AuditEvent
@@ -50,6 +54,14 @@ from .ports import (
 )
 
 _STREAM = "memory"
+
+
+def _names(session_id: str, user_id: str) -> bool:
+    """Whether the session id names this user (as the Redis adapter checks)."""
+    try:
+        return parse_session_id(session_id)[1] == user_id
+    except RemoteProtocolError:
+        return False
 
 
 @dataclass
@@ -218,6 +230,20 @@ class MemoryStore:
             self._set(f"lock:{user_id}", out.lockout, out.lockout.forget_at_ms(policy))
             if out.lockout.locked_until_ms > lockout.locked_until_ms:
                 self._append(lock_audit)
+        return out
+
+    async def release_attempt(
+        self, session_id: str, user_id: str, *, attempt: int, now: float, policy: Policy
+    ) -> AttemptReleased | None:
+        if not _names(session_id, user_id):
+            return None
+        session = await self.load_session(session_id, user_id)
+        lockout: Lockout = self._get(f"lock:{user_id}") or Lockout()
+        out = release_attempt(session, lockout, attempt=attempt, now=now, policy=policy)
+        if out.session is not None:
+            self._keep_session(out.session)
+        if out.lockout != lockout.current(epoch_ms(now), policy):
+            self._set(f"lock:{user_id}", out.lockout, out.lockout.forget_at_ms(policy))
         return out
 
     def _keep_session(self, session: Session) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from zeropay_proto import (
     AccountLocked,
+    AttemptReleased,
     AttemptReserved,
     BearerToken,
     ChallengeIssued,
@@ -172,6 +173,14 @@ class SessionPort(Protocol):
         """Atomically: load the session and lockout, decide as
         :func:`zeropay_proto.reserve_attempt` does, persist a reservation, and append
         ``lock_audit`` if this reservation locked the account. ``None``: no such session."""
+        ...
+
+    async def release_attempt(
+        self, session_id: str, user_id: str, *, attempt: int, now: float, policy: Policy
+    ) -> AttemptReleased | None:
+        """Atomically: give back reservation ``attempt`` that met an outage before anything
+        was compared, as :func:`zeropay_proto.release_attempt` decides on the stored session
+        and lockout. ``None``: the session id does not name this user."""
         ...
 
     async def conclude_attempt(

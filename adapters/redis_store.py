@@ -30,6 +30,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from zeropay_proto import (
     AccountLocked,
+    AttemptReleased,
     AttemptReserved,
     BearerToken,
     ChallengeIssued,
@@ -50,6 +51,7 @@ from zeropay_proto import (
     encode_token,
     epoch_ms,
     parse_session_id,
+    release_attempt,
     reserve_attempt,
     token_digest,
 )
@@ -87,6 +89,7 @@ _SCRIPTS = (
     "revoke",
     "forget_user",
     "admit_and_reserve",
+    "release",
 )
 #: Readiness writes this key (in every slot group a request may write) with a short TTL.
 HEALTH_KEY_TTL_MS = 10_000
@@ -593,6 +596,36 @@ class RedisStore:
             raise ScriptDisagreement(f"reserve.lua returned {code}, the core decided {expected}")
         if isinstance(out, AttemptReserved) and decode_lockout(list(written[0])) != out.lockout:
             raise ScriptDisagreement("reserve.lua wrote a lockout other than the core's")
+        return out
+
+    @_redis_call
+    async def release_attempt(
+        self, session_id: str, user_id: str, *, attempt: int, now: float, policy: Policy
+    ) -> AttemptReleased | None:
+        if not self._owns(session_id, user_id):
+            return None
+        ((blob, before, returned, after),) = await self._run(
+            [
+                (
+                    "release",
+                    [self.keys.session(session_id, user_id), self.keys.user(user_id, "lock")],
+                    [
+                        attempt,
+                        epoch_ms(now),
+                        policy.lockout_threshold,
+                        1000 * policy.lockout_memory_seconds,
+                    ],
+                )
+            ]
+        )
+        session = decode_session(session_id, user_id, blob) if blob else None
+        out = release_attempt(
+            session, decode_lockout(list(before)), attempt=attempt, now=now, policy=policy
+        )
+        if bool(returned) != (out.session is not None):
+            raise ScriptDisagreement("release.lua gave the session attempt back unlike the core")
+        if decode_lockout(list(after)) != out.lockout:
+            raise ScriptDisagreement("release.lua left a lockout other than the core's")
         return out
 
     @_redis_call

@@ -66,6 +66,7 @@ from .requests import (
 from .session import (
     DEFAULT_POLICY,
     AccountLocked,
+    AttemptReleased,
     AttemptReserved,
     ChallengeIssued,
     FactorsMismatched,
@@ -82,6 +83,7 @@ from .session import (
     conclude_attempt,
     describe_session,
     open_session,
+    release_attempt,
     reserve_attempt,
 )
 
@@ -97,6 +99,7 @@ __all__ = [
     "ENROLLMENT_ENTROPY_BYTES",
     "MAX_BODY_BYTES",
     "AccountLocked",
+    "AttemptReleased",
     "AttemptReserved",
     "BearerToken",
     "Category",
@@ -161,6 +164,7 @@ __all__ = [
     "parse_user_id",
     "parse_verify",
     "plan_enrollment",
+    "release_attempt",
     "reserve_attempt",
     "seal_record",
     "select_window",

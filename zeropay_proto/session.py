@@ -31,6 +31,12 @@ reaches :attr:`Policy.lockout_threshold` locks the account at once, for an escal
 An expired lock lets a new series of attempts start, one level higher. The whole lockout state
 is forgotten :attr:`Policy.lockout_memory_seconds` after it was last touched.
 
+An outage is never a failed attempt. If a dependency fails after step 1 and before step 2
+compared anything, the driver gives the reservation back (:func:`release_attempt`): the
+failure it counted is removed, a lock it engaged is lifted (one escalation level down), and
+the session gets the attempt back if no later attempt was reserved meanwhile. Nothing that
+was compared is ever given back, so the 5-failure bound holds for evaluated attempts.
+
 An unknown user gets a *decoy* session: same challenge shape, same reservations against the
 same lockout counter, same failure output. It can never succeed, and nothing a client sees
 tells it apart. No output names the factor that was wrong.
@@ -266,6 +272,16 @@ class AttemptReserved:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AttemptReleased:
+    """A reservation given back after an outage: persist ``lockout``, and ``session`` when it
+    is not ``None`` (``None``: the session keeps its count, because it is gone, no longer
+    pending, or a later attempt was reserved after this one)."""
+
+    session: Session | None
+    lockout: Lockout
+
+
+@dataclass(frozen=True, kw_only=True)
 class KeyDerivationRequested:
     """Every challenged verifier matched: derive the KEK from ``material`` and unwrap."""
 
@@ -387,6 +403,46 @@ def reserve_attempt(
         lockout=replace(lock, failures=failures, updated_ms=now_ms),
         attempt=attempt,
     )
+
+
+def release_attempt(
+    session: Session | None,
+    lockout: Lockout,
+    *,
+    attempt: int,
+    now: float,
+    policy: Policy = DEFAULT_POLICY,
+) -> AttemptReleased:
+    """Give back reservation number ``attempt`` that was never evaluated: a dependency failed
+    before any comparison (an outage is never a failed attempt).
+
+    The lockout loses the failure this reservation counted; if the account is locked and
+    the failures now fall below the threshold, the lock this series earned no longer stands
+    and is lifted, one escalation level down. A success or an expired lock since then has
+    already reset the count: there is nothing to give back. The session gets the attempt
+    back only while it is pending and this was its latest reservation.
+    """
+    now_ms = epoch_ms(now)
+    current = lockout.current(now_ms, policy)
+    released = current
+    if current.failures > 0:
+        failures = current.failures - 1
+        lifted = current.is_locked(now_ms) and failures < policy.lockout_threshold
+        released = replace(
+            current,
+            failures=failures,
+            level=current.level - 1 if lifted else current.level,
+            locked_until_ms=0 if lifted else current.locked_until_ms,
+            updated_ms=now_ms,
+        )
+    returned = None
+    if (
+        session is not None
+        and session.state_at(now_ms) is SessionState.PENDING
+        and session.attempts_used == attempt
+    ):
+        returned = replace(session, attempts_used=attempt - 1)
+    return AttemptReleased(session=returned, lockout=released)
 
 
 def compare_factors(

@@ -447,7 +447,11 @@ class Service:
             )
         if isinstance(reserved, SessionClosed):
             return self._failed(0, headers)
-        stored = await self.rt.durable.load_enrollment(req.user_id)
+        try:
+            stored = await self.rt.durable.load_enrollment(req.user_id)
+        except DependencyUnavailable:
+            await self._give_back(req.session_id, req.user_id, reserved.attempt, now)
+            raise
         record = None
         if stored is not None:
             keyring = self.rt.settings.secrets.keyring
@@ -489,6 +493,17 @@ class Service:
         if isinstance(outcome, VerificationFailed):
             return self._failed(outcome.attempts_remaining, headers)
         return self._failed(0, headers)
+
+    async def _give_back(self, session_id: str, user_id: str, attempt: int, now: float) -> None:
+        """An outage is never a failed attempt: nothing was compared yet, so the reservation
+        is released. If Redis is down too, it stays counted (logged) and the client still
+        gets its 503."""
+        try:
+            await self.rt.state.release_attempt(
+                session_id, user_id, attempt=attempt, now=now, policy=self.rt.policy
+            )
+        except DependencyUnavailable:
+            log.warning("reservation not released: redis unavailable", extra={"fields": {}})
 
     def _failed(self, remaining: int, headers: dict[str, str]) -> NoReturn:
         self.rt.metrics.verifications.labels("failed").inc()

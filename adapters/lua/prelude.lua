@@ -121,6 +121,25 @@ local function do_admit_user(k, a)
   return {nonce, b}
 end
 
+-- The stored lockout {f, l, u, t} and Lockout.current(now): forgotten after its memory, and
+-- the failure count restarted once a lock has run out.
+local function read_lockout(key)
+  local lk = redis.call('HMGET', key, 'f', 'l', 'u', 't')
+  return {tonumber(lk[1]) or 0, tonumber(lk[2]) or 0, tonumber(lk[3]) or 0, tonumber(lk[4]) or 0}
+end
+
+local function current_lockout(s, now, threshold, memory)
+  local f, l, u, t = s[1], s[2], s[3], s[4]
+  if now >= math.max(u, t) + memory then return 0, 0, 0, 0 end
+  if f >= threshold and now >= u then f = 0 end
+  return f, l, u, t
+end
+
+local function write_lockout(key, f, l, u, t, memory)
+  redis.call('HSET', key, 'f', f, 'l', l, 'u', u, 't', t)
+  redis.call('PEXPIREAT', key, math.max(u, t) + memory)
+end
+
 -- zeropay_proto.session.reserve_attempt. k: {session, lockout, stream};
 -- a: {now, threshold, memory_ms, durations (ms, comma-separated)}; event: the ACCOUNT_LOCKED
 -- event's field/value pairs, appended only if this reservation locks the account.
@@ -129,10 +148,8 @@ end
 local function do_reserve(k, a, event)
   local blob = redis.call('GET', k[1])
   if not blob then return {-1, {}} end
-  local lk = redis.call('HMGET', k[2], 'f', 'l', 'u', 't')
-  local f0, l0 = tonumber(lk[1]) or 0, tonumber(lk[2]) or 0
-  local u0, t0 = tonumber(lk[3]) or 0, tonumber(lk[4]) or 0
-  local before = {blob, f0, l0, u0, t0}
+  local stored = read_lockout(k[2])
+  local before = {blob, stored[1], stored[2], stored[3], stored[4]}
   local now, threshold, memory = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
   local durations = {}
   for d in string.gmatch(a[4], '[^,]+') do durations[#durations + 1] = tonumber(d) end
@@ -141,12 +158,7 @@ local function do_reserve(k, a, event)
   if state == 0 and now >= u64(blob, 6) then state = 3 end
   if state ~= 0 or used >= max then return {0, before} end
 
-  local f, l, u, t = f0, l0, u0, t0
-  if now >= math.max(u, t) + memory then
-    f, l, u, t = 0, 0, 0, 0
-  elseif f >= threshold and now >= u then
-    f = 0
-  end
+  local f, l, u, t = current_lockout(stored, now, threshold, memory)
   if now < u then return {1, before} end
   f = f + 1
   if f >= threshold then
@@ -154,10 +166,9 @@ local function do_reserve(k, a, event)
     l = l + 1
   end
   t = now
-  redis.call('HSET', k[2], 'f', f, 'l', l, 'u', u, 't', t)
-  redis.call('PEXPIREAT', k[2], math.max(u, t) + memory)
+  write_lockout(k[2], f, l, u, t, memory)
   redis.call('SET', k[1], with_state(blob, 0, used + 1), 'KEEPTTL')
-  if u > u0 then redis.call('XADD', k[3], '*', unpack(event)) end
+  if u > stored[3] then redis.call('XADD', k[3], '*', unpack(event)) end
   return {2, before, {f, l, u, t}}
 end
 

@@ -262,6 +262,58 @@ async def test_reservations_persist_and_lock_the_account_across_sessions(
 
 
 @state
+async def test_released_reservations_lock_nobody_and_give_the_attempt_back(
+    state_backend: dict[str, Any],
+) -> None:
+    """An outage is never a failed attempt (the Lua script is checked against the core on
+    every call: a disagreement raises)."""
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+        issued = new_session(user, now=now)
+        await store.store_session(issued, 0, event(user), 60_000)
+        sid = issued.session.session_id
+        for _ in range(6):  # far more outages than the lockout threshold
+            step = await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, lock_event(user))
+            assert isinstance(step, AttemptReserved)
+            assert step.attempt == 1
+            released = await store.release_attempt(
+                sid, user, attempt=step.attempt, now=now, policy=DEFAULT_POLICY
+            )
+            assert released is not None
+            assert released.session == issued.session
+            assert released.lockout.failures == 0
+        # Five reserved at once, the fifth locks; releasing one lifts the lock.
+        sessions = [new_session(user, now=now) for _ in range(2)]
+        steps = []
+        for issued in sessions:
+            await store.store_session(issued, 0, event(user), 60_000)
+        for i in range(5):
+            sid = sessions[i % 2].session.session_id
+            steps.append(
+                await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, lock_event(user))
+            )
+        last = steps[-1]
+        assert isinstance(last, AttemptReserved)
+        assert last.lockout.is_locked(int(now * 1000))
+        sid = sessions[0].session.session_id
+        released = await store.release_attempt(
+            sid, user, attempt=last.attempt, now=now, policy=DEFAULT_POLICY
+        )
+        assert released is not None
+        assert released.lockout == Lockout(
+            failures=4, level=0, locked_until_ms=0, updated_ms=last.lockout.updated_ms
+        )
+        again = await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, lock_event(user))
+        assert isinstance(again, AttemptReserved)
+        other = make_session_id(new_user(), secrets.token_bytes(16))
+        assert (
+            await store.release_attempt(other, user, attempt=1, now=now, policy=DEFAULT_POLICY)
+            is None
+        )
+
+
+@state
 async def test_success_mints_a_token_clears_the_lockout_and_closes_the_session(
     state_backend: dict[str, Any],
 ) -> None:

@@ -8,7 +8,10 @@ flight at once, as concurrent requests are. Checked at every step:
 - never more than 5 attempts evaluated per lock window (between two successes or lock lapses);
 - nothing is admitted while the account is locked;
 - at most one success per session;
-- nothing is admitted by a terminal (verified, failed or expired) session.
+- nothing is admitted by a terminal (verified, failed or expired) session;
+- outages lock nobody: reservations that met an outage (a dependency failed before any
+  comparison) are released, and a user with nothing but released outages since the last
+  success has no failure counted.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from zeropay_proto import (
     epoch_ms,
     make_session_id,
     open_session,
+    release_attempt,
     reserve_attempt,
 )
 from zeropay_proto.session import DEFAULT_LOCKOUT_THRESHOLD
@@ -78,6 +82,8 @@ class VerificationMachine(RuleBasedStateMachine):
         # Per user: attempts evaluated since the last success or lock lapse, and the lock.
         self.series: Counter[str] = Counter()
         self.lock_until_ms: dict[str, int] = {}
+        # Reservations that met an outage and are not yet released, and per user how many.
+        self.outages: list[InFlight] = []
         self.steps = 0
 
     def _lockout(self, user: str) -> Lockout:
@@ -178,6 +184,42 @@ class VerificationMachine(RuleBasedStateMachine):
             assert unwrapped
         self.in_flight.append(InFlight(session_id, user, out.attempt, unwrapped))
 
+    @precondition(lambda self: bool(self.sessions))
+    @rule(data=st.data())
+    def attempt_meets_an_outage(self, data: st.DataObject) -> None:
+        """Reserved, then a dependency fails before anything is compared."""
+        self._lapse_locks()
+        session_id = data.draw(st.sampled_from(sorted(self.sessions)))
+        session = self.sessions[session_id]
+        out = reserve_attempt(session, self._lockout(session.user_id), now=self.now)
+        if not isinstance(out, AttemptReserved):
+            return
+        self.sessions[session_id] = out.session
+        self.lockouts[session.user_id] = out.lockout
+        if out.lockout.is_locked(epoch_ms(self.now)):
+            self.lock_until_ms[session.user_id] = out.lockout.locked_until_ms
+        self.outages.append(InFlight(session_id, session.user_id, out.attempt, False))
+
+    @precondition(lambda self: bool(self.outages))
+    @rule(data=st.data())
+    def release_after_outage(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(min_value=0, max_value=len(self.outages) - 1))
+        flight = self.outages.pop(index)
+        self._lapse_locks()
+        out = release_attempt(
+            self.sessions.get(flight.session_id),
+            self._lockout(flight.user),
+            attempt=flight.attempt,
+            now=self.now,
+        )
+        if out.session is not None:
+            event("outage: session attempt given back")
+            self.sessions[flight.session_id] = out.session
+        self.lockouts[flight.user] = out.lockout
+        if not out.lockout.is_locked(epoch_ms(self.now)) and flight.user in self.lock_until_ms:
+            event("outage: lock lifted")
+            del self.lock_until_ms[flight.user]
+
     @precondition(lambda self: bool(self.in_flight))
     @rule(data=st.data())
     def finish_attempt(self, data: st.DataObject) -> None:
@@ -233,6 +275,16 @@ class VerificationMachine(RuleBasedStateMachine):
         assert all(count <= 1 for count in self.successes.values())
         for session_id, count in self.successes.items():
             assert count == 0 or self.sessions[session_id].state is SessionState.VERIFIED
+
+    @invariant()
+    def outages_alone_lock_nobody(self) -> None:
+        now_ms = epoch_ms(self.now)
+        busy = {f.user for f in self.in_flight} | {f.user for f in self.outages}
+        for user in USERS:
+            if user not in busy and self.series[user] == 0:
+                lockout = self._lockout(user).current(now_ms)
+                assert lockout.failures == 0, "a failure counted for outages alone"
+                assert not lockout.is_locked(now_ms), "locked by outages alone"
 
     @invariant()
     def decoys_never_verify(self) -> None:

@@ -41,6 +41,7 @@ from zeropay_proto import (
     describe_session,
     encode_token,
     open_session,
+    release_attempt,
     reserve_attempt,
     token_digest,
 )
@@ -496,3 +497,48 @@ def test_comparison_does_the_same_work_whatever_is_wrong(monkeypatch: pytest.Mon
         work[name] = list(calls)
     assert all(w == work["right"] for w in work.values())
     assert len(work["right"]) == 2 * len(session.challenged)  # verifier and dummy, every factor
+
+
+# ---------------------------------------------------------------------------------------------
+# An outage is never a failed attempt: release_attempt.
+
+
+def test_a_released_reservation_gives_back_the_failure_and_the_session_attempt() -> None:
+    session = issue().session
+    step = reserved(session)
+    out = release_attempt(step.session, step.lockout, attempt=step.attempt, now=T0 + 1)
+    assert out.session == session  # the attempt is back
+    assert out.lockout == replace(step.lockout, failures=0, updated_ms=int((T0 + 1) * 1000))
+
+
+def test_releasing_the_reservation_that_locked_lifts_the_lock_one_level_down() -> None:
+    before = Lockout(failures=4, level=2, locked_until_ms=0, updated_ms=int(T0 * 1000))
+    step = reserved(issue().session, before)
+    assert step.lockout.is_locked(int(T0 * 1000))
+    assert step.lockout.level == 3
+    out = release_attempt(step.session, step.lockout, attempt=1, now=T0)
+    assert out.lockout == replace(before, updated_ms=int(T0 * 1000))
+    assert isinstance(reserve_attempt(issue().session, out.lockout, now=T0), AttemptReserved)
+
+
+def test_only_the_latest_reservation_of_a_pending_session_is_given_back() -> None:
+    first = reserved(issue().session)
+    second = reserved(first.session, first.lockout)
+    out = release_attempt(second.session, second.lockout, attempt=first.attempt, now=T0)
+    assert out.session is None  # attempt 2 is in flight: the numbering must not move
+    assert out.lockout.failures == 1
+    closed = replace(second.session, state=SessionState.FAILED)
+    assert release_attempt(closed, second.lockout, attempt=2, now=T0).session is None
+    assert release_attempt(None, second.lockout, attempt=2, now=T0).session is None
+    expired = T0 + 10_000
+    assert release_attempt(second.session, second.lockout, attempt=2, now=expired).session is None
+
+
+def test_nothing_is_given_back_after_a_success_or_a_lapsed_lock() -> None:
+    cleared = release_attempt(None, Lockout(), attempt=1, now=T0)
+    assert cleared.lockout == Lockout()
+    locked = Lockout(failures=5, level=1, locked_until_ms=int(T0 * 1000) + 5, updated_ms=0)
+    lapsed = release_attempt(None, locked, attempt=1, now=T0 + 1)
+    assert lapsed.lockout == locked.current(int((T0 + 1) * 1000))
+    assert lapsed.lockout.failures == 0
+    assert lapsed.lockout.level == 1

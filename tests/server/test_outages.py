@@ -1,0 +1,77 @@
+"""A dependency outage answers 503 and never punishes the user (issue 11).
+
+The outage is injected at the port: a wrapper around the in-memory store raises
+DependencyUnavailable, exactly what the PostgreSQL and Redis adapters raise when their store
+stops (tested against the real servers in tests/adapters and tests/faults).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.errors import DependencyUnavailable
+from tests.server.harness import answers, running_app
+from tests.server.test_api import new_user
+
+
+class Outage:
+    """A port whose every coroutine method raises DependencyUnavailable while ``down``."""
+
+    def __init__(self, inner: Any, dependency: str) -> None:
+        self.inner, self.dependency, self.down = inner, dependency, False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise DependencyUnavailable(self.dependency)
+            return await method(*args, **kwargs)
+
+        return call
+
+
+async def test_right_factors_during_a_postgresql_outage_never_lock_the_account() -> None:
+    async with running_app() as h:
+        user = new_user()
+        assert (await h.enroll(user)).status == 201
+        outage = Outage(h.runtime.durable, "postgresql")
+        h.runtime.durable = outage
+        started = await h.initiate(user)  # the record is cached: initiate still works
+        assert started.status == 200
+        right = answers(started.body["required_factors"])
+        outage.down = True
+        statuses = [(await h.verify(user, started.body["session_id"], right)) for _ in range(6)]
+        assert [r.status for r in statuses] == [503] * 6
+        assert all(r.headers["Retry-After"] for r in statuses)
+        assert all(r.body["code"] == "DEPENDENCY_UNAVAILABLE" for r in statuses)
+        outage.down = False
+        status = await h.call("GET", f"/v1/verification/status/{started.body['session_id']}")
+        assert (status.body["status"], status.body["attempts_used"]) == ("pending", 0)
+        done = await h.verify(user, started.body["session_id"], right)
+        assert done.status == 200, done.text
+
+
+async def test_an_outage_after_real_failures_keeps_their_count() -> None:
+    """Releasing gives back only what met the outage: four real failures stay counted, so
+    the fifth real failure still locks."""
+    async with running_app() as h:
+        user = new_user()
+        await h.enroll(user)
+        outage = Outage(h.runtime.durable, "postgresql")
+        h.runtime.durable = outage
+        statuses = []
+        for _ in range(2):
+            started = await h.initiate(user)
+            wrong = answers(started.body["required_factors"], "wrong")
+            for down in (False, True, False):
+                outage.down = down
+                statuses.append((await h.verify(user, started.body["session_id"], wrong)).status)
+        outage.down = False
+        assert statuses == [401, 503, 401] * 2  # four real failures, two outages
+        started = await h.initiate(user)
+        wrong = answers(started.body["required_factors"], "wrong")
+        fifth = await h.verify(user, started.body["session_id"], wrong)
+        assert fifth.status == 401  # the fifth real failure: evaluated, and it locks
+        refused = await h.verify(user, started.body["session_id"], wrong)
+        assert (refused.status, refused.body["code"]) == (429, "ACCOUNT_LOCKED")
