@@ -1,7 +1,11 @@
 """Every port in process memory: the embedded default, and the fake for fast server tests.
 
-It keeps the Redis adapter's semantics, TTLs included (entries vanish when their time is up,
-by the injected clock), and decides by calling the core directly. Each method runs without
+It keeps the Redis adapter's semantics, TTLs included, and decides by calling the core
+directly. Entries vanish when their time is up, by the injected clock: a read never sees an
+expired entry, and every write also sweeps the oldest expired entries off a heap of expiries
+(a few per write, so the work is amortised and memory stays bounded under any load, as Redis's
+own active expiry keeps it). The audit log, PostgreSQL's stand-in, keeps the newest
+:data:`DEFAULT_AUDIT_EVENTS_KEPT` events. Each method runs without
 awaiting, so under Trio's cooperative scheduling each is atomic, as a Lua script is in Redis.
 
 One process only: a second server instance cannot see this memory. The server says so loudly
@@ -10,6 +14,7 @@ when it starts on it.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +59,12 @@ from .ports import (
 )
 
 _STREAM = "memory"
+#: The embedded default is one process's memory, not an archive: it keeps this many of the
+#: newest audit events (a day of a small shop's traffic) and drops older ones.
+DEFAULT_AUDIT_EVENTS_KEPT = 10_000
+#: Expired entries removed per write, at most: more than one, so the sweep outpaces the
+#: writes that add expiries, and few enough that no write pays for a backlog at once.
+_SWEEP_PER_WRITE = 4
 
 
 def _names(session_id: str, user_id: str) -> bool:
@@ -81,12 +92,19 @@ class _Pending:
 class MemoryStore:
     """Implements every port of :mod:`adapters.ports` in one process's memory."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        audit_events_kept: int = DEFAULT_AUDIT_EVENTS_KEPT,
+    ) -> None:
         self._clock = clock
         self._kv: dict[str, _Entry] = {}
+        self._expiries: list[tuple[int, str]] = []  # a heap of (expires_at_ms, key)
         self._stream: dict[str, _Pending] = {}
         self._stream_ids = itertools.count(1)
-        self._audit_log: dict[str, AuditEvent] = {}
+        self._audit_log: dict[str, AuditEvent] = {}  # insertion-ordered: oldest first
+        self._audit_events_kept = audit_events_kept
         self._enrollments: dict[str, StoredEnrollment] = {}
 
     # -------------------------------------------------------------- key/value with TTL
@@ -105,6 +123,22 @@ class MemoryStore:
 
     def _set(self, key: str, value: Any, expires_at_ms: int | None) -> None:
         self._kv[key] = _Entry(value, expires_at_ms)
+        if expires_at_ms is not None:
+            heapq.heappush(self._expiries, (expires_at_ms, key))
+        self._sweep(_SWEEP_PER_WRITE)
+
+    def _sweep(self, most: int) -> None:
+        """Remove up to ``most`` entries whose time is up. A heap item whose key was written
+        again with a later expiry is stale: it is dropped and the entry kept."""
+        now_ms = self._now_ms()
+        expiries = self._expiries
+        while most > 0 and expiries and expiries[0][0] <= now_ms:
+            _, key = heapq.heappop(expiries)
+            entry = self._kv.get(key)
+            deadline = None if entry is None else entry.expires_at_ms
+            if deadline is not None and deadline <= now_ms:
+                del self._kv[key]
+                most -= 1
 
     def _delete(self, key: str) -> bool:
         present = self._get(key) is not None
@@ -363,6 +397,8 @@ class MemoryStore:
             if event.event_id not in self._audit_log:
                 self._audit_log[event.event_id] = event
                 new += 1
+        while len(self._audit_log) > self._audit_events_kept:
+            del self._audit_log[next(iter(self._audit_log))]
         return new
 
     async def user_trail(self, user_id: str, limit: int) -> list[AuditEvent]:

@@ -1,0 +1,83 @@
+"""The embedded store forgets what expires (issue 11: it kept ~2.1 kB per initiate for good).
+
+100,000 initiates' storage work (admission with a fresh nonce and every limiter, the record
+cache, a session, its window and audit event), with the audit flusher's read/write/acknowledge
+in between, run on a hand-advanced clock at 100 initiates per second. Sessions live 300 s
+(plus 60 s of grace), so the steady state holds ~36,000 of them: what is held after 50,000
+initiates and after 100,000 must be the same, where a store that never forgets doubles.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from adapters.memory import MemoryStore
+from adapters.ports import AdmissionRequest, Limits
+from tests.adapters.helpers import event, new_session
+from zeropay_proto import NonceClaim
+
+INITIATES = 100_000
+RATE = 100.0  # initiates per second of the injected clock
+USERS = [str(uuid.uuid4()) for _ in range(500)]
+LIMITS = Limits(global_limit=0, per_ip=1_000_000, per_user=1_000_000, window_ms=60_000)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _initiate(store: MemoryStore, clock: Clock, i: int) -> None:
+    user = USERS[i % len(USERS)]
+    request = AdmissionRequest(
+        now=clock.now,
+        client_ip=f"198.51.{i % 200}.{i % 250}",
+        user_id=user,
+        nonce=NonceClaim(nonce=str(uuid.uuid4()), ttl_ms=330_000),
+        limits=LIMITS,
+    )
+    admission, snapshot = await store.admit_and_load(request)
+    assert not admission.refused
+    if not snapshot.cached:
+        await store.cache_record(user, None, 3_600_000)
+    issued = new_session(user, now=clock.now)
+    await store.store_session(issued, 0, event(user), 60_000)
+
+
+async def _flush(store: MemoryStore) -> None:
+    entries = await store.read_batch("flusher", 1000, 30_000)
+    await store.write_events([e.event for e in entries])
+    await store.acknowledge(entries)
+
+
+def _held(store: MemoryStore) -> dict[str, int]:
+    """Everything the store holds that could grow with traffic."""
+    return {
+        "entries": len(store._kv),
+        "expiry heap": len(store._expiries),
+        "audit log": len(store._audit_log),
+        "audit stream": len(store._stream),
+    }
+
+
+async def test_memory_stays_bounded_over_a_hundred_thousand_initiates() -> None:
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    held: dict[int, dict[str, int]] = {}
+    for i in range(1, INITIATES + 1):
+        clock.now += 1 / RATE
+        await _initiate(store, clock, i)
+        if i % 500 == 0:
+            await _flush(store)
+        if i in (INITIATES // 2, INITIATES):
+            held[i] = _held(store)
+    half, full = held[INITIATES // 2], held[INITIATES]
+    for name, count in full.items():
+        assert count <= 1.1 * half[name] + 10, f"{name} grows: {half[name]} -> {count}"
+    steady_sessions = RATE * (300 + 60)
+    assert full["entries"] < 2 * steady_sessions  # sessions, nonces, limiter windows, caches
+    assert full["audit log"] <= 10_000
