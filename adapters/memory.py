@@ -311,7 +311,11 @@ class MemoryStore:
             self._keep_session(out.session)
             self._delete(f"lock:{user_id}")
             info = TokenInfo(
-                user_id=user_id, session_id=session_id, expires_at_ms=out.token_expires_at_ms
+                user_id=user_id,
+                session_id=session_id,
+                expires_at_ms=out.token_expires_at_ms,
+                issued_at_ms=out.receipt.issued_at_ms,
+                factors_proven=out.factors_proven,
             )
             self._set(f"tok:{out.token_digest.hex()}", info, out.token_expires_at_ms)
             index: set[str] = self._get(f"tokidx:{user_id}") or set()
@@ -335,6 +339,12 @@ class MemoryStore:
         self._delete(f"tok:{token.digest.hex()}")
         self._append(audit)
         return True
+
+    async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
+        revoked = sum(self._delete(f"tok:{d}") for d in self._get(f"tokidx:{user_id}") or ())
+        self._delete(f"tokidx:{user_id}")
+        self._append(audit)
+        return revoked
 
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
         for digest in self._get(f"tokidx:{user_id}") or ():

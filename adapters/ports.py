@@ -114,11 +114,14 @@ ConcludeOutcome = VerificationSucceeded | VerificationFailed | SessionClosed
 
 @dataclass(frozen=True, kw_only=True)
 class TokenInfo:
-    """A live auth token: whose, for which session, until when."""
+    """A live auth token: whose, for which session, until when, and what it proved (when it
+    was issued and how many factors its verification challenged)."""
 
     user_id: str
     session_id: str
     expires_at_ms: int
+    issued_at_ms: int
+    factors_proven: int
 
 
 class SessionPort(Protocol):
@@ -206,6 +209,11 @@ class SessionPort(Protocol):
 
     async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
         """Delete a token; ``False`` if it was not live. Appends ``audit`` when it was."""
+        ...
+
+    async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
+        """Revoke every live token of a user (their enrollment changed: no token may outlive
+        the factors it proved) and append ``audit``. Returns how many were live."""
         ...
 
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:

@@ -90,6 +90,7 @@ _SCRIPTS = (
     "forget_user",
     "admit_and_reserve",
     "release",
+    "revoke_user",
 )
 #: Readiness writes this key (in every slot group a request may write) with a short TTL.
 HEALTH_KEY_TTL_MS = 10_000
@@ -660,7 +661,7 @@ class RedisStore:
                     [
                         attempt,
                         "1" if key_unwrapped else "0",
-                        f"{session_id}:{expires_at_ms}",
+                        f"{session_id}:{expires_at_ms}:{epoch_ms(now)}",
                         expires_at_ms,
                         digest.hex(),
                         AuditAction.VERIFICATION_SUCCEEDED.value,
@@ -691,8 +692,14 @@ class RedisStore:
         value = await self._client.get(self.keys.token(token.user_id, token.digest))
         if not value:
             return None
-        session_id, expires = _bytes(value).decode().rsplit(":", 1)
-        return TokenInfo(user_id=token.user_id, session_id=session_id, expires_at_ms=int(expires))
+        session_id, expires, issued, factors = _bytes(value).decode().rsplit(":", 3)
+        return TokenInfo(
+            user_id=token.user_id,
+            session_id=session_id,
+            expires_at_ms=int(expires),
+            issued_at_ms=int(issued),
+            factors_proven=int(factors),
+        )
 
     @_redis_call
     async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
@@ -710,6 +717,19 @@ class RedisStore:
             ]
         )
         return bool(revoked)
+
+    @_redis_call
+    async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
+        (revoked,) = await self._run(
+            [
+                (
+                    "revoke_user",
+                    [self.keys.user(user_id, "tokidx"), self.keys.stream_of(user_id)],
+                    [self.keys.token(user_id, b""), *_pairs(audit)],
+                )
+            ]
+        )
+        return int(revoked)
 
     @_redis_call
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:

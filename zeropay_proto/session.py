@@ -89,6 +89,13 @@ DEFAULT_LOCKOUT_DURATIONS_SECONDS: tuple[int, ...] = (15 * 60, 60 * 60, 4 * 60 *
 #: A lockout state untouched for a day is forgotten, escalation included.
 DEFAULT_LOCKOUT_MEMORY_SECONDS = 24 * 60 * 60
 
+#: Changing or deleting an enrollment needs a token whose verification challenged at least
+#: this many factors (the full-strength challenge, SPEC section 4) ...
+DEFAULT_STEP_UP_FACTORS = 3
+#: ... issued within this many seconds (NIST SP 800-63B section 4.2.3: reauthenticate before
+#: a sensitive change; a low-risk 2-factor token proves less than the factors it replaces).
+DEFAULT_STEP_UP_SECONDS = 5 * 60
+
 _ZERO_DIGEST = bytes(DIGEST_BYTES)
 _DUMMY_PEPPER = b"zeropay/decoy-comparison"
 
@@ -104,6 +111,8 @@ class Policy:
     lockout_durations_seconds: tuple[int, ...] = DEFAULT_LOCKOUT_DURATIONS_SECONDS
     lockout_memory_seconds: int = DEFAULT_LOCKOUT_MEMORY_SECONDS
     token_ttl_seconds: int = DEFAULT_AUTH_TOKEN_TTL_SECONDS
+    step_up_factors: int = DEFAULT_STEP_UP_FACTORS
+    step_up_seconds: int = DEFAULT_STEP_UP_SECONDS
 
     def __post_init__(self) -> None:
         positive = (
@@ -113,6 +122,8 @@ class Policy:
             self.lockout_threshold,
             self.lockout_memory_seconds,
             self.token_ttl_seconds,
+            self.step_up_factors,
+            self.step_up_seconds,
         )
         if min(positive) < 1 or not self.lockout_durations_seconds:
             raise LocalProtocolError("policy numbers must be positive")
@@ -304,6 +315,11 @@ class VerificationSucceeded:
     token_digest: bytes
     token_expires_at_ms: int
     receipt: Receipt
+
+    @property
+    def factors_proven(self) -> int:
+        """How many factors the token's verification challenged (its strength)."""
+        return len(self.session.challenged)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -522,6 +538,16 @@ def conclude_attempt(
     failed = replace(stored, state=transition(stored.state, event))
     remaining = 0 if failed.state is SessionState.FAILED else failed.attempts_remaining
     return VerificationFailed(session=failed, attempts_remaining=remaining)
+
+
+def authorizes_enrollment_change(
+    *, factors_proven: int, issued_at_ms: int, now: float, policy: Policy = DEFAULT_POLICY
+) -> bool:
+    """Whether a token may replace or delete its user's enrollment: its verification
+    challenged at least :attr:`Policy.step_up_factors` factors and was issued within
+    :attr:`Policy.step_up_seconds`. A token never proves more than the factors it verified."""
+    age_ms = epoch_ms(now) - issued_at_ms
+    return factors_proven >= policy.step_up_factors and age_ms <= 1000 * policy.step_up_seconds
 
 
 def describe_session(session: Session, *, now: float) -> SessionStatus:

@@ -36,6 +36,7 @@ from zeropay_proto import (
     SessionClosed,
     VerificationFailed,
     VerificationSucceeded,
+    authorizes_enrollment_change,
     check_replay_headers,
     compare_factors,
     describe_session,
@@ -219,6 +220,24 @@ class Service:
         request_ = self.admission_request(user_id, state_changing=state_changing)
         return self.checked(await self.rt.state.admit(request_))
 
+    async def step_up_for(self, user_id: str) -> None:
+        """A bearer token of this user strong and fresh enough to change the enrollment."""
+        _, info = await self.bearer_for(user_id)
+        if not authorizes_enrollment_change(
+            factors_proven=info.factors_proven,
+            issued_at_ms=info.issued_at_ms,
+            now=self.now(),
+            policy=self.rt.policy,
+        ):
+            raise ApiError(
+                403,
+                "STEP_UP_REQUIRED",
+                f"changing an enrollment needs a token from a verification of at least "
+                f"{self.rt.policy.step_up_factors} factors in the last "
+                f"{self.rt.policy.step_up_seconds // 60} minutes",
+                field="Authorization",
+            )
+
     async def bearer_for(self, user_id: str | None = None) -> Any:
         token = parse_bearer(request.headers.get("Authorization"))
         info = await self.rt.state.token_info(token)
@@ -274,7 +293,7 @@ class Service:
     async def update_enrollment(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         enrollment = parse_enrollment(await self.body())
         user_id = enrollment.user_id
-        await self.bearer_for(user_id)
+        await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
         stored = await self._plan_and_wrap(enrollment)
         if not await self.rt.durable.replace_enrollment(stored):
@@ -282,10 +301,12 @@ class Service:
         await self.rt.state.cache_record(
             user_id, stored.sealed_record, 1000 * self.rt.settings.record_cache_ttl
         )
-        await self.rt.state.append(
+        # No token outlives the factors it proved: every token of the user goes.
+        await self.rt.state.revoke_user_tokens(
+            user_id,
             self.event(
                 AuditAction.ENROLLMENT_UPDATED, user_id, factor_count=len(enrollment.factors)
-            )
+            ),
         )
         return (
             200,
@@ -295,7 +316,7 @@ class Service:
 
     async def delete_enrollment(self, raw_user: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         user_id = parse_user_id(raw_user, field="uuid")
-        await self.bearer_for(user_id)
+        await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
         if not await self.rt.durable.delete_enrollment(user_id):
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")

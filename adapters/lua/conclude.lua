@@ -2,7 +2,9 @@
 -- session as stored now: only a pending session changes (compare-and-set), so a session
 -- verifies at most once.
 -- KEYS[1] session, KEYS[2] lockout, KEYS[3] token, KEYS[4] user's token index, KEYS[5] stream.
--- ARGV: attempt, unwrapped ('1'/'0'), token value, token expiry (ms), token digest (hex),
+-- ARGV: attempt, unwrapped ('1'/'0'), token value 'session:expires_ms:issued_ms' (the script
+--       appends ':' and the number of factors the session challenged: what the token proves),
+--       token expiry (ms), token digest (hex),
 --       success action, failure action, then event pairs beginning 'action', <placeholder>.
 -- Returns {code, blob as read}: -1 no session, -2 attempt never reserved, 0 closed, 1 applied.
 local blob = redis.call('GET', KEYS[1])
@@ -14,7 +16,7 @@ if state ~= 0 then return {0, blob} end
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[1], with_state(blob, 1, used), 'KEEPTTL')
   redis.call('DEL', KEYS[2])
-  redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
+  redis.call('SET', KEYS[3], ARGV[3] .. ':' .. string.byte(blob, 14), 'PXAT', ARGV[4])
   redis.call('SADD', KEYS[4], ARGV[5])
   local expiry = redis.call('PEXPIRETIME', KEYS[4])
   redis.call('PEXPIREAT', KEYS[4], math.max(expiry, tonumber(ARGV[4])))

@@ -428,6 +428,9 @@ async def test_revoke_and_forget_remove_tokens(state_backend: dict[str, Any]) ->
             )
             assert isinstance(done, VerificationSucceeded)
             tokens.append(parse_bearer(f"Bearer {done.auth_token}"))
+        info = await store.token_info(tokens[0])
+        assert info is not None
+        assert (info.issued_at_ms, info.factors_proven) == (int(now * 1000), 3)  # what it proved
         assert await store.revoke_token(tokens[0], event(user, AuditAction.TOKEN_REVOKED))
         assert not await store.revoke_token(tokens[0], event(user, AuditAction.TOKEN_REVOKED))
         assert await store.token_info(tokens[0]) is None
@@ -437,6 +440,41 @@ async def test_revoke_and_forget_remove_tokens(state_backend: dict[str, Any]) ->
         assert await store.token_info(tokens[1]) is None
         snapshot = await store.load_for_initiate(user)
         assert (snapshot.cached, snapshot.window) == (False, None)
+
+
+@state
+async def test_an_enrollment_change_revokes_every_token_of_its_user(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user, other = new_user(), new_user()
+        now = time.time()
+        tokens = {}
+        for who in (user, user, other):
+            issued = new_session(who, now=now)
+            sid = issued.session.session_id
+            await store.store_session(issued, 0, event(who), 60_000)
+            await store.reserve_attempt(sid, who, now, DEFAULT_POLICY, event(who))
+            done = await store.conclude_attempt(
+                sid,
+                who,
+                attempt=1,
+                key_unwrapped=True,
+                now=now,
+                token_entropy=secrets.token_bytes(32),
+                policy=DEFAULT_POLICY,
+                audit=event(who),
+            )
+            assert isinstance(done, VerificationSucceeded)
+            tokens[done.auth_token] = who
+        updated = event(user, AuditAction.ENROLLMENT_UPDATED)
+        assert await store.revoke_user_tokens(user, updated) == 2
+        for token, who in tokens.items():
+            live = await store.token_info(parse_bearer(f"Bearer {token}")) is not None
+            assert live is (who == other)
+        assert await store.revoke_user_tokens(user, updated) == 0
+        actions = [e.event.action for e in await store.read_batch("c", 100, 60_000)]
+        assert actions.count(AuditAction.ENROLLMENT_UPDATED) == 2
 
 
 @state

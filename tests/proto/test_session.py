@@ -35,6 +35,7 @@ from zeropay_proto import (
     SessionState,
     VerificationFailed,
     VerificationSucceeded,
+    authorizes_enrollment_change,
     compare_factors,
     conclude_attempt,
     derive_and_unwrap,
@@ -542,3 +543,23 @@ def test_nothing_is_given_back_after_a_success_or_a_lapsed_lock() -> None:
     assert lapsed.lockout == locked.current(int((T0 + 1) * 1000))
     assert lapsed.lockout.failures == 0
     assert lapsed.lockout.level == 1
+
+
+def test_only_a_strong_fresh_token_authorizes_an_enrollment_change() -> None:
+    issued = int(T0 * 1000)
+    assert authorizes_enrollment_change(factors_proven=3, issued_at_ms=issued, now=T0 + 300)
+    assert not authorizes_enrollment_change(factors_proven=2, issued_at_ms=issued, now=T0)
+    assert not authorizes_enrollment_change(factors_proven=3, issued_at_ms=issued, now=T0 + 301)
+    strict = Policy(step_up_factors=4, step_up_seconds=60)
+    assert not authorizes_enrollment_change(
+        factors_proven=3, issued_at_ms=issued, now=T0, policy=strict
+    )
+
+
+def test_a_success_says_how_many_factors_it_proved() -> None:
+    step = reserved(issue().session)
+    done = conclude_attempt(
+        step.session, attempt=1, key_unwrapped=True, now=T0, token_entropy=TOKEN
+    )
+    assert isinstance(done, VerificationSucceeded)
+    assert done.factors_proven == len(step.session.challenged)

@@ -339,6 +339,33 @@ async def test_update_needs_that_users_token_and_replaces_the_factors() -> None:
             user, started.body["session_id"], answers(started.body["required_factors"], "new")
         )
         assert done.status == 200
+        old_token = await h.call(
+            "GET", "/v1/session/validate", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert old_token.status == 401  # the update revoked every token of the user
+
+
+async def test_a_weak_token_cannot_change_or_delete_the_enrollment() -> None:
+    """A 2-factor low-risk verification proves less than the factors it would replace."""
+    async with running_app() as h:
+        user = new_user()
+        await h.enroll(user)
+        started = await h.initiate(user, transaction_amount=5, risk_level="LOW")
+        assert len(started.body["required_factors"]) == 2
+        done = await h.verify(
+            user, started.body["session_id"], answers(started.body["required_factors"])
+        )
+        weak = {"Authorization": f"Bearer {done.body['auth_token']}"}
+        body = {"user_uuid": user, "factors": answers(["PIN", "NFC", "FACE"]), "device_id": "d"}
+        update = await h.call("PUT", "/v1/enrollment/update", body, headers=weak)
+        delete = await h.call("DELETE", f"/v1/enrollment/delete/{user}", headers=weak)
+        for refused in (update, delete):
+            assert (refused.status, refused.body["code"]) == (403, "STEP_UP_REQUIRED")
+        strong, _ = await h.verified_token(user)
+        deleted = await h.call(
+            "DELETE", f"/v1/enrollment/delete/{user}", headers={"Authorization": f"Bearer {strong}"}
+        )
+        assert deleted.status == 200
 
 
 async def test_delete_needs_a_token_and_makes_the_user_unknown() -> None:
