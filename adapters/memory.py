@@ -216,6 +216,9 @@ class MemoryStore:
     async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
         self._set(f"rec:{user_id}", (sealed_record,), self._now_ms() + ttl_ms)
 
+    async def uncache_record(self, user_id: str) -> None:
+        self._delete(f"rec:{user_id}")
+
     async def store_session(
         self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
     ) -> None:

@@ -139,6 +139,10 @@ class SessionPort(Protocol):
         """Cache the sealed record (``None`` caches "not enrolled") for ``ttl_ms``."""
         ...
 
+    async def uncache_record(self, user_id: str) -> None:
+        """Drop the cached record (or cached "not enrolled") of a user."""
+        ...
+
     async def store_session(
         self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
     ) -> None:

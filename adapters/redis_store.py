@@ -499,6 +499,10 @@ class RedisStore:
         await self._client.set(self.keys.user(user_id, "rec"), value, px=ttl_ms)
 
     @_redis_call
+    async def uncache_record(self, user_id: str) -> None:
+        await self._client.delete(self.keys.user(user_id, "rec"))
+
+    @_redis_call
     async def store_session(
         self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
     ) -> None:

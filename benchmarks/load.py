@@ -59,12 +59,16 @@ class Connection:
         try:
             self.writer.write(headers.encode() + (body or b""))
             status_line = await self.reader.readline()
-            length = 0
+            length, closing = 0, False
             while (line := await self.reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
+                elif name.strip().lower() == b"connection":
+                    closing = value.strip().lower() == b"close"
             payload = await self.reader.readexactly(length) if length else b""
+            if closing:  # the server ends the connection (every 1,000 requests, or shutdown)
+                self.close()
             return int(status_line.split()[1]), payload
         except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
             self.close()

@@ -16,6 +16,7 @@ from .challenge import (
     ChallengeWindow,
     RiskLevel,
     challenge_size,
+    decoy_enrollment,
     draw_factors,
     select_window,
 )
@@ -149,6 +150,7 @@ __all__ = [
     "decide_nonce",
     "decide_sliding_window",
     "decide_token_bucket",
+    "decoy_enrollment",
     "derive_and_unwrap",
     "derive_and_wrap",
     "describe_session",

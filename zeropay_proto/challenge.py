@@ -10,9 +10,12 @@ Two rules (SPEC section 4):
   takes the first two, so lowering the risk level does not reveal a new factor either.
 
 Windows are aligned to multiples of the window length since the epoch. A user who is not
-enrolled gets a decoy challenge drawn from a keyed hash of (user, window index): stable within a
-window and changing at the same instants as a real user's, so the decoy cannot be told apart by
-re-initiating.
+enrolled gets a decoy that behaves like an enrolled user: a stable *pseudo-enrollment*
+(:func:`decoy_enrollment`, a keyed hash of the user id picks a plausible set size and plausible
+factors), and windows drawn from it exactly as from a real enrollment, with entropy from a keyed
+hash of (user, window index). Across windows a decoy's challenges therefore overlap as a real
+user's do (they come from the same few factors), and within a window they are stable, so
+re-initiating tells nothing apart.
 
 Randomness is an input. :class:`_EntropyStream` expands the driver's CSPRNG bytes with SHA-256
 in counter mode and draws indices by rejection sampling, so a choice among ``n`` is exactly
@@ -24,12 +27,15 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from ._errors import LocalProtocolError
 from .factors import CATALOGUE, Factor
+
+T = TypeVar("T")
 
 #: Below this amount a LOW-risk payment needs only two factors (SPEC section 4).
 LOW_RISK_AMOUNT_LIMIT = Decimal(30)
@@ -128,6 +134,78 @@ class ChallengeWindow:
     def is_current(self, now: float) -> bool:
         """Whether ``now`` falls inside this window."""
         return window_index(now, self.window_seconds) == self.index
+
+
+#: How many factors users enroll, as relative weights for sizes 3 to 15: most enroll a few,
+#: some many. This shapes decoys (:func:`decoy_enrollment`); a deployment with measured
+#: figures of its own passes them instead.
+DEFAULT_DECOY_SIZE_WEIGHTS: tuple[tuple[int, int], ...] = (
+    (3, 30),
+    (4, 24),
+    (5, 18),
+    (6, 10),
+    (7, 6),
+    (8, 4),
+    (9, 2),
+    (10, 2),
+    (11, 1),
+    (12, 1),
+    (13, 1),
+    (14, 1),
+    (15, 1),
+)
+#: How often each factor is enrolled, as relative weights: the memorable knowledge factors and
+#: the phone's biometrics most, special hardware (stylus, balance board, NFC) least.
+DEFAULT_DECOY_FACTOR_WEIGHTS: tuple[tuple[Factor, int], ...] = (
+    (Factor.PIN, 12),
+    (Factor.COLOUR, 9),
+    (Factor.EMOJI, 9),
+    (Factor.WORDS, 8),
+    (Factor.PATTERN_MICRO, 5),
+    (Factor.PATTERN_NORMAL, 6),
+    (Factor.MOUSE_DRAW, 3),
+    (Factor.STYLUS_DRAW, 2),
+    (Factor.VOICE, 3),
+    (Factor.IMAGE_TAP, 4),
+    (Factor.BALANCE, 2),
+    (Factor.RHYTHM_TAP, 3),
+    (Factor.NFC, 3),
+    (Factor.FINGERPRINT, 8),
+    (Factor.FACE, 7),
+)
+
+
+def _weighted(stream: _EntropyStream, weights: Sequence[tuple[T, int]]) -> int:
+    """Index of a choice drawn with probability proportional to its weight."""
+    point = stream.below(sum(weight for _, weight in weights))
+    for i, (_, weight) in enumerate(weights[:-1]):
+        if point < weight:
+            return i
+        point -= weight
+    return len(weights) - 1
+
+
+def decoy_enrollment(
+    decoy_key: bytes,
+    user_id: str,
+    *,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_DECOY_SIZE_WEIGHTS,
+    factors: Sequence[tuple[Factor, int]] = DEFAULT_DECOY_FACTOR_WEIGHTS,
+) -> frozenset[Factor]:
+    """The factors an unknown user "has enrolled": stable for the user, unpredictable without
+    the server's key, with set sizes drawn by ``sizes`` and factors by ``factors`` (weighted,
+    without replacement), so that decoys look like the population of real enrollments."""
+    if not sizes or any(w < 1 for _, w in (*sizes, *factors)):
+        raise LocalProtocolError("decoy weights must be positive")
+    if not 1 <= min(n for n, _ in sizes) <= max(n for n, _ in sizes) <= len(factors):
+        raise LocalProtocolError("decoy sizes must fit the factors that can be drawn")
+    seed = hmac.new(
+        decoy_key, b"zeropay/decoy-enrollment/v1\x00" + user_id.encode(), hashlib.sha256
+    ).digest()
+    stream = _EntropyStream(seed)
+    size = sizes[_weighted(stream, sizes)][0]
+    remaining = list(factors)
+    return frozenset(remaining.pop(_weighted(stream, remaining))[0] for _ in range(size))
 
 
 def decoy_entropy(decoy_key: bytes, user_id: str, index: int) -> bytes:

@@ -37,8 +37,10 @@ failure it counted is removed, a lock it engaged is lifted (one escalation level
 the session gets the attempt back if no later attempt was reserved meanwhile. Nothing that
 was compared is ever given back, so the 5-failure bound holds for evaluated attempts.
 
-An unknown user gets a *decoy* session: same challenge shape, same reservations against the
-same lockout counter, same failure output. It can never succeed, and nothing a client sees
+An unknown user gets a *decoy* session: challenges drawn, window by window, from a stable
+pseudo-enrollment (:func:`~zeropay_proto.challenge.decoy_enrollment`), so they overlap across
+windows as a real user's do; the same reservations against the same lockout counter, the same
+comparison work, the same failure output. It can never succeed, and nothing a client sees
 tells it apart. No output names the factor that was wrong.
 
 Session states move only along :data:`TRANSITIONS`; a pair missing from it is a
@@ -61,13 +63,13 @@ from .challenge import (
     ChallengeWindow,
     RiskLevel,
     challenge_size,
+    decoy_enrollment,
     decoy_entropy,
-    draw_factors,
     select_window,
     window_index,
 )
 from .crypto import EnrollmentRecord, compute_verifier, verifiers_equal
-from .factors import CATALOGUE, DIGEST_BYTES, Factor
+from .factors import DIGEST_BYTES, Factor
 from .receipt import (
     AUTH_TOKEN_BYTES,
     DEFAULT_AUTH_TOKEN_TTL_SECONDS,
@@ -364,19 +366,21 @@ def open_session(
     """
     size = challenge_size(binding.amount, risk)
     expires_at_ms = epoch_ms(now) + 1000 * policy.session_ttl_seconds
+    decoy = enrolled is None
     if enrolled is None:
+        # A decoy: the user's stable pseudo-enrollment, and a draw keyed by the window, so
+        # it is stable within a window even if the stored window is lost.
+        enrolled = decoy_enrollment(decoy_key, user_id)
         index = window_index(now, policy.challenge_window_seconds)
-        drawn = draw_factors(CATALOGUE, size, decoy_entropy(decoy_key, user_id, index))
-        chosen, stored, opened, decoy = drawn, None, False, True
-    else:
-        stored, opened = select_window(
-            current=window,
-            enrolled=enrolled,
-            now=now,
-            entropy=entropy,
-            window_seconds=policy.challenge_window_seconds,
-        )
-        chosen, decoy = stored.factors[:size], False
+        entropy = decoy_entropy(decoy_key, user_id, index)
+    stored, opened = select_window(
+        current=window,
+        enrolled=enrolled,
+        now=now,
+        entropy=entropy,
+        window_seconds=policy.challenge_window_seconds,
+    )
+    chosen = stored.factors[:size]
     session = Session(
         session_id=session_id,
         user_id=user_id,

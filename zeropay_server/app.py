@@ -54,11 +54,12 @@ from zeropay_proto import (
     plan_enrollment,
 )
 from zeropay_proto.audit import AuditAction, AuditEvent, anonymise_client, new_event_id
+from zeropay_proto.crypto import EnrollmentRecord
 from zeropay_proto.identifiers import SESSION_ENTROPY_BYTES
 
 from .openapi import openapi_document
 from .psp import PSP_DEADLINE_SECONDS, PspCheckout, PspError
-from .runtime import SESSION_GRACE_MS, Runtime
+from .runtime import DECOY_RECORD_USER, SESSION_GRACE_MS, Runtime
 
 log = logging.getLogger("zeropay.http")
 
@@ -273,9 +274,9 @@ class Service:
         stored = await self._plan_and_wrap(enrollment)
         if not await self.rt.durable.insert_enrollment(stored):
             raise ApiError(409, "ALREADY_ENROLLED", "this user is already enrolled")
-        await self.rt.state.cache_record(
-            user_id, stored.sealed_record, 1000 * self.rt.settings.record_cache_ttl
-        )
+        # Overwrite a cached "not enrolled" (no pre-filled record: a new user's first initiate
+        # reads PostgreSQL as an unknown user's does, so its timing tells nothing apart).
+        await self.rt.state.uncache_record(user_id)
         await self.rt.state.append(
             self.event(AuditAction.ENROLLED, user_id, factor_count=len(enrollment.factors))
         )
@@ -382,14 +383,11 @@ class Service:
             await self.rt.state.cache_record(
                 req.user_id, sealed, 1000 * self.rt.settings.record_cache_ttl
             )
-        enrolled = None
-        if sealed is not None:
-            keyring = self.rt.settings.secrets.keyring
-            enrolled = open_record(keyring, user_id=req.user_id, envelope=sealed).factors
+        record = self._open_record(req.user_id, sealed)
         issued = open_session(
             session_id=make_session_id(req.user_id, self.rt.entropy(SESSION_ENTROPY_BYTES)),
             user_id=req.user_id,
-            enrolled=enrolled,
+            enrolled=None if record is None else record.factors,
             window=snapshot.window,
             binding=req.binding,
             risk=req.risk,
@@ -473,10 +471,7 @@ class Service:
         except DependencyUnavailable:
             await self._give_back(req.session_id, req.user_id, reserved.attempt, now)
             raise
-        record = None
-        if stored is not None:
-            keyring = self.rt.settings.secrets.keyring
-            record = open_record(keyring, user_id=req.user_id, envelope=stored.sealed_record)
+        record = self._open_record(req.user_id, None if stored is None else stored.sealed_record)
         compared = compare_factors(
             reserved, record=record, presented=req.factors, pepper=self.rt.settings.secrets.pepper
         )
@@ -514,6 +509,16 @@ class Service:
         if isinstance(outcome, VerificationFailed):
             return self._failed(outcome.attempts_remaining, headers)
         return self._failed(0, headers)
+
+    def _open_record(self, user_id: str, sealed: bytes | None) -> EnrollmentRecord | None:
+        """The user's record, or ``None`` for an unknown user, who costs the same: the
+        runtime's decoy record is opened instead, so the AES-GCM work does not tell an
+        enrolled user from an unknown one."""
+        keyring = self.rt.settings.secrets.keyring
+        if sealed is None:
+            open_record(keyring, user_id=DECOY_RECORD_USER, envelope=self.rt.decoy_record)
+            return None
+        return open_record(keyring, user_id=user_id, envelope=sealed)
 
     async def _give_back(self, session_id: str, user_id: str, attempt: int, now: float) -> None:
         """An outage is never a failed attempt: nothing was compared yet, so the reservation

@@ -27,7 +27,8 @@ from adapters.ports import Limits
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
-from zeropay_proto import Policy
+from zeropay_proto import Factor, Policy
+from zeropay_proto.crypto import NONCE_BYTES, EnrollmentRecord, seal_record
 
 from .config import ConfigError, Settings
 from .crypto import CryptoPool, ReceiptSigner, RunSync
@@ -35,6 +36,11 @@ from .observability import Metrics
 from .psp import PspProvider, SandboxProvider
 
 log = logging.getLogger("zeropay.runtime")
+
+#: The user id the decoy record is sealed for (no real user has the nil UUID), and the factors
+#: it holds: a typical enrollment's size, so opening it costs what opening a real one does.
+DECOY_RECORD_USER = "00000000-0000-0000-0000-000000000000"
+_DECOY_RECORD_FACTORS = (Factor.PIN, Factor.COLOUR, Factor.EMOJI, Factor.WORDS, Factor.FACE)
 
 #: Sessions stay readable this long after they expire, so status can say "expired".
 SESSION_GRACE_MS = 60_000
@@ -57,6 +63,8 @@ class Runtime:
     policy: Policy
     limits: Limits
     decoy_key: bytes
+    #: A sealed record opened in place of an unknown user's (see DECOY_RECORD_USER).
+    decoy_record: bytes
     clock: Callable[[], float]
     entropy: Callable[[int], bytes]
     redis: RedisStore | None = None
@@ -184,6 +192,15 @@ async def open_runtime(
                 window_ms=60_000,
             ),
             decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
+            decoy_record=seal_record(
+                keys.keyring,
+                EnrollmentRecord(
+                    user_id=DECOY_RECORD_USER,
+                    verifiers={f: entropy(32) for f in _DECOY_RECORD_FACTORS},
+                    enrolled_at=0,
+                ),
+                nonce=entropy(NONCE_BYTES),
+            ),
             clock=clock,
             entropy=entropy,
             redis=redis,

@@ -225,6 +225,9 @@ async def test_record_cache_distinguishes_absent_from_uncached(
         assert (got.cached, got.sealed_record) == (True, b"sealed")
         absent = await store.load_for_initiate(unknown)
         assert (absent.cached, absent.sealed_record) == (True, None)
+        await store.uncache_record(unknown)  # the user enrolled: the marker must go
+        gone = await store.load_for_initiate(unknown)
+        assert (gone.cached, gone.sealed_record) == (False, None)
 
 
 @state

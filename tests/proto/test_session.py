@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from tests.helpers import (
+    DECOY_KEY,
     ENROLLED,
     OTHER_USER,
     PEPPER,
@@ -38,6 +39,7 @@ from zeropay_proto import (
     authorizes_enrollment_change,
     compare_factors,
     conclude_attempt,
+    decoy_enrollment,
     derive_and_unwrap,
     describe_session,
     encode_token,
@@ -142,10 +144,11 @@ def test_sessions_in_one_window_reuse_the_stored_draw() -> None:
 
 def test_unknown_user_gets_a_decoy_that_is_stable_within_the_window() -> None:
     a = issue(enrolled=None, label="a")
-    b = issue(enrolled=None, label="b", now=T0 + 30)
+    b = issue(enrolled=None, label="b", now=T0 + 30)  # even without the stored window
     assert a.session.decoy
-    assert a.window is None
-    assert not a.window_opened
+    assert a.window_opened  # stored like a real user's window: the same storage work
+    assert a.window is not None
+    assert set(a.window.factors) <= decoy_enrollment(DECOY_KEY, USER)
     assert a.session.challenged == b.session.challenged
     assert len(a.session.challenged) == 3
     later = issue(enrolled=None, now=T0 + 15 * 60)
