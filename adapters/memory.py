@@ -34,6 +34,7 @@ from zeropay_proto import (
     RemoteProtocolError,
     RequestAdmitted,
     Session,
+    TokenBucketState,
     VerificationFailed,
     VerificationSucceeded,
     conclude_attempt,
@@ -46,12 +47,14 @@ from zeropay_proto import (
     reserve_attempt,
 )
 from zeropay_proto.audit import AuditAction, AuditEvent
+from zeropay_proto.merchants import MerchantCredential
 
 from .ports import (
     Admission,
     AdmissionRequest,
     ConcludeOutcome,
     InitiateSnapshot,
+    RecordCache,
     ReserveOutcome,
     StoredEnrollment,
     StreamEntry,
@@ -106,6 +109,7 @@ class MemoryStore:
         self._audit_log: dict[str, AuditEvent] = {}  # insertion-ordered: oldest first
         self._audit_events_kept = audit_events_kept
         self._enrollments: dict[str, StoredEnrollment] = {}
+        self._merchant_keys: dict[str, MerchantCredential] = {}
 
     # -------------------------------------------------------------- key/value with TTL
 
@@ -122,8 +126,13 @@ class MemoryStore:
         return entry.value
 
     def _set(self, key: str, value: Any, expires_at_ms: int | None) -> None:
+        previous = self._kv.get(key)
         self._kv[key] = _Entry(value, expires_at_ms)
-        if expires_at_ms is not None:
+        # Every entry with an expiry has a heap item at that expiry; one written again with
+        # the same expiry (a window re-stored, say) already has it.
+        if expires_at_ms is not None and (
+            previous is None or previous.expires_at_ms != expires_at_ms
+        ):
             heapq.heappush(self._expiries, (expires_at_ms, key))
         self._sweep(_SWEEP_PER_WRITE)
 
@@ -171,7 +180,24 @@ class MemoryStore:
                 limit=limits.per_ip,
                 window_ms=window,
             )
-        decisions = [d for d in (global_decision, ip_decision) if d is not None]
+        merchant = request.merchant_id
+        merchant_decision = merchant_locks = None
+        if merchant is not None and limits.per_merchant:
+            merchant_decision = decide_token_bucket(
+                self._get(f"rl:m:{merchant}"), now=now, limit=limits.per_merchant, window_ms=window
+            )
+        if merchant is not None and limits.merchant_locks:
+            merchant_locks = decide_fixed_window(
+                self._get(f"rl:ml:{merchant}"),
+                now=now,
+                limit=limits.merchant_locks,
+                window_ms=limits.lock_window_ms,
+            )
+        decisions = [
+            d
+            for d in (global_decision, ip_decision, merchant_decision, merchant_locks)
+            if d is not None
+        ]
         if all(isinstance(d, RequestAdmitted) for d in decisions):
             if global_decision is not None:
                 start = global_decision.state.window_start_ms
@@ -179,6 +205,10 @@ class MemoryStore:
             if ip_decision is not None:
                 start = ip_decision.state.window_start_ms
                 self._set(f"rl:ip:{request.client_ip}", ip_decision.state, start + 2 * window)
+            if merchant_decision is not None:
+                self._set_bucket(
+                    f"rl:m:{merchant}", merchant_decision.state, limits.per_merchant, window
+                )
         # The nonce (single-use across all users) and the per-user bucket decide independently.
         nonce: NonceAccepted | NonceReused | None = None
         if request.nonce is not None:
@@ -193,15 +223,26 @@ class MemoryStore:
             user_decision = decide_token_bucket(
                 self._get(key), now=now, limit=limits.per_user, window_ms=window
             )
-            state = user_decision.state
-            refill_ms = -((state.level - limits.per_user * window) // limits.per_user)
-            self._set(key, state, state.updated_ms + refill_ms + 1)
+            self._set_bucket(key, user_decision.state, limits.per_user, window)
         return Admission(
             global_decision=global_decision,
             ip_decision=ip_decision,
             user_decision=user_decision,
             nonce=nonce,
+            merchant_decision=merchant_decision,
+            merchant_locks=merchant_locks,
         )
+
+    def _set_bucket(self, key: str, state: TokenBucketState, limit: int, window: int) -> None:
+        """Keep a bucket until it would be full again anyway (as admit_user.lua does)."""
+        refill_ms = -((state.level - limit * window) // limit)
+        self._set(key, state, state.updated_ms + refill_ms + 1)
+
+    async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
+        key = f"rl:ml:{merchant_id}"
+        counted = decide_fixed_window(self._get(key), now=now, limit=2**31 - 1, window_ms=window_ms)
+        self._set(key, counted.state, counted.state.window_start_ms + window_ms)
+        return counted.state.count
 
     # -------------------------------------------------------------- SessionPort
 
@@ -220,9 +261,19 @@ class MemoryStore:
         self._delete(f"rec:{user_id}")
 
     async def store_session(
-        self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
+        self,
+        issued: ChallengeIssued,
+        now_ms: int,
+        audit: AuditEvent,
+        grace_ms: int,
+        *,
+        record_cache: RecordCache | None = None,
     ) -> None:
         session = issued.session
+        if record_cache is not None:
+            await self.cache_record(
+                session.user_id, record_cache.sealed_record, record_cache.ttl_ms
+            )
         self._set(f"sess:{session.session_id}", session, session.expires_at_ms + grace_ms)
         if issued.window_opened and issued.window is not None:
             window: ChallengeWindow = issued.window
@@ -443,3 +494,19 @@ class MemoryStore:
 
     async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
         return self._enrollments.get(user_id)
+
+    # -------------------------------------------------------------- MerchantPort
+
+    async def add_merchant_key(self, credential: MerchantCredential) -> None:
+        self._merchant_keys[credential.key_id] = credential
+
+    async def merchant_keys(self, *, include_revoked: bool = False) -> list[MerchantCredential]:
+        keys = sorted(self._merchant_keys.values(), key=lambda c: c.created_at_ms)
+        return [c for c in keys if include_revoked or c.revoked_at_ms is None]
+
+    async def revoke_merchant_key(self, key_id: str, now_ms: int) -> bool:
+        credential = self._merchant_keys.get(key_id)
+        if credential is None or credential.revoked_at_ms is not None:
+            return False
+        self._merchant_keys[key_id] = replace(credential, revoked_at_ms=now_ms)
+        return True

@@ -39,6 +39,7 @@ from zeropay_proto import (
     WrappedKey,
 )
 from zeropay_proto.audit import AuditEvent
+from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.ratelimit import FixedWindowState, SlidingWindowState, TokenBucketState
 
 # ------------------------------------------------------------------------------ admission
@@ -46,12 +47,20 @@ from zeropay_proto.ratelimit import FixedWindowState, SlidingWindowState, TokenB
 
 @dataclass(frozen=True, kw_only=True)
 class Limits:
-    """Per-window limits (``RATE_LIMIT_*``); a limit of 0 switches that limiter off."""
+    """Per-window limits (``RATE_LIMIT_*``); a limit of 0 switches that limiter off.
+
+    On merchant routes also: ``per_merchant`` requests per window, and ``merchant_locks``:
+    once a merchant's sessions locked that many accounts within ``lock_window_ms``, its new
+    sessions are refused until the window ends (the measure against targeted lockout).
+    """
 
     global_limit: int
     per_ip: int
     per_user: int
     window_ms: int
+    per_merchant: int = 0
+    merchant_locks: int = 0
+    lock_window_ms: int = 3_600_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +72,8 @@ class AdmissionRequest:
     user_id: str | None
     nonce: NonceClaim | None
     limits: Limits
+    #: The authenticated merchant on merchant routes (its limits apply), else ``None``.
+    merchant_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +84,10 @@ class Admission:
     ip_decision: RequestAdmitted[SlidingWindowState] | RateLimited[SlidingWindowState] | None
     user_decision: RequestAdmitted[TokenBucketState] | RateLimited[TokenBucketState] | None
     nonce: NonceAccepted | NonceReused | None
+    merchant_decision: RequestAdmitted[TokenBucketState] | RateLimited[TokenBucketState] | None = (
+        None
+    )
+    merchant_locks: RequestAdmitted[FixedWindowState] | RateLimited[FixedWindowState] | None = None
 
     @property
     def refused(self) -> bool:
@@ -80,11 +95,24 @@ class Admission:
         return self.rate_limited or isinstance(self.nonce, NonceReused)
 
     @property
+    def limiter_decisions(
+        self,
+    ) -> list[RequestAdmitted[Any] | RateLimited[Any]]:
+        """The request limiters that decided (the merchant lock cap is not one: it counts
+        locks, not requests)."""
+        decisions = (
+            self.global_decision,
+            self.ip_decision,
+            self.user_decision,
+            self.merchant_decision,
+        )
+        return [d for d in decisions if d is not None]
+
+    @property
     def rate_limited(self) -> bool:
         """Whether any limiter refused."""
-        return any(
-            isinstance(d, RateLimited)
-            for d in (self.global_decision, self.ip_decision, self.user_decision)
+        return isinstance(self.merchant_locks, RateLimited) or any(
+            isinstance(d, RateLimited) for d in self.limiter_decisions
         )
 
 
@@ -93,6 +121,11 @@ class AdmissionPort(Protocol):
 
     async def admit(self, request: AdmissionRequest) -> Admission:
         """Apply every limiter and claim the nonce, atomically per hash slot."""
+        ...
+
+    async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
+        """A session of this merchant locked an account: count it in the merchant's lock
+        window (which admission reads against ``Limits.merchant_locks``). Returns the count."""
         ...
 
 
@@ -106,6 +139,14 @@ class InitiateSnapshot:
     sealed_record: bytes | None
     cached: bool
     window: ChallengeWindow | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordCache:
+    """A record read from PostgreSQL on a cache miss, to cache (``None``: not enrolled)."""
+
+    sealed_record: bytes | None
+    ttl_ms: int
 
 
 ReserveOutcome = SessionClosed | AccountLocked | AttemptReserved
@@ -144,9 +185,16 @@ class SessionPort(Protocol):
         ...
 
     async def store_session(
-        self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
+        self,
+        issued: ChallengeIssued,
+        now_ms: int,
+        audit: AuditEvent,
+        grace_ms: int,
+        *,
+        record_cache: RecordCache | None = None,
     ) -> None:
-        """Store a new session (and its window when newly drawn) and append ``audit``.
+        """Store a new session (and its window when newly drawn), cache ``record_cache`` when
+        given (initiate read the record from PostgreSQL), and append ``audit``, atomically.
 
         The session is kept ``grace_ms`` past its expiry so that status can say "expired".
         """
@@ -326,4 +374,23 @@ class EnrollmentPort(Protocol):
 
     async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
         """The row for a GDPR export (may read a replica)."""
+        ...
+
+
+# ------------------------------------------------------------------------------ merchants
+
+
+class MerchantPort(Protocol):
+    """Merchant API keys (PostgreSQL ``merchant_keys``): hashes only, never keys."""
+
+    async def add_merchant_key(self, credential: MerchantCredential) -> None:
+        """Store a newly issued key."""
+        ...
+
+    async def merchant_keys(self, *, include_revoked: bool = False) -> list[MerchantCredential]:
+        """Every live key (and, asked, the revoked ones), oldest first."""
+        ...
+
+    async def revoke_merchant_key(self, key_id: str, now_ms: int) -> bool:
+        """Revoke a live key; ``False`` if there is no such live key."""
         ...

@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import io
 import json
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
@@ -31,6 +32,7 @@ import asyncpg
 
 from zeropay_proto import WrappedKey
 from zeropay_proto.audit import AuditAction, AuditEvent
+from zeropay_proto.merchants import MerchantCredential
 
 from .errors import DependencyUnavailable
 from .ports import StoredEnrollment
@@ -112,6 +114,32 @@ async def _create_pool(dsn: str, min_size: int, max_size: int, cache: int) -> as
         max_inactive_connection_lifetime=0,
         reset=_keep_session,
     )
+
+
+async def ensure_database(dsn: str) -> bool:
+    """Create the database ``dsn`` names if it does not exist (connecting to the server's
+    ``postgres`` database to do it); returns whether it was created. Through PgBouncer the
+    database must exist on the server already: PgBouncer only forwards to listed databases."""
+    try:
+        connection = await asyncpg.connect(dsn, statement_cache_size=0)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await connection.close()
+        return False
+    parsed = urllib.parse.urlsplit(dsn)
+    name = parsed.path.lstrip("/")
+    admin = await asyncpg.connect(
+        urllib.parse.urlunsplit(parsed._replace(path="/postgres")), statement_cache_size=0
+    )
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await admin.execute(f"CREATE DATABASE {quoted}")
+    except asyncpg.DuplicateDatabaseError:
+        return False  # another instance created it meanwhile
+    finally:
+        await admin.close()
+    return True
 
 
 class PostgresStore:
@@ -359,3 +387,44 @@ class PostgresStore:
             )
             for r in rows
         ]
+
+    # ---------------------------------------------------------------- MerchantPort
+
+    @_unavailable_as_dependency_error
+    async def add_merchant_key(self, credential: MerchantCredential) -> None:
+        await self._primary.execute(
+            "INSERT INTO merchant_keys (key_id, merchant_id, key_hash, created_at)"
+            " VALUES ($1, $2, $3, $4)",
+            credential.key_id,
+            credential.merchant_id,
+            credential.key_hash,
+            _at(credential.created_at_ms),
+        )
+
+    @_unavailable_as_dependency_error
+    async def merchant_keys(self, *, include_revoked: bool = False) -> list[MerchantCredential]:
+        rows = await self._primary.fetch(
+            "SELECT key_id, merchant_id, key_hash, created_at, revoked_at FROM merchant_keys"
+            " WHERE $1 OR revoked_at IS NULL ORDER BY created_at, key_id",
+            include_revoked,
+        )
+        return [
+            MerchantCredential(
+                merchant_id=r["merchant_id"],
+                key_id=r["key_id"],
+                key_hash=bytes(r["key_hash"]),
+                created_at_ms=_ms(r["created_at"]),
+                revoked_at_ms=None if r["revoked_at"] is None else _ms(r["revoked_at"]),
+            )
+            for r in rows
+        ]
+
+    @_unavailable_as_dependency_error
+    async def revoke_merchant_key(self, key_id: str, now_ms: int) -> bool:
+        row = await self._primary.fetchrow(
+            "UPDATE merchant_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL"
+            " RETURNING 1",
+            key_id,
+            _at(now_ms),
+        )
+        return row is not None

@@ -103,6 +103,12 @@ class KeySpace:
     def ip_limit(self, client_ip: str) -> str:
         return f"{{{self.prefix}:rl}}:ip:{client_ip}"
 
+    def merchant_limit(self, merchant_id: str) -> str:
+        return f"{{{self.prefix}:rl}}:m:{merchant_id}"
+
+    def merchant_locks(self, merchant_id: str) -> str:
+        return f"{{{self.prefix}:rl}}:ml:{merchant_id}"
+
     def all_prefixed(self) -> str:
         """A MATCH pattern for every key of this deployment (tests' clean-up only)."""
         return f"{{{self.prefix}:*"

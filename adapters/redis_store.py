@@ -63,6 +63,7 @@ from .ports import (
     AdmissionRequest,
     ConcludeOutcome,
     InitiateSnapshot,
+    RecordCache,
     ReserveOutcome,
     StreamEntry,
     TokenInfo,
@@ -91,6 +92,7 @@ _SCRIPTS = (
     "admit_and_reserve",
     "release",
     "revoke_user",
+    "count_lock",
 )
 #: Readiness writes this key (in every slot group a request may write) with a short TTL.
 HEALTH_KEY_TTL_MS = 10_000
@@ -144,6 +146,11 @@ def _bytes(value: object) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError("expected bytes from Redis")
     return value
+
+
+def _cached(sealed_record: bytes | None) -> bytes:
+    """The record cache's value: a marker byte, then the sealed record if enrolled."""
+    return b"\x00" if sealed_record is None else b"\x01" + sealed_record
 
 
 def _pairs(event: AuditEvent, *, action_first: bool = False) -> list[str]:
@@ -344,12 +351,28 @@ class RedisStore:
         limits = request.limits
         now_ms = epoch_ms(request.now)
         calls: list[Call] = []
-        if limits.global_limit or limits.per_ip:
+        merchant = request.merchant_id
+        per_merchant = limits.per_merchant if merchant is not None else 0
+        lock_cap = limits.merchant_locks if merchant is not None else 0
+        if limits.global_limit or limits.per_ip or per_merchant or lock_cap:
             calls.append(
                 (
                     "admit_rl",
-                    [self.keys.global_limit(), self.keys.ip_limit(request.client_ip)],
-                    [now_ms, limits.window_ms, limits.global_limit, limits.per_ip],
+                    [
+                        self.keys.global_limit(),
+                        self.keys.ip_limit(request.client_ip),
+                        self.keys.merchant_limit(merchant or "-"),
+                        self.keys.merchant_locks(merchant or "-"),
+                    ],
+                    [
+                        now_ms,
+                        limits.window_ms,
+                        limits.global_limit,
+                        limits.per_ip,
+                        per_merchant,
+                        lock_cap,
+                        limits.lock_window_ms,
+                    ],
                 )
             )
         per_user = limits.per_user if request.user_id is not None else 0
@@ -383,20 +406,29 @@ class RedisStore:
         """Decode the replies of ``admit_rl`` / ``admit_user`` calls."""
         limits = request.limits
         per_user = limits.per_user if request.user_id is not None else 0
-        g = ip = b = None
+        g = ip = b = m = ml = None
         nonce_decision: NonceAccepted | NonceReused | None = None
         for name, result in replies:
             if name == "admit_rl":
-                g_reply, ip_reply = result
+                g_reply, ip_reply, m_reply, ml_reply = result
                 g = _fixed(g_reply, limits.global_limit) if g_reply else None
                 ip = _sliding(ip_reply, limits.per_ip) if ip_reply else None
+                m = _bucket(m_reply, limits.per_merchant) if m_reply else None
+                ml = _fixed(ml_reply, limits.merchant_locks) if ml_reply else None
             else:
                 code, b_reply = result
                 if code >= 0:
                     nonce_decision = NonceAccepted() if code == 1 else NonceReused()
                 if b_reply:
                     b = _bucket(b_reply, per_user)
-        return Admission(global_decision=g, ip_decision=ip, user_decision=b, nonce=nonce_decision)
+        return Admission(
+            global_decision=g,
+            ip_decision=ip,
+            user_decision=b,
+            nonce=nonce_decision,
+            merchant_decision=m,
+            merchant_locks=ml,
+        )
 
     @_redis_call
     async def admit(self, request: AdmissionRequest) -> Admission:
@@ -495,8 +527,7 @@ class RedisStore:
 
     @_redis_call
     async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
-        value = b"\x00" if sealed_record is None else b"\x01" + sealed_record
-        await self._client.set(self.keys.user(user_id, "rec"), value, px=ttl_ms)
+        await self._client.set(self.keys.user(user_id, "rec"), _cached(sealed_record), px=ttl_ms)
 
     @_redis_call
     async def uncache_record(self, user_id: str) -> None:
@@ -504,7 +535,13 @@ class RedisStore:
 
     @_redis_call
     async def store_session(
-        self, issued: ChallengeIssued, now_ms: int, audit: AuditEvent, grace_ms: int
+        self,
+        issued: ChallengeIssued,
+        now_ms: int,
+        audit: AuditEvent,
+        grace_ms: int,
+        *,
+        record_cache: RecordCache | None = None,
     ) -> None:
         session = issued.session
         window = issued.window if issued.window_opened else None
@@ -516,12 +553,15 @@ class RedisStore:
                         self.keys.session(session.session_id, session.user_id),
                         self.keys.user(session.user_id, "win"),
                         self.keys.stream_of(session.user_id),
+                        self.keys.user(session.user_id, "rec"),
                     ],
                     [
                         encode_session(session),
                         session.expires_at_ms + grace_ms,
                         encode_window(window) if window else b"",
                         window.ends_at * 1000 if window else 0,
+                        b"" if record_cache is None else _cached(record_cache.sealed_record),
+                        0 if record_cache is None else record_cache.ttl_ms,
                         *_pairs(audit),
                     ],
                 )
@@ -753,6 +793,13 @@ class RedisStore:
                 )
             ]
         )
+
+    @_redis_call
+    async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
+        (count,) = await self._run(
+            [("count_lock", [self.keys.merchant_locks(merchant_id)], [epoch_ms(now), window_ms])]
+        )
+        return int(count)
 
     # ---------------------------------------------------------------- PspSessionPort
 

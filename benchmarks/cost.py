@@ -39,6 +39,7 @@ import trio_asyncio
 import trio_parallel
 
 from tests.services import DATABASE_URL, REDIS_URL, delete_prefix, temporary_database
+from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 from zeropay_server.app import create_app
 from zeropay_server.config import load_settings
 from zeropay_server.runtime import open_runtime
@@ -122,15 +123,25 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
         app = create_app(runtime)
         client = app.test_client()
 
+        key, credential = issue_api_key(
+            "cost-shop", entropy=secrets.token_bytes(API_KEY_ENTROPY_BYTES), now_ms=0
+        )
+        await runtime.durable.add_merchant_key(credential)
+        await runtime.merchants.refresh()
+
         def headers() -> dict[str, str]:
-            return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
+            return {
+                "X-Nonce": str(uuid.uuid4()),
+                "X-Timestamp": str(int(time.time() * 1000)),
+                "X-API-Key": key,
+            }
 
         async def post(path: str, body: dict[str, Any]) -> Any:
             response = await client.post(path, json=body, headers=headers())
             return response.status_code, await response.get_json()
 
         users = [str(uuid.uuid4()) for _ in range(args.requests)]
-        for user in users:  # warm the record cache path too: enroll caches the record
+        for user in users:
             await post(
                 "/v1/enrollment/store",
                 {"user_uuid": user, "device_id": "d", "factors": {f: digest(f) for f in FACTORS}},

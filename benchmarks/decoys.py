@@ -22,16 +22,17 @@ import json
 import statistics
 import time
 import uuid
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
-from benchmarks.load import FACTORS, Connection, digest
+from benchmarks.load import FACTORS, Connection, api_key, digest
 
 #: Wrong answers per user: below the lockout threshold of 5.
 ATTEMPTS_PER_USER = 4
 
 
 async def _timed(
-    conn: Connection, method: str, path: str, body: dict[str, object]
+    conn: Connection, method: str, path: str, body: Mapping[str, object]
 ) -> tuple[int, float, bytes]:
     started = time.perf_counter()
     status, payload = await conn.request(method, path, json.dumps(body).encode())
@@ -72,7 +73,7 @@ def _describe(name: str, seconds: list[float]) -> str:
 
 async def run(url: str, pairs: int) -> None:
     parsed = urlparse(url)
-    conn = Connection(parsed.hostname or "127.0.0.1", parsed.port or 80)
+    conn = Connection(parsed.hostname or "127.0.0.1", parsed.port or 80, api_key())
     users = -(-pairs // ATTEMPTS_PER_USER)
     known = [str(uuid.uuid4()) for _ in range(users)]
     unknown = [str(uuid.uuid4()) for _ in range(users)]

@@ -40,11 +40,31 @@ def digest(user: str, factor: str) -> str:
     return hashlib.sha256(f"{user}:{factor}".encode()).hexdigest()
 
 
+#: Where ``python -m benchmarks.server`` leaves the merchant key it added (``ZEROPAY_API_KEY``
+#: overrides it).
+API_KEY_FILE = ".run/bench-merchant-key"
+
+
+def api_key() -> str:
+    """The merchant key the load tools send as ``X-API-Key``."""
+    if key := os.environ.get("ZEROPAY_API_KEY"):
+        return key
+    try:
+        with open(API_KEY_FILE) as saved:
+            return saved.read().strip()
+    except FileNotFoundError:
+        raise SystemExit(
+            f"no merchant key: start python -m benchmarks.server (it writes {API_KEY_FILE}) "
+            "or set ZEROPAY_API_KEY"
+        ) from None
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection; requests on it are sequential."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, key: str | None = None) -> None:
         self.host, self.port = host, port
+        self.key_header = f"X-API-Key: {key}\r\n" if key else ""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -54,6 +74,7 @@ class Connection:
         headers = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
             f"X-Nonce: {uuid.uuid4()}\r\nX-Timestamp: {int(time.time() * 1000)}\r\n"
+            f"{self.key_header}"
             f"Content-Type: application/json\r\nContent-Length: {len(body or b'')}\r\n\r\n"
         )
         try:
@@ -138,7 +159,6 @@ class Scenario:
             "user_uuid": user,
             "transaction_amount": 42.5,
             "currency": "EUR",
-            "merchant_id": "bench",
         }
         return await conn.request("POST", "/v1/verification/initiate", json.dumps(body).encode())
 
@@ -221,8 +241,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     url = urlparse(args.url)
     if not ipaddress.ip_address(url.hostname or "").is_loopback:
         raise SystemExit("loopback addresses only")
+    key = api_key()
     conns = [
-        Connection(url.hostname or "127.0.0.1", url.port or 80) for _ in range(args.connections)
+        Connection(url.hostname or "127.0.0.1", url.port or 80, key)
+        for _ in range(args.connections)
     ]
     scenario = Scenario(args.scenario, args.users)
     if args.scenario != "enroll":

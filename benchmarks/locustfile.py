@@ -5,7 +5,8 @@
         --headless -u 50 -r 10 -t 60s
 
 Each simulated user enrolls once, then repeats: initiate a payment, verify it, check the
-session's status. The server's rate limits must allow the load (RATE_LIMIT_* high).
+session's status. The server's rate limits must allow the load (RATE_LIMIT_* high); the
+merchant key comes from ZEROPAY_API_KEY or the file ``python -m benchmarks.server`` writes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import uuid
 from typing import Any
 
 from locust import HttpUser, between, task  # type: ignore[import-not-found]
+
+from benchmarks.load import api_key
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
 
@@ -45,7 +48,7 @@ class Payer(HttpUser):  # type: ignore[misc]
         started: Any = self.client.post(
             "/v1/verification/initiate",
             json={"user_uuid": self.user, "transaction_amount": 42.5, "currency": "EUR"},
-            headers=fresh(),
+            headers={**fresh(), "X-API-Key": api_key()},
         )
         if started.status_code != 200:
             return

@@ -17,10 +17,12 @@ import asyncio
 import base64
 import os
 import secrets
+import subprocess
 import sys
 
 import asyncpg
 
+from benchmarks.load import API_KEY_FILE
 from tests.services import DATABASE_URL, REDIS_URL
 
 
@@ -59,11 +61,28 @@ def main() -> None:
         "RATE_LIMIT_GLOBAL": "10000000",
         "RATE_LIMIT_PER_IP": "10000000",
         "RATE_LIMIT_PER_USER": "10000000",
+        "RATE_LIMIT_PER_MERCHANT": "10000000",
         "ZEROPAY_MASTER_KEYS": f"1:{key()}",
         "ZEROPAY_PEPPER": key(),
         "ZEROPAY_RECEIPT_SIGNING_KEY": key(),
         "LOG_LEVEL": "WARNING",
     }
+    # The operator's steps before start-up: migrations, then a merchant and its key, which
+    # the load tools read from API_KEY_FILE.
+    subprocess.run([sys.executable, "-m", "zeropay_server", "migrate"], env=env, check=True)
+    added = subprocess.run(
+        [sys.executable, "-m", "zeropay_server", "merchants", "add", "bench-shop"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    merchant_key = added.stdout.strip().splitlines()[-1]
+    os.makedirs(os.path.dirname(API_KEY_FILE), exist_ok=True)
+    with open(API_KEY_FILE, "w") as saved:
+        saved.write(merchant_key + "\n")
+    os.chmod(API_KEY_FILE, 0o600)
+    print(f"merchant bench-shop added; its key is in {API_KEY_FILE}", flush=True)
     command = [
         sys.executable,
         "-m",

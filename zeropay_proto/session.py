@@ -283,6 +283,12 @@ class AttemptReserved:
     lockout: Lockout
     attempt: int
 
+    @property
+    def locked_account(self) -> bool:
+        """Whether this reservation locked the account (a reservation is refused while the
+        account is locked, so a lock in its result is the one it engaged)."""
+        return self.lockout.locked_until_ms > self.lockout.updated_ms
+
 
 @dataclass(frozen=True, kw_only=True)
 class AttemptReleased:

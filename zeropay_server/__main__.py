@@ -1,7 +1,8 @@
-"""``zeropay-server`` / ``python -m zeropay_server``: serve, or apply migrations.
+"""``zeropay-server`` / ``python -m zeropay_server``: serve, apply migrations, manage merchants.
 
     zeropay-server [--bind HOST:PORT] [--workers N]
     zeropay-server migrate
+    zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
 
 Everything else is configured through the environment (``zeropay_server.config``).
 """
@@ -22,7 +23,14 @@ def _parser() -> argparse.ArgumentParser:
         description="ZeroPay payment-authentication server. With no REDIS_URL and no "
         "DATABASE_URL it runs on in-memory storage (one instance).",
     )
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument(
+        "command", nargs="?", choices=["serve", "migrate", "merchants"], default="serve"
+    )
+    parser.add_argument(
+        "arguments",
+        nargs="*",
+        help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'",
+    )
     parser.add_argument("--bind", help="HOST:PORT to listen on (ZEROPAY_BIND; 127.0.0.1:8080)")
     parser.add_argument("--workers", type=int, help="server processes (ZEROPAY_WORKERS; 1)")
     return parser
@@ -43,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from .migrate import migrate
 
         return migrate(settings)
+    if args.command == "merchants":
+        from .migrate import merchants
+
+        return merchants(settings, args.arguments)
     from .serve import run
 
     run(settings)

@@ -8,12 +8,14 @@ dependency a 503 with ``Retry-After``, and nothing a client sends can cause a 50
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import trio
@@ -22,7 +24,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from adapters.errors import DependencyUnavailable
-from adapters.ports import Admission, AdmissionRequest, StoredEnrollment
+from adapters.ports import Admission, AdmissionRequest, RecordCache, StoredEnrollment
 from zeropay_proto import (
     ENROLLMENT_ENTROPY_BYTES,
     MAX_BODY_BYTES,
@@ -168,7 +170,9 @@ class Service:
         data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
         return bytes(data)
 
-    def admission_request(self, user_id: str | None, *, state_changing: bool) -> AdmissionRequest:
+    def admission_request(
+        self, user_id: str | None, *, state_changing: bool, merchant_id: str | None = None
+    ) -> AdmissionRequest:
         """The replay check (a 400 for bad headers) and what the limiters are asked."""
         now = self.now()
         claim = None
@@ -182,6 +186,7 @@ class Service:
             user_id=user_id,
             nonce=claim,
             limits=self.rt.limits,
+            merchant_id=merchant_id,
         )
 
     @staticmethod
@@ -189,11 +194,18 @@ class Service:
         """Raise for a replay (403) or a refusal (429); else the X-RateLimit headers."""
         if isinstance(admission.nonce, NonceReused):
             raise ApiError(403, "NONCE_REUSED", "this X-Nonce was already used", field="X-Nonce")
-        decisions = [
-            d
-            for d in (admission.global_decision, admission.ip_decision, admission.user_decision)
-            if d is not None
-        ]
+        if isinstance(admission.merchant_locks, RateLimited):
+            raise ApiError(
+                429,
+                "MERCHANT_THROTTLED",
+                "this merchant's sessions locked too many accounts; retry later",
+                headers={
+                    "Retry-After": str(
+                        max(1, math.ceil(admission.merchant_locks.retry_after_ms / 1000))
+                    )
+                },
+            )
+        decisions = admission.limiter_decisions
         headers: dict[str, str] = {}
         if decisions:
             tightest = min(
@@ -215,6 +227,20 @@ class Service:
                 headers={**headers, "Retry-After": str(max(1, retry))},
             )
         return headers
+
+    def merchant(self, claimed: str | None = None) -> str:
+        """The merchant whose API key (``X-API-Key``) the request carries (401 without one).
+        A merchant id in the body, if any, must be that merchant's: sessions record the
+        authenticated merchant as their payee, never a claimed one."""
+        merchant_id = self.rt.merchants.authenticate(request.headers.get("X-API-Key"))
+        if claimed is not None and claimed != merchant_id:
+            raise ApiError(
+                403,
+                "MERCHANT_MISMATCH",
+                "merchant_id is not the merchant of this API key",
+                field="merchant_id",
+            )
+        return merchant_id
 
     async def admit(self, user_id: str | None, *, state_changing: bool) -> dict[str, str]:
         """Replay check and rate limits; returns the X-RateLimit headers for the answer."""
@@ -371,17 +397,20 @@ class Service:
 
     async def initiate(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         req = parse_initiate(await self.body())
-        asked = self.admission_request(req.user_id, state_changing=True)
+        merchant_id = self.merchant(req.binding.merchant_id)
+        binding = replace(req.binding, merchant_id=merchant_id)
+        asked = self.admission_request(req.user_id, state_changing=True, merchant_id=merchant_id)
         # One round trip: admission and the user's cached record and challenge window.
         admission, snapshot = await self.rt.state.admit_and_load(asked)
         headers = self.checked(admission)
         now = asked.now
-        sealed = snapshot.sealed_record
+        sealed, fill = snapshot.sealed_record, None
         if not snapshot.cached:
             stored = await self.rt.durable.load_enrollment(req.user_id)
             sealed = None if stored is None else stored.sealed_record
-            await self.rt.state.cache_record(
-                req.user_id, sealed, 1000 * self.rt.settings.record_cache_ttl
+            # Cached by the same script that stores the session: two round trips either way.
+            fill = RecordCache(
+                sealed_record=sealed, ttl_ms=1000 * self.rt.settings.record_cache_ttl
             )
         record = self._open_record(req.user_id, sealed)
         issued = open_session(
@@ -389,7 +418,7 @@ class Service:
             user_id=req.user_id,
             enrolled=None if record is None else record.factors,
             window=snapshot.window,
-            binding=req.binding,
+            binding=binding,
             risk=req.risk,
             now=now,
             entropy=self.rt.entropy(32),
@@ -405,9 +434,9 @@ class Service:
             with trio.move_on_after(PSP_DEADLINE_SECONDS):
                 try:
                     made = await self.rt.psp.create_checkout(
-                        amount=req.binding.amount,
-                        currency=req.binding.currency,
-                        merchant_id=req.binding.merchant_id,
+                        amount=binding.amount,
+                        currency=binding.currency,
+                        merchant_id=merchant_id,
                         verification_session_id=session.session_id,
                         config=req.psp_config,
                     )
@@ -426,10 +455,12 @@ class Service:
                 self.event(
                     AuditAction.SESSION_INITIATED,
                     req.user_id,
+                    merchant=merchant_id,
                     risk=req.risk.value,
                     factors=len(session.challenged),
                 ),
                 SESSION_GRACE_MS,
+                record_cache=fill,
             )
         self.rt.metrics.sessions.opened(now)
         answer: dict[str, Any] = {
@@ -466,6 +497,8 @@ class Service:
             )
         if isinstance(reserved, SessionClosed):
             return self._failed(0, headers)
+        if reserved.locked_account:
+            await self._lock_counted(reserved.session.binding.merchant_id, now)
         try:
             stored = await self.rt.durable.load_enrollment(req.user_id)
         except DependencyUnavailable:
@@ -509,6 +542,14 @@ class Service:
         if isinstance(outcome, VerificationFailed):
             return self._failed(outcome.attempts_remaining, headers)
         return self._failed(0, headers)
+
+    async def _lock_counted(self, merchant_id: str | None, now: float) -> None:
+        """This attempt locked the account: count the lock against the session's merchant
+        (the cap of MERCHANT_LOCKS_PER_HOUR; the per-merchant metric feeds an alert)."""
+        merchant = merchant_id or "-"
+        self.rt.metrics.account_locks.labels(merchant).inc()
+        with contextlib.suppress(DependencyUnavailable):  # the attempt itself still counts
+            await self.rt.state.count_merchant_lock(merchant, now, self.rt.limits.lock_window_ms)
 
     def _open_record(self, user_id: str, sealed: bytes | None) -> EnrollmentRecord | None:
         """The user's record, or ``None`` for an unknown user, who costs the same: the
@@ -592,13 +633,18 @@ class Service:
 
     async def psp_create(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         req = parse_psp_create(await self.body())
-        headers = await self.admit(req.user_id, state_changing=True)
+        merchant_id = self.merchant(req.binding.merchant_id)
+        headers = self.checked(
+            await self.rt.state.admit(
+                self.admission_request(req.user_id, state_changing=True, merchant_id=merchant_id)
+            )
+        )
         try:
             with trio.fail_after(PSP_DEADLINE_SECONDS):
                 made = await self.rt.psp.create_checkout(
                     amount=req.binding.amount,
                     currency=req.binding.currency,
-                    merchant_id=req.binding.merchant_id,
+                    merchant_id=merchant_id,
                     verification_session_id=req.session_id,
                     config=req.psp_config,
                 )
@@ -617,8 +663,15 @@ class Service:
     async def psp_get(self, psp_session_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         if not psp_session_id.startswith("psp_") or len(psp_session_id) > 64:
             raise ApiError(404, "PSP_SESSION_NOT_FOUND", "PSP session not found", field="id")
-        headers = await self.admit(None, state_changing=False)
+        merchant_id = self.merchant()
+        headers = self.checked(
+            await self.rt.state.admit(
+                self.admission_request(None, state_changing=False, merchant_id=merchant_id)
+            )
+        )
         data = await self.rt.state.load_psp_session(psp_session_id)
+        if data is not None and data.get("merchant_id") not in (None, merchant_id):
+            data = None  # another merchant's checkout: as good as absent
         if data is None:
             raise ApiError(404, "PSP_SESSION_NOT_FOUND", "PSP session not found", field="id")
         return 200, {"success": True, "psp_session": data}, headers

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from adapters.audit import DEFAULT_AUDIT_BUFFER_SIZE
+from adapters.audit import DEFAULT_AUDIT_BUFFER_SIZE, DEFAULT_RECLAIM_IDLE_MS
 from adapters.postgres import (
     DEFAULT_POOL_MIN,
     DEFAULT_POOL_SIZE,
@@ -37,7 +37,9 @@ from zeropay_proto import (
     DEFAULT_RATE_LIMIT_PER_IP,
     DEFAULT_RATE_LIMIT_PER_USER,
     MasterKeyring,
+    RemoteProtocolError,
 )
+from zeropay_proto.merchants import parse_api_key
 from zeropay_proto.session import DEFAULT_SESSION_TTL_SECONDS
 
 #: The design document's AUDIT_FLUSH_INTERVAL, in milliseconds.
@@ -63,6 +65,16 @@ DEFAULT_READ_TIMEOUT = 10
 #: Open client connections per server process (``HTTP_MAX_CONNECTIONS``); further ones wait
 #: in the listen backlog. Bounded below the process's descriptor limit (see ``serve``).
 DEFAULT_MAX_CONNECTIONS = 1000
+
+
+#: Sessions one merchant may open per minute (``RATE_LIMIT_PER_MERCHANT``): the global limit's
+#: share of one large merchant; 0 switches it off.
+DEFAULT_RATE_LIMIT_PER_MERCHANT = 600
+#: Accounts one merchant's sessions may lock per hour before that merchant's new sessions are
+#: refused (``MERCHANT_LOCKS_PER_HOUR``; 0 switches it off). PSD2's five-attempt rule stays
+#: as it is: this does not let anyone guess more, it stops a merchant key from being used to
+#: lock account after account. A real merchant locks a handful of accounts a day.
+DEFAULT_MERCHANT_LOCKS_PER_HOUR = 20
 
 
 class ConfigError(ValueError):
@@ -102,8 +114,13 @@ class Settings:
     rate_limit_global: int = DEFAULT_RATE_LIMIT_GLOBAL
     rate_limit_per_ip: int = DEFAULT_RATE_LIMIT_PER_IP
     rate_limit_per_user: int = DEFAULT_RATE_LIMIT_PER_USER
+    rate_limit_per_merchant: int = DEFAULT_RATE_LIMIT_PER_MERCHANT
+    merchant_locks_per_hour: int = DEFAULT_MERCHANT_LOCKS_PER_HOUR
+    #: The embedded default's merchant key (generated, and printed at start, when unset).
+    demo_merchant_key: str | None = field(default=None, repr=False)
     audit_buffer_size: int = DEFAULT_AUDIT_BUFFER_SIZE
     audit_flush_interval_ms: int = DEFAULT_AUDIT_FLUSH_INTERVAL_MS
+    audit_reclaim_idle_ms: int = DEFAULT_RECLAIM_IDLE_MS
     psp_session_ttl: int = DEFAULT_PSP_SESSION_TTL
     pbkdf2_iterations: int = DEFAULT_PBKDF2_ITERATIONS
     crypto_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -182,6 +199,22 @@ def _bind(raw: str) -> str:
     host, _, port = raw.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError("the bind address must be HOST:PORT")
+    return raw
+
+
+def _demo_merchant_key(env: Mapping[str, str], *, embedded: bool) -> str | None:
+    raw = env.get("ZEROPAY_DEMO_MERCHANT_KEY") or None
+    if raw is None:
+        return None
+    if not embedded:
+        raise ConfigError(
+            "ZEROPAY_DEMO_MERCHANT_KEY is for the embedded default only: "
+            "add merchant keys with 'zeropay-server merchants add'"
+        )
+    try:
+        parse_api_key(raw)
+    except RemoteProtocolError:
+        raise ConfigError("ZEROPAY_DEMO_MERCHANT_KEY must be a zpk_... merchant key") from None
     return raw
 
 
@@ -275,9 +308,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_global=_int(env, "RATE_LIMIT_GLOBAL", DEFAULT_RATE_LIMIT_GLOBAL),
         rate_limit_per_ip=_int(env, "RATE_LIMIT_PER_IP", DEFAULT_RATE_LIMIT_PER_IP),
         rate_limit_per_user=_int(env, "RATE_LIMIT_PER_USER", DEFAULT_RATE_LIMIT_PER_USER),
+        rate_limit_per_merchant=_int(
+            env, "RATE_LIMIT_PER_MERCHANT", DEFAULT_RATE_LIMIT_PER_MERCHANT
+        ),
+        merchant_locks_per_hour=_int(
+            env, "MERCHANT_LOCKS_PER_HOUR", DEFAULT_MERCHANT_LOCKS_PER_HOUR
+        ),
+        demo_merchant_key=_demo_merchant_key(env, embedded=embedded),
         audit_buffer_size=_int(env, "AUDIT_BUFFER_SIZE", DEFAULT_AUDIT_BUFFER_SIZE, minimum=1),
         audit_flush_interval_ms=_int(
             env, "AUDIT_FLUSH_INTERVAL", DEFAULT_AUDIT_FLUSH_INTERVAL_MS, minimum=1
+        ),
+        audit_reclaim_idle_ms=_int(
+            env, "AUDIT_RECLAIM_IDLE_MS", DEFAULT_RECLAIM_IDLE_MS, minimum=1
         ),
         psp_session_ttl=_int(env, "PSP_SESSION_TTL", DEFAULT_PSP_SESSION_TTL, minimum=1),
         pbkdf2_iterations=_int(env, "PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS, minimum=1),

@@ -1,21 +1,29 @@
-"""``zeropay-server migrate``: apply pending PostgreSQL migrations and create partitions."""
+"""Commands on PostgreSQL: ``migrate`` (pending migrations, audit partitions) and ``merchants``
+(issue, list and revoke merchant API keys; a key is printed once, only its hash is stored)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 import sys
+import time
 
 import trio
 import trio_asyncio
 
 from adapters.bridge import aio
 from adapters.errors import DependencyUnavailable
-from adapters.postgres import PostgresStore
+from adapters.postgres import PostgresStore, ensure_database
+from zeropay_proto import LocalProtocolError
+from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 
 from .config import Settings
 
 
 async def _migrate(url: str) -> list[str]:
     async with trio_asyncio.open_loop():
+        if await aio(ensure_database)(url):
+            print(f"created database {url.rsplit('/', 1)[-1].split('?')[0]}")
         store = await aio(PostgresStore.connect)(url, min_size=1, max_size=1)
         try:
             applied: list[str] = await aio(store.migrate)()
@@ -34,4 +42,63 @@ def migrate(settings: Settings) -> int:
         print("zeropay-server migrate: PostgreSQL is unavailable", file=sys.stderr)
         return 1
     print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
+    return 0
+
+
+async def _merchants(url: str, words: list[str]) -> list[str]:
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=1)
+        try:
+            return await _merchant_command(store, words)
+        finally:
+            await aio(store.aclose)()
+
+
+async def _merchant_command(store: PostgresStore, words: list[str]) -> list[str]:
+    now_ms = int(time.time() * 1000)
+    match words:
+        case ["add", merchant_id]:
+            key, credential = issue_api_key(
+                merchant_id, entropy=secrets.token_bytes(API_KEY_ENTROPY_BYTES), now_ms=now_ms
+            )
+            await aio(store.add_merchant_key)(credential)
+            return [
+                f"merchant {merchant_id}: key {credential.key_id} added. The key is shown once:",
+                key,
+            ]
+        case ["list"]:
+            rows = await aio(store.merchant_keys)(include_revoked=True)
+            return [
+                f"{c.key_id}  {c.merchant_id}  created {_iso(c.created_at_ms)}"
+                + ("" if c.revoked_at_ms is None else f"  REVOKED {_iso(c.revoked_at_ms)}")
+                for c in rows
+            ] or ["no merchant keys"]
+        case ["revoke", key_id]:
+            if not await aio(store.revoke_merchant_key)(key_id, now_ms):
+                raise ValueError(f"no live key {key_id}")
+            return [f"key {key_id} revoked (instances stop accepting it within 10 s)"]
+    raise ValueError("usage: merchants add MERCHANT_ID | list | revoke KEY_ID")
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merchants(settings: Settings, words: list[str]) -> int:
+    if settings.database_url is None:
+        print(
+            "zeropay-server merchants: DATABASE_URL is not set (the embedded default has one "
+            "demo merchant, printed at start)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        lines = trio.run(_merchants, settings.database_url, words)
+    except DependencyUnavailable:
+        print("zeropay-server merchants: PostgreSQL is unavailable", file=sys.stderr)
+        return 1
+    except (ValueError, LocalProtocolError) as exc:
+        print(f"zeropay-server merchants: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0

@@ -143,6 +143,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.account_locks = Counter(
+            "zeropay_account_locks",
+            "Accounts locked by failed verifications, by the merchant whose session locked them",
+            ["merchant"],
+            registry=registry,
+        )
         self.background_failures = Counter(
             "zeropay_background_failures",
             "Background tasks (audit flusher, gauges) that failed and were restarted",

@@ -44,7 +44,7 @@ def _responses(*statuses: int, success: int = 200) -> dict[str, Any]:
         201: "Created",
         400: "Invalid input (the field is named)",
         401: "Verification failed or not authenticated",
-        403: "Nonce reused",
+        403: "Nonce reused, a merchant mismatch, or a step-up needed",
         404: "Not found",
         409: "Already enrolled",
         413: "Body over 10 kB",
@@ -74,6 +74,7 @@ def _operation(
     success: int = 200,
     state_changing: bool = False,
     bearer: bool = False,
+    merchant: bool = False,
     path_params: tuple[tuple[str, dict[str, Any]], ...] = (),
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": _responses(*statuses, success=success)}
@@ -92,6 +93,12 @@ def _operation(
         }
     if bearer:
         op["security"] = _BEARER
+    if merchant:
+        op["security"] = [{"merchantKey": []}]
+        op["responses"]["401"] = {
+            "description": "No valid merchant API key (X-API-Key)",
+            "content": {"application/json": {"schema": _ERROR}},
+        }
     return op
 
 
@@ -147,10 +154,11 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/verification/initiate": {
             "post": _operation(
-                "Open a verification session (and a PSP checkout in parallel)",
+                "Open a verification session (and a PSP checkout in parallel); merchants only",
                 body=schemas.INITIATE,
                 statuses=(400, 403),
                 state_changing=True,
+                merchant=True,
             )
         },
         "/v1/verification/verify": {
@@ -181,12 +189,14 @@ def openapi_document() -> dict[str, Any]:
                 statuses=(400, 403, 502),
                 success=201,
                 state_changing=True,
+                merchant=True,
             )
         },
         "/v1/psp/session/{id}": {
             "get": _operation(
-                "A payment-provider checkout session",
+                "A payment-provider checkout session (its merchant's only)",
                 statuses=(404,),
+                merchant=True,
                 path_params=(("id", {"type": "string", "maxLength": 64}),),
             )
         },
@@ -227,6 +237,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "merchantKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
         },
     }

@@ -29,9 +29,16 @@ from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
 from zeropay_proto import Factor, Policy
 from zeropay_proto.crypto import NONCE_BYTES, EnrollmentRecord, seal_record
+from zeropay_proto.merchants import (
+    API_KEY_ENTROPY_BYTES,
+    MerchantCredential,
+    issue_api_key,
+    parse_api_key,
+)
 
 from .config import ConfigError, Settings
 from .crypto import CryptoPool, ReceiptSigner, RunSync
+from .merchants import MerchantDirectory
 from .observability import Metrics
 from .psp import PspProvider, SandboxProvider
 
@@ -41,6 +48,9 @@ log = logging.getLogger("zeropay.runtime")
 #: it holds: a typical enrollment's size, so opening it costs what opening a real one does.
 DECOY_RECORD_USER = "00000000-0000-0000-0000-000000000000"
 _DECOY_RECORD_FACTORS = (Factor.PIN, Factor.COLOUR, Factor.EMOJI, Factor.WORDS, Factor.FACE)
+
+#: The window of MERCHANT_LOCKS_PER_HOUR.
+MERCHANT_LOCK_WINDOW_MS = 3_600_000
 
 #: Sessions stay readable this long after they expire, so status can say "expired".
 SESSION_GRACE_MS = 60_000
@@ -65,12 +75,15 @@ class Runtime:
     decoy_key: bytes
     #: A sealed record opened in place of an unknown user's (see DECOY_RECORD_USER).
     decoy_record: bytes
+    merchants: MerchantDirectory
     clock: Callable[[], float]
     entropy: Callable[[int], bytes]
     redis: RedisStore | None = None
     postgres: PostgresStore | None = None
     #: Set once shutdown began: every answer then closes its connection.
     draining: bool = False
+    #: The embedded default's merchant key, printed at start (``None`` in production).
+    demo_merchant_key: str | None = None
 
     async def ready(self) -> dict[str, bool]:
         """Readiness of each dependency: whether it accepts writes now (the in-memory store
@@ -183,6 +196,7 @@ async def open_runtime(
                 consumer=consumer or f"api-{secrets.token_hex(4)}",
                 batch_size=settings.audit_buffer_size,
                 flush_interval=settings.audit_flush_interval_ms / 1000,
+                reclaim_idle_ms=settings.audit_reclaim_idle_ms,
             ),
             policy=Policy(session_ttl_seconds=settings.session_ttl),
             limits=Limits(
@@ -190,6 +204,9 @@ async def open_runtime(
                 per_ip=settings.rate_limit_per_ip,
                 per_user=settings.rate_limit_per_user,
                 window_ms=60_000,
+                per_merchant=settings.rate_limit_per_merchant,
+                merchant_locks=settings.merchant_locks_per_hour,
+                lock_window_ms=MERCHANT_LOCK_WINDOW_MS,
             ),
             decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
             decoy_record=seal_record(
@@ -201,9 +218,43 @@ async def open_runtime(
                 ),
                 nonce=entropy(NONCE_BYTES),
             ),
+            merchants=MerchantDirectory(durable),
             clock=clock,
             entropy=entropy,
             redis=redis,
             postgres=postgres,
         )
+        if settings.embedded:
+            runtime.demo_merchant_key = await _add_demo_merchant(
+                durable, settings.demo_merchant_key, entropy, clock
+            )
+        await runtime.merchants.refresh()
         yield runtime
+
+
+#: Embedded mode's merchant, for the demo key.
+DEMO_MERCHANT_ID = "demo-shop"
+
+
+async def _add_demo_merchant(
+    store: MemoryStore,
+    key: str | None,
+    entropy: Callable[[int], bytes],
+    clock: Callable[[], float],
+) -> str:
+    """The embedded default's merchant: ``key`` (ZEROPAY_DEMO_MERCHANT_KEY) or a new one."""
+    now_ms = int(clock() * 1000)
+    issued, credential = issue_api_key(
+        DEMO_MERCHANT_ID, entropy=entropy(API_KEY_ENTROPY_BYTES), now_ms=now_ms
+    )
+    if key is not None:
+        presented = parse_api_key(key)
+        credential = MerchantCredential(
+            merchant_id=DEMO_MERCHANT_ID,
+            key_id=presented.key_id,
+            key_hash=presented.key_hash,
+            created_at_ms=now_ms,
+        )
+        issued = key
+    await store.add_merchant_key(credential)
+    return issued

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 import tempfile
 from collections.abc import Mapping
 
@@ -100,6 +101,7 @@ async def serve(
             failed = runtime.metrics.background_failed
             nursery.start_soon(supervise, "audit-flusher", runtime.flusher.run, failed)
             nursery.start_soon(supervise, "gauges", runtime.refresh_gauges_forever, failed)
+            nursery.start_soon(supervise, "merchant-keys", runtime.merchants.keep_fresh, failed)
             finished = trio.Event()
 
             max_connections = connection_bound(settings.max_connections)
@@ -136,6 +138,14 @@ async def serve(
                     }
                 },
             )
+            if runtime.demo_merchant_key is not None:
+                # Printed, never logged: the one place a key is shown, as a CLI shows it.
+                print(
+                    f"\nEMBEDDED MODE demo merchant key (send it as X-API-Key):\n"
+                    f"  {runtime.demo_merchant_key}\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
             task_status.started(binds)
             await finished.wait()
             with trio.move_on_after(GRACEFUL_TIMEOUT):

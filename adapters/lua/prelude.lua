@@ -75,11 +75,16 @@ end
 -- The bodies of the admission and reservation scripts, as functions so that one script can
 -- chain them (standalone Redis: admission and reservation in one round trip).
 
--- k: {global, ip}; a: {now, window, global_limit, ip_limit}. Both consume or neither does.
+-- k: {global, ip, merchant bucket, merchant locks}; a: {now, window, global_limit, ip_limit,
+-- merchant_limit, merchant_lock_cap, lock_window} (missing or 0: that limiter is off). Every
+-- limiter admits or none counts. The merchant-locks window is only read here: it counts the
+-- accounts a merchant's sessions locked (count_lock.lua), and refuses once it holds the cap.
 local function do_admit_rl(k, a)
   local now, window = tonumber(a[1]), tonumber(a[2])
   local global_limit, ip_limit = tonumber(a[3]), tonumber(a[4])
-  local g, ip = {}, {}
+  local merchant_limit, lock_cap = tonumber(a[5] or 0), tonumber(a[6] or 0)
+  local lock_window = tonumber(a[7] or 0)
+  local g, ip, m, ml = {}, {}, {}, {}
   local admitted = true
   if global_limit > 0 then
     g = fixed_window(k[1], now, global_limit, window)
@@ -88,6 +93,14 @@ local function do_admit_rl(k, a)
   if ip_limit > 0 then
     ip = sliding_window(k[2], now, ip_limit, window)
     admitted = admitted and ip[1] == 1
+  end
+  if merchant_limit > 0 then
+    m = token_bucket(k[3], now, merchant_limit, window)
+    admitted = admitted and m[1] == 1
+  end
+  if lock_cap > 0 then
+    ml = fixed_window(k[4], now, lock_cap, lock_window)
+    admitted = admitted and ml[1] == 1
   end
   if admitted then
     if global_limit > 0 then
@@ -98,8 +111,12 @@ local function do_admit_rl(k, a)
       redis.call('HSET', k[2], 's', ip[2], 'c', ip[3], 'p', ip[4])
       redis.call('PEXPIREAT', k[2], ip[2] + 2 * window)
     end
+    if merchant_limit > 0 then
+      redis.call('HSET', k[3], 'l', m[2], 'u', m[3])
+      redis.call('PEXPIREAT', k[3], m[3] - math.floor((m[2] - merchant_limit * window) / merchant_limit) + 1)
+    end
   end
-  return {g, ip}
+  return {g, ip, m, ml}
 end
 
 -- k: {nonce, bucket}; a: {now, window, user_limit (0 = off), nonce_ttl (0 = no nonce)}.

@@ -40,6 +40,7 @@ from zeropay_proto import (
     parse_bearer,
 )
 from zeropay_proto.audit import AuditAction
+from zeropay_proto.merchants import issue_api_key
 
 state = pytest.mark.parametrize("state_backend", STATE_BACKENDS, indirect=True)
 durable = pytest.mark.parametrize("durable_backend", DURABLE_BACKENDS, indirect=True)
@@ -594,3 +595,27 @@ async def test_audit_writes_are_idempotent(durable_backend: dict[str, Any]) -> N
 
 def test_lockout_default_is_never_failed() -> None:
     assert Lockout().failures == 0
+
+
+@durable
+async def test_merchant_keys_are_added_listed_and_revoked(durable_backend: dict[str, Any]) -> None:
+    async with open_durable_store(durable_backend) as store:
+        merchant = f"shop-{uuid.uuid4().hex[:8]}"
+        credentials = [
+            issue_api_key(merchant, entropy=secrets.token_bytes(38), now_ms=1_000 + i)[1]
+            for i in range(2)
+        ]
+        for credential in credentials:
+            await store.add_merchant_key(credential)
+        live = [c for c in await store.merchant_keys() if c.merchant_id == merchant]
+        assert [c.key_id for c in live] == [c.key_id for c in credentials]
+        assert [c.key_hash for c in live] == [c.key_hash for c in credentials]
+        assert await store.revoke_merchant_key(credentials[0].key_id, 5_000)
+        assert not await store.revoke_merchant_key(credentials[0].key_id, 6_000)
+        assert not await store.revoke_merchant_key("000000000000", 6_000)
+        live = [c for c in await store.merchant_keys() if c.merchant_id == merchant]
+        assert [c.key_id for c in live] == [credentials[1].key_id]
+        every = [
+            c for c in await store.merchant_keys(include_revoked=True) if c.merchant_id == merchant
+        ]
+        assert [c.revoked_at_ms for c in every] == [5_000, None]

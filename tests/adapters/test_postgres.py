@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,10 +15,10 @@ import trio_asyncio
 
 from adapters.bridge import TrioBridge, aio
 from adapters.ports import StoredEnrollment
-from adapters.postgres import PostgresStore, migrations
+from adapters.postgres import PostgresStore, ensure_database, migrations
 from tests.adapters.helpers import new_user
 from tests.adapters.test_contract import stored_enrollment
-from tests.services import PrivatePostgres, private_postgres, temporary_database
+from tests.services import DATABASE_URL, PrivatePostgres, private_postgres, temporary_database
 from zeropay_proto.audit import AuditAction, AuditEvent, new_event_id
 
 
@@ -61,9 +63,9 @@ async def test_migrate_is_versioned_idempotent_and_creates_partitions_ahead(
             versions = await query(url, "SELECT version FROM schema_migrations")
         finally:
             await aio(store.aclose)()
-    assert first == ["0001_initial.sql"]
+    assert first == ["0001_initial.sql", "0002_merchant_keys.sql"]
     assert second == []
-    assert [r[0] for r in versions] == [1]
+    assert [r[0] for r in versions] == [1, 2]
     assert [r[0] for r in rows] == [
         "audit_log_2027_01", "audit_log_2027_02", "audit_log_2027_03", "audit_log_2027_04",
         "audit_log_default",
@@ -159,3 +161,19 @@ async def test_exports_read_the_replica_and_security_reads_the_primary(
                 await query(standby.url, "DELETE FROM wrapped_keys")
         finally:
             await aio(store.aclose)()
+
+
+def test_migrate_creates_a_missing_database_once() -> None:
+    name = f"zp_ensure_{secrets.token_hex(4)}"
+    url = f"{DATABASE_URL.rpartition('/')[0]}/{name}"
+
+    async def run() -> list[bool]:
+        created = [await ensure_database(url), await ensure_database(url)]
+        admin = await asyncpg.connect(DATABASE_URL)
+        try:
+            await admin.execute(f'DROP DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return created
+
+    assert asyncio.run(run()) == [True, False]

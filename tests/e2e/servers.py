@@ -32,6 +32,28 @@ def production_keys() -> dict[str, str]:
     }
 
 
+#: A fixed merchant key for embedded-mode servers (ZEROPAY_DEMO_MERCHANT_KEY).
+DEMO_MERCHANT_KEY = "zpk_0123456789ab_" + "A" * 43
+
+
+def add_merchant(env: Mapping[str, str], merchant_id: str = "e2e-shop") -> str:
+    """Migrate the database and add a merchant key, the operator's way (``zeropay-server
+    migrate`` and ``zeropay-server merchants add``); returns the key the command printed."""
+    full_env = {**os.environ, **env}
+    for command in (["migrate"], ["merchants", "add", merchant_id]):
+        done = subprocess.run(
+            [sys.executable, "-m", "zeropay_server", *command],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    key = done.stdout.strip().splitlines()[-1]
+    assert key.startswith("zpk_"), done.stdout
+    return key
+
+
 @dataclass
 class ServerProcess:
     url: str

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.servers import ServerProcess, production_keys, running_server
+from tests.e2e.servers import ServerProcess, add_merchant, production_keys, running_server
 from tests.services import (
     REDIS_URL,
     _stop,
@@ -65,8 +65,14 @@ def stack_env() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
+def merchant(stack_env: dict[str, str]) -> dict[str, str]:
+    """The X-API-Key header of a merchant added with the CLI before the servers start."""
+    return {"X-API-Key": add_merchant(stack_env)}
+
+
+@pytest.fixture(scope="module")
 def two_servers(
-    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    stack_env: dict[str, str], merchant: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     workdir = tmp_path_factory.mktemp("servers")
     with running_server(stack_env, workdir, "a") as a, running_server(stack_env, workdir, "b") as b:
@@ -99,11 +105,13 @@ async def audit_actions(database_url: str, user: str) -> list[str]:
 
 
 async def test_full_flow_over_http(
-    two_servers: tuple[ServerProcess, ServerProcess], stack_env: dict[str, str]
+    two_servers: tuple[ServerProcess, ServerProcess],
+    stack_env: dict[str, str],
+    merchant: dict[str, str],
 ) -> None:
     server, _ = two_servers
     user = str(uuid.uuid4())
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=merchant) as client:
         enrolled = await call(
             client,
             "POST",
@@ -169,11 +177,12 @@ async def test_full_flow_over_http(
 
 async def test_a_session_initiated_on_one_instance_verifies_on_the_other(
     two_servers: tuple[ServerProcess, ServerProcess],
+    merchant: dict[str, str],
 ) -> None:
     """Defect 1: sessions lived in one process's memory."""
     a, b = two_servers
     user = str(uuid.uuid4())
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=merchant) as client:
         await call(
             client,
             "POST",
@@ -205,10 +214,11 @@ async def test_a_session_initiated_on_one_instance_verifies_on_the_other(
 
 async def test_fifty_concurrent_wrong_verifications_across_processes_evaluate_five(
     two_servers: tuple[ServerProcess, ServerProcess],
+    merchant: dict[str, str],
 ) -> None:
     a, b = two_servers
     user = str(uuid.uuid4())
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=merchant) as client:
         await call(
             client,
             "POST",
@@ -248,11 +258,12 @@ async def test_fifty_concurrent_wrong_verifications_across_processes_evaluate_fi
 
 async def test_twenty_concurrent_requests_with_one_nonce_across_processes(
     two_servers: tuple[ServerProcess, ServerProcess],
+    merchant: dict[str, str],
 ) -> None:
     a, b = two_servers
     headers = fresh()
     statuses: list[int] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=merchant) as client:
 
         async def send(i: int) -> None:
             server = (a, b)[i % 2]
@@ -279,11 +290,12 @@ async def test_redis_down_is_503_never_a_success_or_a_500(
     stack_env: dict[str, str],
     private_redis_url: tuple[str, subprocess.Popen[bytes]],
     tmp_path: Path,
+    merchant: dict[str, str],
 ) -> None:
     """Defect 10: every limiter failed open when Redis was down."""
     url, redis_process = private_redis_url
     with running_server({**stack_env, "REDIS_URL": url}, tmp_path, "doomed") as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=merchant) as client:
             user = str(uuid.uuid4())
             ok = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
             assert ok.status_code == 200
@@ -304,7 +316,7 @@ async def test_redis_down_is_503_never_a_success_or_a_500(
 
 
 async def test_graceful_shutdown_drains_the_audit_stream(
-    stack_env: dict[str, str], tmp_path: Path
+    stack_env: dict[str, str], tmp_path: Path, merchant: dict[str, str]
 ) -> None:
     # A prefix of its own: no other instance's flusher may claim these events first.
     env = {
@@ -315,7 +327,7 @@ async def test_graceful_shutdown_drains_the_audit_stream(
     }
     user = str(uuid.uuid4())
     with running_server(env, tmp_path, "closing") as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=merchant) as client:
             for _ in range(3):
                 ok = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
                 assert ok.status_code == 200
@@ -339,17 +351,19 @@ def test_production_refuses_to_start_without_configured_keys(stack_env: dict[str
 
 
 async def test_several_worker_processes_share_one_port_and_their_metrics(
-    stack_env: dict[str, str], tmp_path: Path
+    stack_env: dict[str, str], tmp_path: Path, merchant: dict[str, str]
 ) -> None:
     env = {**stack_env, "ZEROPAY_WORKERS": "2"}
     with running_server(env, tmp_path, "workers") as server:
         children = subprocess.run(
             ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
         ).stdout.split()
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=merchant) as client:
             statuses = []
             for _ in range(30):  # new connections, spread by the kernel over the workers
-                async with httpx.AsyncClient(base_url=server.url, timeout=30) as fresh_client:
+                async with httpx.AsyncClient(
+                    base_url=server.url, timeout=30, headers=merchant
+                ) as fresh_client:
                     statuses.append((await fresh_client.get("/health/live")).status_code)
             metrics = (await client.get("/metrics")).text
         assert statuses == [200] * 30

@@ -21,6 +21,7 @@ import trio_asyncio
 import trio_parallel
 
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
+from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 from zeropay_server.app import create_app
 from zeropay_server.config import load_settings
 from zeropay_server.runtime import open_runtime
@@ -78,11 +79,17 @@ async def test_initiate_and_verify_take_two_redis_round_trips_and_verify_one_que
 
             monkeypatch.setattr(runtime.postgres, "load_enrollment", counting_load)
             client = create_app(runtime).test_client()
+            api_key, credential = issue_api_key(
+                "shop-1", entropy=secrets.token_bytes(API_KEY_ENTROPY_BYTES), now_ms=0
+            )
+            await runtime.durable.add_merchant_key(credential)
+            await runtime.merchants.refresh()
 
             async def post(path: str, body: dict[str, Any]) -> Any:
                 headers = {
                     "X-Nonce": str(uuid.uuid4()),
                     "X-Timestamp": str(int(time.time() * 1000)),
+                    "X-API-Key": api_key,
                 }
                 response = await client.post(path, json=body, headers=headers)
                 assert response.status_code in {200, 201}, await response.get_data()
@@ -94,8 +101,9 @@ async def test_initiate_and_verify_take_two_redis_round_trips_and_verify_one_que
             )
             trips.clear()
             started = await post("/v1/verification/initiate", {"user_uuid": user})
-            initiate_trips = trips["redis"]
+            initiate_trips, initiate_queries = trips["redis"], queries["load_enrollment"]
             trips.clear()
+            queries.clear()
             await post(
                 "/v1/verification/verify",
                 {
@@ -107,6 +115,7 @@ async def test_initiate_and_verify_take_two_redis_round_trips_and_verify_one_que
             verify_trips = trips["redis"]
     finally:
         delete_prefix(REDIS_URL, prefix)
-    assert initiate_trips == 2
+    assert initiate_trips == 2  # a cache miss too: the record is cached with the session
+    assert initiate_queries == 1  # the miss (enrollment does not pre-fill the cache)
     assert verify_trips == 2
     assert queries["load_enrollment"] == 1  # the one PostgreSQL round trip of a verify

@@ -164,6 +164,7 @@ class VerificationMachine(RuleBasedStateMachine):
         self.lockouts[user] = out.lockout
         self.series[user] += 1
         assert self.series[user] <= DEFAULT_LOCKOUT_THRESHOLD, "too many attempts evaluated"
+        assert out.locked_account == out.lockout.is_locked(now_ms)
         if out.lockout.is_locked(now_ms):
             event("lock engaged")
             self.lock_until_ms[user] = out.lockout.locked_until_ms

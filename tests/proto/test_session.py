@@ -566,3 +566,14 @@ def test_a_success_says_how_many_factors_it_proved() -> None:
     )
     assert isinstance(done, VerificationSucceeded)
     assert done.factors_proven == len(step.session.challenged)
+
+
+def test_a_reservation_says_whether_it_locked_the_account() -> None:
+    session = issue().session
+    fourth = Lockout(failures=3, level=0, locked_until_ms=0, updated_ms=int(T0 * 1000))
+    assert not reserved(session, fourth).locked_account
+    fifth = reserved(session, replace(fourth, failures=4))
+    assert fifth.locked_account
+    lapsed = fifth.lockout.locked_until_ms / 1000
+    after_lapse = reserved(issue(now=lapsed).session, fifth.lockout, now=lapsed)
+    assert not after_lapse.locked_account  # an old lock left in the state is not this one's

@@ -72,6 +72,8 @@ class Harness:
         peer: str = "192.0.2.10",
     ) -> Response:
         all_headers = {"Content-Type": "application/json"}
+        if self.runtime.demo_merchant_key is not None:  # the merchant routes need it
+            all_headers["X-API-Key"] = self.runtime.demo_merchant_key
         if nonce if nonce is not None else method in {"POST", "PUT", "DELETE"}:
             all_headers.update(self.nonce_headers())
         all_headers.update(headers or {})

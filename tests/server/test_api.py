@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tests.server.harness import FACTORS, answers, digest, running_app
 from zeropay_proto import PaymentBinding, Receipt, open_record
+from zeropay_server.runtime import DEMO_MERCHANT_ID
 
 
 def new_user() -> str:
@@ -122,9 +123,7 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
     async with running_app() as h:
         user = new_user()
         await h.enroll(user)
-        started = await h.initiate(
-            user, transaction_amount=42.5, currency="EUR", merchant_id="shop-9"
-        )
+        started = await h.initiate(user, transaction_amount=42.5, currency="EUR")
         assert started.status == 200
         assert len(started.body["required_factors"]) == 3
         assert started.body["expires_in"] == 300
@@ -136,7 +135,7 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
         assert (receipt["amount"], receipt["currency"], receipt["merchant_id"]) == (
             "42.5",
             "EUR",
-            "shop-9",
+            DEMO_MERCHANT_ID,  # the authenticated merchant, the payee the receipt binds
         )
         keys = await h.call("GET", "/v1/keys")
         (jwk,) = keys.body["keys"]
@@ -145,7 +144,7 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
             session_id=receipt["session_id"],
             user_id=receipt["user_uuid"],
             binding=PaymentBinding(
-                amount=Decimal(receipt["amount"]), currency="EUR", merchant_id="shop-9"
+                amount=Decimal(receipt["amount"]), currency="EUR", merchant_id=DEMO_MERCHANT_ID
             ),
             issued_at_ms=receipt["issued_at_ms"],
         ).canonical_bytes()
@@ -601,3 +600,60 @@ async def test_logs_never_contain_digests_tokens_or_session_ids(
     assert "request" in logged
     for secret in [token, sid, *(digest(f) for f in FACTORS)]:
         assert secret not in logged
+
+
+# ------------------------------------------------------------------------------ merchants
+
+
+async def test_merchant_routes_need_a_live_merchant_key() -> None:
+    """Anyone who knew a user id could open sessions, and lock the account (issue 11)."""
+    async with running_app() as h:
+        user = new_user()
+        for key in (None, "nonsense", "zpk_0123456789ab_" + "B" * 43):
+            headers = {} if key is None else {"X-API-Key": key}
+            for method, path, body in [
+                ("POST", "/v1/verification/initiate", {"user_uuid": user}),
+                ("POST", "/v1/psp/session/create", {"transaction_amount": 5}),
+                ("GET", "/v1/psp/session/psp_x", None),
+            ]:
+                h.runtime.demo_merchant_key, real = None, h.runtime.demo_merchant_key
+                try:
+                    refused = await h.call(method, path, body, headers=headers)
+                finally:
+                    h.runtime.demo_merchant_key = real
+                assert (refused.status, refused.body["code"]) == (401, "MERCHANT_UNAUTHENTICATED")
+                assert refused.body["field"] == "X-API-Key"
+
+
+async def test_a_session_records_its_authenticated_merchant_never_a_claimed_one() -> None:
+    async with running_app() as h:
+        user = new_user()
+        claimed = await h.initiate(user, merchant_id="someone-else")
+        assert (claimed.status, claimed.body["code"]) == (403, "MERCHANT_MISMATCH")
+        named = await h.initiate(user, merchant_id=DEMO_MERCHANT_ID)
+        assert named.status == 200
+
+
+async def test_a_merchant_whose_sessions_lock_accounts_is_throttled() -> None:
+    """The measure against targeted lockout: PSD2's five attempts per account stay as they
+    are, and a merchant key whose sessions lock MERCHANT_LOCKS_PER_HOUR accounts can open
+    no more sessions until the hour is over; other merchants are unaffected."""
+    async with running_app(MERCHANT_LOCKS_PER_HOUR="2") as h:
+        for _ in range(2):
+            victim = new_user()
+            await h.enroll(victim)
+            statuses = []
+            for _ in range(2):
+                started = await h.initiate(victim)
+                wrong = answers(started.body["required_factors"], "wrong")
+                for _ in range(3):
+                    response = await h.verify(victim, started.body["session_id"], wrong)
+                    statuses.append(response.status)
+            assert statuses == [401] * 5 + [429]  # locked at the fifth failure
+        throttled = await h.initiate(new_user())
+        assert (throttled.status, throttled.body["code"]) == (429, "MERCHANT_THROTTLED")
+        assert 0 < int(throttled.headers["Retry-After"]) <= 3600
+        metrics = (await h.call("GET", "/metrics")).text
+        assert f'zeropay_account_locks_total{{merchant="{DEMO_MERCHANT_ID}"}} 2.0' in metrics
+        h.clock.advance(3600)
+        assert (await h.initiate(new_user())).status == 200

@@ -1,0 +1,54 @@
+"""The merchant directory: keys checked in memory, revocations picked up, fail closed."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from adapters.errors import DependencyUnavailable
+from adapters.memory import MemoryStore
+from zeropay_proto import RemoteProtocolError
+from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
+from zeropay_server.merchants import MAX_STALENESS_SECONDS, MerchantDirectory
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_revoked_key_stops_working_at_the_next_refresh() -> None:
+    store, clock = MemoryStore(), Clock()
+    key, credential = issue_api_key(
+        "shop-1", entropy=secrets.token_bytes(API_KEY_ENTROPY_BYTES), now_ms=1
+    )
+    await store.add_merchant_key(credential)
+    directory = MerchantDirectory(store, clock=clock)
+    assert await directory.refresh() == 1
+    assert directory.authenticate(key) == "shop-1"
+    assert await store.revoke_merchant_key(credential.key_id, 2)
+    assert directory.authenticate(key) == "shop-1"  # until the refresh
+    await directory.refresh()
+    with pytest.raises(RemoteProtocolError) as refused:
+        directory.authenticate(key)
+    assert refused.value.error_status_hint == 401
+
+
+async def test_a_directory_too_stale_to_trust_fails_closed() -> None:
+    store, clock = MemoryStore(), Clock()
+    key, credential = issue_api_key(
+        "shop-1", entropy=secrets.token_bytes(API_KEY_ENTROPY_BYTES), now_ms=1
+    )
+    await store.add_merchant_key(credential)
+    directory = MerchantDirectory(store, clock=clock)
+    with pytest.raises(DependencyUnavailable):
+        directory.authenticate(key)  # never loaded
+    await directory.refresh()
+    clock.now += MAX_STALENESS_SECONDS + 1
+    with pytest.raises(DependencyUnavailable):
+        directory.authenticate(key)
+    await directory.refresh()
+    assert directory.authenticate(key) == "shop-1"
