@@ -9,8 +9,9 @@ flusher reads 64 streams. The global and per-IP limiters share ``{<prefix>:rl}``
 decide in one atomic script.
 
 Every key on a request path has a TTL (sessions, windows, lockouts, limiters, nonces, tokens,
-the record cache); only the audit streams have none, and their entries are deleted once
-written to PostgreSQL.
+the record cache); only the audit streams and the 64 epoch keys (one short value per slot
+group, which reveals a node that lost its data) have none, and stream entries are deleted
+once written to PostgreSQL.
 
 A session is stored as one binary string (user and id are in the key), which keeps a session
 well under 300 bytes of Redis memory. Byte offsets (0-based; the Lua scripts use 1-based):
@@ -96,6 +97,10 @@ class KeySpace:
 
     def all_streams(self) -> list[str]:
         return [self.stream(g) for g in range(self.groups)]
+
+    def epoch(self, group: int) -> str:
+        """The slot group's epoch: set once; gone or changed when its data was lost."""
+        return f"{self._tag(group)}:epoch"
 
     def global_limit(self) -> str:
         return f"{{{self.prefix}:rl}}:g"

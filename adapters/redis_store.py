@@ -20,7 +20,10 @@ import asyncio
 import functools
 import hashlib
 import json
+import secrets
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -57,6 +60,7 @@ from zeropay_proto import (
 )
 from zeropay_proto.audit import AuditAction, AuditEvent
 
+from .audit_journal import AuditJournal
 from .errors import DependencyUnavailable
 from .ports import (
     Admission,
@@ -79,6 +83,10 @@ from .redis_keys import (
 )
 
 CONSUMER_GROUP = "flushers"
+#: The stream name of events replayed from the journal after Redis lost data.
+REPLAYED = "replayed-from-journal"
+#: How often the flusher's reads look for lost data (one SET NX GET per slot group).
+EPOCH_CHECK_SECONDS = 1.0
 #: The most script calls one port method sends at once (admission: limits, bucket, nonce).
 CALLS_PER_OPERATION = 3
 _SCRIPTS = (
@@ -202,6 +210,10 @@ class RedisStore:
         self.clustered = isinstance(client, RedisCluster)
         self._sources = {name: _load_script(name) for name in _SCRIPTS}
         self._shas = {name: _script_sha(source) for name, source in self._sources.items()}
+        self.journal = AuditJournal()
+        self._epochs_seen: dict[str, bytes] = {}
+        self._next_epoch_check = 0.0
+        self._replay: list[StreamEntry] = []
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -521,9 +533,9 @@ class RedisStore:
         admission = self._admission(request, [("admit_rl", rl), ("admit_user", user)])
         if code == -3 or not self._owns(session_id, user_id):
             return admission, None
-        return admission, self._reserved(
-            session_id, user_id, request.now, policy, code, before, written
-        )
+        reserved = self._reserved(session_id, user_id, request.now, policy, code, before, written)
+        self._journal_lock(reserved, lock_audit)
+        return admission, reserved
 
     @_redis_call
     async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
@@ -567,6 +579,7 @@ class RedisStore:
                 )
             ]
         )
+        self.journal.record(audit)
 
     @staticmethod
     def _owns(session_id: str, user_id: str) -> bool:
@@ -617,7 +630,14 @@ class RedisStore:
                 )
             ]
         )
-        return self._reserved(session_id, user_id, now, policy, code, before, written)
+        reserved = self._reserved(session_id, user_id, now, policy, code, before, written)
+        self._journal_lock(reserved, lock_audit)
+        return reserved
+
+    def _journal_lock(self, reserved: ReserveOutcome | None, lock_audit: AuditEvent) -> None:
+        """The lock event is appended only by the reservation that locked the account."""
+        if isinstance(reserved, AttemptReserved) and reserved.locked_account:
+            self.journal.record(lock_audit)
 
     @staticmethod
     def _reserved(
@@ -729,6 +749,12 @@ class RedisStore:
         applied = isinstance(out, VerificationSucceeded | VerificationFailed)
         if code != (1 if applied else 0):
             raise ScriptDisagreement(f"conclude.lua returned {code}, the core decided {out}")
+        if applied:
+            succeeded = isinstance(out, VerificationSucceeded)
+            action = (
+                AuditAction.VERIFICATION_SUCCEEDED if succeeded else AuditAction.VERIFICATION_FAILED
+            )
+            self.journal.record(replace(audit, action=action))
         return out
 
     @_redis_call
@@ -760,6 +786,8 @@ class RedisStore:
                 )
             ]
         )
+        if revoked:
+            self.journal.record(audit)
         return bool(revoked)
 
     @_redis_call
@@ -773,6 +801,7 @@ class RedisStore:
                 )
             ]
         )
+        self.journal.record(audit)
         return int(revoked)
 
     @_redis_call
@@ -793,6 +822,7 @@ class RedisStore:
                 )
             ]
         )
+        self.journal.record(audit)
 
     @_redis_call
     async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
@@ -822,11 +852,22 @@ class RedisStore:
     @_redis_call
     async def append(self, event: AuditEvent) -> None:
         await self._client.xadd(self.keys.stream_of(event.user_id), event.to_fields())  # type: ignore[arg-type]
+        self.journal.record(event)
 
     @_redis_call
     async def read_batch(
         self, consumer: str, count: int, reclaim_idle_ms: int, *, reclaim: bool = True
     ) -> list[StreamEntry]:
+        if time.monotonic() >= self._next_epoch_check:
+            self._next_epoch_check = time.monotonic() + EPOCH_CHECK_SECONDS
+            if await self._redis_lost_data():
+                self._replay += [
+                    StreamEntry(stream=REPLAYED, entry_id=str(i), event=event)
+                    for i, event in enumerate(self.journal.recent())
+                ]
+        if self._replay:  # first what Redis lost, from this instance's journal
+            replayed, self._replay = self._replay[:count], self._replay[count:]
+            return replayed
         streams = self.keys.all_streams()
         pipe = self._client.pipeline(transaction=False)
         if reclaim:
@@ -847,6 +888,23 @@ class RedisStore:
             for stream, messages in read or ():
                 entries += self._entries(stream.decode(), messages)
         return entries
+
+    async def _redis_lost_data(self) -> bool:
+        """Whether any slot group lost its data since the last look: each holds an epoch
+        key, set once (``SET NX GET``); one missing or changed means that its node restarted
+        empty, was flushed, or failed over to a replica that missed it."""
+        fresh = secrets.token_hex(8).encode()  # never a value set before a loss
+        pipe = self._client.pipeline(transaction=False)
+        keys = [self.keys.epoch(group) for group in range(self.keys.groups)]
+        for key in keys:
+            pipe.set(key, fresh, nx=True, get=True)
+        lost = False
+        for key, found in zip(keys, await pipe.execute(), strict=True):
+            seen = self._epochs_seen.get(key)
+            current = fresh if found is None else _bytes(found)
+            lost = lost or (seen is not None and seen != current)
+            self._epochs_seen[key] = current
+        return lost
 
     async def _without_lost_groups(self, results: list[Any]) -> list[Any]:
         """Replies of a stream pipeline, with ``NOGROUP`` replies as ``None`` once the groups
@@ -876,7 +934,8 @@ class RedisStore:
     async def acknowledge(self, entries: Sequence[StreamEntry]) -> None:
         by_stream: dict[str, list[str]] = {}
         for entry in entries:
-            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+            if entry.stream != REPLAYED:  # replayed from the journal: nothing to acknowledge
+                by_stream.setdefault(entry.stream, []).append(entry.entry_id)
         if not by_stream:
             return
         pipe = self._client.pipeline(transaction=False)

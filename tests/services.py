@@ -134,9 +134,12 @@ class RedisCluster:
 
 
 @contextlib.contextmanager
-def running_redis_cluster(workdir: Path, masters: int = 3) -> Iterator[RedisCluster]:
-    """Start ``masters`` cluster-enabled redis-server processes and join them."""
-    ports = [free_cluster_port() for _ in range(masters)]
+def running_redis_cluster(
+    workdir: Path, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 5000
+) -> Iterator[RedisCluster]:
+    """Start ``masters`` cluster-enabled redis-server processes, each with ``replicas``
+    replicas, and join them."""
+    ports = [free_cluster_port() for _ in range(masters * (1 + replicas))]
     processes = []
     try:
         for port in ports:
@@ -155,7 +158,7 @@ def running_redis_cluster(workdir: Path, masters: int = 3) -> Iterator[RedisClus
                         "--cluster-config-file",
                         "nodes.conf",
                         "--cluster-node-timeout",
-                        "5000",
+                        str(node_timeout_ms),
                         "--save",
                         "",
                         "--appendonly",
@@ -178,7 +181,7 @@ def running_redis_cluster(workdir: Path, masters: int = 3) -> Iterator[RedisClus
                 "create",
                 *(f"127.0.0.1:{p}" for p in ports),
                 "--cluster-replicas",
-                "0",
+                str(replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -192,7 +195,7 @@ def running_redis_cluster(workdir: Path, masters: int = 3) -> Iterator[RedisClus
                 info = redis.Redis(host="127.0.0.1", port=port).cluster("info")
                 if (
                     info["cluster_state"] != "ok"
-                    or int(info["cluster_known_nodes"]) != masters
+                    or int(info["cluster_known_nodes"]) != len(ports)
                     or int(info["cluster_slots_ok"]) != 16384
                 ):
                     return False

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -108,6 +108,19 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
     if field is not None:
         body["field"] = field
     return body
+
+
+@contextlib.asynccontextmanager
+async def open_task_group() -> AsyncIterator[trio.Nursery]:
+    """A nursery whose single failure is raised as itself, not wrapped in an exception group:
+    the handlers answer by the exception's type (DependencyUnavailable is a 503)."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 def client_address(peer: str | None, forwarded: str | None, trusted: tuple[Any, ...]) -> str:
@@ -428,9 +441,7 @@ class Service:
         session = issued.session
         checkout: list[PspCheckout] = []
 
-        async def create_checkout() -> None:
-            if req.psp_config is None:
-                return
+        async def create_checkout(config: Mapping[str, Any]) -> None:
             with trio.move_on_after(PSP_DEADLINE_SECONDS):
                 try:
                     made = await self.rt.psp.create_checkout(
@@ -438,7 +449,7 @@ class Service:
                         currency=binding.currency,
                         merchant_id=merchant_id,
                         verification_session_id=session.session_id,
-                        config=req.psp_config,
+                        config=config,
                     )
                     await self.rt.state.store_psp_session(
                         made.psp_session_id, made.as_dict(), 1000 * self.rt.settings.psp_session_ttl
@@ -447,21 +458,25 @@ class Service:
                 except (PspError, DependencyUnavailable):
                     log.warning("psp checkout not created", extra={"fields": {"psp": "sandbox"}})
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(create_checkout)
-            await self.rt.state.store_session(
-                issued,
-                epoch_ms(now),
-                self.event(
-                    AuditAction.SESSION_INITIATED,
-                    req.user_id,
-                    merchant=merchant_id,
-                    risk=req.risk.value,
-                    factors=len(session.challenged),
-                ),
-                SESSION_GRACE_MS,
-                record_cache=fill,
-            )
+        stored = self.rt.state.store_session(
+            issued,
+            epoch_ms(now),
+            self.event(
+                AuditAction.SESSION_INITIATED,
+                req.user_id,
+                merchant=merchant_id,
+                risk=req.risk.value,
+                factors=len(session.challenged),
+            ),
+            SESSION_GRACE_MS,
+            record_cache=fill,
+        )
+        if req.psp_config is None:
+            await stored
+        else:  # the checkout is created while the session is stored
+            async with open_task_group() as nursery:
+                nursery.start_soon(create_checkout, req.psp_config)
+                await stored
         self.rt.metrics.sessions.opened(now)
         answer: dict[str, Any] = {
             "success": True,
@@ -541,7 +556,12 @@ class Service:
             )
         if isinstance(outcome, VerificationFailed):
             return self._failed(outcome.attempts_remaining, headers)
-        return self._failed(0, headers)
+        if outcome is None:
+            # Reserved a moment ago, gone now: Redis lost it (restarted empty, flushed, failed
+            # over). Not a wrong answer: an outage, which the client retries.
+            log.warning("session vanished between reservation and conclusion")
+            raise DependencyUnavailable("redis")
+        return self._failed(0, headers)  # concluded meanwhile by a concurrent attempt
 
     async def _lock_counted(self, merchant_id: str | None, now: float) -> None:
         """This attempt locked the account: count the lock against the session's merchant

@@ -227,3 +227,31 @@ async def test_lost_scripts_resend_only_the_calls_that_failed(
             assert isinstance(replay.nonce, NonceReused)
     for admin in admins:
         admin.close()
+
+
+async def test_events_redis_lost_are_replayed_from_the_instances_journal(
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """Redis came back empty before the flusher read these events: the instance that
+    appended them hands them over itself (and nothing when nothing was lost)."""
+    url, _ = private_redis
+    admin = redis.Redis.from_url(url)
+    async with trio_asyncio.open_loop():
+        store = await aio(RedisStore.connect)(url=url, keys=KeySpace("journal"))
+        bridged: Any = TrioBridge(store, dependency="redis", timeout=5)
+        try:
+            assert await bridged.read_batch("c1", 100, 30_000) == []  # epochs noted
+            user = new_user()
+            written = [event(user) for _ in range(3)]
+            for e in written:
+                await bridged.append(e)
+            admin.flushall()  # lost before any flusher read them
+            store._next_epoch_check = 0.0  # look now, not in a second
+            replayed = await bridged.read_batch("c1", 100, 30_000)
+            assert [e.event.event_id for e in replayed] == [e.event_id for e in written]
+            await bridged.acknowledge(replayed)  # journal entries: nothing to acknowledge
+            store._next_epoch_check = 0.0
+            assert await bridged.read_batch("c1", 100, 30_000) == []  # no loss: no replay
+        finally:
+            await aio(store.aclose)()
+    admin.close()

@@ -15,16 +15,17 @@ from tests.server.test_api import new_user
 
 
 class Outage:
-    """A port whose every coroutine method raises DependencyUnavailable while ``down``."""
+    """A port whose coroutine methods (``only`` those, if given) raise DependencyUnavailable
+    while ``down``."""
 
-    def __init__(self, inner: Any, dependency: str) -> None:
-        self.inner, self.dependency, self.down = inner, dependency, False
+    def __init__(self, inner: Any, dependency: str, only: set[str] | None = None) -> None:
+        self.inner, self.dependency, self.only, self.down = inner, dependency, only, False
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.inner, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down:
+            if self.down and (self.only is None or name in self.only):
                 raise DependencyUnavailable(self.dependency)
             return await method(*args, **kwargs)
 
@@ -75,3 +76,18 @@ async def test_an_outage_after_real_failures_keeps_their_count() -> None:
         assert fifth.status == 401  # the fifth real failure: evaluated, and it locks
         refused = await h.verify(user, started.body["session_id"], wrong)
         assert (refused.status, refused.body["code"]) == (429, "ACCOUNT_LOCKED")
+
+
+async def test_an_outage_while_storing_the_session_beside_a_psp_checkout_is_a_503() -> None:
+    """The session is stored while the PSP checkout is created, in one nursery: its failure
+    came out as an exception group, and the answer was a 500."""
+    async with running_app() as h:
+        user = new_user()
+        await h.enroll(user)
+        outage = Outage(h.runtime.state, "redis", only={"store_session"})
+        h.runtime.state = outage
+        outage.down = True
+        for psp_config in (None, {"provider": "sandbox"}):
+            extra = {} if psp_config is None else {"psp_config": psp_config}
+            response = await h.initiate(user, **extra)
+            assert (response.status, response.body["code"]) == (503, "DEPENDENCY_UNAVAILABLE")
