@@ -14,9 +14,11 @@ loop (``await bridge.aio(RedisStore.connect)(...)``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import trio
@@ -26,6 +28,37 @@ from .errors import DependencyUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+log = logging.getLogger("zeropay.bridge")
+
+
+@contextlib.asynccontextmanager
+async def open_loop() -> AsyncIterator[Any]:
+    """``trio_asyncio.open_loop()`` for a long-running server.
+
+    trio-asyncio's default handler re-raises every error asyncio reports as unhandled (a
+    future whose exception nobody retrieved, say asyncpg's when a query was cancelled midway)
+    inside its nursery, which ends the loop and the process with it: one library's stray
+    future must not take a server down. Here such errors are logged, by type only (the
+    context can hold query text), and the loop goes on.
+    """
+    async with trio_asyncio.open_loop() as loop:
+        loop.set_exception_handler(_log_unhandled)
+        yield loop
+
+
+def _log_unhandled(loop: Any, context: dict[str, Any]) -> None:
+    exception = context.get("exception")
+    log.warning(
+        "asyncio reported an unhandled error",
+        extra={
+            "fields": {
+                "error": type(exception).__name__ if exception is not None else None,
+                "what": str(context.get("message", ""))[:80],
+            }
+        },
+    )
 
 
 def aio(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

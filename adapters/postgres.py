@@ -60,6 +60,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
+    # A connection left in a bad state by an interrupted operation; it is closed, not reused.
+    asyncpg.exceptions.InternalClientError,
 )
 
 P = ParamSpec("P")
@@ -313,10 +315,19 @@ class PostgresStore:
         async def collect(data: bytes) -> None:
             chunks.append(data)
 
-        async with self._primary.acquire() as conn:
+        conn = await self._primary.acquire()
+        try:
             await conn.copy_from_query(
                 self._COPY.format(user_id=user_id), output=collect, format="csv"
             )
+        except BaseException:
+            # A COPY interrupted midway (its deadline passed, the server went away) leaves the
+            # protocol mid-operation, and asyncpg's pool would hand it out again ("another
+            # operation is in progress"): close it, the pool opens a fresh one.
+            conn.terminate()
+            raise
+        finally:
+            await self._primary.release(conn)
         rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
         if not rows:
             return None

@@ -24,10 +24,11 @@ import tempfile
 from collections.abc import Mapping
 
 import trio
-import trio_asyncio
 import trio_parallel
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import wrap_app
+
+from adapters.bridge import open_loop
 
 from .app import create_app
 from .config import Settings, load_settings
@@ -93,7 +94,7 @@ async def serve(
             trio_parallel.open_worker_context(init=lower_worker_priority)
         )
         if not settings.embedded:
-            await stack.enter_async_context(trio_asyncio.open_loop())
+            await stack.enter_async_context(open_loop())
         runtime = await stack.enter_async_context(open_runtime(settings, run_sync=context.run_sync))
         app = create_app(runtime)
         config = hypercorn_config(settings, workers)

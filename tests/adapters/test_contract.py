@@ -409,29 +409,32 @@ async def test_three_failures_fail_the_session(state_backend: dict[str, Any]) ->
         assert closed == SessionClosed(state=SessionState.FAILED)
 
 
+async def mint_token(store: Any, user: str, now: float) -> str:
+    """A session for ``user``, verified: its auth token."""
+    issued = new_session(user, now=now)
+    sid = issued.session.session_id
+    await store.store_session(issued, 0, event(user), 60_000)
+    await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
+    done = await store.conclude_attempt(
+        sid,
+        user,
+        attempt=1,
+        key_unwrapped=True,
+        now=now,
+        token_entropy=secrets.token_bytes(32),
+        policy=DEFAULT_POLICY,
+        audit=event(user),
+    )
+    assert isinstance(done, VerificationSucceeded)
+    return done.auth_token
+
+
 @state
 async def test_revoke_and_forget_remove_tokens(state_backend: dict[str, Any]) -> None:
     async with open_state_store(state_backend) as store:
         user = new_user()
         now = time.time()
-        tokens = []
-        for _ in range(2):
-            issued = new_session(user, now=now)
-            sid = issued.session.session_id
-            await store.store_session(issued, 0, event(user), 60_000)
-            await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
-            done = await store.conclude_attempt(
-                sid,
-                user,
-                attempt=1,
-                key_unwrapped=True,
-                now=now,
-                token_entropy=secrets.token_bytes(32),
-                policy=DEFAULT_POLICY,
-                audit=event(user),
-            )
-            assert isinstance(done, VerificationSucceeded)
-            tokens.append(parse_bearer(f"Bearer {done.auth_token}"))
+        tokens = [parse_bearer(f"Bearer {await mint_token(store, user, now)}") for _ in range(2)]
         info = await store.token_info(tokens[0])
         assert info is not None
         assert (info.issued_at_ms, info.factors_proven) == (int(now * 1000), 3)  # what it proved
@@ -453,24 +456,7 @@ async def test_an_enrollment_change_revokes_every_token_of_its_user(
     async with open_state_store(state_backend) as store:
         user, other = new_user(), new_user()
         now = time.time()
-        tokens = {}
-        for who in (user, user, other):
-            issued = new_session(who, now=now)
-            sid = issued.session.session_id
-            await store.store_session(issued, 0, event(who), 60_000)
-            await store.reserve_attempt(sid, who, now, DEFAULT_POLICY, event(who))
-            done = await store.conclude_attempt(
-                sid,
-                who,
-                attempt=1,
-                key_unwrapped=True,
-                now=now,
-                token_entropy=secrets.token_bytes(32),
-                policy=DEFAULT_POLICY,
-                audit=event(who),
-            )
-            assert isinstance(done, VerificationSucceeded)
-            tokens[done.auth_token] = who
+        tokens = {await mint_token(store, who, now): who for who in (user, user, other)}
         updated = event(user, AuditAction.ENROLLMENT_UPDATED)
         assert await store.revoke_user_tokens(user, updated) == 2
         for token, who in tokens.items():

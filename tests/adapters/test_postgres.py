@@ -14,6 +14,7 @@ import trio
 import trio_asyncio
 
 from adapters.bridge import TrioBridge, aio
+from adapters.errors import DependencyUnavailable
 from adapters.ports import StoredEnrollment
 from adapters.postgres import PostgresStore, ensure_database, migrations
 from tests.adapters.helpers import new_user
@@ -177,3 +178,29 @@ def test_migrate_creates_a_missing_database_once() -> None:
         return created
 
     assert asyncio.run(run()) == [True, False]
+
+
+async def test_a_copy_cut_off_by_its_deadline_never_poisons_the_pool(
+    migrated_database: str,
+) -> None:
+    """The verify read is a COPY, cut off here by the bridge's deadline while it waits on a
+    lock: with a pool of one connection, every later read must still work. (A COPY broken by
+    PostgreSQL going away midway, which once left its connection mid-operation, "another
+    operation is in progress", is the fault suite's PostgreSQL stop.)"""
+    user = new_user()
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(migrated_database, min_size=1, max_size=1)
+        bridged: Any = TrioBridge(store, dependency="postgresql", timeout=0.3)
+        try:
+            lock = await aio(asyncpg.connect)(migrated_database)
+            transaction = lock.transaction()
+            await aio(transaction.start)()
+            await aio(lock.execute)("LOCK TABLE wrapped_keys IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(DependencyUnavailable):
+                await bridged.load_enrollment(user)  # blocked behind the lock, then cut off
+            await aio(transaction.rollback)()
+            await aio(lock.close)()
+            for _ in range(3):
+                assert await bridged.load_enrollment(user) is None
+        finally:
+            await aio(store.aclose)()

@@ -87,6 +87,15 @@ class History:
             1 for r in self.records if r.kind == "verify" and r.user == user and r.status == 401
         )
 
+    def unseen(self, user: str) -> int:
+        """Verifications whose outcome the client never saw: answered 503 (the script may
+        have run after the deadline) or cut off with their instance."""
+        return sum(
+            1
+            for r in self.records
+            if r.kind == "verify" and r.user == user and r.status in {0, 503}
+        )
+
     def check(self) -> None:
         """Assert every invariant of the module docstring."""
         assert self.records, "no request was made"

@@ -62,6 +62,9 @@ def _promoted(replica: int, survivors: list[int]) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings(
+    "ignore:Async generator 'httpx._content.ByteStream.__aiter__':ResourceWarning"
+)
 async def test_the_service_survives_a_cluster_failover(
     cluster: RedisCluster, tmp_path: Path
 ) -> None:

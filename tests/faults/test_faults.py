@@ -35,7 +35,18 @@ from tests.services import free_port
 
 #: Every case here takes tens of seconds (a private PostgreSQL, two servers, the load):
 #: ``scripts/test -m "not slow"`` skips them locally; CI runs them.
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # A response cut off by an instance the test kills leaves httpx's body iterator to the
+    # garbage collector; that is the fault under test, not a leak of ours.
+    pytest.mark.filterwarnings(
+        "ignore:Async generator 'httpx._content.ByteStream.__aiter__':ResourceWarning"
+    ),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <async_generator object ByteStream"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 #: Load before the fault and after recovery, and how long recovery may take.
 WARMUP_SECONDS = 2.0
@@ -81,9 +92,10 @@ async def _promote_redis(stack: Stack, load: Load) -> None:
 
 
 async def _fill_redis(stack: Stack, load: Load) -> None:
+    """Well below what is used: every write is refused (OOM) however memory moves."""
     client = stack.redis.client()
     client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", str(int(client.info("memory")["used_memory"])))
+    client.config_set("maxmemory", str(int(client.info("memory")["used_memory"]) // 2))
 
 
 async def _unlimit_redis(stack: Stack, load: Load) -> None:
@@ -204,7 +216,10 @@ async def _recovered_after(load: Load, healed_at: float) -> float:
 
 async def _audit_matches(stack: Stack, load: Load, *, exact: bool) -> dict[str, int]:
     """Poll until the audit log holds every observed outcome (or the deadline passes), then
-    compare: equal when ``exact``, and never more than observed (nothing doubled)."""
+    compare. A verification answered 503 (its script may have run after the deadline, in a
+    paused Redis) or cut off with its instance has an outcome the client never saw: each
+    may add one row of either kind. So, per user and outcome: observed <= rows (when
+    ``exact``: nothing lost) and rows <= observed + unseen (nothing doubled or invented)."""
     users = load.honest + load.mixed
     observed = {
         (u, a): n
@@ -221,13 +236,18 @@ async def _audit_matches(stack: Stack, load: Load, *, exact: bool) -> dict[str, 
             if all(rows.get(k, 0) >= n for k, n in observed.items()):
                 break
             await trio.sleep(0.2)
-    audited = sum(rows.get(k, 0) for k in observed)
-    expected = sum(observed.values())
-    for key, count in observed.items():
-        assert rows.get(key, 0) <= count, f"audit rows beyond what clients saw: {key}"
+    for (user, action), count in observed.items():
+        audited = rows.get((user, action), 0)
+        assert audited <= count + load.history.unseen(user), f"rows beyond: {user} {action}"
         if exact:
-            assert rows.get(key, 0) == count, f"audit rows lost: {key}"
-    return {"observed": expected, "audited": audited, "lost": expected - audited}
+            assert audited >= count, f"audit rows lost: {user} {action}"
+    expected = sum(observed.values())
+    audited_total = sum(rows.get(k, 0) for k in observed)
+    return {
+        "observed": expected,
+        "audited": audited_total,
+        "unseen": sum(load.history.unseen(u) for u in users),
+    }
 
 
 async def _honest_users_can_pay(stack: Stack, load: Load) -> None:

@@ -20,16 +20,22 @@ class Clock:
         return self.now
 
 
-async def test_a_revoked_key_stops_working_at_the_next_refresh() -> None:
+async def directory_with_a_key() -> tuple[MemoryStore, Clock, MerchantDirectory, str, str]:
+    """A store holding one key of shop-1, a directory over it (not yet loaded), the key's id
+    and the key itself."""
     store, clock = MemoryStore(), Clock()
     key, credential = issue_api_key(
         "shop-1", entropy=secrets.token_bytes(API_KEY_ENTROPY_BYTES), now_ms=1
     )
     await store.add_merchant_key(credential)
-    directory = MerchantDirectory(store, clock=clock)
+    return store, clock, MerchantDirectory(store, clock=clock), credential.key_id, key
+
+
+async def test_a_revoked_key_stops_working_at_the_next_refresh() -> None:
+    store, _, directory, key_id, key = await directory_with_a_key()
     assert await directory.refresh() == 1
     assert directory.authenticate(key) == "shop-1"
-    assert await store.revoke_merchant_key(credential.key_id, 2)
+    assert await store.revoke_merchant_key(key_id, 2)
     assert directory.authenticate(key) == "shop-1"  # until the refresh
     await directory.refresh()
     with pytest.raises(RemoteProtocolError) as refused:
@@ -38,12 +44,7 @@ async def test_a_revoked_key_stops_working_at_the_next_refresh() -> None:
 
 
 async def test_a_directory_too_stale_to_trust_fails_closed() -> None:
-    store, clock = MemoryStore(), Clock()
-    key, credential = issue_api_key(
-        "shop-1", entropy=secrets.token_bytes(API_KEY_ENTROPY_BYTES), now_ms=1
-    )
-    await store.add_merchant_key(credential)
-    directory = MerchantDirectory(store, clock=clock)
+    _, clock, directory, _, key = await directory_with_a_key()
     with pytest.raises(DependencyUnavailable):
         directory.authenticate(key)  # never loaded
     await directory.refresh()
