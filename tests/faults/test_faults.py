@@ -202,7 +202,7 @@ async def _ready(stack: Stack) -> int:
 
 async def _recovered_after(load: Load, healed_at: float) -> float:
     """Seconds from the heal to the first verification that succeeded after it."""
-    with trio.fail_after(RECOVERY_DEADLINE):
+    with trio.move_on_after(RECOVERY_DEADLINE):
         while True:
             done = [
                 r.finished
@@ -212,6 +212,12 @@ async def _recovered_after(load: Load, healed_at: float) -> float:
             if done:
                 return min(done) - healed_at
             await trio.sleep(0.05)
+    since = Counter(
+        (r.kind, r.instance, r.status, r.code)
+        for r in load.history.records
+        if r.started >= healed_at
+    )
+    raise AssertionError(f"no recovery within {RECOVERY_DEADLINE} s; answers since: {since}")
 
 
 async def _audit_matches(stack: Stack, load: Load, *, exact: bool) -> dict[str, int]:
