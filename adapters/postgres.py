@@ -17,6 +17,7 @@ advisory lock by :meth:`PostgresStore.migrate` (the ``migrate`` command, or at s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import functools
@@ -24,7 +25,7 @@ import io
 import json
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
@@ -144,12 +145,58 @@ async def ensure_database(dsn: str) -> bool:
     return True
 
 
+@contextlib.asynccontextmanager
+async def _checked_out(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of ``pool``, closed rather than returned when its operation was
+    interrupted (by the bridge's deadline, or a server going away).
+
+    Returned mid-operation, asyncpg would first send a CancelRequest and wait for it, with no
+    bound, inside ``release``: with PostgreSQL stopping meanwhile, connections stay checked
+    out for good and the pool runs dry (every later call a 503, no recovery). A COPY cut off
+    midway was even handed out again ("another operation is in progress"). Closing costs one
+    reconnection, on a path that has just failed anyway.
+    """
+    conn = await pool.acquire()
+    try:
+        yield conn
+    except BaseException:
+        conn.terminate()
+        raise
+    finally:
+        await pool.release(conn)
+
+
+class _Queries:
+    """A pool's query methods, each on a connection from :func:`_checked_out`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with _checked_out(self._pool) as conn:
+            return await conn.fetchval(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        async with _checked_out(self._pool) as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        async with _checked_out(self._pool) as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with _checked_out(self._pool) as conn:
+            return str(await conn.execute(query, *args))
+
+
 class PostgresStore:
     """Implements EnrollmentPort and AuditLogPort on PostgreSQL."""
 
     def __init__(self, primary: asyncpg.Pool, replica: asyncpg.Pool | None = None) -> None:
         self._primary = primary
         self._replica = replica or primary
+        self._on_primary = _Queries(self._primary)
+        self._on_replica = _Queries(self._replica)
 
     @classmethod
     @_unavailable_as_dependency_error
@@ -190,7 +237,7 @@ class PostgresStore:
         id, which a server in recovery (a demoted primary, a replica) or a read-only
         transaction refuses, so readiness turns false while writes fail, not only while
         PostgreSQL is unreachable. Raises DependencyUnavailable when it is not ready."""
-        return bool(await self._primary.fetchval("SELECT txid_current() > 0"))
+        return bool(await self._on_primary.fetchval("SELECT txid_current() > 0"))
 
     def pool_in_use(self) -> int:
         """Primary connections currently checked out (for metrics)."""
@@ -231,7 +278,7 @@ class PostgresStore:
     @_unavailable_as_dependency_error
     async def apply_retention(self, now: dt.datetime, keep_days: int = 90) -> int:
         """Drop audit partitions older than ``keep_days``; returns how many were dropped."""
-        dropped = await self._primary.fetchval(
+        dropped = await self._on_primary.fetchval(
             "SELECT audit_log_apply_retention($1, make_interval(days => $2))", now, keep_days
         )
         return int(dropped)
@@ -240,7 +287,7 @@ class PostgresStore:
 
     @_unavailable_as_dependency_error
     async def insert_enrollment(self, enrollment: StoredEnrollment) -> bool:
-        row = await self._primary.fetchrow(
+        row = await self._on_primary.fetchrow(
             "INSERT INTO wrapped_keys (user_id, wrapped_key, salt, iterations, key_version,"
             " factor_count, sealed_record, device_id, created_at, updated_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -252,7 +299,7 @@ class PostgresStore:
     @_unavailable_as_dependency_error
     async def replace_enrollment(self, enrollment: StoredEnrollment) -> bool:
         values = self._row(enrollment)
-        row = await self._primary.fetchrow(
+        row = await self._on_primary.fetchrow(
             "UPDATE wrapped_keys SET wrapped_key = $2, salt = $3, iterations = $4,"
             " key_version = $5, factor_count = $6, sealed_record = $7, device_id = $8,"
             " updated_at = $9 WHERE user_id = $1 RETURNING 1",
@@ -315,19 +362,10 @@ class PostgresStore:
         async def collect(data: bytes) -> None:
             chunks.append(data)
 
-        conn = await self._primary.acquire()
-        try:
+        async with _checked_out(self._primary) as conn:
             await conn.copy_from_query(
                 self._COPY.format(user_id=user_id), output=collect, format="csv"
             )
-        except BaseException:
-            # A COPY interrupted midway (its deadline passed, the server went away) leaves the
-            # protocol mid-operation, and asyncpg's pool would hand it out again ("another
-            # operation is in progress"): close it, the pool opens a fresh one.
-            conn.terminate()
-            raise
-        finally:
-            await self._primary.release(conn)
         rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
         if not rows:
             return None
@@ -349,14 +387,14 @@ class PostgresStore:
 
     @_unavailable_as_dependency_error
     async def delete_enrollment(self, user_id: str) -> bool:
-        row = await self._primary.fetchrow(
+        row = await self._on_primary.fetchrow(
             "DELETE FROM wrapped_keys WHERE user_id = $1 RETURNING 1", user_id
         )
         return row is not None
 
     @_unavailable_as_dependency_error
     async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
-        row = await self._replica.fetchrow(self._SELECT, user_id)
+        row = await self._on_replica.fetchrow(self._SELECT, user_id)
         return None if row is None else self._enrollment(row)
 
     # ---------------------------------------------------------------- AuditLogPort
@@ -365,7 +403,7 @@ class PostgresStore:
     async def write_events(self, events: Sequence[AuditEvent]) -> int:
         if not events:
             return 0
-        status = await self._primary.execute(
+        status = await self._on_primary.execute(
             "INSERT INTO audit_log (event_id, at, user_id, action, client, details)"
             " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[],"
             " $5::text[], $6::jsonb[])"
@@ -381,7 +419,7 @@ class PostgresStore:
 
     @_unavailable_as_dependency_error
     async def user_trail(self, user_id: str, limit: int) -> list[AuditEvent]:
-        rows = await self._replica.fetch(
+        rows = await self._on_replica.fetch(
             "SELECT event_id, at, user_id, action, client, details FROM audit_log"
             " WHERE user_id = $1 ORDER BY at, event_id LIMIT $2",
             user_id,
@@ -403,7 +441,7 @@ class PostgresStore:
 
     @_unavailable_as_dependency_error
     async def add_merchant_key(self, credential: MerchantCredential) -> None:
-        await self._primary.execute(
+        await self._on_primary.execute(
             "INSERT INTO merchant_keys (key_id, merchant_id, key_hash, created_at)"
             " VALUES ($1, $2, $3, $4)",
             credential.key_id,
@@ -414,7 +452,7 @@ class PostgresStore:
 
     @_unavailable_as_dependency_error
     async def merchant_keys(self, *, include_revoked: bool = False) -> list[MerchantCredential]:
-        rows = await self._primary.fetch(
+        rows = await self._on_primary.fetch(
             "SELECT key_id, merchant_id, key_hash, created_at, revoked_at FROM merchant_keys"
             " WHERE $1 OR revoked_at IS NULL ORDER BY created_at, key_id",
             include_revoked,
@@ -432,7 +470,7 @@ class PostgresStore:
 
     @_unavailable_as_dependency_error
     async def revoke_merchant_key(self, key_id: str, now_ms: int) -> bool:
-        row = await self._primary.fetchrow(
+        row = await self._on_primary.fetchrow(
             "UPDATE merchant_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL"
             " RETURNING 1",
             key_id,
