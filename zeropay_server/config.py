@@ -324,7 +324,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         psp_session_ttl=_int(env, "PSP_SESSION_TTL", DEFAULT_PSP_SESSION_TTL, minimum=1),
         pbkdf2_iterations=_int(env, "PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS, minimum=1),
-        crypto_workers=_int(env, "CRYPTO_WORKERS", os.cpu_count() or 1, minimum=1),
+        # Each server process has its own pool: together they use the cores once.
+        crypto_workers=_int(
+            env, "CRYPTO_WORKERS", max(1, (os.cpu_count() or 1) // workers), minimum=1
+        ),
         trusted_proxies=_proxies(env.get("TRUSTED_PROXIES", "")),
         bind=_bind(env.get("ZEROPAY_BIND", DEFAULT_BIND)),
         workers=workers,

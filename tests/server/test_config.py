@@ -1,0 +1,72 @@
+"""Configuration from the environment: the settings issue 8 and 11 added, and their errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.e2e.servers import DEMO_MERCHANT_KEY
+from zeropay_server.config import ConfigError, load_settings
+
+PRODUCTION = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "DATABASE_URL": "postgresql://postgres@127.0.0.1/zeropay",
+    "ZEROPAY_MASTER_KEYS": "1:" + "A" * 43 + "=",
+    "ZEROPAY_PEPPER": "B" * 43 + "=",
+    "ZEROPAY_RECEIPT_SIGNING_KEY": "C" * 43 + "=",
+}
+
+
+def test_each_server_process_gets_its_share_of_the_cores_for_crypto() -> None:
+    cores = os.cpu_count() or 1
+    assert load_settings({}).crypto_workers == cores
+    two = load_settings({**PRODUCTION, "ZEROPAY_WORKERS": "2"})
+    assert two.crypto_workers == max(1, cores // 2)
+    many = load_settings({**PRODUCTION, "ZEROPAY_WORKERS": str(4 * cores)})
+    assert many.crypto_workers == 1
+    assert load_settings({"CRYPTO_WORKERS": "3"}).crypto_workers == 3
+
+
+def test_dependency_deadlines_and_connection_bounds_come_from_the_environment() -> None:
+    defaults = load_settings({})
+    assert (defaults.redis_timeout, defaults.db_timeout) == (1.0, 1.0)
+    settings = load_settings(
+        {
+            "REDIS_TIMEOUT_MS": "250",
+            "DB_TIMEOUT_MS": "1500",
+            "HTTP_KEEP_ALIVE_TIMEOUT": "30",
+            "HTTP_READ_TIMEOUT": "5",
+            "HTTP_MAX_CONNECTIONS": "64",
+            "RATE_LIMIT_PER_MERCHANT": "10",
+            "MERCHANT_LOCKS_PER_HOUR": "3",
+            "AUDIT_RECLAIM_IDLE_MS": "2000",
+        }
+    )
+    assert (settings.redis_timeout, settings.db_timeout) == (0.25, 1.5)
+    assert (settings.keep_alive_timeout, settings.read_timeout) == (30, 5)
+    assert settings.max_connections == 64
+    assert (settings.rate_limit_per_merchant, settings.merchant_locks_per_hour) == (10, 3)
+    assert settings.audit_reclaim_idle_ms == 2000
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS"),
+        ({"HTTP_MAX_CONNECTIONS": "many"}, "HTTP_MAX_CONNECTIONS"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"ZEROPAY_DEMO_MERCHANT_KEY": "not-a-key"}, "ZEROPAY_DEMO_MERCHANT_KEY"),
+        ({**PRODUCTION, "ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}, "embedded default only"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env)
+
+
+def test_the_demo_merchant_key_is_taken_as_given_in_the_embedded_default() -> None:
+    assert load_settings({"ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}).demo_merchant_key == (
+        DEMO_MERCHANT_KEY
+    )
+    assert load_settings({"LOG_LEVEL": "debug"}).log_level == "DEBUG"
