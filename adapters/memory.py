@@ -31,7 +31,6 @@ from zeropay_proto import (
     NonceAccepted,
     NonceReused,
     Policy,
-    RemoteProtocolError,
     RequestAdmitted,
     Session,
     TokenBucketState,
@@ -42,9 +41,9 @@ from zeropay_proto import (
     decide_sliding_window,
     decide_token_bucket,
     epoch_ms,
-    parse_session_id,
     release_attempt,
     reserve_attempt,
+    session_names_user,
 )
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.merchants import MerchantCredential
@@ -68,14 +67,6 @@ DEFAULT_AUDIT_EVENTS_KEPT = 10_000
 #: Expired entries removed per write, at most: more than one, so the sweep outpaces the
 #: writes that add expiries, and few enough that no write pays for a backlog at once.
 _SWEEP_PER_WRITE = 4
-
-
-def _names(session_id: str, user_id: str) -> bool:
-    """Whether the session id names this user (as the Redis adapter checks)."""
-    try:
-        return parse_session_id(session_id)[1] == user_id
-    except RemoteProtocolError:
-        return False
 
 
 @dataclass
@@ -323,7 +314,7 @@ class MemoryStore:
     async def release_attempt(
         self, session_id: str, user_id: str, *, attempt: int, now: float, policy: Policy
     ) -> AttemptReleased | None:
-        if not _names(session_id, user_id):
+        if not session_names_user(session_id, user_id):
             return None
         session = await self.load_session(session_id, user_id)
         lockout: Lockout = self._get(f"lock:{user_id}") or Lockout()
@@ -394,16 +385,20 @@ class MemoryStore:
         self._append(audit)
         return True
 
-    async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
+    def _drop_tokens(self, user_id: str) -> int:
+        """Delete every token of a user and its index; returns how many were live."""
         revoked = sum(self._delete(f"tok:{d}") for d in self._get(f"tokidx:{user_id}") or ())
         self._delete(f"tokidx:{user_id}")
+        return revoked
+
+    async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
+        revoked = self._drop_tokens(user_id)
         self._append(audit)
         return revoked
 
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
-        for digest in self._get(f"tokidx:{user_id}") or ():
-            self._delete(f"tok:{digest}")
-        for kind in ("rec", "win", "lock", "tokidx"):
+        self._drop_tokens(user_id)
+        for kind in ("rec", "win", "lock"):
             self._delete(f"{kind}:{user_id}")
         self._append(audit)
 

@@ -42,7 +42,6 @@ from zeropay_proto import (
     NonceReused,
     Policy,
     RateLimited,
-    RemoteProtocolError,
     RequestAdmitted,
     Session,
     SessionClosed,
@@ -53,9 +52,9 @@ from zeropay_proto import (
     conclude_attempt,
     encode_token,
     epoch_ms,
-    parse_session_id,
     release_attempt,
     reserve_attempt,
+    session_names_user,
     token_digest,
 )
 from zeropay_proto.audit import AuditAction, AuditEvent
@@ -531,7 +530,7 @@ class RedisStore:
             ]
         )
         admission = self._admission(request, [("admit_rl", rl), ("admit_user", user)])
-        if code == -3 or not self._owns(session_id, user_id):
+        if code == -3 or not session_names_user(session_id, user_id):
             return admission, None
         reserved = self._reserved(session_id, user_id, request.now, policy, code, before, written)
         self._journal_lock(reserved, lock_audit)
@@ -581,18 +580,9 @@ class RedisStore:
         )
         self.journal.record(audit)
 
-    @staticmethod
-    def _owns(session_id: str, user_id: str) -> bool:
-        """Whether the session id names this user: the key alone cannot tell, since users
-        of one slot group share the key's hash tag."""
-        try:
-            return parse_session_id(session_id)[1] == user_id
-        except RemoteProtocolError:
-            return False
-
     @_redis_call
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
-        if not self._owns(session_id, user_id):
+        if not session_names_user(session_id, user_id):
             return None
         blob = await self._client.get(self.keys.session(session_id, user_id))
         return decode_session(session_id, user_id, _bytes(blob)) if blob else None
@@ -615,7 +605,7 @@ class RedisStore:
     async def _reserve(
         self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
     ) -> ReserveOutcome | None:
-        if not self._owns(session_id, user_id):
+        if not session_names_user(session_id, user_id):
             return None
         ((code, before, *written),) = await self._run(
             [
@@ -667,7 +657,7 @@ class RedisStore:
     async def release_attempt(
         self, session_id: str, user_id: str, *, attempt: int, now: float, policy: Policy
     ) -> AttemptReleased | None:
-        if not self._owns(session_id, user_id):
+        if not session_names_user(session_id, user_id):
             return None
         ((blob, before, returned, after),) = await self._run(
             [
@@ -706,7 +696,7 @@ class RedisStore:
         policy: Policy,
         audit: AuditEvent,
     ) -> ConcludeOutcome | None:
-        if not self._owns(session_id, user_id):
+        if not session_names_user(session_id, user_id):
             return None
         token = encode_token(user_id, token_entropy)
         digest = token_digest(token)

@@ -37,7 +37,7 @@ from .enrollment import (
     plan_enrollment,
 )
 from .factors import CATALOGUE, Category, Factor
-from .identifiers import make_session_id, parse_session_id, parse_user_id
+from .identifiers import make_session_id, parse_session_id, parse_user_id, session_names_user
 from .ratelimit import (
     DEFAULT_RATE_LIMIT_GLOBAL,
     DEFAULT_RATE_LIMIT_PER_IP,
@@ -172,5 +172,6 @@ __all__ = [
     "reserve_attempt",
     "seal_record",
     "select_window",
+    "session_names_user",
     "token_digest",
 ]

@@ -57,3 +57,12 @@ def parse_session_id(value: object, *, field: str = "session_id") -> tuple[str, 
         # under another spelling: refuse it so that one session has one id.
         raise RemoteProtocolError("malformed session id", code="INVALID_SESSION_ID", field=field)
     return value, user_id
+
+
+def session_names_user(session_id: str, user_id: str) -> bool:
+    """Whether ``session_id`` is a well-formed id of one of ``user_id``'s sessions. Storage
+    keys cannot tell (users of one slot group share a hash tag), so adapters ask this."""
+    try:
+        return parse_session_id(session_id)[1] == user_id
+    except RemoteProtocolError:
+        return False

@@ -255,9 +255,14 @@ class Service:
             )
         return merchant_id
 
-    async def admit(self, user_id: str | None, *, state_changing: bool) -> dict[str, str]:
-        """Replay check and rate limits; returns the X-RateLimit headers for the answer."""
-        request_ = self.admission_request(user_id, state_changing=state_changing)
+    async def admit(
+        self, user_id: str | None, *, state_changing: bool, merchant_id: str | None = None
+    ) -> dict[str, str]:
+        """Replay check and rate limits (the merchant's too, on merchant routes); returns the
+        X-RateLimit headers for the answer."""
+        request_ = self.admission_request(
+            user_id, state_changing=state_changing, merchant_id=merchant_id
+        )
         return self.checked(await self.rt.state.admit(request_))
 
     async def step_up_for(self, user_id: str) -> None:
@@ -654,11 +659,7 @@ class Service:
     async def psp_create(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         req = parse_psp_create(await self.body())
         merchant_id = self.merchant(req.binding.merchant_id)
-        headers = self.checked(
-            await self.rt.state.admit(
-                self.admission_request(req.user_id, state_changing=True, merchant_id=merchant_id)
-            )
-        )
+        headers = await self.admit(req.user_id, state_changing=True, merchant_id=merchant_id)
         try:
             with trio.fail_after(PSP_DEADLINE_SECONDS):
                 made = await self.rt.psp.create_checkout(
@@ -684,11 +685,7 @@ class Service:
         if not psp_session_id.startswith("psp_") or len(psp_session_id) > 64:
             raise ApiError(404, "PSP_SESSION_NOT_FOUND", "PSP session not found", field="id")
         merchant_id = self.merchant()
-        headers = self.checked(
-            await self.rt.state.admit(
-                self.admission_request(None, state_changing=False, merchant_id=merchant_id)
-            )
-        )
+        headers = await self.admit(None, state_changing=False, merchant_id=merchant_id)
         data = await self.rt.state.load_psp_session(psp_session_id)
         if data is not None and data.get("merchant_id") not in (None, merchant_id):
             data = None  # another merchant's checkout: as good as absent

@@ -27,7 +27,7 @@ from adapters.ports import Limits
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
-from zeropay_proto import Factor, Policy
+from zeropay_proto import Factor, Policy, epoch_ms
 from zeropay_proto.crypto import NONCE_BYTES, EnrollmentRecord, seal_record
 from zeropay_proto.merchants import (
     API_KEY_ENTROPY_BYTES,
@@ -243,11 +243,12 @@ async def _add_demo_merchant(
     clock: Callable[[], float],
 ) -> str:
     """The embedded default's merchant: ``key`` (ZEROPAY_DEMO_MERCHANT_KEY) or a new one."""
-    now_ms = int(clock() * 1000)
-    issued, credential = issue_api_key(
-        DEMO_MERCHANT_ID, entropy=entropy(API_KEY_ENTROPY_BYTES), now_ms=now_ms
-    )
-    if key is not None:
+    now_ms = epoch_ms(clock())
+    if key is None:
+        key, credential = issue_api_key(
+            DEMO_MERCHANT_ID, entropy=entropy(API_KEY_ENTROPY_BYTES), now_ms=now_ms
+        )
+    else:
         presented = parse_api_key(key)
         credential = MerchantCredential(
             merchant_id=DEMO_MERCHANT_ID,
@@ -255,6 +256,5 @@ async def _add_demo_merchant(
             key_hash=presented.key_hash,
             created_at_ms=now_ms,
         )
-        issued = key
     await store.add_merchant_key(credential)
-    return issued
+    return key

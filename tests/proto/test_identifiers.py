@@ -11,6 +11,7 @@ from zeropay_proto import (
     make_session_id,
     parse_session_id,
     parse_user_id,
+    session_names_user,
 )
 
 
@@ -41,3 +42,11 @@ def test_malformed_session_ids_are_refused(value: object) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         parse_session_id(value)
     assert info.value.code == "INVALID_SESSION_ID"
+
+
+def test_a_session_id_names_its_own_user_only() -> None:
+    other = "00000000-0000-4000-8000-000000000002"
+    session_id = make_session_id(USER, entropy(16, "names"))
+    assert session_names_user(session_id, USER)
+    assert not session_names_user(session_id, other)
+    assert not session_names_user("not-a-session-id", USER)  # malformed: names nobody
