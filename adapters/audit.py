@@ -30,7 +30,10 @@ DEFAULT_AUDIT_BUFFER_SIZE = 100
 DEFAULT_AUDIT_FLUSH_INTERVAL = 5.0
 #: Pending this long, an event is presumed abandoned by a dead flusher and reclaimed.
 DEFAULT_RECLAIM_IDLE_MS = 30_000
-#: Pause between reads when nothing new arrived, and after a failure.
+#: Pause after a read that emptied the streams (fewer entries than there was room for), and
+#: after a failure: under a steady load the flusher reads a few times a second, in batches,
+#: rather than once per event (one XREADGROUP per request would cost Redis and the event
+#: loop more than the events themselves).
 POLL_INTERVAL = 0.2
 RETRY_INTERVAL = 1.0
 
@@ -97,18 +100,20 @@ class AuditFlusher:
         task_status.started()
         while True:
             try:
-                progressed = await self.step()
+                backlog = await self.step()
             except DependencyUnavailable:
                 self._failures += 1
                 await trio.sleep(RETRY_INTERVAL)
                 continue
-            if not progressed:
+            if not backlog:
                 await trio.sleep(POLL_INTERVAL)
 
     async def step(self) -> bool:
         """Read what fits in the buffer; flush it if it is full or old enough.
 
-        Returns whether anything was read or written.
+        Returns whether more may be waiting: the read filled the room there was (a backlog,
+        so the next step should not wait). A read that found less, nothing new or only a
+        flush means the streams are drained for now.
         """
         read = 0
         room = self._batch_size - len(self._buffer)
@@ -131,8 +136,7 @@ class AuditFlusher:
         )
         if due:
             await self.flush()
-            return True
-        return read > 0
+        return read >= room
 
     def _reclaim_due(self) -> bool:
         """Events of a dead flusher become claimable only after ``reclaim_idle_ms``, so

@@ -78,8 +78,21 @@ def cpu_by_group(groups: dict[int, str]) -> dict[str, float]:
     return totals
 
 
-def measure(argv: list[str]) -> dict[str, Any]:
-    """Run one load tier (``benchmarks.load`` arguments) and return the CPU report."""
+def redis_calls(url: str) -> dict[str, int]:
+    """Calls so far of each Redis command (``INFO commandstats``), by lower-case name."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def measure(argv: list[str], *, redis_url: str | None = None) -> dict[str, Any]:
+    """Run one load tier (``benchmarks.load`` arguments) and return the CPU report; with
+    ``redis_url``, also the Redis commands per request."""
     load = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.load", *argv],
         stdout=subprocess.PIPE,
@@ -96,16 +109,28 @@ def measure(argv: list[str]) -> dict[str, Any]:
         if "tier_start" in message:
             groups = processes(load.pid)
             before = cpu_by_group(groups)
+            calls_before = redis_calls(redis_url) if redis_url else {}
         elif "achieved_rps" in message:
             after = cpu_by_group(groups)
             report = message
             report["cpu_s"] = {g: round(after[g] - before.get(g, 0.0), 3) for g in after}
+            if redis_url:
+                calls = redis_calls(redis_url)
+                report["redis_calls"] = {
+                    name: count - calls_before.get(name, 0)
+                    for name, count in calls.items()
+                    if count > calls_before.get(name, 0)
+                }
     if load.wait() != 0 or report is None:
         raise SystemExit("the load run failed")
     succeeded = report["succeeded"]
     report["cpu_ms_per_request"] = {
         group: round(1000 * seconds / succeeded, 3) if succeeded else None
         for group, seconds in report["cpu_s"].items()
+    }
+    report["redis_calls_per_request"] = {
+        name: round(count / succeeded, 3) if succeeded else None
+        for name, count in sorted(report.get("redis_calls", {}).items())
     }
     report["saturated"] = report["achieved_rps"] < 0.95 * report["target_rps"]
     return report
@@ -119,19 +144,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument(
-        "--scenario", choices=["initiate", "verify", "enroll", "mix"], default="initiate"
+        "--scenario", choices=["initiate", "verify", "enroll", "mix", "live"], default="initiate"
     )
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s, below saturation")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("ZEROPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="the server's Redis, for the commands per request ('' to skip)",
+    )
     args = parser.parse_args(argv)
     report = measure(
         [
             "--url", args.url, "--scenario", args.scenario, "--rate", str(args.rate),
             "--seconds", str(args.seconds), "--connections", str(args.connections),
             "--users", str(args.users),
-        ]
+        ],
+        redis_url=args.redis or None,
     )  # fmt: skip
     print(json.dumps(report))
     print(f"\n{args.scenario} at {report['achieved_rps']} req/s answered 2xx "
@@ -140,6 +171,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              if report["saturated"] else ""))  # fmt: skip
     for group, ms in sorted(report["cpu_ms_per_request"].items()):
         print(f"  {group:>16}: {ms} ms of CPU per request")
+    if report["redis_calls_per_request"]:
+        print("  redis commands per request: " + ", ".join(
+            f"{name} {n}" for name, n in report["redis_calls_per_request"].items()))  # fmt: skip
     return report
 
 

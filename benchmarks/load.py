@@ -1,4 +1,5 @@
-"""Open-loop load against a running ZeroPay server: initiate, verify, enroll, or a mix.
+"""Open-loop load against a running ZeroPay server: initiate, verify, enroll, a mix, or
+`live` (the trivial /health/live route: the stack's own floor, for a same-run baseline).
 
     python -m benchmarks.load --url http://127.0.0.1:8080 --scenario initiate --rate 1000
     python -m benchmarks.load --scenario initiate --ramp 250:2000:250 --seconds 8
@@ -188,6 +189,8 @@ class Scenario:
         await asyncio.gather(*(one(c, share) for c in conns))
 
     def op(self) -> Op:
+        if self.name == "live":  # the floor: the same stack answering a trivial JSON route
+            return lambda conn: self._status(conn.request("GET", "/health/live", None))
         if self.name == "initiate":
             return lambda conn: self._status(self.initiate(conn))
         if self.name == "verify":
@@ -250,7 +253,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for _ in range(args.connections)
     ]
     scenario = Scenario(args.scenario, args.users)
-    if args.scenario != "enroll":
+    if args.scenario not in {"enroll", "live"}:
         print(f"setup: enrolling {args.users} users ...", flush=True)
         for i in range(0, len(scenario.users), len(conns)):
             batch = scenario.users[i : i + len(conns)]
@@ -305,7 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument(
-        "--scenario", choices=["initiate", "verify", "enroll", "mix"], default="initiate"
+        "--scenario", choices=["initiate", "verify", "enroll", "mix", "live"], default="initiate"
     )
     parser.add_argument("--rate", type=float, help="one tier at this many requests/s")
     parser.add_argument("--tiers", help="comma-separated rates, e.g. 1000,2000,5000")

@@ -1,6 +1,6 @@
 """``zeropay-server`` / ``python -m zeropay_server``: serve, apply migrations, manage merchants.
 
-    zeropay-server [--bind HOST:PORT] [--workers N]
+    zeropay-server [--bind HOST:PORT] [--workers N] [--role all|api|audit]
     zeropay-server migrate
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
 
@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bind", help="HOST:PORT to listen on (ZEROPAY_BIND; 127.0.0.1:8080)")
     parser.add_argument("--workers", type=int, help="server processes (ZEROPAY_WORKERS; 1)")
+    parser.add_argument(
+        "--role",
+        choices=["all", "api", "audit"],
+        help="all: API and audit flusher (one per host); api: API only; audit: flusher only "
+        "(ZEROPAY_ROLE; all)",
+    )
     return parser
 
 
@@ -42,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ZEROPAY_BIND"] = args.bind
     if args.workers is not None:
         os.environ["ZEROPAY_WORKERS"] = str(args.workers)
+    if args.role:
+        os.environ["ZEROPAY_ROLE"] = args.role
     try:
         settings = load_settings()
     except ConfigError as exc:

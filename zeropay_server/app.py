@@ -697,8 +697,9 @@ class Service:
 Handler = Callable[..., Awaitable[tuple[int, dict[str, Any], dict[str, str]]]]
 
 
-def create_app(runtime: Runtime) -> QuartTrio:
-    """The Quart-Trio application over ``runtime``."""
+def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
+    """The Quart-Trio application over ``runtime``: the API routes (unless ``api`` is false,
+    for an ``audit``-role instance), the key set, health and metrics."""
     app = QuartTrio("zeropay")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = runtime.settings.read_timeout
@@ -756,17 +757,18 @@ def create_app(runtime: Runtime) -> QuartTrio:
         rule = name.replace("{", "<").replace("}", ">")
         app.add_url_rule(rule, endpoint=f"{method} {name}", view_func=endpoint, methods=[method])
 
-    route("POST", "/v1/enrollment/store", service.enroll)
-    route("PUT", "/v1/enrollment/update", service.update_enrollment)
-    route("DELETE", "/v1/enrollment/delete/{uuid}", service.delete_enrollment)
-    route("GET", "/v1/enrollment/export/{uuid}", service.export_enrollment)
-    route("POST", "/v1/verification/initiate", service.initiate)
-    route("POST", "/v1/verification/verify", service.verify)
-    route("GET", "/v1/verification/status/{session_id}", service.status)
-    route("GET", "/v1/session/validate", service.validate)
-    route("POST", "/v1/session/revoke", service.revoke)
-    route("POST", "/v1/psp/session/create", service.psp_create)
-    route("GET", "/v1/psp/session/{id}", service.psp_get)
+    if api:
+        route("POST", "/v1/enrollment/store", service.enroll)
+        route("PUT", "/v1/enrollment/update", service.update_enrollment)
+        route("DELETE", "/v1/enrollment/delete/{uuid}", service.delete_enrollment)
+        route("GET", "/v1/enrollment/export/{uuid}", service.export_enrollment)
+        route("POST", "/v1/verification/initiate", service.initiate)
+        route("POST", "/v1/verification/verify", service.verify)
+        route("GET", "/v1/verification/status/{session_id}", service.status)
+        route("GET", "/v1/session/validate", service.validate)
+        route("POST", "/v1/session/revoke", service.revoke)
+        route("POST", "/v1/psp/session/create", service.psp_create)
+        route("GET", "/v1/psp/session/{id}", service.psp_get)
 
     async def keys() -> tuple[int, dict[str, Any], dict[str, str]]:
         return 200, {"keys": [runtime.signer.jwk]}, {}

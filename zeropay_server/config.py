@@ -47,6 +47,12 @@ DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 5000
 #: The original service's PSP checkout session lifetime (seed, "Move PSP Sessions", 1800 s).
 DEFAULT_PSP_SESSION_TTL = 1800
 DEFAULT_BIND = "127.0.0.1:8080"
+#: What a server process does (``ZEROPAY_ROLE`` or ``--role``): ``all`` serves the API and
+#: runs the audit flusher in one of its processes; ``api`` only serves (its events wait in the
+#: Redis streams for a flusher elsewhere); ``audit`` only flushes (and answers /health and
+#: /metrics). A deployment of many API instances runs them as ``api`` beside one or two
+#: ``audit`` instances, so the flushers stay few whatever the number of API processes.
+ROLES = ("all", "api", "audit")
 #: A sealed record stays cached in Redis this long after it was read from PostgreSQL.
 DEFAULT_RECORD_CACHE_TTL = 3600
 #: Deadline for one call to Redis or PostgreSQL (the Trio side of every call), in ms
@@ -127,6 +133,7 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     bind: str = DEFAULT_BIND
     workers: int = 1
+    role: str = "all"
     record_cache_ttl: int = DEFAULT_RECORD_CACHE_TTL
     redis_timeout: float = DEFAULT_DEPENDENCY_TIMEOUT_MS / 1000
     db_timeout: float = DEFAULT_DEPENDENCY_TIMEOUT_MS / 1000
@@ -140,6 +147,16 @@ class Settings:
     def embedded(self) -> bool:
         """True when running on the in-memory adapters."""
         return self.redis_url is None and not self.redis_cluster_nodes
+
+    @property
+    def serves_api(self) -> bool:
+        """Whether this instance answers the API routes (every role but ``audit``)."""
+        return self.role != "audit"
+
+    def flushes_audit(self, worker: int) -> bool:
+        """Whether server process number ``worker`` (0-based, of ``workers``) runs the audit
+        flusher: an ``audit`` instance does; under ``all``, only the first process."""
+        return self.role == "audit" or (self.role == "all" and worker == 0)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
@@ -292,6 +309,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             "ZEROPAY_WORKERS above 1 needs Redis and PostgreSQL (memory is per process)"
         )
+    role = env.get("ZEROPAY_ROLE", "all")
+    if role not in ROLES:
+        raise ConfigError(f"ZEROPAY_ROLE must be one of {', '.join(ROLES)}, not {role!r}")
+    if embedded and role != "all":
+        raise ConfigError("ZEROPAY_ROLE api or audit needs Redis and PostgreSQL (shared streams)")
+    if role == "audit" and workers > 1:
+        raise ConfigError("ZEROPAY_ROLE audit runs one process: ZEROPAY_WORKERS must be 1")
     return Settings(
         redis_url=redis_url,
         redis_cluster_nodes=nodes,
@@ -331,6 +355,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=_proxies(env.get("TRUSTED_PROXIES", "")),
         bind=_bind(env.get("ZEROPAY_BIND", DEFAULT_BIND)),
         workers=workers,
+        role=role,
         record_cache_ttl=_int(env, "RECORD_CACHE_TTL", DEFAULT_RECORD_CACHE_TTL, minimum=1),
         redis_timeout=_int(env, "REDIS_TIMEOUT_MS", DEFAULT_DEPENDENCY_TIMEOUT_MS, minimum=1)
         / 1000,

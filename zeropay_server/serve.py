@@ -2,13 +2,15 @@
 
 Serve from code (NOTES-stack.md): ``trio.run`` -> the crypto worker context -> the
 trio-asyncio loop (only with Redis and PostgreSQL) -> the runtime -> Hypercorn's Trio worker,
-with the audit flusher and the gauge refresher beside it in one nursery. On SIGTERM or SIGINT
+with the audit flusher (where the role and worker number say so) and the gauge refresher
+beside it in one nursery. On SIGTERM or SIGINT
 Hypercorn stops accepting, lets in-flight requests finish (``graceful_timeout``), and then the
 audit buffer is drained before the background tasks are cancelled.
 
 ``--workers N`` runs N such processes, each with its own listening socket on the same address
 (``SO_REUSEPORT``: the kernel balances connections). Prometheus metrics are then aggregated
-across them through ``PROMETHEUS_MULTIPROC_DIR``.
+across them through ``PROMETHEUS_MULTIPROC_DIR``. Only the first of them runs the audit
+flusher (``--role all``); ``--role api`` runs none and ``--role audit`` nothing else.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .config import Settings, load_settings
 from .crypto import lower_worker_priority
 from .listener import serve_http, shielded_sends
 from .observability import configure_logging
-from .runtime import open_runtime
+from .runtime import Runtime, open_runtime
 from .supervise import supervise
 
 log = logging.getLogger("zeropay.serve")
@@ -79,9 +81,10 @@ async def serve(
     *,
     shutdown: trio.Event,
     workers: int = 1,
+    worker: int = 0,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one server process until ``shutdown`` is set."""
+    """Run server process number ``worker`` (of ``workers``) until ``shutdown`` is set."""
     if settings.embedded:
         log.warning(
             "EMBEDDED MODE: in-memory storage for ONE instance; keys generated at start-up; "
@@ -96,11 +99,13 @@ async def serve(
         if not settings.embedded:
             await stack.enter_async_context(open_loop())
         runtime = await stack.enter_async_context(open_runtime(settings, run_sync=context.run_sync))
-        app = create_app(runtime)
+        app = create_app(runtime, api=settings.serves_api)
         config = hypercorn_config(settings, workers)
+        flushes = settings.flushes_audit(worker)
         async with trio.open_nursery() as nursery:
             failed = runtime.metrics.background_failed
-            nursery.start_soon(supervise, "audit-flusher", runtime.flusher.run, failed)
+            if flushes:
+                nursery.start_soon(supervise, "audit-flusher", runtime.flusher.run, failed)
             nursery.start_soon(supervise, "gauges", runtime.refresh_gauges_forever, failed)
             nursery.start_soon(supervise, "merchant-keys", runtime.merchants.keep_fresh, failed)
             finished = trio.Event()
@@ -136,6 +141,8 @@ async def serve(
                         "pid": os.getpid(),
                         "embedded": settings.embedded,
                         "max_connections": max_connections,
+                        "role": settings.role,
+                        "audit_flusher": flushes,
                     }
                 },
             )
@@ -149,17 +156,23 @@ async def serve(
                 )
             task_status.started(binds)
             await finished.wait()
-            with trio.move_on_after(GRACEFUL_TIMEOUT):
-                try:
-                    drained = await runtime.flusher.drain()
-                    log.info("audit drained", extra={"fields": {"events": drained}})
-                except Exception:
-                    log.exception("audit drain failed; events stay in the stream")
+            if flushes:
+                await _drain_audit(runtime)
             nursery.cancel_scope.cancel()
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
 
 
-async def _main(settings: Settings, workers: int) -> None:
+async def _drain_audit(runtime: Runtime) -> None:
+    """Write what the flusher's consumer can still read (graceful shutdown, bounded)."""
+    with trio.move_on_after(GRACEFUL_TIMEOUT):
+        try:
+            drained = await runtime.flusher.drain()
+            log.info("audit drained", extra={"fields": {"events": drained}})
+        except Exception:
+            log.exception("audit drain failed; events stay in the stream")
+
+
+async def _main(settings: Settings, workers: int, worker: int = 0) -> None:
     shutdown = trio.Event()
 
     async def on_signals() -> None:
@@ -171,15 +184,15 @@ async def _main(settings: Settings, workers: int) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signals)
-        await serve(settings, shutdown=shutdown, workers=workers)
+        await serve(settings, shutdown=shutdown, workers=workers, worker=worker)
         nursery.cancel_scope.cancel()
 
 
-def _worker(env: Mapping[str, str], workers: int) -> None:
+def _worker(env: Mapping[str, str], workers: int, worker: int) -> None:
     os.environ.update(env)
     settings = load_settings()
     configure_logging(settings.log_level)
-    trio.run(_main, settings, workers)
+    trio.run(_main, settings, workers, worker)
 
 
 def run(settings: Settings) -> None:
@@ -195,8 +208,8 @@ def run(settings: Settings) -> None:
         env = dict(os.environ)
         spawn = multiprocessing.get_context("spawn")
         children = [
-            spawn.Process(target=_worker, args=(env, settings.workers), daemon=False)
-            for _ in range(settings.workers)
+            spawn.Process(target=_worker, args=(env, settings.workers, n), daemon=False)
+            for n in range(settings.workers)
         ]
         for child in children:
             child.start()

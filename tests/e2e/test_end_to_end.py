@@ -337,6 +337,37 @@ async def test_graceful_shutdown_drains_the_audit_stream(
     assert '"audit drained"' in server.log.read_text()
 
 
+async def test_api_instances_leave_the_audit_to_an_audit_instance(
+    stack_env: dict[str, str], tmp_path: Path, merchant: dict[str, str]
+) -> None:
+    """``--role api`` serves and flushes nothing; ``--role audit`` flushes and serves no API."""
+    env = {**stack_env, "REDIS_PREFIX": unique_prefix()}
+    user = str(uuid.uuid4())
+    with running_server({**env, "ZEROPAY_ROLE": "api"}, tmp_path, "api") as api:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30, headers=merchant) as client:
+            for _ in range(3):
+                ok = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
+                assert ok.status_code == 200
+        assert api.stop() == 0
+    assert '"audit drained"' not in api.log.read_text()
+    assert await audit_actions(stack_env["DATABASE_URL"], user) == []  # waiting in the stream
+    with running_server({**env, "ZEROPAY_ROLE": "audit"}, tmp_path, "audit") as audit:
+        async with httpx.AsyncClient(base_url=audit.url, timeout=30, headers=merchant) as client:
+            refused = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
+            assert refused.status_code == 404
+            assert (await client.get("/metrics")).status_code == 200
+
+        async def flushed() -> bool:
+            return await audit_actions(stack_env["DATABASE_URL"], user) == [
+                "SESSION_INITIATED"
+            ] * 3
+
+        with trio.fail_after(30):  # the audit instance flushes what the api one left
+            while not await flushed():
+                await trio.sleep(0.1)
+        assert audit.stop() == 0
+
+
 def test_production_refuses_to_start_without_configured_keys(stack_env: dict[str, str]) -> None:
     env = {k: v for k, v in stack_env.items() if not k.startswith("ZEROPAY_")}
     result = subprocess.run(
@@ -375,3 +406,7 @@ async def test_several_worker_processes_share_one_port_and_their_metrics(
         assert sum(served) >= 30  # counted across both processes
         assert len([c for c in children if c]) >= 2
         assert server.stop() == 0
+    # One audit flusher per host, not one per process.
+    flushers = [line for line in server.log.read_text().splitlines() if '"listening"' in line]
+    assert len(flushers) == 2
+    assert sum('"audit_flusher": true' in line for line in flushers) == 1

@@ -28,6 +28,17 @@ def test_each_server_process_gets_its_share_of_the_cores_for_crypto() -> None:
     assert load_settings({"CRYPTO_WORKERS": "3"}).crypto_workers == 3
 
 
+def test_the_role_bounds_the_audit_flushers_to_one_per_instance() -> None:
+    default = load_settings({**PRODUCTION, "ZEROPAY_WORKERS": "3"})
+    assert default.role == "all" and default.serves_api
+    assert [default.flushes_audit(n) for n in range(3)] == [True, False, False]
+    api = load_settings({**PRODUCTION, "ZEROPAY_ROLE": "api", "ZEROPAY_WORKERS": "2"})
+    assert api.serves_api and not any(api.flushes_audit(n) for n in range(2))
+    audit = load_settings({**PRODUCTION, "ZEROPAY_ROLE": "audit"})
+    assert not audit.serves_api and audit.flushes_audit(0)
+    assert load_settings({}).flushes_audit(0)  # the embedded default does everything
+
+
 def test_dependency_deadlines_and_connection_bounds_come_from_the_environment() -> None:
     defaults = load_settings({})
     assert (defaults.redis_timeout, defaults.db_timeout) == (1.0, 1.0)
@@ -58,6 +69,9 @@ def test_dependency_deadlines_and_connection_bounds_come_from_the_environment() 
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"ZEROPAY_DEMO_MERCHANT_KEY": "not-a-key"}, "ZEROPAY_DEMO_MERCHANT_KEY"),
         ({**PRODUCTION, "ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}, "embedded default only"),
+        ({**PRODUCTION, "ZEROPAY_ROLE": "flusher"}, "ZEROPAY_ROLE"),
+        ({"ZEROPAY_ROLE": "api"}, "needs Redis and PostgreSQL"),
+        ({**PRODUCTION, "ZEROPAY_ROLE": "audit", "ZEROPAY_WORKERS": "2"}, "ZEROPAY_WORKERS"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(env: dict[str, str], named: str) -> None:

@@ -1,0 +1,90 @@
+"""The audit flusher reads in batches under a steady load, not once per event.
+
+On the in-memory store (the flusher is the same Trio code over any :class:`AuditStreamPort`)
+and Trio's autojumping MockClock, so the load's timing is exact and the test takes no
+wall-clock time: a producer appends one event every 5 ms (200 events/s) for 10 s of virtual
+time, and the reads the flusher made are counted. Redis reads and reclaims cost a round trip
+each, so this ratio is the one ``python -m benchmarks.cpu`` prints per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+import trio.testing
+
+from adapters.audit import POLL_INTERVAL, AuditFlusher
+from adapters.memory import MemoryStore
+from adapters.ports import StreamEntry
+from tests.adapters.helpers import event, new_user
+
+RATE = 200
+SECONDS = 10
+
+
+class CountingStream:
+    """The memory store's stream side, counting reads and reclaims."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.reads = self.reclaims = 0
+
+    async def append(self, entry: object) -> None:
+        raise AssertionError("the flusher never appends")
+
+    async def read_batch(
+        self, consumer: str, count: int, reclaim_idle_ms: int, *, reclaim: bool = True
+    ) -> list[StreamEntry]:
+        self.reads += 1
+        self.reclaims += reclaim
+        return await self.store.read_batch(consumer, count, reclaim_idle_ms, reclaim=reclaim)
+
+    async def acknowledge(self, entries: Sequence[StreamEntry]) -> None:
+        await self.store.acknowledge(entries)
+
+    async def backlog(self) -> int:
+        return await self.store.backlog()
+
+
+async def test_a_steady_load_is_read_a_few_times_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    stream = CountingStream(store)
+    flusher = AuditFlusher(stream, store, consumer="api-1", batch_size=100, flush_interval=5.0)
+    appended = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flusher.run)
+        for _ in range(RATE * SECONDS):
+            await store.append(event(new_user()))
+            appended += 1
+            await trio.sleep(1 / RATE)
+        with trio.fail_after(10):  # virtual seconds: the last partial batch is flushed on time
+            while flusher.statistics().events_written < appended:
+                await trio.sleep(POLL_INTERVAL)
+        nursery.cancel_scope.cancel()
+    assert flusher.statistics().events_written == appended == RATE * SECONDS
+    assert await store.backlog() == 0
+    # Paced at POLL_INTERVAL (5 reads/s at most while the streams keep draining): 0.025 per
+    # event at 200/s, where reading as soon as anything arrived made it about 1.
+    assert stream.reads / appended <= 0.05
+    assert stream.reclaims <= SECONDS * 1000 // 15_000 + 2  # every half of reclaim_idle_ms
+
+
+async def test_a_backlog_is_read_without_pausing(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryStore()
+    for _ in range(1_000):
+        await store.append(event(new_user()))
+    stream = CountingStream(store)
+    flusher = AuditFlusher(stream, store, consumer="api-1", batch_size=100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flusher.run)
+        started = trio.current_time()
+        while flusher.statistics().events_written < 1_000:
+            await trio.sleep(0.01)
+        elapsed = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    # Full reads follow each other at once: ten batches take less than one pause each.
+    assert elapsed < 10 * POLL_INTERVAL
+    assert flusher.statistics().batches == 10
