@@ -31,6 +31,7 @@ well under 300 bytes of Redis memory. Byte offsets (0-based; the Lua scripts use
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 import zlib
@@ -52,6 +53,13 @@ _HEAD = struct.Struct(">BBBBBQB")
 _FORMAT = 1
 
 
+@functools.lru_cache(maxsize=16_384)
+def _user_hash(user_id: str) -> int:
+    """A user id's hash for its slot group: asked for each of a request's keys (several per
+    request), and for the same active users again and again."""
+    return zlib.crc32(uuid.UUID(user_id).bytes)
+
+
 class KeySpace:
     """Key names for one deployment (``prefix``) and its number of slot groups."""
 
@@ -63,7 +71,7 @@ class KeySpace:
 
     def group_of(self, user_id: str) -> int:
         """The slot group of a user."""
-        return zlib.crc32(uuid.UUID(user_id).bytes) % self.groups
+        return _user_hash(user_id) % self.groups
 
     def _tag(self, group: int) -> str:
         return f"{{{self.prefix}:g{group}}}"

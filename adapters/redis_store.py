@@ -332,15 +332,16 @@ class RedisStore:
         cluster, EVALSHA cannot be pipelined: each call goes concurrently to its slot's node
         (redis-py follows MOVED/ASK).
         """
-        if self.clustered:
+        client = self._client
+        if isinstance(client, RedisCluster):
             return list(
                 await asyncio.gather(
-                    *(self._client.execute_command(*self._command(c)) for c in calls),
+                    *(client.execute_command(*self._command(c)) for c in calls),
                     return_exceptions=True,
                 )
             )
-        pool = self._client.connection_pool
-        connection = await pool.get_connection()
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(
                 connection.pack_commands([self._command(c) for c in calls]), check_health=False
@@ -351,12 +352,12 @@ class RedisStore:
                     replies.append(await connection.read_response())
                 except rexc.ResponseError as exc:  # an error reply; the next ones follow
                     replies.append(exc)
-            return replies
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
         finally:
             await pool.release(connection)
+        return replies
 
     async def _run(self, calls: Sequence[Call]) -> list[Any]:
         """EVALSHA each call: one round trip per slot, all slots at once.

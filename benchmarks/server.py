@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--bind", default="127.0.0.1:8080")
     parser.add_argument("--iterations", type=int, default=100_000, help="PBKDF2 (100000)")
+    parser.add_argument(
+        "--log", default=".run/bench-server.log", help="the server's JSON log lines (appended)"
+    )
     args = parser.parse_args()
 
     def key() -> str:
@@ -65,7 +68,7 @@ def main() -> None:
         "ZEROPAY_MASTER_KEYS": f"1:{key()}",
         "ZEROPAY_PEPPER": key(),
         "ZEROPAY_RECEIPT_SIGNING_KEY": key(),
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # production's: an access log line per request
     }
     # The operator's steps before start-up: migrations, then a merchant and its key, which
     # the load tools read from API_KEY_FILE.
@@ -92,7 +95,13 @@ def main() -> None:
         "--workers",
         str(args.workers),
     ]
-    print(f"benchmark server: {' '.join(command[1:])} (database zeropay_bench)", flush=True)
+    print(
+        f"benchmark server: {' '.join(command[1:])} (database zeropay_bench, log {args.log})",
+        flush=True,
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
+    log = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, sys.stderr.fileno())
     os.execvpe(command[0], command, env)  # noqa: S606 - replaces this launcher, by design
 
 

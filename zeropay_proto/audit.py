@@ -13,6 +13,7 @@ its /24 and IPv6 to its /48, the truncation GDPR guidance and analytics tools co
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import json
 import uuid
@@ -101,6 +102,7 @@ def new_event_id(entropy: bytes) -> str:
     return str(uuid.UUID(bytes=entropy, version=4))
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of a few active client addresses
 def anonymise_client(address: str | None) -> str | None:
     """Truncate an IP address to its /24 (IPv4) or /48 (IPv6); anything else is dropped."""
     if not address:

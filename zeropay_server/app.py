@@ -9,6 +9,7 @@ dependency a 503 with ``Retry-After``, and nothing a client sends can cause a 50
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -59,6 +60,7 @@ from zeropay_proto.audit import AuditAction, AuditEvent, anonymise_client, new_e
 from zeropay_proto.crypto import EnrollmentRecord
 from zeropay_proto.identifiers import SESSION_ENTROPY_BYTES
 
+from .observability import AccessLog
 from .openapi import openapi_document
 from .psp import PSP_DEADLINE_SECONDS, PspCheckout, PspError
 from .runtime import DECOY_RECORD_USER, SESSION_GRACE_MS, Runtime
@@ -123,6 +125,7 @@ async def open_task_group() -> AsyncIterator[trio.Nursery]:
         raise
 
 
+@functools.lru_cache(maxsize=4096)  # asked twice a request, for a few active clients
 def client_address(peer: str | None, forwarded: str | None, trusted: tuple[Any, ...]) -> str:
     """The client's address: the socket peer, or, only when the peer is a trusted proxy, the
     right-most address in ``X-Forwarded-For`` that is not itself a trusted proxy (the left
@@ -706,6 +709,7 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
     app.config["JSON_SORT_KEYS"] = False
     service = Service(runtime)
     metrics = runtime.metrics
+    access_log = AccessLog()
 
     def route(method: str, name: str, handler: Handler) -> None:
         """Serve ``handler`` at the path template ``name`` (``{param}``, as in OpenAPI), which
@@ -740,17 +744,7 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
                 log.exception("unhandled error", extra={"fields": {"route": name}})
             elapsed = time.perf_counter() - started
             metrics.observe(name, method, status, elapsed)
-            log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "route": name,
-                        "method": method,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                    }
-                },
-            )
+            access_log(name, method, status, elapsed)
             return json_response(status, body, headers)
 
         endpoint.__name__ = name.replace("/", "_").strip("_") or "root"

@@ -13,6 +13,7 @@ token or a session id from every message as a second line of defence.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -156,13 +157,21 @@ class Metrics:
             registry=registry,
         )
         self.sessions = SessionWindow(session_ttl)
+        self._per_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def background_failed(self, task: str) -> None:
         self.background_failures.labels(task).inc()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        """Count one answered request. The labelled series are looked up once per route,
+        method and status (a handful each), not on every request."""
+        key = (route, method, status)
+        series = self._per_request.get(key)
+        if series is None:
+            series = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
+            self._per_request[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def exposition(self) -> bytes:
         """The Prometheus text format (aggregated over worker processes if there are several)."""
@@ -210,8 +219,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -224,11 +232,66 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def _timestamp(epoch: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}Z"
+    )
+
+
+class AccessLog:
+    """The line logged for every answered request, written without a ``logging`` round.
+
+    A ``logger.info`` with fields costs about 11 microseconds (a record, the redaction
+    filter's regular expressions, the formatter's ``json.dumps``); this line's fields are
+    the route template, method, status and duration, none of them from the request, so it
+    needs no redaction and is built with one f-string (about 2 microseconds, the write
+    included). Same JSON shape and stream as every other log line, under the handler's lock.
+    When logging was not set up by :func:`configure_logging` (tests, an embedding
+    application), the line goes through ``logging`` as usual.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("zeropay.access")
+
+    def __call__(self, route: str, method: str, status: int, seconds: float) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        handler = _json_handler
+        if handler is None:
+            self._logger.info(
+                "request",
+                extra={
+                    "fields": {
+                        "route": route,
+                        "method": method,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                    }
+                },
+            )
+            return
+        line = (
+            f'{{"time": "{_timestamp(time.time())}", "level": "INFO", '
+            f'"logger": "zeropay.access", "message": "request", "route": {json.dumps(route)}, '
+            f'"method": "{method}", "status": {status}, '
+            f'"duration_ms": {round(seconds * 1000, 2)}}}\n'
+        )
+        with handler.lock or contextlib.nullcontext():
+            handler.stream.write(line)
+            handler.stream.flush()
+
+
+#: The JSON handler :func:`configure_logging` installed, which :class:`AccessLog` writes to.
+_json_handler: logging.StreamHandler[Any] | None = None
+
+
 def configure_logging(level: str) -> None:
     """Send JSON logs to stderr, through the redaction filter."""
+    global _json_handler
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactingFilter())
+    _json_handler = handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")

@@ -148,3 +148,26 @@ def test_sigterm_closes_keep_alive_connections_instead_of_leaving_them_hanging(
             assert _closed_by_server(sock)
         assert server.process.wait(timeout=PATIENCE) == 0
         assert time.monotonic() - started < PATIENCE
+
+
+def test_the_keep_alive_timer_closes_an_idle_connection_and_spares_a_busy_one(
+    tmp_path: Path,
+) -> None:
+    """One idle timer per connection (zeropay_server.listener._IdleTimer): each request
+    pushes the deadline back, and an idle connection is closed when it passes."""
+    with running_server({"HTTP_KEEP_ALIVE_TIMEOUT": "2"}, tmp_path) as running:
+        with _connect(running) as idle, _connect(running) as busy:
+            idle.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert _read_response(idle)[0] == 200
+            opened = time.monotonic()
+            answered = 0
+            while time.monotonic() - opened < 5:  # 2.5 timeouts, a request every 0.1 s
+                busy.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert _read_response(busy)[0] == 200
+                answered += 1
+                time.sleep(0.1)  # the client's pace, not a wait for the server
+            idle.settimeout(PATIENCE)
+            assert _closed_by_server(idle)  # closed after 2 s (read at once: it already was)
+            assert answered >= 20
+        port = int(running.url.rsplit(":", 1)[1])
+        wait_until(lambda: _close_wait_sockets(port) == 0, timeout=PATIENCE, what="no CLOSE-WAIT")

@@ -358,9 +358,7 @@ async def test_api_instances_leave_the_audit_to_an_audit_instance(
             assert (await client.get("/metrics")).status_code == 200
 
         async def flushed() -> bool:
-            return await audit_actions(stack_env["DATABASE_URL"], user) == [
-                "SESSION_INITIATED"
-            ] * 3
+            return await audit_actions(stack_env["DATABASE_URL"], user) == ["SESSION_INITIATED"] * 3
 
         with trio.fail_after(30):  # the audit instance flushes what the api one left
             while not await flushed():

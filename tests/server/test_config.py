@@ -30,12 +30,15 @@ def test_each_server_process_gets_its_share_of_the_cores_for_crypto() -> None:
 
 def test_the_role_bounds_the_audit_flushers_to_one_per_instance() -> None:
     default = load_settings({**PRODUCTION, "ZEROPAY_WORKERS": "3"})
-    assert default.role == "all" and default.serves_api
+    assert default.role == "all"
+    assert default.serves_api
     assert [default.flushes_audit(n) for n in range(3)] == [True, False, False]
     api = load_settings({**PRODUCTION, "ZEROPAY_ROLE": "api", "ZEROPAY_WORKERS": "2"})
-    assert api.serves_api and not any(api.flushes_audit(n) for n in range(2))
+    assert api.serves_api
+    assert not any(api.flushes_audit(n) for n in range(2))
     audit = load_settings({**PRODUCTION, "ZEROPAY_ROLE": "audit"})
-    assert not audit.serves_api and audit.flushes_audit(0)
+    assert not audit.serves_api
+    assert audit.flushes_audit(0)
     assert load_settings({}).flushes_audit(0)  # the embedded default does everything
 
 
