@@ -59,6 +59,7 @@ from zeropay_proto import (
 )
 from zeropay_proto.audit import AuditAction, AuditEvent
 
+from . import resp
 from .audit_journal import AuditJournal
 from .errors import DependencyUnavailable
 from .ports import (
@@ -327,8 +328,9 @@ class RedisStore:
         Standalone, the calls are written at once on one pooled connection and their replies
         read back: one round trip, without redis-py's ``Pipeline`` object (its reset, retry
         and shield machinery cost 0.08 ms per round trip here, a third of the call; measured
-        in BENCHMARKS.md). A connection interrupted midway (cancelled, or broken) may hold
-        unread replies, so it is closed, never handed to the next caller with them. On a
+        in BENCHMARKS.md), and encoded by :func:`adapters.resp.pack`. A connection
+        interrupted midway (cancelled, or broken) may hold unread replies, so it is closed,
+        never handed to the next caller with them. On a
         cluster, EVALSHA cannot be pipelined: each call goes concurrently to its slot's node
         (redis-py follows MOVED/ASK).
         """
@@ -344,7 +346,7 @@ class RedisStore:
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(
-                connection.pack_commands([self._command(c) for c in calls]), check_health=False
+                resp.pack([self._command(c) for c in calls]), check_health=False
             )
             replies: list[Any] = []
             for _ in calls:
