@@ -51,6 +51,7 @@ from zeropay_proto.merchants import MerchantCredential
 from .ports import (
     Admission,
     AdmissionRequest,
+    CachedEnrollment,
     ConcludeOutcome,
     InitiateSnapshot,
     RecordCache,
@@ -238,18 +239,17 @@ class MemoryStore:
     # -------------------------------------------------------------- SessionPort
 
     async def load_for_initiate(self, user_id: str) -> InitiateSnapshot:
-        cached: tuple[bytes | None] | None = self._get(f"rec:{user_id}")
         return InitiateSnapshot(
-            sealed_record=None if cached is None else cached[0],
-            cached=cached is not None,
-            window=self._get(f"win:{user_id}"),
+            cached=self._get(f"rec:{user_id}"), window=self._get(f"win:{user_id}")
         )
 
-    async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
-        self._set(f"rec:{user_id}", (sealed_record,), self._now_ms() + ttl_ms)
+    async def cache_record(self, user_id: str, entry: CachedEnrollment, ttl_ms: int) -> None:
+        if self._get(f"hold:{user_id}") is None:
+            self._set(f"rec:{user_id}", entry, self._now_ms() + ttl_ms)
 
-    async def uncache_record(self, user_id: str) -> None:
+    async def invalidate_record(self, user_id: str, hold_ms: int) -> None:
         self._delete(f"rec:{user_id}")
+        self._set(f"hold:{user_id}", True, self._now_ms() + hold_ms)
 
     async def store_session(
         self,
@@ -262,9 +262,7 @@ class MemoryStore:
     ) -> None:
         session = issued.session
         if record_cache is not None:
-            await self.cache_record(
-                session.user_id, record_cache.sealed_record, record_cache.ttl_ms
-            )
+            await self.cache_record(session.user_id, record_cache.entry, record_cache.ttl_ms)
         self._set(f"sess:{session.session_id}", session, session.expires_at_ms + grace_ms)
         if issued.window_opened and issued.window is not None:
             window: ChallengeWindow = issued.window
@@ -281,14 +279,16 @@ class MemoryStore:
         session_id: str,
         policy: Policy,
         lock_audit: AuditEvent,
-    ) -> tuple[Admission, ReserveOutcome | None]:
+    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None]:
         admission = await self.admit(request)
         if admission.refused or request.user_id is None:
-            return admission, None
+            return admission, None, None
         reserved = await self.reserve_attempt(
             session_id, request.user_id, request.now, policy, lock_audit
         )
-        return admission, reserved
+        if reserved is None:
+            return admission, None, None
+        return admission, reserved, self._get(f"rec:{request.user_id}")
 
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
         session: Session | None = self._get(f"sess:{session_id}")

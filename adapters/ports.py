@@ -133,19 +133,42 @@ class AdmissionPort(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True)
-class InitiateSnapshot:
-    """What opening a session needs: the cached sealed record (if cached) and the window."""
+class CachedEnrollment:
+    """A record cache entry: what PostgreSQL held for a user when initiate read it.
+
+    ``sealed_record`` ``None``: the user was not enrolled. ``wrapped_key`` ``None`` beside a
+    record: an entry written before the cache held the wrapped key, which verify does not
+    use (it reads PostgreSQL). Why Redis may hold the wrapped key: README, "The record
+    cache"; in short, it is as useless without the factor digests and the pepper as it is in
+    PostgreSQL, and the record beside it is sealed under the master key."""
 
     sealed_record: bytes | None
-    cached: bool
+    wrapped_key: WrappedKey | None
+
+    @property
+    def usable_by_verify(self) -> bool:
+        """Whether verify can decide from this entry alone (not enrolled, or all of it)."""
+        return self.sealed_record is None or self.wrapped_key is not None
+
+
+#: The "not enrolled" entry.
+NOT_ENROLLED = CachedEnrollment(sealed_record=None, wrapped_key=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitiateSnapshot:
+    """What opening a session needs: the user's record cache entry (``None``: not cached)
+    and the challenge window."""
+
+    cached: CachedEnrollment | None
     window: ChallengeWindow | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecordCache:
-    """A record read from PostgreSQL on a cache miss, to cache (``None``: not enrolled)."""
+    """What initiate read from PostgreSQL on a cache miss, to cache for ``ttl_ms``."""
 
-    sealed_record: bytes | None
+    entry: CachedEnrollment
     ttl_ms: int
 
 
@@ -176,12 +199,18 @@ class SessionPort(Protocol):
         """The user's cached record and current challenge window."""
         ...
 
-    async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
-        """Cache the sealed record (``None`` caches "not enrolled") for ``ttl_ms``."""
+    async def cache_record(self, user_id: str, entry: CachedEnrollment, ttl_ms: int) -> None:
+        """Cache ``entry`` for ``ttl_ms``, unless the user's record is held (below)."""
         ...
 
-    async def uncache_record(self, user_id: str) -> None:
-        """Drop the cached record (or cached "not enrolled") of a user."""
+    async def invalidate_record(self, user_id: str, hold_ms: int) -> None:
+        """Drop the user's record cache entry and refuse to cache one for ``hold_ms``.
+
+        Called before the enrollment changes in PostgreSQL, and the change is not made if
+        this fails: a request that read the old row (before the change committed) may try
+        to cache it a moment later, and the hold refuses it. ``hold_ms`` exceeds the longest
+        request, so once it ends no request holding a row older than the change is left.
+        """
         ...
 
     async def store_session(
@@ -194,7 +223,8 @@ class SessionPort(Protocol):
         record_cache: RecordCache | None = None,
     ) -> None:
         """Store a new session (and its window when newly drawn), cache ``record_cache`` when
-        given (initiate read the record from PostgreSQL), and append ``audit``, atomically.
+        given (initiate read the record from PostgreSQL) and the record is not held, and
+        append ``audit``, atomically.
 
         The session is kept ``grace_ms`` past its expiry so that status can say "expired".
         """
@@ -211,11 +241,12 @@ class SessionPort(Protocol):
         session_id: str,
         policy: Policy,
         lock_audit: AuditEvent,
-    ) -> tuple[Admission, ReserveOutcome | None]:
+    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None]:
         """Verify's first step: admission and, only if the request was admitted (no limiter
-        refused, the nonce was fresh), :meth:`reserve_attempt` for ``request.user_id``. The
-        outcome is ``None`` when refused or when there is no such session. One atomic round
-        trip on standalone Redis; two on a Cluster, where the keys span slots."""
+        refused, the nonce was fresh), :meth:`reserve_attempt` for ``request.user_id``, and
+        the user's record cache entry (``None``: not cached). The outcome is ``None`` when
+        refused or when there is no such session. One atomic round trip on standalone Redis
+        (the cache read rides along); two on a Cluster, where the keys span slots."""
         ...
 
     async def load_session(self, session_id: str, user_id: str) -> Session | None:

@@ -37,7 +37,17 @@ import uuid
 import zlib
 from decimal import Decimal
 
-from zeropay_proto import CATALOGUE, ChallengeWindow, Lockout, PaymentBinding, Session, SessionState
+from zeropay_proto import (
+    CATALOGUE,
+    ChallengeWindow,
+    Lockout,
+    PaymentBinding,
+    Session,
+    SessionState,
+    WrappedKey,
+)
+
+from .ports import NOT_ENROLLED, CachedEnrollment
 
 DEFAULT_PREFIX = "zp"
 DEFAULT_SLOT_GROUPS = 64
@@ -198,6 +208,53 @@ def decode_window(data: bytes) -> ChallengeWindow:
         factors=tuple(CATALOGUE[i] for i in bytes.fromhex(factors.decode())),
         index=int(index),
         window_seconds=int(seconds),
+    )
+
+
+#: Record cache entries: a tag byte, then the entry.
+_NOT_ENROLLED, _RECORD_ONLY, _WITH_KEY = b"\x00", b"\x01", b"\x02"
+#: After ``_WITH_KEY``: iterations, key version, factor count, salt length, wrapped length.
+_KEY_HEADER = struct.Struct(">IHHBH")
+
+
+def encode_cached(entry: CachedEnrollment) -> bytes:
+    """A record cache value: ``\\x00`` not enrolled; ``\\x02``, the wrapped key and the
+    sealed record. (``\\x01`` + record, the earlier format, is still read.)"""
+    if entry.sealed_record is None:
+        return _NOT_ENROLLED
+    key = entry.wrapped_key
+    if key is None:
+        return _RECORD_ONLY + entry.sealed_record
+    header = _KEY_HEADER.pack(
+        key.iterations, key.key_version, key.factor_count, len(key.salt), len(key.wrapped)
+    )
+    return _WITH_KEY + header + key.salt + key.wrapped + entry.sealed_record
+
+
+def decode_cached(user_id: str, data: bytes) -> CachedEnrollment | None:
+    """The entry, or ``None`` for a value of a format this version does not know (a later
+    one, during a rolling upgrade): treated as a cache miss, never as "not enrolled"."""
+    tag, body = data[:1], data[1:]
+    if tag == _NOT_ENROLLED:
+        return NOT_ENROLLED
+    if tag == _RECORD_ONLY:
+        return CachedEnrollment(sealed_record=body, wrapped_key=None)
+    if tag != _WITH_KEY:
+        return None
+    iterations, version, factors, salt_length, wrapped_length = _KEY_HEADER.unpack_from(body)
+    start = _KEY_HEADER.size
+    salt = body[start : start + salt_length]
+    wrapped = body[start + salt_length : start + salt_length + wrapped_length]
+    return CachedEnrollment(
+        sealed_record=body[start + salt_length + wrapped_length :],
+        wrapped_key=WrappedKey(
+            user_id=user_id,
+            wrapped=wrapped,
+            salt=salt,
+            iterations=iterations,
+            key_version=version,
+            factor_count=factors,
+        ),
     )
 
 

@@ -65,6 +65,7 @@ from .errors import DependencyUnavailable
 from .ports import (
     Admission,
     AdmissionRequest,
+    CachedEnrollment,
     ConcludeOutcome,
     InitiateSnapshot,
     RecordCache,
@@ -75,9 +76,11 @@ from .ports import (
 from .redis_errors import is_missing_group, is_unavailable
 from .redis_keys import (
     KeySpace,
+    decode_cached,
     decode_lockout,
     decode_session,
     decode_window,
+    encode_cached,
     encode_session,
     encode_window,
 )
@@ -101,6 +104,8 @@ _SCRIPTS = (
     "release",
     "revoke_user",
     "count_lock",
+    "cache_record",
+    "invalidate_record",
 )
 #: Readiness writes this key (in every slot group a request may write) with a short TTL.
 HEALTH_KEY_TTL_MS = 10_000
@@ -154,11 +159,6 @@ def _bytes(value: object) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError("expected bytes from Redis")
     return value
-
-
-def _cached(sealed_record: bytes | None) -> bytes:
-    """The record cache's value: a marker byte, then the sealed record if enrolled."""
-    return b"\x00" if sealed_record is None else b"\x01" + sealed_record
 
 
 def _pairs(event: AuditEvent, *, action_first: bool = False) -> list[str]:
@@ -484,7 +484,7 @@ class RedisStore:
         pipe.get(self.keys.user(user_id, "rec"))
         pipe.get(self.keys.user(user_id, "win"))
         cached, window = await pipe.execute()
-        return self._snapshot(cached, window)
+        return self._snapshot(user_id, cached, window)
 
     @_redis_call
     async def admit_and_load(self, request: AdmissionRequest) -> tuple[Admission, InitiateSnapshot]:
@@ -499,13 +499,12 @@ class RedisStore:
             request, [(c[0], r) for c, r in zip(calls, results, strict=False)]
         )
         cached, window = results[len(calls) :]
-        return admission, self._snapshot(cached, window)
+        return admission, self._snapshot(user_id, cached, window)
 
     @staticmethod
-    def _snapshot(cached: bytes | None, window: bytes | None) -> InitiateSnapshot:
+    def _snapshot(user_id: str, cached: bytes | None, window: bytes | None) -> InitiateSnapshot:
         return InitiateSnapshot(
-            sealed_record=cached[1:] if cached and cached[:1] == b"\x01" else None,
-            cached=cached is not None,
+            cached=None if cached is None else decode_cached(user_id, cached),
             window=decode_window(window) if window else None,
         )
 
@@ -516,19 +515,29 @@ class RedisStore:
         session_id: str,
         policy: Policy,
         lock_audit: AuditEvent,
-    ) -> tuple[Admission, ReserveOutcome | None]:
+    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None]:
         user_id = request.user_id
-        if user_id is None or self.clustered:
-            # The keys span slots: admit first, then reserve (two round trips).
+        if user_id is None:
+            return await self._admit(request), None, None
+        read_cache: Call = ("GET", [self.keys.user(user_id, "rec")], [])
+        if self.clustered:
+            # The keys span slots: admit first, then reserve and read the cache (two trips).
             admission = await self._admit(request)
-            if admission.refused or user_id is None:
-                return admission, None
-            return admission, await self._reserve(
-                session_id, user_id, request.now, policy, lock_audit
+            if admission.refused or not session_names_user(session_id, user_id):
+                return admission, None, None
+            reply, cached = await self._run(
+                [
+                    self._reserve_call(session_id, user_id, request.now, policy, lock_audit),
+                    read_cache,
+                ]
             )
+            reserved = self._reserve_outcome(
+                session_id, user_id, request.now, policy, lock_audit, reply
+            )
+            return admission, reserved, self._decode_cached(user_id, cached)
         limits = request.limits
         nonce = request.nonce.nonce if request.nonce is not None else "-"
-        ((rl, user, (code, before, *written)),) = await self._run(
+        (rl, user, reply), cached = await self._run(
             [
                 (
                     "admit_and_reserve",
@@ -551,23 +560,45 @@ class RedisStore:
                         *self._lock_args(policy),
                         *_pairs(lock_audit),
                     ],
-                )
+                ),
+                read_cache,
             ]
         )
         admission = self._admission(request, [("admit_rl", rl), ("admit_user", user)])
-        if code == -3 or not session_names_user(session_id, user_id):
-            return admission, None
-        reserved = self._reserved(session_id, user_id, request.now, policy, code, before, written)
-        self._journal_lock(reserved, lock_audit)
-        return admission, reserved
+        if reply[0] == -3 or not session_names_user(session_id, user_id):
+            return admission, None, None
+        reserved = self._reserve_outcome(
+            session_id, user_id, request.now, policy, lock_audit, reply
+        )
+        return admission, reserved, self._decode_cached(user_id, cached)
+
+    @staticmethod
+    def _decode_cached(user_id: str, cached: bytes | None) -> CachedEnrollment | None:
+        return None if cached is None else decode_cached(user_id, cached)
 
     @_redis_call
-    async def cache_record(self, user_id: str, sealed_record: bytes | None, ttl_ms: int) -> None:
-        await self._client.set(self.keys.user(user_id, "rec"), _cached(sealed_record), px=ttl_ms)
+    async def cache_record(self, user_id: str, entry: CachedEnrollment, ttl_ms: int) -> None:
+        await self._run(
+            [
+                (
+                    "cache_record",
+                    [self.keys.user(user_id, "rec"), self.keys.user(user_id, "hold")],
+                    [encode_cached(entry), ttl_ms],
+                )
+            ]
+        )
 
     @_redis_call
-    async def uncache_record(self, user_id: str) -> None:
-        await self._client.delete(self.keys.user(user_id, "rec"))
+    async def invalidate_record(self, user_id: str, hold_ms: int) -> None:
+        await self._run(
+            [
+                (
+                    "invalidate_record",
+                    [self.keys.user(user_id, "rec"), self.keys.user(user_id, "hold")],
+                    [hold_ms],
+                )
+            ]
+        )
 
     @_redis_call
     async def store_session(
@@ -590,13 +621,14 @@ class RedisStore:
                         self.keys.user(session.user_id, "win"),
                         self.keys.stream_of(session.user_id),
                         self.keys.user(session.user_id, "rec"),
+                        self.keys.user(session.user_id, "hold"),
                     ],
                     [
                         encode_session(session),
                         session.expires_at_ms + grace_ms,
                         encode_window(window) if window else b"",
                         window.ends_at * 1000 if window else 0,
-                        b"" if record_cache is None else _cached(record_cache.sealed_record),
+                        b"" if record_cache is None else encode_cached(record_cache.entry),
                         0 if record_cache is None else record_cache.ttl_ms,
                         *_pairs(audit),
                     ],
@@ -632,19 +664,34 @@ class RedisStore:
     ) -> ReserveOutcome | None:
         if not session_names_user(session_id, user_id):
             return None
-        ((code, before, *written),) = await self._run(
-            [
-                (
-                    "reserve",
-                    [
-                        self.keys.session(session_id, user_id),
-                        self.keys.user(user_id, "lock"),
-                        self.keys.stream_of(user_id),
-                    ],
-                    [epoch_ms(now), *self._lock_args(policy), *_pairs(lock_audit)],
-                )
-            ]
+        (reply,) = await self._run(
+            [self._reserve_call(session_id, user_id, now, policy, lock_audit)]
         )
+        return self._reserve_outcome(session_id, user_id, now, policy, lock_audit, reply)
+
+    def _reserve_call(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> Call:
+        return (
+            "reserve",
+            [
+                self.keys.session(session_id, user_id),
+                self.keys.user(user_id, "lock"),
+                self.keys.stream_of(user_id),
+            ],
+            [epoch_ms(now), *self._lock_args(policy), *_pairs(lock_audit)],
+        )
+
+    def _reserve_outcome(
+        self,
+        session_id: str,
+        user_id: str,
+        now: float,
+        policy: Policy,
+        lock_audit: AuditEvent,
+        reply: Sequence[Any],
+    ) -> ReserveOutcome | None:
+        code, before, *written = reply
         reserved = self._reserved(session_id, user_id, now, policy, code, before, written)
         self._journal_lock(reserved, lock_audit)
         return reserved

@@ -25,7 +25,14 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from adapters.errors import DependencyUnavailable
-from adapters.ports import Admission, AdmissionRequest, RecordCache, StoredEnrollment
+from adapters.ports import (
+    NOT_ENROLLED,
+    Admission,
+    AdmissionRequest,
+    CachedEnrollment,
+    RecordCache,
+    StoredEnrollment,
+)
 from zeropay_proto import (
     ENROLLMENT_ENTROPY_BYTES,
     MAX_BODY_BYTES,
@@ -319,11 +326,11 @@ class Service:
         user_id = enrollment.user_id
         headers = await self.admit(user_id, state_changing=True)
         stored = await self._plan_and_wrap(enrollment)
+        # A cached "not enrolled" goes (and no record is pre-filled: a new user's first
+        # initiate reads PostgreSQL as an unknown user's does, so its timing tells nothing).
+        await self._invalidate_record(user_id)
         if not await self.rt.durable.insert_enrollment(stored):
             raise ApiError(409, "ALREADY_ENROLLED", "this user is already enrolled")
-        # Overwrite a cached "not enrolled" (no pre-filled record: a new user's first initiate
-        # reads PostgreSQL as an unknown user's does, so its timing tells nothing apart).
-        await self.rt.state.uncache_record(user_id)
         await self.rt.state.append(
             self.event(AuditAction.ENROLLED, user_id, factor_count=len(enrollment.factors))
         )
@@ -344,11 +351,9 @@ class Service:
         await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
         stored = await self._plan_and_wrap(enrollment)
+        await self._invalidate_record(user_id)
         if not await self.rt.durable.replace_enrollment(stored):
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
-        await self.rt.state.cache_record(
-            user_id, stored.sealed_record, 1000 * self.rt.settings.record_cache_ttl
-        )
         # No token outlives the factors it proved: every token of the user goes.
         await self.rt.state.revoke_user_tokens(
             user_id,
@@ -366,12 +371,19 @@ class Service:
         user_id = parse_user_id(raw_user, field="uuid")
         await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
+        await self._invalidate_record(user_id)
         if not await self.rt.durable.delete_enrollment(user_id):
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
         await self.rt.state.forget_user(
             user_id, self.event(AuditAction.ENROLLMENT_DELETED, user_id)
         )
         return 200, {"success": True, "user_uuid": user_id, "deleted": True}, headers
+
+    async def _invalidate_record(self, user_id: str) -> None:
+        """Before an enrollment changes in PostgreSQL: drop its record cache entry and hold
+        it, so that no request caches the row it read before the change (verify trusts the
+        cache). If Redis cannot do this, the change is not made (503)."""
+        await self.rt.state.invalidate_record(user_id, self.rt.settings.record_hold_ms)
 
     async def export_enrollment(self, raw_user: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         user_id = parse_user_id(raw_user, field="uuid")
@@ -425,15 +437,12 @@ class Service:
         admission, snapshot = await self.rt.state.admit_and_load(asked)
         headers = self.checked(admission)
         now = asked.now
-        sealed, fill = snapshot.sealed_record, None
-        if not snapshot.cached:
-            stored = await self.rt.durable.load_enrollment(req.user_id)
-            sealed = None if stored is None else stored.sealed_record
+        cached, fill = snapshot.cached, None
+        if cached is None:
+            cached = cached_form(await self.rt.durable.load_enrollment(req.user_id))
             # Cached by the same script that stores the session: two round trips either way.
-            fill = RecordCache(
-                sealed_record=sealed, ttl_ms=1000 * self.rt.settings.record_cache_ttl
-            )
-        record = self._open_record(req.user_id, sealed)
+            fill = RecordCache(entry=cached, ttl_ms=1000 * self.rt.settings.record_cache_ttl)
+        record = self._open_record(req.user_id, cached.sealed_record)
         issued = open_session(
             session_id=make_session_id(req.user_id, self.rt.entropy(SESSION_ENTROPY_BYTES)),
             user_id=req.user_id,
@@ -503,7 +512,7 @@ class Service:
         now = asked.now
         lock_event = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id)
         # One round trip (standalone Redis): admission, then the reservation if admitted.
-        admission, reserved = await self.rt.state.admit_and_reserve(
+        admission, reserved, cached = await self.rt.state.admit_and_reserve(
             asked, req.session_id, self.rt.policy, lock_event
         )
         headers = self.checked(admission)
@@ -522,18 +531,20 @@ class Service:
             return self._failed(0, headers)
         if reserved.locked_account:
             await self._lock_counted(reserved.session.binding.merchant_id, now)
-        try:
-            stored = await self.rt.durable.load_enrollment(req.user_id)
-        except DependencyUnavailable:
-            await self._give_back(req.session_id, req.user_id, reserved.attempt, now)
-            raise
-        record = self._open_record(req.user_id, None if stored is None else stored.sealed_record)
+        if cached is None or not cached.usable_by_verify:
+            # Not cached (or cached without its key): PostgreSQL, the source of truth.
+            try:
+                cached = cached_form(await self.rt.durable.load_enrollment(req.user_id))
+            except DependencyUnavailable:
+                await self._give_back(req.session_id, req.user_id, reserved.attempt, now)
+                raise
+        record = self._open_record(req.user_id, cached.sealed_record)
         compared = compare_factors(
             reserved, record=record, presented=req.factors, pepper=self.rt.settings.secrets.pepper
         )
         unwrapped = False
-        if isinstance(compared, KeyDerivationRequested) and stored is not None:
-            key = stored.wrapped_key
+        if isinstance(compared, KeyDerivationRequested) and cached.wrapped_key is not None:
+            key = cached.wrapped_key
             unwrapped = await self.rt.crypto.unwrap(
                 compared.material, key.salt, key.iterations, key.wrapped, req.user_id
             )
@@ -695,6 +706,13 @@ class Service:
         if data is None:
             raise ApiError(404, "PSP_SESSION_NOT_FOUND", "PSP session not found", field="id")
         return 200, {"success": True, "psp_session": data}, headers
+
+
+def cached_form(stored: StoredEnrollment | None) -> CachedEnrollment:
+    """What the record cache holds of a PostgreSQL row (or of its absence)."""
+    if stored is None:
+        return NOT_ENROLLED
+    return CachedEnrollment(sealed_record=stored.sealed_record, wrapped_key=stored.wrapped_key)
 
 
 Handler = Callable[..., Awaitable[tuple[int, dict[str, Any], dict[str, str]]]]

@@ -55,6 +55,8 @@ DEFAULT_BIND = "127.0.0.1:8080"
 ROLES = ("all", "api", "audit")
 #: A sealed record stays cached in Redis this long after it was read from PostgreSQL.
 DEFAULT_RECORD_CACHE_TTL = 3600
+#: Beyond the dependency deadlines, how long an enrollment change keeps the record uncached.
+RECORD_HOLD_MARGIN_MS = 30_000
 #: Deadline for one call to Redis or PostgreSQL (the Trio side of every call), in ms
 #: (``REDIS_TIMEOUT_MS``, ``DB_TIMEOUT_MS``). A healthy call takes well under 10 ms here
 #: (BENCHMARKS.md); past a second the store is as good as down, and a fast 503 serves the
@@ -147,6 +149,13 @@ class Settings:
     def embedded(self) -> bool:
         """True when running on the in-memory adapters."""
         return self.redis_url is None and not self.redis_cluster_nodes
+
+    @property
+    def record_hold_ms(self) -> int:
+        """How long an enrollment change holds the user's record cache (nothing may be
+        cached): far longer than a request that read the old row can take to cache it, a
+        request making at most four dependency calls, each bounded by its deadline."""
+        return RECORD_HOLD_MARGIN_MS + 4 * round(1000 * (self.redis_timeout + self.db_timeout))
 
     @property
     def serves_api(self) -> bool:

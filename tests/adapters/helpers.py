@@ -7,11 +7,13 @@ import time
 import uuid
 from decimal import Decimal
 
+from adapters.ports import CachedEnrollment
 from zeropay_proto import (
     ChallengeIssued,
     Factor,
     PaymentBinding,
     RiskLevel,
+    WrappedKey,
     epoch_ms,
     make_session_id,
     open_session,
@@ -53,3 +55,18 @@ def new_session(user: str, *, now: float | None = None, enrolled: bool = True) -
 def lock_event(user: str) -> AuditEvent:
     """The ACCOUNT_LOCKED event a reservation appends if it locks the account."""
     return event(user, AuditAction.ACCOUNT_LOCKED)
+
+
+def cached_entry(user: str) -> CachedEnrollment:
+    """A record cache entry as initiate caches it: a (fake) sealed record and a wrapped key."""
+    return CachedEnrollment(
+        sealed_record=secrets.token_bytes(180),
+        wrapped_key=WrappedKey(
+            user_id=user,
+            wrapped=secrets.token_bytes(40),
+            salt=secrets.token_bytes(16),
+            iterations=100_000,
+            key_version=2,
+            factor_count=4,
+        ),
+    )

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.ports import AdmissionRequest, Limits, StoredEnrollment
+from adapters.ports import NOT_ENROLLED, AdmissionRequest, Limits, RecordCache, StoredEnrollment
 from tests.adapters.conftest import (
     DURABLE_BACKENDS,
     STATE_BACKENDS,
     open_durable_store,
     open_state_store,
 )
-from tests.adapters.helpers import event, lock_event, new_session, new_user
+from tests.adapters.helpers import cached_entry, event, lock_event, new_session, new_user
 from tests.helpers import enroll
 from zeropay_proto import (
     DEFAULT_POLICY,
@@ -126,13 +126,14 @@ async def test_admit_and_load_equals_admit_then_load(state_backend: dict[str, An
         user = new_user()
         issued = new_session(user)
         await store.store_session(issued, 0, event(user), 60_000)
-        await store.cache_record(user, b"sealed", 60_000)
+        entry = cached_entry(user)
+        await store.cache_record(user, entry, 60_000)
         admission, snapshot = await store.admit_and_load(
             admission_for(user, nonce=str(uuid.uuid4()), per_user=2)
         )
         assert not admission.refused
         assert isinstance(admission.user_decision, RequestAdmitted)
-        assert (snapshot.sealed_record, snapshot.window) == (b"sealed", issued.window)
+        assert (snapshot.cached, snapshot.window) == (entry, issued.window)
 
 
 @state
@@ -143,16 +144,16 @@ async def test_a_refused_request_never_consumes_an_attempt(state_backend: dict[s
         sid = issued.session.session_id
         await store.store_session(issued, 0, event(user), 60_000)
         nonce = str(uuid.uuid4())
-        first, reserved = await store.admit_and_reserve(
+        first, reserved, _ = await store.admit_and_reserve(
             admission_for(user, nonce=nonce, per_user=1), sid, DEFAULT_POLICY, event(user)
         )
         assert not first.refused
         assert isinstance(reserved, AttemptReserved)
-        replayed, none = await store.admit_and_reserve(
+        replayed, none, _ = await store.admit_and_reserve(
             admission_for(user, nonce=nonce, per_user=100), sid, DEFAULT_POLICY, event(user)
         )
         assert (replayed.refused, none) == (True, None)
-        limited, none = await store.admit_and_reserve(
+        limited, none, _ = await store.admit_and_reserve(
             admission_for(user, nonce=str(uuid.uuid4()), per_user=1),
             sid,
             DEFAULT_POLICY,
@@ -162,7 +163,7 @@ async def test_a_refused_request_never_consumes_an_attempt(state_backend: dict[s
         stored = await store.load_session(sid, user)
         assert stored is not None
         assert stored.attempts_used == 1  # only the admitted request counted
-        missing, nothing = await store.admit_and_reserve(
+        missing, nothing, _ = await store.admit_and_reserve(
             admission_for(user, nonce=str(uuid.uuid4())),
             make_session_id(user, secrets.token_bytes(16)),
             DEFAULT_POLICY,
@@ -180,7 +181,7 @@ async def test_admitted_reservations_lock_the_account(state_backend: dict[str, A
             issued = new_session(user)
             await store.store_session(issued, 0, event(user), 60_000)
             for _ in range(3):
-                _, reserved = await store.admit_and_reserve(
+                _, reserved, _ = await store.admit_and_reserve(
                     admission_for(user, nonce=str(uuid.uuid4()), per_user=100),
                     issued.session.session_id,
                     DEFAULT_POLICY,
@@ -211,7 +212,7 @@ async def test_session_round_trips_with_its_window(state_backend: dict[str, Any]
         snapshot = await store.load_for_initiate(user)
         assert snapshot.window == issued.window
         assert isinstance(snapshot.window, ChallengeWindow)
-        assert (snapshot.cached, snapshot.sealed_record) == (False, None)
+        assert snapshot.cached is None
 
 
 @state
@@ -220,15 +221,71 @@ async def test_record_cache_distinguishes_absent_from_uncached(
 ) -> None:
     async with open_state_store(state_backend) as store:
         user, unknown = new_user(), new_user()
-        await store.cache_record(user, b"sealed", 60_000)
-        await store.cache_record(unknown, None, 60_000)
+        entry = cached_entry(user)
+        await store.cache_record(user, entry, 60_000)
+        await store.cache_record(unknown, NOT_ENROLLED, 60_000)
         got = await store.load_for_initiate(user)
-        assert (got.cached, got.sealed_record) == (True, b"sealed")
+        assert got.cached == entry
+        assert got.cached is not None
+        assert got.cached.usable_by_verify
         absent = await store.load_for_initiate(unknown)
-        assert (absent.cached, absent.sealed_record) == (True, None)
-        await store.uncache_record(unknown)  # the user enrolled: the marker must go
+        assert absent.cached == NOT_ENROLLED
+        await store.invalidate_record(unknown, 60_000)  # the user enrolls: the marker must go
         gone = await store.load_for_initiate(unknown)
-        assert (gone.cached, gone.sealed_record) == (False, None)
+        assert gone.cached is None
+
+
+@state
+async def test_a_held_record_is_not_cached_again_until_the_hold_ends(
+    state_backend: dict[str, Any],
+) -> None:
+    """An enrollment change holds the cache: a request that read the old row a moment
+    before cannot cache it (verify trusts the cache), whichever way it tries."""
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        await store.cache_record(user, cached_entry(user), 60_000)
+        await store.invalidate_record(user, 300)
+        stale = cached_entry(user)
+        await store.cache_record(user, stale, 60_000)
+        await store.store_session(
+            new_session(user), 0, event(user), 60_000,
+            record_cache=RecordCache(entry=stale, ttl_ms=60_000),
+        )  # fmt: skip
+        assert (await store.load_for_initiate(user)).cached is None
+        with trio.fail_after(10):  # the hold ends by itself
+            while (await store.load_for_initiate(user)).cached is None:
+                await store.cache_record(user, stale, 60_000)
+                await trio.sleep(0.05)
+        assert (await store.load_for_initiate(user)).cached == stale
+
+
+@state
+async def test_verify_reads_the_record_cache_in_its_reservation_step(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        issued = new_session(user)
+        sid = issued.session.session_id
+        await store.store_session(issued, 0, event(user), 60_000)
+        _, reserved, cached = await store.admit_and_reserve(
+            admission_for(user, nonce=str(uuid.uuid4())), sid, DEFAULT_POLICY, event(user)
+        )
+        assert isinstance(reserved, AttemptReserved)
+        assert cached is None
+        entry = cached_entry(user)
+        await store.cache_record(user, entry, 60_000)
+        nonce = str(uuid.uuid4())
+        _, reserved, cached = await store.admit_and_reserve(
+            admission_for(user, nonce=nonce), sid, DEFAULT_POLICY, event(user)
+        )
+        assert isinstance(reserved, AttemptReserved)
+        assert cached == entry
+        refused, nothing, none = await store.admit_and_reserve(  # a replayed nonce
+            admission_for(user, nonce=nonce), sid, DEFAULT_POLICY, event(user)
+        )
+        assert refused.refused
+        assert (nothing, none) == (None, None)
 
 
 @state
@@ -442,11 +499,11 @@ async def test_revoke_and_forget_remove_tokens(state_backend: dict[str, Any]) ->
         assert not await store.revoke_token(tokens[0], event(user, AuditAction.TOKEN_REVOKED))
         assert await store.token_info(tokens[0]) is None
         assert await store.token_info(tokens[1]) is not None
-        await store.cache_record(user, b"sealed", 60_000)
+        await store.cache_record(user, cached_entry(user), 60_000)
         await store.forget_user(user, event(user, AuditAction.ENROLLMENT_DELETED))
         assert await store.token_info(tokens[1]) is None
         snapshot = await store.load_for_initiate(user)
-        assert (snapshot.cached, snapshot.window) == (False, None)
+        assert (snapshot.cached, snapshot.window) == (None, None)
 
 
 @state

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 
 from adapters.memory import MemoryStore
-from adapters.ports import AdmissionRequest, Limits
+from adapters.ports import NOT_ENROLLED, AdmissionRequest, Limits
 from tests.adapters.helpers import event, new_session
 from zeropay_proto import NonceClaim
 
@@ -41,8 +41,8 @@ async def _initiate(store: MemoryStore, clock: Clock, i: int) -> None:
     )
     admission, snapshot = await store.admit_and_load(request)
     assert not admission.refused
-    if not snapshot.cached:
-        await store.cache_record(user, None, 3_600_000)
+    if snapshot.cached is None:
+        await store.cache_record(user, NOT_ENROLLED, 3_600_000)
     issued = new_session(user, now=clock.now)
     await store.store_session(issued, 0, event(user), 60_000)
 

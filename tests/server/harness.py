@@ -112,9 +112,15 @@ class Harness:
         )
 
     async def verified_token(self, user: str) -> tuple[str, Response]:
+        return await self.verified_token_with(user, "right")
+
+    async def verified_token_with(self, user: str, answer: str) -> tuple[str, Response]:
+        """A bearer token from a verification answered with ``answer``'s digests."""
         started = await self.initiate(user)
         session_id = started.body["session_id"]
-        done = await self.verify(user, session_id, answers(started.body["required_factors"]))
+        done = await self.verify(
+            user, session_id, answers(started.body["required_factors"], answer)
+        )
         assert done.status == 200, done.text
         return done.body["auth_token"], done
 

@@ -344,6 +344,45 @@ async def test_update_needs_that_users_token_and_replaces_the_factors() -> None:
         assert old_token.status == 401  # the update revoked every token of the user
 
 
+async def test_the_record_cache_never_outlives_an_enrollment_change() -> None:
+    """Verify decides from the cached record and wrapped key (issue 8): an update or a delete
+    drops them before it changes the durable row, so a session opened on the old record
+    cannot verify with the old answers once the change is made."""
+    async with running_app() as h:
+        user = new_user()
+        await h.enroll(user)
+        h.clock.advance(h.runtime.settings.record_hold_ms / 1000 + 1)  # enrollment's hold
+        token, _ = await h.verified_token(user)
+        assert (await h.runtime.state.load_for_initiate(user)).cached is not None
+        before = await h.initiate(user)  # opened on the cached, soon old, record
+        body = {
+            "user_uuid": user,
+            "factors": answers(["PIN", "NFC", "FACE"], "new"),
+            "device_id": "d",
+        }
+        updated = await h.call(
+            "PUT", "/v1/enrollment/update", body, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert updated.status == 200
+        stale = await h.verify(
+            user, before.body["session_id"], answers(before.body["required_factors"])
+        )
+        assert stale.status == 401
+        token, _ = await h.verified_token_with(user, "new")
+        h.clock.advance(h.runtime.settings.record_hold_ms / 1000 + 1)  # update's hold
+        assert (await h.initiate(user)).status == 200  # caches the new record
+        assert (await h.runtime.state.load_for_initiate(user)).cached is not None
+        opened = await h.initiate(user)
+        deleted = await h.call(
+            "DELETE", f"/v1/enrollment/delete/{user}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert deleted.status == 200
+        gone = await h.verify(
+            user, opened.body["session_id"], answers(opened.body["required_factors"], "new")
+        )
+        assert gone.status == 401
+
+
 async def test_a_weak_token_cannot_change_or_delete_the_enrollment() -> None:
     """A 2-factor low-risk verification proves less than the factors it would replace."""
     async with running_app() as h:
