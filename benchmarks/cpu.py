@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--settle", type=float, default=40.0, help="see benchmarks.load")
     parser.add_argument(
         "--redis",
         default=os.environ.get("ZEROPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         [
             "--url", args.url, "--scenario", args.scenario, "--rate", str(args.rate),
             "--seconds", str(args.seconds), "--connections", str(args.connections),
-            "--users", str(args.users),
+            "--users", str(args.users), "--settle", str(args.settle),
         ],
         redis_url=args.redis or None,
     )  # fmt: skip
