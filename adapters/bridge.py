@@ -68,7 +68,9 @@ def aio(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 class TrioBridge:
-    """Proxy an asyncio adapter: coroutine methods become Trio coroutines with a deadline."""
+    """Proxy an asyncio adapter: coroutine methods become Trio coroutines with a deadline.
+
+    ``observe``, if given, is called with each call's duration in seconds (a metric)."""
 
     def __init__(
         self,
@@ -76,7 +78,7 @@ class TrioBridge:
         *,
         dependency: str,
         timeout: float,
-        observe: Callable[[str, float], None] | None = None,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self._target = target
         self._dependency = dependency
@@ -108,7 +110,7 @@ class TrioBridge:
                 raise DependencyUnavailable(dependency)
             finally:
                 if observe is not None:
-                    observe(dependency, trio.current_time() - started)
+                    observe(trio.current_time() - started)
 
         self._cache[name] = call
         return call

@@ -1000,7 +1000,13 @@ class RedisStore:
                 by_stream.setdefault(entry.stream, []).append(entry.entry_id)
         if not by_stream:
             return
-        pipe = self._client.pipeline(transaction=False)
+        if not self.clustered:  # one write of every stream's XACK and XDEL (see _send)
+            calls: list[Call] = []
+            for stream, ids in by_stream.items():
+                calls += [("XACK", [stream], [CONSUMER_GROUP, *ids]), ("XDEL", [stream], ids)]
+            await self._without_lost_groups(await self._send(calls))
+            return
+        pipe = self._client.pipeline(transaction=False)  # grouped by node
         for stream, ids in by_stream.items():
             pipe.xack(stream, CONSUMER_GROUP, *ids)
             pipe.xdel(stream, *ids)

@@ -48,16 +48,37 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _workers(pid: int) -> int:
+    """The ``--workers`` (or ZEROPAY_WORKERS) of a server's main process."""
+    argv = _cmdline(pid).split()
+    if "--workers" in argv[:-1]:
+        return int(argv[argv.index("--workers") + 1])
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 1
+    for entry in environ:
+        if entry.startswith(b"ZEROPAY_WORKERS="):
+            return int(entry.split(b"=", 1)[1])
+    return 1
+
+
 def processes(generator: int) -> dict[int, str]:
-    """Every process of interest, by pid: its group's name."""
+    """Every process of interest, by pid: its group's name.
+
+    A server started with ``--workers N`` (N > 1) serves from N child processes, each with
+    its own crypto workers (grandchildren); with one worker the main process serves and its
+    children are the crypto workers."""
     stats = {pid: _stat(pid) for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())}
     live = {pid: s for pid, s in stats.items() if s is not None}
-    servers = {pid for pid in live if "zeropay_server" in _cmdline(pid)}
+    mains = {pid for pid in live if "zeropay_server" in _cmdline(pid)}
+    serving = {pid for pid in mains if _workers(pid) == 1}
+    serving |= {pid for pid, (_, parent, _) in live.items() if parent in mains - serving}
     groups: dict[int, str] = {}
     for pid, (name, parent, _) in live.items():
-        if pid in servers:
+        if pid in serving or pid in mains:
             groups[pid] = "api event loop"
-        elif parent in servers:
+        elif parent in serving:
             groups[pid] = "crypto workers"
         elif name == "redis-server":
             groups[pid] = "redis"

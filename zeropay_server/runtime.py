@@ -172,14 +172,17 @@ async def open_runtime(
         metrics = Metrics(settings.session_ttl)
         if not settings.embedded:
 
-            def observe(dependency: str, seconds: float) -> None:
-                metrics.dependency_latency.labels(dependency).observe(seconds)
-
             state = TrioBridge(
-                redis, dependency="redis", timeout=settings.redis_timeout, observe=observe
+                redis,
+                dependency="redis",
+                timeout=settings.redis_timeout,
+                observe=metrics.dependency_latency.labels("redis").observe,
             )
             durable = TrioBridge(
-                postgres, dependency="postgresql", timeout=settings.db_timeout, observe=observe
+                postgres,
+                dependency="postgresql",
+                timeout=settings.db_timeout,
+                observe=metrics.dependency_latency.labels("postgresql").observe,
             )
         keys = settings.secrets
         runtime = Runtime(
