@@ -36,6 +36,46 @@ async def fresh_database(admin_url: str, name: str) -> str:
     return f"{admin_url.rpartition('/')[0]}/{name}"
 
 
+def production_env(database_url: str, iterations: int) -> dict[str, str]:
+    """The benchmark server's environment: production settings, fresh keys, limits raised."""
+
+    def key() -> str:
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+
+    return {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": f"bench{secrets.token_hex(3)}",
+        "DATABASE_URL": database_url,
+        "DB_AUTO_MIGRATE": "true",
+        "PBKDF2_ITERATIONS": str(iterations),
+        "RATE_LIMIT_GLOBAL": "10000000",
+        "RATE_LIMIT_PER_IP": "10000000",
+        "RATE_LIMIT_PER_USER": "10000000",
+        "RATE_LIMIT_PER_MERCHANT": "10000000",
+        "ZEROPAY_MASTER_KEYS": f"1:{key()}",
+        "ZEROPAY_PEPPER": key(),
+        "ZEROPAY_RECEIPT_SIGNING_KEY": key(),
+        "LOG_LEVEL": "INFO",  # production's: an access log line per request
+    }
+
+
+def prepare(env: dict[str, str], cwd: str | None = None) -> str:
+    """The operator's steps before start-up, with the ``zeropay_server`` found in ``cwd``:
+    migrations, then a merchant; returns the merchant's key."""
+    server = [sys.executable, "-m", "zeropay_server"]
+    subprocess.run([*server, "migrate"], env=env, cwd=cwd, check=True)
+    added = subprocess.run(
+        [*server, "merchants", "add", "bench-shop"],
+        env=env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return added.stdout.strip().splitlines()[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.server",
@@ -49,38 +89,9 @@ def main() -> None:
         "--log", default=".run/bench-server.log", help="the server's JSON log lines (appended)"
     )
     args = parser.parse_args()
-
-    def key() -> str:
-        return base64.b64encode(secrets.token_bytes(32)).decode()
-
     database_url = asyncio.run(fresh_database(DATABASE_URL, "zeropay_bench"))
-    env = {
-        **os.environ,
-        "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": f"bench{secrets.token_hex(3)}",
-        "DATABASE_URL": database_url,
-        "DB_AUTO_MIGRATE": "true",
-        "PBKDF2_ITERATIONS": str(args.iterations),
-        "RATE_LIMIT_GLOBAL": "10000000",
-        "RATE_LIMIT_PER_IP": "10000000",
-        "RATE_LIMIT_PER_USER": "10000000",
-        "RATE_LIMIT_PER_MERCHANT": "10000000",
-        "ZEROPAY_MASTER_KEYS": f"1:{key()}",
-        "ZEROPAY_PEPPER": key(),
-        "ZEROPAY_RECEIPT_SIGNING_KEY": key(),
-        "LOG_LEVEL": "INFO",  # production's: an access log line per request
-    }
-    # The operator's steps before start-up: migrations, then a merchant and its key, which
-    # the load tools read from API_KEY_FILE.
-    subprocess.run([sys.executable, "-m", "zeropay_server", "migrate"], env=env, check=True)
-    added = subprocess.run(
-        [sys.executable, "-m", "zeropay_server", "merchants", "add", "bench-shop"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    merchant_key = added.stdout.strip().splitlines()[-1]
+    env = production_env(database_url, args.iterations)
+    merchant_key = prepare(env)
     os.makedirs(os.path.dirname(API_KEY_FILE), exist_ok=True)
     with open(API_KEY_FILE, "w") as saved:
         saved.write(merchant_key + "\n")
