@@ -326,11 +326,20 @@ class Service:
         user_id = enrollment.user_id
         headers = await self.admit(user_id, state_changing=True)
         stored = await self._plan_and_wrap(enrollment)
-        # A cached "not enrolled" goes (and no record is pre-filled: a new user's first
-        # initiate reads PostgreSQL as an unknown user's does, so its timing tells nothing).
-        await self._invalidate_record(user_id)
         if not await self.rt.durable.insert_enrollment(stored):
             raise ApiError(409, "ALREADY_ENROLLED", "this user is already enrolled")
+        # A cached "not enrolled" goes, after the insert: anyone may ask to enroll a user,
+        # and only a real change may hold a user's cache. Exact all the same: an entry cached
+        # before this is deleted, one a request tries to cache after it is held off. If Redis
+        # cannot do it, the insert is undone (a stale "not enrolled" would outlive it) and
+        # the client, answered 503, enrolls again. No record is pre-filled: a new user's
+        # first initiate reads PostgreSQL as an unknown user's does.
+        try:
+            await self._invalidate_record(user_id)
+        except DependencyUnavailable:
+            with contextlib.suppress(DependencyUnavailable):
+                await self.rt.durable.delete_enrollment(user_id)
+            raise
         await self.rt.state.append(
             self.event(AuditAction.ENROLLED, user_id, factor_count=len(enrollment.factors))
         )
@@ -380,9 +389,9 @@ class Service:
         return 200, {"success": True, "user_uuid": user_id, "deleted": True}, headers
 
     async def _invalidate_record(self, user_id: str) -> None:
-        """Before an enrollment changes in PostgreSQL: drop its record cache entry and hold
-        it, so that no request caches the row it read before the change (verify trusts the
-        cache). If Redis cannot do this, the change is not made (503)."""
+        """Drop the user's record cache entry and hold it, so that no request caches a row
+        it read before the change (verify trusts the cache). An update or a delete calls it
+        before the change, which is not made if Redis cannot do this (503)."""
         await self.rt.state.invalidate_record(user_id, self.rt.settings.record_hold_ms)
 
     async def export_enrollment(self, raw_user: str) -> tuple[int, dict[str, Any], dict[str, str]]:

@@ -171,7 +171,6 @@ async def open_runtime(
                 log.info("migrations applied", extra={"fields": {"applied": applied}})
         metrics = Metrics(settings.session_ttl)
         if not settings.embedded:
-
             state = TrioBridge(
                 redis,
                 dependency="redis",

@@ -383,6 +383,18 @@ async def test_the_record_cache_never_outlives_an_enrollment_change() -> None:
         assert gone.status == 401
 
 
+async def test_asking_to_enroll_an_enrolled_user_leaves_its_cache_alone() -> None:
+    """Anyone may ask to enroll any user id; only a real change may hold a user's record
+    cache (a 409 must not keep an enrolled user's verifies on PostgreSQL)."""
+    async with running_app() as h:
+        user = new_user()
+        await h.enroll(user)
+        h.clock.advance(h.runtime.settings.record_hold_ms / 1000 + 1)
+        assert (await h.initiate(user)).status == 200  # caches the record
+        assert (await h.enroll(user)).status == 409
+        assert (await h.runtime.state.load_for_initiate(user)).cached is not None
+
+
 async def test_a_weak_token_cannot_change_or_delete_the_enrollment() -> None:
     """A 2-factor low-risk verification proves less than the factors it would replace."""
     async with running_app() as h:

@@ -91,3 +91,19 @@ async def test_an_outage_while_storing_the_session_beside_a_psp_checkout_is_a_50
             extra = {} if psp_config is None else {"psp_config": psp_config}
             response = await h.initiate(user, **extra)
             assert (response.status, response.body["code"]) == (503, "DEPENDENCY_UNAVAILABLE")
+
+
+async def test_an_enrollment_redis_could_not_announce_is_undone() -> None:
+    """Enrolling deletes a cached "not enrolled" after the insert; if Redis cannot, the
+    insert is undone (503) so that no stale marker outlives it, and enrolling again works."""
+    async with running_app() as h:
+        user = new_user()
+        outage = Outage(h.runtime.state, "redis", only={"invalidate_record"})
+        h.runtime.state = outage
+        outage.down = True
+        refused = await h.enroll(user)
+        assert refused.status == 503
+        assert await h.runtime.durable.load_enrollment(user) is None
+        outage.down = False
+        assert (await h.enroll(user)).status == 201
+        assert await h.runtime.durable.load_enrollment(user) is not None
