@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from benchmarks.cpu import measure
+from benchmarks.load import pbkdf2_limit
 from benchmarks.server import fresh_database, prepare, production_env
 from tests.services import DATABASE_URL, REDIS_URL
 
@@ -97,8 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--bind", default="127.0.0.1:8090")
     parser.add_argument("--json-out", help="write every report to this file")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="first measure the machine's PBKDF2 limit (benchmarks.load --baseline) and give "
+        "verify and enroll throughput as a ratio to it",
+    )
     args = parser.parse_args(argv)
     plan = [(s, float(r)) for s, r in (item.split(":") for item in args.plan.split(","))]
+    limit = pbkdf2_limit() if args.baseline else None
+    if limit:
+        print(f"PBKDF2 limit of this machine: {limit:.1f}/s", flush=True)
     log = Path(".run/compare-servers.log")
     log.parent.mkdir(exist_ok=True)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                             ],
                             redis_url=REDIS_URL,
                         )  # fmt: skip
-                        results.setdefault((label, scenario), []).append(report)
+                        results.setdefault((label, f"{scenario} {rate:g}/s"), []).append(report)
     if args.json_out:
         Path(args.json_out).write_text(
             json.dumps({f"{k[0]} {k[1]}": v for k, v in results.items()}, indent=1)
@@ -131,16 +141,20 @@ def main(argv: list[str] | None = None) -> None:
         for group in GROUPS:
             base_ms, head_ms = (
                 statistics.median(
-                    r["cpu_ms_per_request"].get(group) or 0.0 for r in results[(label, scenario)]
+                    r["cpu_ms_per_request"].get(group) or 0.0
+                    for r in results[(label, f"{scenario} {rate:g}/s")]
                 )
                 for label in ("base", "head")
             )
             ratio = f" ({head_ms / base_ms:.2f}x)" if base_ms else ""
             cells.append(f"{base_ms:.3f} -> {head_ms:.3f}{ratio}")
-        achieved = "/".join(
-            f"{statistics.median(r['achieved_rps'] for r in results[(label, scenario)]):g}"
+        rates = [
+            statistics.median(r["achieved_rps"] for r in results[(label, f"{scenario} {rate:g}/s")])
             for label in ("base", "head")
-        )
+        ]
+        achieved = "/".join(f"{rate:g}" for rate in rates)
+        if limit and scenario in {"verify", "enroll"}:
+            achieved += " (" + "/".join(f"{rate / limit:.2f}" for rate in rates) + " x limit)"
         print(f"| {scenario} {rate:g}/s | {' | '.join(cells)} | {achieved} |")
 
 
