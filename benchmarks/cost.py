@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import secrets
+import sys
 import time
 import uuid
 from collections import Counter
@@ -146,6 +147,18 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
                 "/v1/enrollment/store",
                 {"user_uuid": user, "device_id": "d", "factors": {f: digest(f) for f in FACTORS}},
             )
+
+        # The steady state: users who enrolled a while ago (their enrollment's hold on the
+        # record cache has ended: README, "The record cache") and have paid before (their
+        # record is cached).
+        print(
+            f"waiting {settings.record_hold_ms / 1000:g} s for the enrollments' holds ...",
+            file=sys.stderr,
+        )
+        await trio.sleep(settings.record_hold_ms / 1000)
+        for user in users:
+            status, body = await post("/v1/verification/initiate", {"user_uuid": user})
+            assert status == 200, body
 
         async def phase(name: str, run: Any) -> None:
             before, trips = commandstats(sync_redis), ROUND_TRIPS["redis"]

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--settle", type=float, default=40.0, help="see benchmarks.load")
+    parser.add_argument("--settle", type=float, default=10.0, help="see benchmarks.load")
     parser.add_argument(
         "--redis",
         default=os.environ.get("ZEROPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),

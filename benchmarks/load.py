@@ -328,11 +328,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--settle",
         type=float,
-        default=40.0,
+        default=10.0,
         help="initiate, verify and mix: seconds to wait after enrolling, so that the users' "
         "records can be cached as those of users who enrolled earlier are (enrolling holds a "
-        "record uncached for 38 s with the default deadlines: README, 'The record cache'); "
-        "0 measures freshly enrolled users, whose requests all read PostgreSQL (40)",
+        "record uncached for 8 s with the default deadlines: README, 'The record cache'); "
+        "0 measures freshly enrolled users, whose requests all read PostgreSQL (10)",
     )
     parser.add_argument("--json-out", help="also write the reports to this file")
     parser.add_argument(
