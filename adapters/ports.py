@@ -206,10 +206,11 @@ class SessionPort(Protocol):
     async def invalidate_record(self, user_id: str, hold_ms: int) -> None:
         """Drop the user's record cache entry and refuse to cache one for ``hold_ms``.
 
-        Called before the enrollment changes in PostgreSQL, and the change is not made if
-        this fails: a request that read the old row (before the change committed) may try
-        to cache it a moment later, and the hold refuses it. ``hold_ms`` exceeds the longest
-        request, so once it ends no request holding a row older than the change is left.
+        An update or a delete calls it before changing PostgreSQL (and makes no change if it
+        fails); a new enrollment just after its insert (undone if it fails). A request that
+        read the old row may try to cache it a moment later, and the hold refuses it;
+        ``hold_ms`` exceeds the time between a request's read and its write, so once it ends
+        no request holding a row older than the change is left (README, "The record cache").
         """
         ...
 

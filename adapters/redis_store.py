@@ -330,9 +330,9 @@ class RedisStore:
         and shield machinery cost 0.08 ms per round trip here, a third of the call; measured
         in BENCHMARKS.md), and encoded by :func:`adapters.resp.pack`. A connection
         interrupted midway (cancelled, or broken) may hold unread replies, so it is closed,
-        never handed to the next caller with them. On a
-        cluster, EVALSHA cannot be pipelined: each call goes concurrently to its slot's node
-        (redis-py follows MOVED/ASK).
+        never handed to the next caller with them. On a cluster, EVALSHA cannot be
+        pipelined: each call goes concurrently to its slot's node (redis-py follows
+        MOVED/ASK).
         """
         client = self._client
         if isinstance(client, RedisCluster):
@@ -534,7 +534,7 @@ class RedisStore:
             reserved = self._reserve_outcome(
                 session_id, user_id, request.now, policy, lock_audit, reply
             )
-            return admission, reserved, self._decode_cached(user_id, cached)
+            return admission, reserved, self._decode_cached(user_id, reserved, cached)
         limits = request.limits
         nonce = request.nonce.nonce if request.nonce is not None else "-"
         (rl, user, reply), cached = await self._run(
@@ -570,11 +570,14 @@ class RedisStore:
         reserved = self._reserve_outcome(
             session_id, user_id, request.now, policy, lock_audit, reply
         )
-        return admission, reserved, self._decode_cached(user_id, cached)
+        return admission, reserved, self._decode_cached(user_id, reserved, cached)
 
     @staticmethod
-    def _decode_cached(user_id: str, cached: bytes | None) -> CachedEnrollment | None:
-        return None if cached is None else decode_cached(user_id, cached)
+    def _decode_cached(
+        user_id: str, reserved: ReserveOutcome | None, cached: bytes | None
+    ) -> CachedEnrollment | None:
+        """The record cache entry read beside a reservation; none without a session."""
+        return None if cached is None or reserved is None else decode_cached(user_id, cached)
 
     @_redis_call
     async def cache_record(self, user_id: str, entry: CachedEnrollment, ttl_ms: int) -> None:
