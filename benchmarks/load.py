@@ -253,23 +253,22 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for _ in range(args.connections)
     ]
     scenario = Scenario(args.scenario, args.users)
-    if args.scenario not in {"enroll", "live"}:
-        print(f"setup: enrolling {args.users} users ...", flush=True)
+
+    async def each_user(step: Callable[[Connection, str], Awaitable[object]]) -> None:
+        """``step`` once for every user, as many at once as there are connections."""
         for i in range(0, len(scenario.users), len(conns)):
             batch = scenario.users[i : i + len(conns)]
-            await asyncio.gather(
-                *(scenario.enroll(c, u) for c, u in zip(conns, batch, strict=False))
-            )
+            await asyncio.gather(*(step(c, u) for c, u in zip(conns, batch, strict=False)))
+
+    if args.scenario not in {"enroll", "live"}:
+        print(f"setup: enrolling {args.users} users ...", flush=True)
+        await each_user(scenario.enroll)
     tiers = [Tier(t, args.seconds) for t in args.targets]
     if args.scenario not in {"enroll", "live"} and args.settle > 0:
         print(f"setup: waiting {args.settle:g} s for the enrollments' holds ...", flush=True)
         await asyncio.sleep(args.settle)
         print("setup: one initiate per user (their records are cached now) ...", flush=True)
-        for i in range(0, len(scenario.users), len(conns)):
-            batch = scenario.users[i : i + len(conns)]
-            await asyncio.gather(
-                *(scenario.initiate(c, u) for c, u in zip(conns, batch, strict=False))
-            )
+        await each_user(scenario.initiate)
     if args.scenario in {"verify", "mix"}:
         needed = int(sum(t.target * t.seconds for t in tiers) * 1.1) + 10
         print(f"setup: opening {needed} sessions ...", flush=True)
