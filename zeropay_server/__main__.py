@@ -44,14 +44,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.bind:
-        os.environ["ZEROPAY_BIND"] = args.bind
-    if args.workers is not None:
-        os.environ["ZEROPAY_WORKERS"] = str(args.workers)
-    if args.role:
-        os.environ["ZEROPAY_ROLE"] = args.role
+    # Flags win over the environment; they are read like it (one validation), and passed on
+    # to worker processes with it, never written into this process's environment.
+    flags = {"ZEROPAY_BIND": args.bind, "ZEROPAY_WORKERS": args.workers, "ZEROPAY_ROLE": args.role}
+    env = {**os.environ, **{name: str(value) for name, value in flags.items() if value is not None}}
     try:
-        settings = load_settings()
+        settings = load_settings(env)
     except ConfigError as exc:
         print(f"zeropay-server: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return merchants(settings, args.arguments)
     from .serve import run
 
-    run(settings)
+    run(settings, env)
     return 0
 
 

@@ -189,14 +189,15 @@ async def _main(settings: Settings, workers: int, worker: int = 0) -> None:
 
 
 def _worker(env: Mapping[str, str], workers: int, worker: int) -> None:
-    os.environ.update(env)
-    settings = load_settings()
+    settings = load_settings(env)
     configure_logging(settings.log_level)
     trio.run(_main, settings, workers, worker)
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM, in ``settings.workers`` processes."""
+def run(settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, in ``settings.workers`` processes; ``env`` (the
+    environment ``settings`` were read from, flags included) is what worker processes read
+    theirs from."""
     configure_logging(settings.log_level)
     if settings.workers == 1:
         trio.run(_main, settings, 1)
@@ -205,10 +206,10 @@ def run(settings: Settings) -> None:
         # Set here, not in the child: prometheus-client chooses its multiprocess value store
         # when it is imported, which a spawned child does before its target runs.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        env = dict(os.environ)
+        child_env = {**(env or os.environ), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         spawn = multiprocessing.get_context("spawn")
         children = [
-            spawn.Process(target=_worker, args=(env, settings.workers, n), daemon=False)
+            spawn.Process(target=_worker, args=(child_env, settings.workers, n), daemon=False)
             for n in range(settings.workers)
         ]
         for child in children:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,27 @@ def test_the_demo_merchant_key_is_taken_as_given_in_the_embedded_default() -> No
         DEMO_MERCHANT_KEY
     )
     assert load_settings({"LOG_LEVEL": "debug"}).log_level == "DEBUG"
+
+
+def test_command_line_flags_win_without_touching_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zeropay_server import __main__ as cli
+    from zeropay_server import serve
+
+    started: list[Any] = []
+    monkeypatch.setattr(serve, "run", lambda settings, env: started.append((settings, env)))
+    monkeypatch.setenv("ZEROPAY_BIND", "127.0.0.1:1111")
+    before = dict(os.environ)
+    assert cli.main(["--bind", "127.0.0.1:2222"]) == 0
+    ((settings, env),) = started
+    assert settings.bind == "127.0.0.1:2222"
+    assert env["ZEROPAY_BIND"] == "127.0.0.1:2222"  # what worker processes read
+    assert dict(os.environ) == before
+
+
+def test_a_bad_flag_value_is_a_configuration_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from zeropay_server import __main__ as cli
+
+    assert cli.main(["--workers", "0"]) == 2
+    assert "ZEROPAY_WORKERS" in capsys.readouterr().err
