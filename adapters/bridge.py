@@ -19,7 +19,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import trio
 import trio_asyncio
@@ -28,6 +28,7 @@ from .errors import DependencyUnavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 log = logging.getLogger("zeropay.bridge")
@@ -114,3 +115,17 @@ class TrioBridge:
 
         self._cache[name] = call
         return call
+
+
+def bridged(
+    target: T,
+    *,
+    dependency: str,
+    timeout: float,
+    observe: Callable[[float], None] | None = None,
+) -> T:
+    """``target`` behind a :class:`TrioBridge`, typed as ``target`` itself: each coroutine
+    method keeps its signature (only the loop it runs on and the deadline change), so
+    assigning the result to a port (``state: StateStore = bridged(redis, ...)``) has mypy
+    check that the adapter satisfies it."""
+    return cast(T, TrioBridge(target, dependency=dependency, timeout=timeout, observe=observe))

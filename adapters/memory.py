@@ -19,7 +19,7 @@ import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zeropay_proto import (
     AttemptReleased,
@@ -53,9 +53,11 @@ from .ports import (
     AdmissionRequest,
     CachedEnrollment,
     ConcludeOutcome,
+    DurableStore,
     InitiateSnapshot,
     RecordCache,
     ReserveOutcome,
+    StateStore,
     StoredEnrollment,
     StreamEntry,
     TokenInfo,
@@ -505,3 +507,12 @@ class MemoryStore:
             return False
         self._merchant_keys[key_id] = replace(credential, revoked_at_ms=now_ms)
         return True
+
+
+if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
+
+    def _is_state_store(store: MemoryStore) -> StateStore:
+        return store
+
+    def _is_durable_store(store: MemoryStore) -> DurableStore:
+        return store

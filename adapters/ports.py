@@ -426,3 +426,31 @@ class MerchantPort(Protocol):
     async def revoke_merchant_key(self, key_id: str, now_ms: int) -> bool:
         """Revoke a live key; ``False`` if there is no such live key."""
         ...
+
+
+# ------------------------------------------------------------------------------ the stores
+
+
+class HealthPort(Protocol):
+    """Readiness: whether the store accepts writes now."""
+
+    async def ping(self) -> bool:
+        """True if a write succeeded (Redis: in every slot group a request writes)."""
+        ...
+
+
+class StateStore(AdmissionPort, SessionPort, PspSessionPort, AuditStreamPort, HealthPort, Protocol):
+    """Everything the server keeps in Redis (the in-memory store in the embedded default)."""
+
+
+class DurableStore(EnrollmentPort, AuditLogPort, MerchantPort, HealthPort, Protocol):
+    """Everything the server keeps in PostgreSQL (the in-memory store in the embedded
+    default)."""
+
+
+class ServerStatsPort(Protocol):
+    """Redis's own figures, for the gauges (Redis only)."""
+
+    async def server_stats(self) -> tuple[int, int, float]:
+        """``used_memory``, ``maxmemory`` and CPU seconds, summed over the nodes."""
+        ...

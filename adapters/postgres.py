@@ -25,9 +25,9 @@ import io
 import json
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import asyncpg
 
@@ -36,7 +36,7 @@ from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.merchants import MerchantCredential
 
 from .errors import DependencyUnavailable
-from .ports import StoredEnrollment
+from .ports import DurableStore, StoredEnrollment
 
 #: Pool sizes, design document "Recommendation 3" (DB_POOL_SIZE 50, DB_POOL_MIN 5) and its
 #: replica settings (DB_REPLICA_POOL_MAX 10, DB_REPLICA_POOL_MIN 2).
@@ -70,8 +70,8 @@ R = TypeVar("R")
 
 
 def _unavailable_as_dependency_error(
-    method: Callable[P, Awaitable[R]],
-) -> Callable[P, Awaitable[R]]:
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
@@ -477,3 +477,9 @@ class PostgresStore:
             _at(now_ms),
         )
         return row is not None
+
+
+if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
+
+    def _is_durable_store(store: PostgresStore) -> DurableStore:
+        return store

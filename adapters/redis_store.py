@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -70,6 +70,7 @@ from .ports import (
     InitiateSnapshot,
     RecordCache,
     ReserveOutcome,
+    StateStore,
     StreamEntry,
     TokenInfo,
 )
@@ -1021,3 +1022,9 @@ class RedisStore:
         for stream in self.keys.all_streams():
             pipe.xlen(stream)
         return sum(await pipe.execute())
+
+
+if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
+
+    def _is_state_store(store: RedisStore) -> StateStore:
+        return store

@@ -15,15 +15,21 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
 from adapters.audit import AuditFlusher
-from adapters.bridge import TrioBridge, aio
+from adapters.bridge import aio, bridged
 from adapters.errors import DependencyUnavailable
 from adapters.memory import MemoryStore
-from adapters.ports import Limits
+from adapters.ports import (
+    DurableStore,
+    HealthPort,
+    Limits,
+    MerchantPort,
+    ServerStatsPort,
+    StateStore,
+)
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
@@ -63,8 +69,8 @@ class Runtime:
     """The server's long-lived parts, shared by every request."""
 
     settings: Settings
-    state: Any  # AdmissionPort, SessionPort, PspSessionPort, AuditStreamPort
-    durable: Any  # EnrollmentPort, AuditLogPort
+    state: StateStore
+    durable: DurableStore
     crypto: CryptoPool
     signer: ReceiptSigner
     psp: PspProvider
@@ -80,6 +86,8 @@ class Runtime:
     entropy: Callable[[int], bytes]
     redis: RedisStore | None = None
     postgres: PostgresStore | None = None
+    #: Redis's figures for the gauges, through the bridge (``None`` in the embedded default).
+    redis_stats: ServerStatsPort | None = None
     #: Set once shutdown began: every answer then closes its connection.
     draining: bool = False
     #: The embedded default's merchant key, printed at start (``None`` in production).
@@ -97,7 +105,7 @@ class Runtime:
         return checks
 
     @staticmethod
-    async def _probe(store: Any, timeout: float) -> bool:
+    async def _probe(store: HealthPort, timeout: float) -> bool:
         with trio.move_on_after(timeout):
             try:
                 return bool(await store.ping())
@@ -122,8 +130,8 @@ class Runtime:
             await self.ready()
             with contextlib.suppress(DependencyUnavailable):
                 self.metrics.audit_backlog.set(await self.state.backlog())
-                if self.redis is not None:
-                    used, maximum, cpu = await self.state.server_stats()
+                if self.redis_stats is not None:
+                    used, maximum, cpu = await self.redis_stats.server_stats()
                     self.metrics.redis_memory.set(used)
                     self.metrics.redis_max_memory.set(maximum)
                     self.metrics.redis_cpu.set(cpu)
@@ -142,11 +150,13 @@ async def open_runtime(
     """Open the stores and everything else a request needs."""
     redis: RedisStore | None = None
     postgres: PostgresStore | None = None
+    redis_stats: ServerStatsPort | None = None
+    state: StateStore
+    durable: DurableStore
     async with contextlib.AsyncExitStack() as stack:
         if settings.embedded:
             memory = MemoryStore(clock=clock)
-            state: Any = memory
-            durable: Any = memory
+            state = durable = memory
         else:
             redis = await aio(RedisStore.connect)(
                 url=settings.redis_url,
@@ -170,14 +180,14 @@ async def open_runtime(
                 applied = await aio(postgres.migrate)()
                 log.info("migrations applied", extra={"fields": {"applied": applied}})
         metrics = Metrics(settings.session_ttl)
-        if not settings.embedded:
-            state = TrioBridge(
+        if redis is not None and postgres is not None:
+            state = redis_stats = bridged(
                 redis,
                 dependency="redis",
                 timeout=settings.redis_timeout,
                 observe=metrics.dependency_latency.labels("redis").observe,
             )
-            durable = TrioBridge(
+            durable = bridged(
                 postgres,
                 dependency="postgresql",
                 timeout=settings.db_timeout,
@@ -225,6 +235,7 @@ async def open_runtime(
             entropy=entropy,
             redis=redis,
             postgres=postgres,
+            redis_stats=redis_stats,
         )
         if settings.embedded:
             runtime.demo_merchant_key = await _add_demo_merchant(
@@ -239,7 +250,7 @@ DEMO_MERCHANT_ID = "demo-shop"
 
 
 async def _add_demo_merchant(
-    store: MemoryStore,
+    store: MerchantPort,
     key: str | None,
     entropy: Callable[[int], bytes],
     clock: Callable[[], float],

@@ -454,6 +454,7 @@ async def test_export_has_metadata_and_audit_trail_never_digests_or_verifiers() 
         for factor in FACTORS:
             assert digest(factor) not in export.text
         stored = await h.runtime.durable.load_enrollment(user)
+        assert stored is not None
         record_verifiers = [
             v.hex()
             for v in open_record(
