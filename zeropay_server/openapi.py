@@ -1,8 +1,14 @@
-"""The OpenAPI 3.1 document, generated from the core's request schemas and the route table."""
+"""The route table, and the OpenAPI 3.1 document generated from it and the core's schemas.
+
+:data:`ROUTES` is the one list of what the service answers: the app registers exactly these
+(``zeropay_server.app.create_app``) and the document describes exactly these, so the two
+cannot diverge (``tests/server/test_routes.py`` checks the app's URL map against it).
+"""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from zeropay_proto import schemas
@@ -111,121 +117,193 @@ def _plain(summary: str, *, status: int = 200) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """One thing the service answers: ``method`` on the path template ``path`` (``{param}``,
+    which is also its label in metrics and logs), served by the handler named ``handler``,
+    described by ``operation``. ``api`` routes are not served by an ``audit``-role instance."""
+
+    method: str
+    path: str
+    handler: str
+    operation: dict[str, Any]
+    api: bool = True
+
+
+_UUID_PARAM = ("uuid", schemas.USER_UUID)
+_SESSION_PARAM = ("session_id", {"type": "string", "pattern": schemas.SESSION_ID_PATTERN})
+_HEALTH = {"200": {"description": "ready"}, "503": {"description": "not ready"}}
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        method="POST",
+        path="/v1/enrollment/store",
+        handler="enroll",
+        operation=_operation(
+            "Enroll a user's factors (digests only)",
+            body=schemas.ENROLLMENT,
+            statuses=(400, 403, 409),
+            success=201,
+            state_changing=True,
+        ),
+    ),
+    Route(
+        method="PUT",
+        path="/v1/enrollment/update",
+        handler="update_enrollment",
+        operation=_operation(
+            "Replace a user's factors; needs a token of that user",
+            body=schemas.ENROLLMENT,
+            statuses=(400, 401, 403, 404),
+            state_changing=True,
+            bearer=True,
+        ),
+    ),
+    Route(
+        method="DELETE",
+        path="/v1/enrollment/delete/{uuid}",
+        handler="delete_enrollment",
+        operation=_operation(
+            "Delete a user's enrollment",
+            statuses=(400, 401, 403, 404),
+            state_changing=True,
+            bearer=True,
+            path_params=(_UUID_PARAM,),
+        ),
+    ),
+    Route(
+        method="GET",
+        path="/v1/enrollment/export/{uuid}",
+        handler="export_enrollment",
+        operation=_operation(
+            "GDPR export: metadata and audit trail, never digests or verifiers",
+            statuses=(400, 401, 404),
+            bearer=True,
+            path_params=(_UUID_PARAM,),
+        ),
+    ),
+    Route(
+        method="POST",
+        path="/v1/verification/initiate",
+        handler="initiate",
+        operation=_operation(
+            "Open a verification session (and a PSP checkout in parallel); merchants only",
+            body=schemas.INITIATE,
+            statuses=(400, 403),
+            state_changing=True,
+            merchant=True,
+        ),
+    ),
+    Route(
+        method="POST",
+        path="/v1/verification/verify",
+        handler="verify",
+        operation=_operation(
+            "Verify the challenged factors; a token and a signed receipt on success",
+            body=schemas.VERIFY,
+            statuses=(400, 401, 403, 404),
+            state_changing=True,
+        ),
+    ),
+    Route(
+        method="GET",
+        path="/v1/verification/status/{session_id}",
+        handler="status",
+        operation=_operation(
+            "A session's state and attempts", statuses=(400, 404), path_params=(_SESSION_PARAM,)
+        ),
+    ),
+    Route(
+        method="GET",
+        path="/v1/session/validate",
+        handler="validate",
+        operation=_operation("Validate an auth token", statuses=(401,), bearer=True),
+    ),
+    Route(
+        method="POST",
+        path="/v1/session/revoke",
+        handler="revoke",
+        operation=_operation(
+            "Revoke an auth token", statuses=(400, 401, 403), state_changing=True, bearer=True
+        ),
+    ),
+    Route(
+        method="POST",
+        path="/v1/psp/session/create",
+        handler="psp_create",
+        operation=_operation(
+            "Create a payment-provider checkout session",
+            body=schemas.PSP_CREATE,
+            statuses=(400, 403, 502),
+            success=201,
+            state_changing=True,
+            merchant=True,
+        ),
+    ),
+    Route(
+        method="GET",
+        path="/v1/psp/session/{id}",
+        handler="psp_get",
+        operation=_operation(
+            "A payment-provider checkout session (its merchant's only)",
+            statuses=(404,),
+            merchant=True,
+            path_params=(("id", {"type": "string", "maxLength": 64}),),
+        ),
+    ),
+    Route(
+        method="GET",
+        path="/v1/keys",
+        handler="keys",
+        operation=_plain("Public keys (JWK) that verify receipts"),
+        api=False,
+    ),
+    Route(
+        method="GET", path="/health/live", handler="live", operation=_plain("Liveness"), api=False
+    ),
+    Route(
+        method="GET",
+        path="/health/ready",
+        handler="ready",
+        operation={**_plain("Readiness: Redis and PostgreSQL accept writes"), "responses": _HEALTH},
+        api=False,
+    ),
+    Route(
+        method="GET",
+        path="/health",
+        handler="health",
+        operation={
+            **_plain("Health details"),
+            "responses": {"200": {"description": "healthy"}, "503": {"description": "degraded"}},
+        },
+        api=False,
+    ),
+    Route(
+        method="GET",
+        path="/openapi.json",
+        handler="openapi",
+        operation=_plain("This document"),
+        api=False,
+    ),
+    Route(
+        method="GET",
+        path="/metrics",
+        handler="metrics",
+        operation={
+            "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
+        },
+        api=False,
+    ),
+)
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    """The service's contract."""
-    uuid_param = ("uuid", schemas.USER_UUID)
-    session_param = ("session_id", {"type": "string", "pattern": schemas.SESSION_ID_PATTERN})
-    paths: dict[str, Any] = {
-        "/v1/enrollment/store": {
-            "post": _operation(
-                "Enroll a user's factors (digests only)",
-                body=schemas.ENROLLMENT,
-                statuses=(400, 403, 409),
-                success=201,
-                state_changing=True,
-            )
-        },
-        "/v1/enrollment/update": {
-            "put": _operation(
-                "Replace a user's factors; needs a token of that user",
-                body=schemas.ENROLLMENT,
-                statuses=(400, 401, 403, 404),
-                state_changing=True,
-                bearer=True,
-            )
-        },
-        "/v1/enrollment/delete/{uuid}": {
-            "delete": _operation(
-                "Delete a user's enrollment",
-                statuses=(400, 401, 403, 404),
-                state_changing=True,
-                bearer=True,
-                path_params=(uuid_param,),
-            )
-        },
-        "/v1/enrollment/export/{uuid}": {
-            "get": _operation(
-                "GDPR export: metadata and audit trail, never digests or verifiers",
-                statuses=(400, 401, 404),
-                bearer=True,
-                path_params=(uuid_param,),
-            )
-        },
-        "/v1/verification/initiate": {
-            "post": _operation(
-                "Open a verification session (and a PSP checkout in parallel); merchants only",
-                body=schemas.INITIATE,
-                statuses=(400, 403),
-                state_changing=True,
-                merchant=True,
-            )
-        },
-        "/v1/verification/verify": {
-            "post": _operation(
-                "Verify the challenged factors; a token and a signed receipt on success",
-                body=schemas.VERIFY,
-                statuses=(400, 401, 403, 404),
-                state_changing=True,
-            )
-        },
-        "/v1/verification/status/{session_id}": {
-            "get": _operation(
-                "A session's state and attempts", statuses=(400, 404), path_params=(session_param,)
-            )
-        },
-        "/v1/session/validate": {
-            "get": _operation("Validate an auth token", statuses=(401,), bearer=True)
-        },
-        "/v1/session/revoke": {
-            "post": _operation(
-                "Revoke an auth token", statuses=(400, 401, 403), state_changing=True, bearer=True
-            )
-        },
-        "/v1/psp/session/create": {
-            "post": _operation(
-                "Create a payment-provider checkout session",
-                body=schemas.PSP_CREATE,
-                statuses=(400, 403, 502),
-                success=201,
-                state_changing=True,
-                merchant=True,
-            )
-        },
-        "/v1/psp/session/{id}": {
-            "get": _operation(
-                "A payment-provider checkout session (its merchant's only)",
-                statuses=(404,),
-                merchant=True,
-                path_params=(("id", {"type": "string", "maxLength": 64}),),
-            )
-        },
-        "/v1/keys": {"get": _plain("Public keys (JWK) that verify receipts")},
-        "/health/live": {"get": _plain("Liveness")},
-        "/health/ready": {
-            "get": {
-                **_plain("Readiness: Redis and PostgreSQL answer"),
-                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
-            }
-        },
-        "/health": {
-            "get": {
-                **_plain("Health details"),
-                "responses": {
-                    "200": {"description": "healthy"},
-                    "503": {"description": "degraded"},
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {"description": "text exposition", "content": {"text/plain": {}}}
-                },
-            }
-        },
-    }
+    """The service's contract: every route of :data:`ROUTES`."""
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = route.operation
     return {
         "openapi": "3.1.0",
         "info": {
