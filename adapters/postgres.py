@@ -248,9 +248,9 @@ class PostgresStore:
         return int(self._primary.get_max_size())
 
     @_unavailable_as_dependency_error
-    async def migrate(self, *, today: dt.date | None = None) -> list[str]:
-        """Apply pending migrations and create the audit partitions ahead; returns the names
-        of the migrations applied."""
+    async def migrate(self, *, today: dt.date) -> list[str]:
+        """Apply pending migrations and create the audit partitions ahead of ``today`` (the
+        caller's clock); returns the names of the migrations applied."""
         applied: list[str] = []
         async with self._primary.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
@@ -270,7 +270,7 @@ class PostgresStore:
                 applied.append(name)
             await conn.execute(
                 "SELECT audit_log_ensure_partitions($1, $2)",
-                today or dt.datetime.now(dt.UTC).date(),
+                today,
                 PARTITION_MONTHS_AHEAD,
             )
         return applied

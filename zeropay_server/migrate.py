@@ -26,7 +26,8 @@ async def _migrate(url: str) -> list[str]:
             print(f"created database {url.rsplit('/', 1)[-1].split('?')[0]}")
         store = await aio(PostgresStore.connect)(url, min_size=1, max_size=1)
         try:
-            applied: list[str] = await aio(store.migrate)()
+            today = dt.datetime.now(dt.UTC).date()  # the command's clock
+            applied: list[str] = await aio(store.migrate)(today=today)
         finally:
             await aio(store.aclose)()
     return applied

@@ -10,8 +10,7 @@ answer says ``psp_ready: false``.
 from __future__ import annotations
 
 import base64
-import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -58,9 +57,13 @@ class PspProvider(Protocol):
 
 
 class SandboxProvider:
-    """A provider that needs no network: for development, tests and benchmarks."""
+    """A provider that needs no network: for development, tests and benchmarks. Its session
+    ids come from ``entropy`` (the runtime's)."""
 
     name = "sandbox"
+
+    def __init__(self, entropy: Callable[[int], bytes]) -> None:
+        self._entropy = entropy
 
     async def create_checkout(
         self,
@@ -76,9 +79,7 @@ class SandboxProvider:
             await trio.sleep(delay / 1000)
         if config.get("simulate") == "failure":
             raise PspError("sandbox provider asked to fail")
-        session_id = (
-            "psp_" + base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-        )
+        session_id = "psp_" + base64.urlsafe_b64encode(self._entropy(16)).rstrip(b"=").decode()
         return PspCheckout(
             psp_session_id=session_id,
             provider=self.name,

@@ -8,6 +8,7 @@ reverse order. With Redis and PostgreSQL configured it must run inside
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -177,7 +178,8 @@ async def open_runtime(
             )
             stack.push_async_callback(aio(postgres.aclose))
             if settings.db_auto_migrate:
-                applied = await aio(postgres.migrate)()
+                today = dt.datetime.fromtimestamp(clock(), dt.UTC).date()
+                applied = await aio(postgres.migrate)(today=today)
                 log.info("migrations applied", extra={"fields": {"applied": applied}})
         metrics = Metrics(settings.session_ttl)
         if redis is not None and postgres is not None:
@@ -200,7 +202,7 @@ async def open_runtime(
             durable=durable,
             crypto=CryptoPool(run_sync, settings.crypto_workers),
             signer=ReceiptSigner(keys.signing_seed, keys.signing_key_id),
-            psp=SandboxProvider(),
+            psp=SandboxProvider(entropy),
             metrics=metrics,
             flusher=AuditFlusher(
                 state,

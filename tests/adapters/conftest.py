@@ -8,6 +8,7 @@ pitfalls 4 and the "clients belong to the loop" note).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -49,7 +50,7 @@ def migrated_database() -> Iterator[str]:
         async def migrate() -> None:
             store = await PostgresStore.connect(url, min_size=1, max_size=2)
             try:
-                await store.migrate()
+                await store.migrate(today=dt.date.today())
             finally:
                 await store.aclose()
 

@@ -8,6 +8,7 @@ deadline (the flusher's own polling interval is its production behaviour).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -46,7 +47,7 @@ async def open_stores(database_url: str) -> AsyncIterator[tuple[Any, Any, Postgr
     async with trio_asyncio.open_loop():
         stream = await aio(RedisStore.connect)(url=REDIS_URL, keys=KeySpace(prefix))
         log = await aio(PostgresStore.connect)(database_url, min_size=1, max_size=4)
-        await aio(log.migrate)()
+        await aio(log.migrate)(today=dt.date.today())
         try:
             yield (
                 TrioBridge(stream, dependency="redis", timeout=10),

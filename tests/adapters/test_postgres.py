@@ -147,7 +147,7 @@ async def test_exports_read_the_replica_and_security_reads_the_primary(
         )
         bridged: Any = TrioBridge(store, dependency="postgresql", timeout=10)
         try:
-            await bridged.migrate()
+            await bridged.migrate(today=dt.date.today())
             user = new_user()
             row: StoredEnrollment = stored_enrollment(user)
             assert await bridged.insert_enrollment(row)
