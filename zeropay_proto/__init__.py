@@ -9,6 +9,7 @@ Start with :mod:`zeropay_proto.session`: its module docstring explains how a ver
 proceeds.
 """
 
+from ._encoding import b64url
 from ._errors import IntegrityError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._units import epoch_ms
 from .challenge import (
@@ -142,6 +143,7 @@ __all__ = [
     "VerifyRequest",
     "WrappedKey",
     "authorizes_enrollment_change",
+    "b64url",
     "challenge_size",
     "check_replay_headers",
     "compare_factors",

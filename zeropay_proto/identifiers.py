@@ -13,6 +13,7 @@ import binascii
 import re
 import uuid
 
+from ._encoding import b64url
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 SESSION_ENTROPY_BYTES = 16
@@ -38,7 +39,7 @@ def make_session_id(user_id: str, entropy: bytes) -> str:
     if len(entropy) != SESSION_ENTROPY_BYTES:
         raise LocalProtocolError("a session id needs 16 bytes of entropy")
     raw = uuid.UUID(user_id).bytes + entropy
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url(raw)
 
 
 def parse_session_id(value: object, *, field: str = "session_id") -> tuple[str, str]:

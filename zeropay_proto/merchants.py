@@ -14,12 +14,12 @@ whose sessions lock too many accounts: ``MERCHANT_LOCKS_PER_HOUR``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 from dataclasses import dataclass
 
+from ._encoding import b64url
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 API_KEY_PREFIX = "zpk"
@@ -69,7 +69,7 @@ def issue_api_key(
     if len(entropy) != API_KEY_ENTROPY_BYTES:
         raise LocalProtocolError(f"a key needs {API_KEY_ENTROPY_BYTES} bytes of entropy")
     key_id = entropy[:6].hex()
-    secret = _b64url(entropy[6:])
+    secret = b64url(entropy[6:])
     key = f"{API_KEY_PREFIX}_{key_id}_{secret}"
     credential = MerchantCredential(
         merchant_id=merchant_id, key_id=key_id, key_hash=_hash(key), created_at_ms=now_ms
@@ -97,7 +97,3 @@ def key_matches(credential: MerchantCredential, presented: PresentedKey) -> bool
     """Whether ``presented`` is this live credential's key (constant-time comparison)."""
     same = hmac.compare_digest(credential.key_hash, presented.key_hash)
     return same and credential.key_id == presented.key_id and credential.revoked_at_ms is None
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

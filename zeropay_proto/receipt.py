@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ._encoding import b64url
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 #: 256-bit tokens (NIST SP 800-63B section 5.1.1.2 asks for at least 112 bits; 256 is cheap).
@@ -46,7 +47,7 @@ def encode_token(user_id: str, secret: bytes) -> str:
     if len(secret) != AUTH_TOKEN_BYTES:
         raise LocalProtocolError("an auth token is 32 bytes of entropy")
     raw = uuid.UUID(user_id).bytes + secret
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url(raw)
 
 
 def token_digest(token: str) -> bytes:

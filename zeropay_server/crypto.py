@@ -9,7 +9,6 @@ microseconds and runs inline.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +17,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from zeropay_proto import KeyWrapRequested, Receipt, derive_and_unwrap, derive_and_wrap
+from zeropay_proto import KeyWrapRequested, Receipt, b64url, derive_and_unwrap, derive_and_wrap
 
 RunSync = Callable[..., Awaitable[Any]]
 
@@ -65,10 +64,6 @@ class CryptoPool:
         return int(self._limiter.statistics().borrowed_tokens)
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 class ReceiptSigner:
     """Signs receipts with Ed25519 and publishes the public key as a JWK."""
 
@@ -79,7 +74,7 @@ class ReceiptSigner:
         self.jwk = {
             "kty": "OKP",
             "crv": "Ed25519",
-            "x": _b64url(public),
+            "x": b64url(public),
             "kid": key_id,
             "use": "sig",
             "alg": "EdDSA",
@@ -93,5 +88,5 @@ class ReceiptSigner:
             **receipt.as_dict(),
             "key_id": self.key_id,
             "alg": "EdDSA",
-            "signature": _b64url(signature),
+            "signature": b64url(signature),
         }

@@ -9,13 +9,14 @@ answer says ``psp_ready: false``.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
 import trio
+
+from zeropay_proto import b64url
 
 #: Deadline for creating a checkout session during initiate (issue 4).
 PSP_DEADLINE_SECONDS = 5.0
@@ -79,7 +80,7 @@ class SandboxProvider:
             await trio.sleep(delay / 1000)
         if config.get("simulate") == "failure":
             raise PspError("sandbox provider asked to fail")
-        session_id = "psp_" + base64.urlsafe_b64encode(self._entropy(16)).rstrip(b"=").decode()
+        session_id = "psp_" + b64url(self._entropy(16))
         return PspCheckout(
             psp_session_id=session_id,
             provider=self.name,
