@@ -61,7 +61,7 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
     return body
 
 
-@functools.lru_cache(maxsize=4096)  # asked twice a request, for a few active clients
+@functools.lru_cache(maxsize=4096)  # the same few active clients, request after request
 def client_address(peer: str | None, forwarded: str | None, trusted: tuple[Any, ...]) -> str:
     """The client's address: the socket peer, or, only when the peer is a trusted proxy, the
     right-most address in ``X-Forwarded-For`` that is not itself a trusted proxy (the left
