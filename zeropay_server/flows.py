@@ -158,9 +158,6 @@ class Flows:
             details=details,
         )
 
-    async def body(self) -> bytes:
-        return self.ctx.body
-
     def admission_request(
         self, user_id: str | None, *, state_changing: bool, merchant_id: str | None = None
     ) -> AdmissionRequest:
@@ -290,7 +287,7 @@ class Flows:
         )
 
     async def enroll(self) -> Reply:
-        enrollment = parse_enrollment(await self.body())
+        enrollment = parse_enrollment(self.ctx.body)
         user_id = enrollment.user_id
         headers = await self.admit(user_id, state_changing=True)
         stored = await self._plan_and_wrap(enrollment)
@@ -323,7 +320,7 @@ class Flows:
         )
 
     async def update_enrollment(self) -> Reply:
-        enrollment = parse_enrollment(await self.body())
+        enrollment = parse_enrollment(self.ctx.body)
         user_id = enrollment.user_id
         await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
@@ -406,7 +403,7 @@ class Flows:
     # ---------------------------------------------------------------- verification
 
     async def initiate(self) -> Reply:
-        req = parse_initiate(await self.body())
+        req = parse_initiate(self.ctx.body)
         merchant_id = self.merchant(req.binding.merchant_id)
         binding = replace(req.binding, merchant_id=merchant_id)
         asked = self.admission_request(req.user_id, state_changing=True, merchant_id=merchant_id)
@@ -484,7 +481,7 @@ class Flows:
         return Reply(200, answer, headers)
 
     async def verify(self) -> Reply:
-        req = parse_verify(await self.body())
+        req = parse_verify(self.ctx.body)
         asked = self.admission_request(req.user_id, state_changing=True)
         now = asked.now
         lock_event = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id)
@@ -648,7 +645,7 @@ class Flows:
     # ---------------------------------------------------------------- PSP
 
     async def psp_create(self) -> Reply:
-        req = parse_psp_create(await self.body())
+        req = parse_psp_create(self.ctx.body)
         merchant_id = self.merchant(req.binding.merchant_id)
         headers = await self.admit(req.user_id, state_changing=True, merchant_id=merchant_id)
         try:
