@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from .config import ConfigError, load_settings
+from .config import ROLES, ConfigError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="server processes (ZEROPAY_WORKERS; 1)")
     parser.add_argument(
         "--role",
-        choices=["all", "api", "audit"],
+        choices=ROLES,
         help="all: API and audit flusher (one per host); api: API only; audit: flusher only "
         "(ZEROPAY_ROLE; all)",
     )

@@ -85,7 +85,6 @@ class Runtime:
     merchants: MerchantDirectory
     clock: Callable[[], float]
     entropy: Callable[[int], bytes]
-    redis: RedisStore | None = None
     postgres: PostgresStore | None = None
     #: Redis's figures for the gauges, through the bridge (``None`` in the embedded default).
     redis_stats: ServerStatsPort | None = None
@@ -235,7 +234,6 @@ async def open_runtime(
             merchants=MerchantDirectory(durable),
             clock=clock,
             entropy=entropy,
-            redis=redis,
             postgres=postgres,
             redis_stats=redis_stats,
         )
