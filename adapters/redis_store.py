@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from zeropay_proto import (
     AccountLocked,
@@ -240,6 +242,12 @@ class RedisStore:
                 socket_timeout=None,
                 socket_connect_timeout=5,
                 max_connections=CALLS_PER_OPERATION * max_connections + 4,
+                # At most once, as standalone: a command whose connection broke may have run
+                # (and reached the replica before its master died), and redis-py's default
+                # resend after re-reading the topology would count a request twice or
+                # refuse a fresh nonce as reused. The error is a 503; the next request
+                # meets the re-read topology.
+                retry=Retry(NoBackoff(), retries=0),
             )
         elif url:
             client = aioredis.Redis.from_url(

@@ -20,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 import trio
 import trio_asyncio
+from redis.asyncio.connection import AbstractConnection
 
 from adapters.bridge import TrioBridge, aio
 from adapters.errors import DependencyUnavailable
@@ -101,7 +102,7 @@ async def _erring_redis(reply: str, nursery: trio.Nursery) -> str:
 SLOW_LIMITS = Limits(global_limit=1000, per_ip=1000, per_user=10, window_ms=3_600_000)
 
 
-def _request(user: str, nonce: str | None = None) -> AdmissionRequest:
+def _request(user: str | None, nonce: str | None = None) -> AdmissionRequest:
     return AdmissionRequest(
         now=time.time(),
         client_ip="192.0.2.9",
@@ -227,6 +228,39 @@ async def test_lost_scripts_resend_only_the_calls_that_failed(
             assert isinstance(replay.nonce, NonceReused)
     for admin in admins:
         admin.close()
+
+
+@pytest.mark.parametrize("state_backend", ["redis", "cluster"], indirect=True)
+async def test_a_reply_lost_after_the_command_ran_is_an_outage_not_a_second_send(
+    state_backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master killed after it ran (and replicated) a script but before its reply arrived:
+    the connection breaks with the command done. Sending it again, as redis-py's cluster
+    client does by default after reconnecting, would refuse the fresh nonce as reused (the
+    cluster failover test met this). The store sends each call at most once: the lost reply
+    is a 503, and the next request meets a working store."""
+    armed = False
+    read = AbstractConnection.read_response
+
+    async def lossy(connection: AbstractConnection, *args: Any, **kwargs: Any) -> Any:
+        nonlocal armed
+        reply = await read(connection, *args, **kwargs)
+        if armed:
+            armed = False
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return reply
+
+    monkeypatch.setattr(AbstractConnection, "read_response", lossy)
+    async with open_state_store(state_backend) as store:
+        nonce = str(uuid.uuid4())
+        armed = True
+        with pytest.raises(DependencyUnavailable):
+            await store.admit(_request(None, nonce))
+        assert not armed, "the reply was read (the command ran)"
+        replay = await store.admit(_request(None, nonce))
+        assert isinstance(replay.nonce, NonceReused), "the first send claimed the nonce"
+        fresh = await store.admit(_request(None, str(uuid.uuid4())))
+        assert isinstance(fresh.nonce, NonceAccepted)
 
 
 async def test_events_redis_lost_are_replayed_from_the_instances_journal(
