@@ -29,28 +29,31 @@ from zeropay_proto import (
     ChallengeWindow,
     Lockout,
     NonceAccepted,
-    NonceReused,
     Policy,
-    RequestAdmitted,
     Session,
-    TokenBucketState,
     VerificationFailed,
     VerificationSucceeded,
     conclude_attempt,
-    decide_fixed_window,
-    decide_sliding_window,
-    decide_token_bucket,
+    decide_nonce,
     epoch_ms,
     release_attempt,
     reserve_attempt,
     session_names_user,
 )
+from zeropay_proto.admission import (
+    Admission,
+    AdmissionRequest,
+    Kept,
+    SharedLimiterStates,
+    count_merchant_lock,
+    decide_shared_limits,
+    decide_user_bucket,
+    nonce_kept_until_ms,
+)
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.merchants import MerchantCredential
 
 from .ports import (
-    Admission,
-    AdmissionRequest,
     CachedEnrollment,
     ConcludeOutcome,
     DurableStore,
@@ -159,84 +162,47 @@ class MemoryStore:
     # -------------------------------------------------------------- AdmissionPort
 
     async def admit(self, request: AdmissionRequest) -> Admission:
-        limits, now = request.limits, request.now
-        window = limits.window_ms
-        global_decision = ip_decision = user_decision = None
-        # Global and per-IP limits decide together: a request refused by one consumes neither.
-        if limits.global_limit:
-            global_decision = decide_fixed_window(
-                self._get("rl:g"), now=now, limit=limits.global_limit, window_ms=window
+        limits = request.limits
+        shared = user = nonce = None
+        if (
+            limits.global_limit
+            or limits.per_ip
+            or request.per_merchant
+            or request.merchant_lock_cap
+        ):
+            merchant = request.merchant_id
+            shared = decide_shared_limits(
+                SharedLimiterStates(
+                    global_window=self._get("rl:g"),
+                    ip_window=self._get(f"rl:ip:{request.client_ip}"),
+                    merchant_bucket=self._get(f"rl:m:{merchant}"),
+                    merchant_locks=self._get(f"rl:ml:{merchant}"),
+                ),
+                request,
             )
-        if limits.per_ip:
-            ip_decision = decide_sliding_window(
-                self._get(f"rl:ip:{request.client_ip}"),
-                now=now,
-                limit=limits.per_ip,
-                window_ms=window,
-            )
-        merchant = request.merchant_id
-        merchant_decision = merchant_locks = None
-        if merchant is not None and limits.per_merchant:
-            merchant_decision = decide_token_bucket(
-                self._get(f"rl:m:{merchant}"), now=now, limit=limits.per_merchant, window_ms=window
-            )
-        if merchant is not None and limits.merchant_locks:
-            merchant_locks = decide_fixed_window(
-                self._get(f"rl:ml:{merchant}"),
-                now=now,
-                limit=limits.merchant_locks,
-                window_ms=limits.lock_window_ms,
-            )
-        decisions = [
-            d
-            for d in (global_decision, ip_decision, merchant_decision, merchant_locks)
-            if d is not None
-        ]
-        if all(isinstance(d, RequestAdmitted) for d in decisions):
-            if global_decision is not None:
-                start = global_decision.state.window_start_ms
-                self._set("rl:g", global_decision.state, start + window)
-            if ip_decision is not None:
-                start = ip_decision.state.window_start_ms
-                self._set(f"rl:ip:{request.client_ip}", ip_decision.state, start + 2 * window)
-            if merchant_decision is not None:
-                self._set_bucket(
-                    f"rl:m:{merchant}", merchant_decision.state, limits.per_merchant, window
-                )
-        # The nonce (single-use across all users) and the per-user bucket decide independently.
-        nonce: NonceAccepted | NonceReused | None = None
+            self._keep("rl:g", shared.global_kept)
+            self._keep(f"rl:ip:{request.client_ip}", shared.ip_kept)
+            self._keep(f"rl:m:{merchant}", shared.merchant_kept)
         if request.nonce is not None:
             key = f"nonce:{request.nonce.nonce}"
-            if self._get(key) is not None:
-                nonce = NonceReused()
-            else:
-                nonce = NonceAccepted()
-                self._set(key, True, epoch_ms(now) + request.nonce.ttl_ms)
-        if request.user_id is not None and limits.per_user:
+            nonce = decide_nonce(already_claimed=self._get(key) is not None)
+            if isinstance(nonce, NonceAccepted):
+                self._set(key, True, nonce_kept_until_ms(request.nonce, now=request.now))
+        if request.per_user:
             key = f"rl:user:{request.user_id}"
-            user_decision = decide_token_bucket(
-                self._get(key), now=now, limit=limits.per_user, window_ms=window
-            )
-            self._set_bucket(key, user_decision.state, limits.per_user, window)
-        return Admission(
-            global_decision=global_decision,
-            ip_decision=ip_decision,
-            user_decision=user_decision,
-            nonce=nonce,
-            merchant_decision=merchant_decision,
-            merchant_locks=merchant_locks,
-        )
+            user = decide_user_bucket(self._get(key), request)
+            self._keep(key, user.kept)
+        return Admission.of(shared, user, nonce)
 
-    def _set_bucket(self, key: str, state: TokenBucketState, limit: int, window: int) -> None:
-        """Keep a bucket until it would be full again anyway (as admit_user.lua does)."""
-        refill_ms = -((state.level - limit * window) // limit)
-        self._set(key, state, state.updated_ms + refill_ms + 1)
+    def _keep(self, key: str, kept: Kept[Any] | None) -> None:
+        if kept is not None:
+            self._set(key, kept.state, kept.expires_at_ms)
 
     async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
         key = f"rl:ml:{merchant_id}"
-        counted = decide_fixed_window(self._get(key), now=now, limit=2**31 - 1, window_ms=window_ms)
-        self._set(key, counted.state, counted.state.window_start_ms + window_ms)
-        return counted.state.count
+        kept = count_merchant_lock(self._get(key), now=now, window_ms=window_ms)
+        self._keep(key, kept)
+        return kept.state.count
 
     # -------------------------------------------------------------- SessionPort
 

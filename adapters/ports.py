@@ -26,94 +26,18 @@ from zeropay_proto import (
     BearerToken,
     ChallengeIssued,
     ChallengeWindow,
-    NonceAccepted,
-    NonceClaim,
-    NonceReused,
     Policy,
-    RateLimited,
-    RequestAdmitted,
     Session,
     SessionClosed,
     VerificationFailed,
     VerificationSucceeded,
     WrappedKey,
 )
+from zeropay_proto.admission import Admission, AdmissionRequest
 from zeropay_proto.audit import AuditEvent
 from zeropay_proto.merchants import MerchantCredential
-from zeropay_proto.ratelimit import FixedWindowState, SlidingWindowState, TokenBucketState
 
 # ------------------------------------------------------------------------------ admission
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """Per-window limits (``RATE_LIMIT_*``); a limit of 0 switches that limiter off.
-
-    On merchant routes also: ``per_merchant`` requests per window, and ``merchant_locks``:
-    once a merchant's sessions locked that many accounts within ``lock_window_ms``, its new
-    sessions are refused until the window ends (the measure against targeted lockout).
-    """
-
-    global_limit: int
-    per_ip: int
-    per_user: int
-    window_ms: int
-    per_merchant: int = 0
-    merchant_locks: int = 0
-    lock_window_ms: int = 3_600_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdmissionRequest:
-    """One request at the door: who, from where, with which nonce (state-changing routes)."""
-
-    now: float
-    client_ip: str
-    user_id: str | None
-    nonce: NonceClaim | None
-    limits: Limits
-    #: The authenticated merchant on merchant routes (its limits apply), else ``None``.
-    merchant_id: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Admission:
-    """The limiters' decisions (those switched on) and the nonce's."""
-
-    global_decision: RequestAdmitted[FixedWindowState] | RateLimited[FixedWindowState] | None
-    ip_decision: RequestAdmitted[SlidingWindowState] | RateLimited[SlidingWindowState] | None
-    user_decision: RequestAdmitted[TokenBucketState] | RateLimited[TokenBucketState] | None
-    nonce: NonceAccepted | NonceReused | None
-    merchant_decision: RequestAdmitted[TokenBucketState] | RateLimited[TokenBucketState] | None = (
-        None
-    )
-    merchant_locks: RequestAdmitted[FixedWindowState] | RateLimited[FixedWindowState] | None = None
-
-    @property
-    def refused(self) -> bool:
-        """Whether the request must stop here: rate limited, or its nonce was reused."""
-        return self.rate_limited or isinstance(self.nonce, NonceReused)
-
-    @property
-    def limiter_decisions(
-        self,
-    ) -> list[RequestAdmitted[Any] | RateLimited[Any]]:
-        """The request limiters that decided (the merchant lock cap is not one: it counts
-        locks, not requests)."""
-        decisions = (
-            self.global_decision,
-            self.ip_decision,
-            self.user_decision,
-            self.merchant_decision,
-        )
-        return [d for d in decisions if d is not None]
-
-    @property
-    def rate_limited(self) -> bool:
-        """Whether any limiter refused."""
-        return isinstance(self.merchant_locks, RateLimited) or any(
-            isinstance(d, RateLimited) for d in self.limiter_decisions
-        )
 
 
 class AdmissionPort(Protocol):

@@ -59,8 +59,19 @@ STATE_CODES = {
     SessionState.EXPIRED: 3,
 }
 STATES = {code: state for state, code in STATE_CODES.items()}
+#: The session head: its fields in order, and their layout.
+SESSION_HEAD = ("format", "state", "used", "max", "decoy", "expires_at_ms", "factor_count")
 _HEAD = struct.Struct(">BBBBBQB")
 _FORMAT = 1
+
+
+def session_head_offsets() -> dict[str, int]:
+    """Each head field's 0-based byte offset, from the layout (the Lua scripts read them)."""
+    offsets, position = {}, 0
+    for name, code in zip(SESSION_HEAD, _HEAD.format[1:], strict=True):
+        offsets[name] = position
+        position += struct.calcsize(">" + code)
+    return offsets
 
 
 @functools.lru_cache(maxsize=16_384)

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
@@ -39,34 +37,26 @@ from zeropay_proto import (
     AttemptReserved,
     BearerToken,
     ChallengeIssued,
-    FixedWindowState,
-    NonceAccepted,
-    NonceReused,
     Policy,
-    RateLimited,
-    RequestAdmitted,
     Session,
     SessionClosed,
-    SlidingWindowState,
-    TokenBucketState,
     VerificationFailed,
     VerificationSucceeded,
     conclude_attempt,
-    encode_token,
     epoch_ms,
+    issue_token,
     release_attempt,
     reserve_attempt,
     session_names_user,
-    token_digest,
 )
+from zeropay_proto.admission import Admission, AdmissionRequest
 from zeropay_proto.audit import AuditAction, AuditEvent
 
+from . import redis_scripts as scripts
 from . import resp
 from .audit_journal import AuditJournal
 from .errors import DependencyUnavailable
 from .ports import (
-    Admission,
-    AdmissionRequest,
     CachedEnrollment,
     ConcludeOutcome,
     InitiateSnapshot,
@@ -76,6 +66,7 @@ from .ports import (
     StreamEntry,
     TokenInfo,
 )
+from .redis_admission import admission_calls, decode_admission, nonce_until_ms
 from .redis_errors import is_missing_group, is_unavailable
 from .redis_keys import (
     KeySpace,
@@ -87,6 +78,16 @@ from .redis_keys import (
     encode_session,
     encode_window,
 )
+from .redis_scripts import (
+    APPLIED,
+    CLOSED,
+    LOCKED,
+    NO_SESSION,
+    NOT_ADMITTED,
+    RESERVED,
+    Call,
+    ScriptDisagreement,
+)
 
 CONSUMER_GROUP = "flushers"
 #: The stream name of events replayed from the journal after Redis lost data.
@@ -95,33 +96,14 @@ REPLAYED = "replayed-from-journal"
 EPOCH_CHECK_SECONDS = 1.0
 #: The most script calls one port method sends at once (admission: limits, bucket, nonce).
 CALLS_PER_OPERATION = 3
-_SCRIPTS = (
-    "admit_rl",
-    "admit_user",
-    "store_session",
-    "reserve",
-    "conclude",
-    "revoke",
-    "forget_user",
-    "admit_and_reserve",
-    "release",
-    "revoke_user",
-    "count_lock",
-    "cache_record",
-    "invalidate_record",
-)
+#: What reserve.lua answers for each of the core's decisions.
+_RESERVE_CODES = {SessionClosed: CLOSED, AccountLocked: LOCKED, AttemptReserved: RESERVED}
 #: Readiness writes this key (in every slot group a request may write) with a short TTL.
 HEALTH_KEY_TTL_MS = 10_000
 
 P = ParamSpec("P")
 R = TypeVar("R")
 StoreT = TypeVar("StoreT", bound="RedisStore")
-#: One script call (lower-case script name) or plain command (upper case): name, keys, args.
-Call = tuple[str, Sequence[str], Sequence[Any]]
-
-
-class ScriptDisagreement(RuntimeError):
-    """A Lua script persisted something other than what the core decides: a bug."""
 
 
 def _redis_call(
@@ -149,56 +131,18 @@ def _redis_call(
     return wrapper
 
 
-def _load_script(name: str) -> str:
-    lua = resources.files("adapters") / "lua"
-    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
-
-
-def _script_sha(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-
 def _bytes(value: object) -> bytes:
     if not isinstance(value, bytes):
         raise TypeError("expected bytes from Redis")
     return value
 
 
-def _pairs(event: AuditEvent, *, action_first: bool = False) -> list[str]:
+def _pairs(event: AuditEvent, *, without_action: bool = False) -> list[str]:
+    """The event's field/value pairs, as the scripts append them to the stream."""
     fields = event.to_fields()
-    if action_first:
-        fields = {"action": fields.pop("action"), **fields}
+    if without_action:  # the script names the action it took
+        del fields["action"]
     return [item for pair in fields.items() for item in pair]
-
-
-def _fixed(
-    reply: list[int], limit: int
-) -> RequestAdmitted[FixedWindowState] | RateLimited[FixedWindowState]:
-    allowed, start, count, remaining, retry, reset = reply
-    state = FixedWindowState(window_start_ms=start, count=count)
-    if allowed:
-        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
-    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
-
-
-def _sliding(
-    reply: list[int], limit: int
-) -> RequestAdmitted[SlidingWindowState] | RateLimited[SlidingWindowState]:
-    allowed, start, current, previous, remaining, retry, reset = reply
-    state = SlidingWindowState(window_start_ms=start, current=current, previous=previous)
-    if allowed:
-        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
-    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
-
-
-def _bucket(
-    reply: list[int], limit: int
-) -> RequestAdmitted[TokenBucketState] | RateLimited[TokenBucketState]:
-    allowed, level, updated, remaining, retry, reset = reply
-    state = TokenBucketState(level=level, updated_ms=updated)
-    if allowed:
-        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
-    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
 
 
 class RedisStore:
@@ -211,8 +155,8 @@ class RedisStore:
         self._gate = asyncio.Semaphore(max_connections)
         self.keys = keys
         self.clustered = isinstance(client, RedisCluster)
-        self._sources = {name: _load_script(name) for name in _SCRIPTS}
-        self._shas = {name: _script_sha(source) for name, source in self._sources.items()}
+        self._sources = {name: scripts.source(name) for name in scripts.NAMES}
+        self._shas = {name: scripts.sha(source) for name, source in self._sources.items()}
         self.journal = AuditJournal()
         self._epochs_seen: dict[str, bytes] = {}
         self._next_epoch_check = 0.0
@@ -392,98 +336,15 @@ class RedisStore:
 
     # ---------------------------------------------------------------- AdmissionPort
 
-    def _admission_calls(self, request: AdmissionRequest) -> list[Call]:
-        limits = request.limits
-        now_ms = epoch_ms(request.now)
-        calls: list[Call] = []
-        merchant = request.merchant_id
-        per_merchant = limits.per_merchant if merchant is not None else 0
-        lock_cap = limits.merchant_locks if merchant is not None else 0
-        if limits.global_limit or limits.per_ip or per_merchant or lock_cap:
-            calls.append(
-                (
-                    "admit_rl",
-                    [
-                        self.keys.global_limit(),
-                        self.keys.ip_limit(request.client_ip),
-                        self.keys.merchant_limit(merchant or "-"),
-                        self.keys.merchant_locks(merchant or "-"),
-                    ],
-                    [
-                        now_ms,
-                        limits.window_ms,
-                        limits.global_limit,
-                        limits.per_ip,
-                        per_merchant,
-                        lock_cap,
-                        limits.lock_window_ms,
-                    ],
-                )
-            )
-        per_user = limits.per_user if request.user_id is not None else 0
-        nonce_ttl = request.nonce.ttl_ms if request.nonce is not None else 0
-        nonce = request.nonce.nonce if request.nonce is not None else "-"
-        bucket = self.keys.user(request.user_id, "tb") if request.user_id else ""
-        window = limits.window_ms
-        if (
-            per_user
-            and nonce_ttl
-            and (
-                self.clustered
-                and self.keys.group_of(request.user_id or "") != self.keys.nonce_group(nonce)
-            )
-        ):
-            # Different slots in a cluster: two calls, sent concurrently.
-            calls.append(("admit_user", [bucket, bucket], [now_ms, window, per_user, 0]))
-            nonce_key = self.keys.nonce(nonce)
-            calls.append(("admit_user", [nonce_key, nonce_key], [now_ms, window, 0, nonce_ttl]))
-        elif per_user or nonce_ttl:
-            # Only the keys in use: an unused key could lie in another slot.
-            nonce_key = self.keys.nonce(nonce) if nonce_ttl else bucket
-            bucket_key = bucket if per_user else nonce_key
-            calls.append(
-                ("admit_user", [nonce_key, bucket_key], [now_ms, window, per_user, nonce_ttl])
-            )
-        return calls
-
-    @staticmethod
-    def _admission(request: AdmissionRequest, replies: Sequence[tuple[str, Any]]) -> Admission:
-        """Decode the replies of ``admit_rl`` / ``admit_user`` calls."""
-        limits = request.limits
-        per_user = limits.per_user if request.user_id is not None else 0
-        g = ip = b = m = ml = None
-        nonce_decision: NonceAccepted | NonceReused | None = None
-        for name, result in replies:
-            if name == "admit_rl":
-                g_reply, ip_reply, m_reply, ml_reply = result
-                g = _fixed(g_reply, limits.global_limit) if g_reply else None
-                ip = _sliding(ip_reply, limits.per_ip) if ip_reply else None
-                m = _bucket(m_reply, limits.per_merchant) if m_reply else None
-                ml = _fixed(ml_reply, limits.merchant_locks) if ml_reply else None
-            else:
-                code, b_reply = result
-                if code >= 0:
-                    nonce_decision = NonceAccepted() if code == 1 else NonceReused()
-                if b_reply:
-                    b = _bucket(b_reply, per_user)
-        return Admission(
-            global_decision=g,
-            ip_decision=ip,
-            user_decision=b,
-            nonce=nonce_decision,
-            merchant_decision=m,
-            merchant_locks=ml,
-        )
-
     @_redis_call
     async def admit(self, request: AdmissionRequest) -> Admission:
         return await self._admit(request)
 
     async def _admit(self, request: AdmissionRequest) -> Admission:
         """Admission's calls, run and decoded (ungated: for use inside a gated method)."""
-        calls = self._admission_calls(request)
+        calls = admission_calls(self.keys, request, clustered=self.clustered)
         results = await self._run(calls) if calls else []
-        return self._admission(request, [(c[0], r) for c, r in zip(calls, results, strict=True)])
+        return decode_admission(request, [(c[0], r) for c, r in zip(calls, results, strict=True)])
 
     # ---------------------------------------------------------------- SessionPort
 
@@ -502,9 +363,9 @@ class RedisStore:
             ("GET", [self.keys.user(user_id, "rec")], []),
             ("GET", [self.keys.user(user_id, "win")], []),
         ]
-        calls = self._admission_calls(request)
+        calls = admission_calls(self.keys, request, clustered=self.clustered)
         results = await self._run([*calls, *reads])
-        admission = self._admission(
+        admission = decode_admission(
             request, [(c[0], r) for c, r in zip(calls, results, strict=False)]
         )
         cached, window = results[len(calls) :]
@@ -565,7 +426,7 @@ class RedisStore:
                         limits.global_limit,
                         limits.per_ip,
                         limits.per_user,
-                        request.nonce.ttl_ms if request.nonce is not None else 0,
+                        nonce_until_ms(request),
                         *self._lock_args(policy),
                         *_pairs(lock_audit),
                     ],
@@ -573,8 +434,8 @@ class RedisStore:
                 read_cache,
             ]
         )
-        admission = self._admission(request, [("admit_rl", rl), ("admit_user", user)])
-        if reply[0] == -3 or not session_names_user(session_id, user_id):
+        admission = decode_admission(request, [("admit_rl", rl), ("admit_user", user)])
+        if reply[0] == NOT_ADMITTED or not session_names_user(session_id, user_id):
             return admission, None, None
         reserved = self._reserve_outcome(
             session_id, user_id, request.now, policy, lock_audit, reply
@@ -725,12 +586,14 @@ class RedisStore:
     ) -> ReserveOutcome | None:
         """Replay the core's decision on the snapshot the script read, and check that the
         script decided, and wrote, the same."""
-        if code == -1:
+        if code == NO_SESSION:
             return None
         blob, *lockout_values = before
         session = decode_session(session_id, user_id, blob)
         out = reserve_attempt(session, decode_lockout(lockout_values), now=now, policy=policy)
-        expected = {SessionClosed: 0, AccountLocked: 1, AttemptReserved: 2}[type(out)]
+        expected = {SessionClosed: CLOSED, AccountLocked: LOCKED, AttemptReserved: RESERVED}[
+            type(out)
+        ]
         if code != expected:
             raise ScriptDisagreement(f"reserve.lua returned {code}, the core decided {expected}")
         if isinstance(out, AttemptReserved) and decode_lockout(list(written[0])) != out.lockout:
@@ -782,9 +645,7 @@ class RedisStore:
     ) -> ConcludeOutcome | None:
         if not session_names_user(session_id, user_id):
             return None
-        token = encode_token(user_id, token_entropy)
-        digest = token_digest(token)
-        expires_at_ms = epoch_ms(now) + 1000 * policy.token_ttl_seconds
+        token = issue_token(user_id, token_entropy, now=now, policy=policy)
         ((code, blob),) = await self._run(
             [
                 (
@@ -792,26 +653,27 @@ class RedisStore:
                     [
                         self.keys.session(session_id, user_id),
                         self.keys.user(user_id, "lock"),
-                        self.keys.token(user_id, digest),
+                        self.keys.token(user_id, token.digest),
                         self.keys.user(user_id, "tokidx"),
                         self.keys.stream_of(user_id),
                     ],
                     [
                         attempt,
                         "1" if key_unwrapped else "0",
-                        f"{session_id}:{expires_at_ms}:{epoch_ms(now)}",
-                        expires_at_ms,
-                        digest.hex(),
+                        f"{session_id}:{token.expires_at_ms}:{token.issued_at_ms}",
+                        token.expires_at_ms,
+                        token.digest.hex(),
                         AuditAction.VERIFICATION_SUCCEEDED.value,
                         AuditAction.VERIFICATION_FAILED.value,
-                        *_pairs(audit, action_first=True),
+                        *_pairs(audit, without_action=True),
                     ],
                 )
             ]
         )
-        if code == -1:
+        if code == NO_SESSION:
             return None
-        # An attempt that was never reserved (code -2) makes the core raise LocalProtocolError.
+        # An attempt that was never reserved (NEVER_RESERVED) makes the core raise
+        # LocalProtocolError.
         out = conclude_attempt(
             decode_session(session_id, user_id, blob),
             attempt=attempt,
@@ -821,7 +683,7 @@ class RedisStore:
             policy=policy,
         )
         applied = isinstance(out, VerificationSucceeded | VerificationFailed)
-        if code != (1 if applied else 0):
+        if code != (APPLIED if applied else CLOSED):
             raise ScriptDisagreement(f"conclude.lua returned {code}, the core decided {out}")
         if applied:
             succeeded = isinstance(out, VerificationSucceeded)

@@ -313,6 +313,33 @@ class FactorsMismatched:
 
 
 @dataclass(frozen=True, kw_only=True)
+class IssuedToken:
+    """A bearer token drawn at ``issued_at_ms``: the client gets ``auth_token``; the store
+    keeps only ``digest``, until ``expires_at_ms``."""
+
+    auth_token: str
+    digest: bytes
+    issued_at_ms: int
+    expires_at_ms: int
+
+
+def issue_token(
+    user_id: str, token_entropy: bytes, *, now: float, policy: Policy = DEFAULT_POLICY
+) -> IssuedToken:
+    """The token a successful verification issues, from 32 bytes of the caller's entropy."""
+    if len(token_entropy) != AUTH_TOKEN_BYTES:
+        raise LocalProtocolError("a token needs 32 bytes of entropy")
+    token = encode_token(user_id, token_entropy)
+    now_ms = epoch_ms(now)
+    return IssuedToken(
+        auth_token=token,
+        digest=token_digest(token),
+        issued_at_ms=now_ms,
+        expires_at_ms=now_ms + 1000 * policy.token_ttl_seconds,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class VerificationSucceeded:
     """Store ``session`` (only if still pending), clear the lockout, store ``token_digest``
     until ``token_expires_at_ms``, sign ``receipt``, and give ``auth_token`` to the client."""
@@ -517,27 +544,24 @@ def conclude_attempt(
     unwrapped; anything else is a failure. The driver persists the result only if the stored
     session is still pending (compare-and-set), which makes a second success impossible.
     """
-    if len(token_entropy) != AUTH_TOKEN_BYTES:
-        raise LocalProtocolError("a token needs 32 bytes of entropy")
+    token = issue_token(stored.user_id, token_entropy, now=now, policy=policy)
     if not 1 <= attempt <= stored.attempts_used:
         raise LocalProtocolError("concluding an attempt that was never reserved")
     if stored.state is not SessionState.PENDING:
         return SessionClosed(state=stored.state)
-    now_ms = epoch_ms(now)
     if key_unwrapped:
-        token = encode_token(stored.user_id, token_entropy)
         receipt = Receipt(
             session_id=stored.session_id,
             user_id=stored.user_id,
             binding=stored.binding,
-            issued_at_ms=now_ms,
+            issued_at_ms=token.issued_at_ms,
         )
         return VerificationSucceeded(
             session=replace(stored, state=transition(stored.state, SessionInput.ACCEPT_ATTEMPT)),
             lockout=Lockout(),
-            auth_token=token,
-            token_digest=token_digest(token),
-            token_expires_at_ms=now_ms + 1000 * policy.token_ttl_seconds,
+            auth_token=token.auth_token,
+            token_digest=token.digest,
+            token_expires_at_ms=token.expires_at_ms,
             receipt=receipt,
         )
     event = (

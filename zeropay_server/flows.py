@@ -23,14 +23,7 @@ from typing import Any, NoReturn
 import trio
 
 from adapters.errors import DependencyUnavailable
-from adapters.ports import (
-    NOT_ENROLLED,
-    Admission,
-    AdmissionRequest,
-    CachedEnrollment,
-    RecordCache,
-    StoredEnrollment,
-)
+from adapters.ports import NOT_ENROLLED, CachedEnrollment, RecordCache, StoredEnrollment
 from zeropay_proto import (
     ENROLLMENT_ENTROPY_BYTES,
     AccountLocked,
@@ -58,6 +51,7 @@ from zeropay_proto import (
     parse_verify,
     plan_enrollment,
 )
+from zeropay_proto.admission import Admission, AdmissionRequest
 from zeropay_proto.audit import AuditAction, AuditEvent, anonymise_client, new_event_id
 from zeropay_proto.crypto import EnrollmentRecord
 from zeropay_proto.identifiers import SESSION_ENTROPY_BYTES

@@ -26,7 +26,6 @@ from adapters.memory import MemoryStore
 from adapters.ports import (
     DurableStore,
     HealthPort,
-    Limits,
     MerchantPort,
     ServerStatsPort,
     StateStore,
@@ -35,6 +34,7 @@ from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
 from zeropay_proto import Factor, Policy, epoch_ms
+from zeropay_proto.admission import Limits
 from zeropay_proto.crypto import NONCE_BYTES, EnrollmentRecord, seal_record
 from zeropay_proto.merchants import (
     API_KEY_ENTROPY_BYTES,

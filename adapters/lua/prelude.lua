@@ -1,5 +1,7 @@
--- Shared by every ZeroPay script (prepended to each body). These functions are line-for-line
--- the reference decisions of zeropay_proto.ratelimit and zeropay_proto.session; all values are
+-- Shared by every ZeroPay script (prepended to each body, after the constants that
+-- adapters/redis_scripts.py generates: state codes, session head positions, reply codes).
+-- These functions are line-for-line the reference decisions of zeropay_proto.ratelimit,
+-- zeropay_proto.admission and zeropay_proto.session; all values are
 -- integers below 2^53, so Lua's doubles compute exactly what Python's ints do. The
 -- differential tests (tests/adapters/test_lua_differential.py) hold them to that.
 
@@ -13,9 +15,9 @@ local function fixed_window(key, now, limit, window)
   end
   local reset = start + window - now
   if count < limit then
-    return {1, start, count + 1, limit - count - 1, 0, reset}
+    return {1, start, count + 1, limit - count - 1, 0, reset, s}
   end
-  return {0, start, count, 0, reset, reset}
+  return {0, start, count, 0, reset, reset, s}
 end
 
 local function sliding_window(key, now, limit, window)
@@ -34,7 +36,7 @@ local function sliding_window(key, now, limit, window)
   local reset = start + window - now
   local weighted = prev * (window - elapsed) + cur * window
   if weighted + window <= limit * window then
-    return {1, start, cur + 1, prev, math.floor((limit * window - weighted - window) / window), 0, reset}
+    return {1, start, cur + 1, prev, math.floor((limit * window - weighted - window) / window), 0, reset, s}
   end
   local retry
   if cur < limit then
@@ -42,7 +44,7 @@ local function sliding_window(key, now, limit, window)
   else
     retry = reset + window - math.floor(((limit - 1) * window) / cur)
   end
-  return {0, start, cur, prev, 0, math.max(1, retry), reset}
+  return {0, start, cur, prev, 0, math.max(1, retry), reset, s}
 end
 
 local function token_bucket(key, now, limit, window)
@@ -56,86 +58,107 @@ local function token_bucket(key, now, limit, window)
   end
   if level >= window then
     level = level - window
-    return {1, level, updated, math.floor(level / window), 0, -math.floor((level - full) / limit)}
+    return {1, level, updated, math.floor(level / window), 0, -math.floor((level - full) / limit), s}
   end
-  return {0, level, updated, 0, -math.floor((level - window) / limit), -math.floor((level - full) / limit)}
+  return {0, level, updated, 0, -math.floor((level - window) / limit), -math.floor((level - full) / limit), s}
 end
 
--- Session blobs: byte 2 state, 3 attempts used, 4 max attempts, 6-13 expires_at_ms (1-based).
+-- zeropay_proto.admission's expiries: a bucket is kept until it would be full again.
+local function bucket_kept(b, limit, window)
+  return b[3] - math.floor((b[2] - limit * window) / limit) + 1
+end
+
+-- Session blobs: the head's fields at the AT_* positions; expires_at_ms is 8 bytes big-endian.
 local function u64(s, i)
   local n = 0
   for k = i, i + 7 do n = n * 256 + string.byte(s, k) end
   return n
 end
 
+local function session_head(blob)
+  return string.byte(blob, AT_STATE), string.byte(blob, AT_USED), string.byte(blob, AT_MAX),
+    u64(blob, AT_EXPIRES_AT_MS)
+end
+
 local function with_state(blob, state, used)
-  return string.sub(blob, 1, 1) .. string.char(state) .. string.char(used) .. string.sub(blob, 4)
+  return string.sub(blob, 1, AT_STATE - 1) .. string.char(state)
+    .. string.sub(blob, AT_STATE + 1, AT_USED - 1) .. string.char(used)
+    .. string.sub(blob, AT_USED + 1)
 end
 
 -- The bodies of the admission and reservation scripts, as functions so that one script can
 -- chain them (standalone Redis: admission and reservation in one round trip).
 
--- k: {global, ip, merchant bucket, merchant locks}; a: {now, window, global_limit, ip_limit,
--- merchant_limit, merchant_lock_cap, lock_window} (missing or 0: that limiter is off). Every
--- limiter admits or none counts. The merchant-locks window is only read here: it counts the
--- accounts a merchant's sessions locked (count_lock.lua), and refuses once it holds the cap.
+-- zeropay_proto.admission.decide_shared_limits. k: {global, ip, merchant bucket, merchant
+-- locks}; a: {now, window, global_limit, ip_limit, merchant_limit, merchant_lock_cap,
+-- lock_window} (missing or 0: that limiter is off). Every limiter admits and counts, or none
+-- counts. The merchant-locks window is only read here (count_lock.lua counts it).
+-- Returns {g, ip, m, ml, counted (1/0), {expiry of g, ip, m as written, 0 if not}}; each
+-- limiter's reply ends with the fields it read.
 local function do_admit_rl(k, a)
   local now, window = tonumber(a[1]), tonumber(a[2])
   local global_limit, ip_limit = tonumber(a[3]), tonumber(a[4])
   local merchant_limit, lock_cap = tonumber(a[5] or 0), tonumber(a[6] or 0)
   local lock_window = tonumber(a[7] or 0)
   local g, ip, m, ml = {}, {}, {}, {}
-  local admitted = true
+  local counted = 1
   if global_limit > 0 then
     g = fixed_window(k[1], now, global_limit, window)
-    admitted = admitted and g[1] == 1
+    if g[1] == 0 then counted = 0 end
   end
   if ip_limit > 0 then
     ip = sliding_window(k[2], now, ip_limit, window)
-    admitted = admitted and ip[1] == 1
+    if ip[1] == 0 then counted = 0 end
   end
   if merchant_limit > 0 then
     m = token_bucket(k[3], now, merchant_limit, window)
-    admitted = admitted and m[1] == 1
+    if m[1] == 0 then counted = 0 end
   end
   if lock_cap > 0 then
     ml = fixed_window(k[4], now, lock_cap, lock_window)
-    admitted = admitted and ml[1] == 1
+    if ml[1] == 0 then counted = 0 end
   end
-  if admitted then
+  local kept = {0, 0, 0}
+  if counted == 1 then
     if global_limit > 0 then
+      kept[1] = g[2] + window
       redis.call('HSET', k[1], 's', g[2], 'c', g[3])
-      redis.call('PEXPIREAT', k[1], g[2] + window)
+      redis.call('PEXPIREAT', k[1], kept[1])
     end
     if ip_limit > 0 then
+      kept[2] = ip[2] + 2 * window
       redis.call('HSET', k[2], 's', ip[2], 'c', ip[3], 'p', ip[4])
-      redis.call('PEXPIREAT', k[2], ip[2] + 2 * window)
+      redis.call('PEXPIREAT', k[2], kept[2])
     end
     if merchant_limit > 0 then
+      kept[3] = bucket_kept(m, merchant_limit, window)
       redis.call('HSET', k[3], 'l', m[2], 'u', m[3])
-      redis.call('PEXPIREAT', k[3], m[3] - math.floor((m[2] - merchant_limit * window) / merchant_limit) + 1)
+      redis.call('PEXPIREAT', k[3], kept[3])
     end
   end
-  return {g, ip, m, ml}
+  return {g, ip, m, ml, counted, kept}
 end
 
--- k: {nonce, bucket}; a: {now, window, user_limit (0 = off), nonce_ttl (0 = no nonce)}.
--- Two independent decisions: the nonce is single-use; the bucket counts the request.
+-- decide_nonce and decide_user_bucket. k: {nonce, bucket}; a: {now, window, user_limit
+-- (0 = off), nonce kept until (ms; 0 = no nonce)}. Two independent decisions: the nonce is
+-- single-use; the bucket counts the request either way.
+-- Returns {nonce (NO_NONCE, NONCE_REUSED, NONCE_ACCEPTED), bucket reply, bucket expiry (0: none)}.
 local function do_admit_user(k, a)
   local now, window = tonumber(a[1]), tonumber(a[2])
-  local limit, ttl = tonumber(a[3]), tonumber(a[4])
-  local nonce = -1
-  if ttl > 0 then
-    if redis.call('SET', k[1], '1', 'NX', 'PX', ttl) then nonce = 1 else nonce = 0 end
+  local limit, nonce_until = tonumber(a[3]), tonumber(a[4])
+  local nonce = NO_NONCE
+  if nonce_until > 0 then
+    nonce = NONCE_REUSED
+    if redis.call('SET', k[1], '1', 'NX', 'PXAT', nonce_until) then nonce = NONCE_ACCEPTED end
   end
-  local b = {}
+  local b, kept = {}, 0
   if limit > 0 then
     b = token_bucket(k[2], now, limit, window)
+    kept = bucket_kept(b, limit, window)
     redis.call('HSET', k[2], 'l', b[2], 'u', b[3])
-    -- Forget the bucket once it would be full again anyway.
-    redis.call('PEXPIREAT', k[2], b[3] - math.floor((b[2] - limit * window) / limit) + 1)
+    redis.call('PEXPIREAT', k[2], kept)
   end
-  return {nonce, b}
+  return {nonce, b, kept}
 end
 
 -- The stored lockout {f, l, u, t} and Lockout.current(now): forgotten after its memory, and
@@ -160,23 +183,23 @@ end
 -- zeropay_proto.session.reserve_attempt. k: {session, lockout, stream};
 -- a: {now, threshold, memory_ms, durations (ms, comma-separated)}; event: the ACCOUNT_LOCKED
 -- event's field/value pairs, appended only if this reservation locks the account.
--- Returns {code, {blob, f, l, u, t} as read, {f, l, u, t} as written}: code -1 no session,
--- 0 session closed, 1 account locked, 2 reserved (nothing written unless 2).
+-- Returns {code, {blob, f, l, u, t} as read, {f, l, u, t} as written}: code NO_SESSION,
+-- CLOSED, LOCKED or RESERVED (nothing written unless RESERVED).
 local function do_reserve(k, a, event)
   local blob = redis.call('GET', k[1])
-  if not blob then return {-1, {}} end
+  if not blob then return {NO_SESSION, {}} end
   local stored = read_lockout(k[2])
   local before = {blob, stored[1], stored[2], stored[3], stored[4]}
   local now, threshold, memory = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
   local durations = {}
   for d in string.gmatch(a[4], '[^,]+') do durations[#durations + 1] = tonumber(d) end
 
-  local state, used, max = string.byte(blob, 2), string.byte(blob, 3), string.byte(blob, 4)
-  if state == 0 and now >= u64(blob, 6) then state = 3 end
-  if state ~= 0 or used >= max then return {0, before} end
+  local state, used, max, expires = session_head(blob)
+  if state == PENDING and now >= expires then state = EXPIRED end
+  if state ~= PENDING or used >= max then return {CLOSED, before} end
 
   local f, l, u, t = current_lockout(stored, now, threshold, memory)
-  if now < u then return {1, before} end
+  if now < u then return {LOCKED, before} end
   f = f + 1
   if f >= threshold then
     u = now + durations[math.min(l, #durations - 1) + 1]
@@ -184,9 +207,9 @@ local function do_reserve(k, a, event)
   end
   t = now
   write_lockout(k[2], f, l, u, t, memory)
-  redis.call('SET', k[1], with_state(blob, 0, used + 1), 'KEEPTTL')
+  redis.call('SET', k[1], with_state(blob, PENDING, used + 1), 'KEEPTTL')
   if u > stored[3] then redis.call('XADD', k[3], '*', unpack(event)) end
-  return {2, before, {f, l, u, t}}
+  return {RESERVED, before, {f, l, u, t}}
 end
 
 local function slice(t, from)

@@ -16,9 +16,9 @@ if f > 0 then
 end
 local returned = 0
 if blob then
-  local state, used = string.byte(blob, 2), string.byte(blob, 3)
-  if state == 0 and now < u64(blob, 6) and used == attempt then
-    redis.call('SET', KEYS[1], with_state(blob, 0, used - 1), 'KEEPTTL')
+  local state, used, _, expires = session_head(blob)
+  if state == PENDING and now < expires and used == attempt then
+    redis.call('SET', KEYS[1], with_state(blob, PENDING, used - 1), 'KEEPTTL')
     returned = 1
   end
 end

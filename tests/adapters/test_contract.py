@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.ports import NOT_ENROLLED, AdmissionRequest, Limits, RecordCache, StoredEnrollment
+from adapters.ports import NOT_ENROLLED, RecordCache, StoredEnrollment
 from tests.adapters.conftest import (
     DURABLE_BACKENDS,
     STATE_BACKENDS,
@@ -39,6 +39,7 @@ from zeropay_proto import (
     make_session_id,
     parse_bearer,
 )
+from zeropay_proto.admission import AdmissionRequest, Limits
 from zeropay_proto.audit import AuditAction
 from zeropay_proto.merchants import issue_api_key
 

@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.ports import AdmissionRequest, Limits
+from adapters import redis_scripts as scripts
 from adapters.redis_keys import KeySpace, decode_lockout, decode_session
+from adapters.redis_scripts import ScriptDisagreement
 from adapters.redis_store import RedisStore
 from tests.adapters.helpers import event, lock_event, new_session
 from tests.services import REDIS_URL, delete_prefix
@@ -47,6 +48,7 @@ from zeropay_proto import (
     epoch_ms,
     reserve_attempt,
 )
+from zeropay_proto.admission import AdmissionRequest, Limits
 
 W = 60_000
 EXAMPLES = 60
@@ -305,3 +307,107 @@ def test_lockout_escalation_through_the_script_equals_the_core(lua: Lua) -> None
         durations.append((lockout.locked_until_ms - lockout.updated_ms) // 1000)
         now = lockout.locked_until_ms / 1000
     assert durations == [900, 3600, 14_400, 86_400, 86_400]
+
+
+def _reserve_twice_release_first(lua: Lua, store: RedisStore) -> None:
+    now = start_ms() / 1000
+    issued = new_session(USER, now=now)
+    lua.run(store.store_session(issued, epoch_ms(now), event(USER), 60_000))
+    session_id = issued.session.session_id
+    for _ in range(2):
+        lua.run(store.reserve_attempt(session_id, USER, now, DEFAULT_POLICY, lock_event(USER)))
+    lua.run(store.release_attempt(session_id, USER, attempt=1, now=now, policy=DEFAULT_POLICY))
+
+
+def _conclude_twice(lua: Lua, store: RedisStore) -> None:
+    now = start_ms() / 1000
+    issued = new_session(USER, now=now)
+    lua.run(store.store_session(issued, epoch_ms(now), event(USER), 60_000))
+    session_id = issued.session.session_id
+    lua.run(store.reserve_attempt(session_id, USER, now, DEFAULT_POLICY, lock_event(USER)))
+    for _ in range(2):  # the second meets a verified session: closed
+        lua.run(
+            store.conclude_attempt(
+                session_id,
+                USER,
+                attempt=1,
+                key_unwrapped=True,
+                now=now,
+                token_entropy=secrets.token_bytes(32),
+                policy=DEFAULT_POLICY,
+                audit=event(USER),
+            )
+        )
+
+
+def _admit(**kw: int) -> Any:
+    def scenario(lua: Lua, store: RedisStore) -> None:
+        request = AdmissionRequest(
+            now=start_ms() / 1000,
+            client_ip="-",
+            user_id=USER,
+            nonce=NonceClaim(nonce=secrets.token_hex(8), ttl_ms=1000),
+            limits=limits(**kw),
+        )
+        for _ in range(2):
+            lua.run(store.admit(request))
+
+    return scenario
+
+
+#: One rule of a script changed, and a scenario that reaches it.
+MUTANTS = {
+    "admit_rl: the limit admits one more": (
+        "admit_rl",
+        "  if count < limit then",
+        "  if count <= limit then",
+        _admit(g=1),
+    ),
+    "admit_rl: a refused request counts": (
+        "admit_rl",
+        "    if g[1] == 0 then counted = 0 end",
+        "",
+        _admit(g=1),
+    ),
+    "admit_rl: the IP window is kept one window": (
+        "admit_rl",
+        "kept[2] = ip[2] + 2 * window",
+        "kept[2] = ip[2] + window",
+        _admit(ip=5),
+    ),
+    "admit_user: the bucket is kept a millisecond longer": (
+        "admit_user",
+        "limit * window) / limit) + 1",
+        "limit * window) / limit) + 2",
+        _admit(user=5),
+    ),
+    "reserve: the lockout is stamped late": ("reserve", "  t = now\n", "  t = now + 1\n", None),
+    "release: any later attempt is given back": (
+        "release",
+        "and used == attempt then",
+        "and used >= attempt then",
+        _reserve_twice_release_first,
+    ),
+    "conclude: a verified session concludes again": (
+        "conclude",
+        "if state ~= PENDING then",
+        "if state == FAILED then",
+        _conclude_twice,
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+def test_a_script_that_departs_from_the_core_is_caught_at_run_time(lua: Lua, mutant: str) -> None:
+    """Every script the adapter checks is checked: a changed rule raises ScriptDisagreement
+    on the first reply that shows it (never a silent wrong decision)."""
+    name, rule, changed, scenario = MUTANTS[mutant]
+    if scenario is None:  # any reservation reaches it
+        scenario = _reserve_twice_release_first
+    scenario(lua, lua.store())  # the scripts as shipped agree with the core
+    store = lua.store()
+    assert rule in store._sources[name], "the rule to change is in the script"
+    store._sources[name] = store._sources[name].replace(rule, changed)
+    store._shas[name] = scripts.sha(store._sources[name])
+    with pytest.raises(ScriptDisagreement):
+        scenario(lua, store)

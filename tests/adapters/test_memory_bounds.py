@@ -12,9 +12,10 @@ from __future__ import annotations
 import uuid
 
 from adapters.memory import MemoryStore
-from adapters.ports import NOT_ENROLLED, AdmissionRequest, Limits
+from adapters.ports import NOT_ENROLLED
 from tests.adapters.helpers import event, new_session
 from zeropay_proto import NonceClaim
+from zeropay_proto.admission import AdmissionRequest, Limits
 
 INITIATES = 100_000
 RATE = 100.0  # initiates per second of the injected clock

@@ -16,7 +16,6 @@ import trio_asyncio
 
 from adapters.bridge import TrioBridge, aio
 from adapters.errors import DependencyUnavailable
-from adapters.ports import AdmissionRequest, Limits
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
 from tests.adapters.conftest import open_state_store
@@ -32,6 +31,7 @@ from zeropay_proto import (
     SessionClosed,
     make_session_id,
 )
+from zeropay_proto.admission import AdmissionRequest, Limits
 
 redis_and_cluster = pytest.mark.parametrize("state_backend", ["redis", "cluster"], indirect=True)
 

@@ -24,7 +24,6 @@ from redis.asyncio.connection import AbstractConnection
 
 from adapters.bridge import TrioBridge, aio
 from adapters.errors import DependencyUnavailable
-from adapters.ports import AdmissionRequest, Limits
 from adapters.redis_errors import is_unavailable
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
@@ -32,6 +31,7 @@ from tests.adapters.conftest import open_state_store
 from tests.adapters.helpers import event, new_user
 from tests.services import REDIS_URL, running_private_redis
 from zeropay_proto import NonceAccepted, NonceClaim, NonceReused, RequestAdmitted
+from zeropay_proto.admission import AdmissionRequest, Limits
 
 #: Error replies of a Redis that is full, demoted, loading, re-forming or busy.
 UNAVAILABLE_REPLIES = [
