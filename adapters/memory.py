@@ -275,7 +275,7 @@ class MemoryStore:
         if isinstance(out, AttemptReserved):
             self._keep_session(out.session)
             self._set(f"lock:{user_id}", out.lockout, out.lockout.forget_at_ms(policy))
-            if out.lockout.locked_until_ms > lockout.locked_until_ms:
+            if out.locked_account:
                 self._append(lock_audit)
         return out
 

@@ -596,8 +596,12 @@ class RedisStore:
         ]
         if code != expected:
             raise ScriptDisagreement(f"reserve.lua returned {code}, the core decided {expected}")
-        if isinstance(out, AttemptReserved) and decode_lockout(list(written[0])) != out.lockout:
-            raise ScriptDisagreement("reserve.lua wrote a lockout other than the core's")
+        if isinstance(out, AttemptReserved):
+            lockout, locked = written
+            if decode_lockout(list(lockout)) != out.lockout:
+                raise ScriptDisagreement("reserve.lua wrote a lockout other than the core's")
+            if bool(locked) != out.locked_account:
+                raise ScriptDisagreement("reserve.lua audited a lock unlike the core")
         return out
 
     @_redis_call

@@ -183,8 +183,8 @@ end
 -- zeropay_proto.session.reserve_attempt. k: {session, lockout, stream};
 -- a: {now, threshold, memory_ms, durations (ms, comma-separated)}; event: the ACCOUNT_LOCKED
 -- event's field/value pairs, appended only if this reservation locks the account.
--- Returns {code, {blob, f, l, u, t} as read, {f, l, u, t} as written}: code NO_SESSION,
--- CLOSED, LOCKED or RESERVED (nothing written unless RESERVED).
+-- Returns {code, {blob, f, l, u, t} as read, {f, l, u, t} as written, 1 if it locked the
+-- account}: code NO_SESSION, CLOSED, LOCKED or RESERVED (nothing written unless RESERVED).
 local function do_reserve(k, a, event)
   local blob = redis.call('GET', k[1])
   if not blob then return {NO_SESSION, {}} end
@@ -208,8 +208,13 @@ local function do_reserve(k, a, event)
   t = now
   write_lockout(k[2], f, l, u, t, memory)
   redis.call('SET', k[1], with_state(blob, PENDING, used + 1), 'KEEPTTL')
-  if u > stored[3] then redis.call('XADD', k[3], '*', unpack(event)) end
-  return {RESERVED, before, {f, l, u, t}}
+  -- AttemptReserved.locked_account: the lock this reservation engaged.
+  local locked = 0
+  if u > t then
+    locked = 1
+    redis.call('XADD', k[3], '*', unpack(event))
+  end
+  return {RESERVED, before, {f, l, u, t}, locked}
 end
 
 local function slice(t, from)

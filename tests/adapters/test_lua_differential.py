@@ -382,6 +382,12 @@ MUTANTS = {
         _admit(user=5),
     ),
     "reserve: the lockout is stamped late": ("reserve", "  t = now\n", "  t = now + 1\n", None),
+    "reserve: every reservation audits a lock": (
+        "reserve",
+        "  if u > t then",
+        "  if u <= t then",
+        None,
+    ),
     "release: any later attempt is given back": (
         "release",
         "and used == attempt then",
