@@ -5,7 +5,8 @@ check of every reply against it.
 user's bucket, in the user's slot) return what they decided, what they read and the expiries
 they set. :func:`decode_admission` replays the core on what they read: a decision, a count or
 an expiry that differs raises :class:`ScriptDisagreement`, so the core stays the reference at
-run time. The Admission returned is the core's.
+run time. The Admission returned is the core's. :class:`RedisAdmission` is the port's part of
+the store.
 """
 
 from __future__ import annotations
@@ -37,7 +38,35 @@ from zeropay_proto.admission import (
 )
 
 from .redis_keys import KeySpace
-from .redis_scripts import NO_NONCE, NONCE_REUSED, Call, ScriptDisagreement
+from .redis_scripts import (
+    NO_NONCE,
+    NONCE_REUSED,
+    Call,
+    ScriptDisagreement,
+    ScriptRunner,
+    redis_call,
+)
+
+
+class RedisAdmission(ScriptRunner):
+    """AdmissionPort on Redis."""
+
+    @redis_call
+    async def admit(self, request: AdmissionRequest) -> Admission:
+        return await self._admit(request)
+
+    async def _admit(self, request: AdmissionRequest) -> Admission:
+        """Admission's calls, run and decoded (ungated: for use inside a gated method)."""
+        calls = admission_calls(self.keys, request, clustered=self.clustered)
+        results = await self._run(calls) if calls else []
+        return decode_admission(request, [(c[0], r) for c, r in zip(calls, results, strict=True)])
+
+    @redis_call
+    async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
+        (count,) = await self._run(
+            [("count_lock", [self.keys.merchant_locks(merchant_id)], [epoch_ms(now), window_ms])]
+        )
+        return int(count)
 
 
 def shared_limits_call(keys: KeySpace, request: AdmissionRequest) -> Call:

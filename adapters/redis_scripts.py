@@ -1,5 +1,6 @@
-"""The Lua scripts: their sources, the constants they share with Python, and the error for a
-script that disagrees with the core.
+"""The Lua scripts: their sources, the constants they share with Python, the runner that sends
+them (:class:`ScriptRunner`, the base of every Redis adapter class), and the error for a script
+that disagrees with the core.
 
 Every script is ``prelude.lua`` and its own body, after a header of constants generated here
 from their one Python source (:func:`lua_constants`): the session state codes and the session
@@ -9,12 +10,24 @@ Python and Lua must agree on is written twice.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .redis_keys import STATE_CODES, session_head_offsets
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+
+from zeropay_proto.audit import AuditEvent
+
+from . import resp
+from .audit_journal import AuditJournal
+from .errors import DependencyUnavailable
+from .redis_errors import is_unavailable
+from .redis_keys import STATE_CODES, KeySpace, session_head_offsets
 
 NAMES = (
     "admit_rl",
@@ -93,3 +106,137 @@ def source(name: str) -> str:
 def sha(text: str) -> str:
     """The name Redis gives a script."""
     return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+RunnerT = TypeVar("RunnerT", bound="ScriptRunner")
+
+
+def redis_call(
+    method: Callable[Concatenate[RunnerT, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[RunnerT, P], Coroutine[Any, Any, R]]:
+    """Queue behind the store's gate, and turn "Redis cannot serve us now" (unreachable, or an
+    error reply such as OOM or READONLY: :func:`adapters.redis_errors.is_unavailable`) into
+    DependencyUnavailable.
+
+    The gate bounds in-flight operations to the connection budget: redis-py's cluster client
+    raises instead of waiting when a node's connections are all in use, and a burst of
+    requests must queue, not fail.
+    """
+
+    async def wrapper(self: RunnerT, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with self._gate:
+            try:
+                return await method(self, *args, **kwargs)
+            except (rexc.RedisError, rexc.RedisClusterException, OSError) as exc:
+                if is_unavailable(exc):
+                    raise DependencyUnavailable("redis") from exc
+                raise
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
+
+
+def as_bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError("expected bytes from Redis")
+    return value
+
+
+def event_pairs(event: AuditEvent, *, without_action: bool = False) -> list[str]:
+    """The event's field/value pairs, as the scripts append them to the stream."""
+    fields = event.to_fields()
+    if without_action:  # the script names the action it took
+        del fields["action"]
+    return [item for pair in fields.items() for item in pair]
+
+
+class ScriptRunner:
+    """A Redis client, its gate, the key space and the scripts: what every concern of the
+    Redis adapter (admission, sessions, tokens, the audit stream) sends its calls through.
+    The journal keeps what this instance appended to the audit streams (:mod:`.audit`)."""
+
+    def __init__(
+        self, client: aioredis.Redis | RedisCluster, keys: KeySpace, max_connections: int = 64
+    ) -> None:
+        self._client = client
+        self._gate = asyncio.Semaphore(max_connections)
+        self.keys = keys
+        self.clustered = isinstance(client, RedisCluster)
+        self._sources = {name: source(name) for name in NAMES}
+        self._shas = {name: sha(text) for name, text in self._sources.items()}
+        self.journal = AuditJournal()
+
+    async def _load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            sha = await self._client.script_load(source)
+            if sha != self._shas[name]:
+                raise RuntimeError("Redis reported an unexpected script SHA")
+
+    def _command(self, call: Call) -> tuple[Any, ...]:
+        """The command line of one call: a script by name (EVALSHA), or an upper-case plain
+        command such as ``GET``."""
+        name, keys, args = call
+        if name.isupper():
+            return (name, *keys, *args)
+        return ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+    async def _send(self, calls: Sequence[Call]) -> list[Any]:
+        """Send each call once and return its raw reply or its error, in order.
+
+        Standalone, the calls are written at once on one pooled connection and their replies
+        read back: one round trip, without redis-py's ``Pipeline`` object (its reset, retry
+        and shield machinery cost 0.08 ms per round trip here, a third of the call; measured
+        in BENCHMARKS.md), and encoded by :func:`adapters.resp.pack`. A connection
+        interrupted midway (cancelled, or broken) may hold unread replies, so it is closed,
+        never handed to the next caller with them. On a cluster, EVALSHA cannot be
+        pipelined: each call goes concurrently to its slot's node (redis-py follows
+        MOVED/ASK).
+        """
+        client = self._client
+        if isinstance(client, RedisCluster):
+            return list(
+                await asyncio.gather(
+                    *(client.execute_command(*self._command(c)) for c in calls),
+                    return_exceptions=True,
+                )
+            )
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(
+                resp.pack([self._command(c) for c in calls]), check_health=False
+            )
+            replies: list[Any] = []
+            for _ in calls:
+                try:
+                    replies.append(await connection.read_response())
+                except rexc.ResponseError as exc:  # an error reply; the next ones follow
+                    replies.append(exc)
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """EVALSHA each call: one round trip per slot, all slots at once.
+
+        A restarted or promoted server has no scripts (``SCRIPT LOAD`` is not replicated): the
+        calls it answered NOSCRIPT are sent again, alone, once the scripts are reloaded. A
+        call that succeeded is never sent twice: it may have claimed a nonce or counted a
+        request, and a second send would turn a fresh nonce into "reused".
+        """
+        results = await self._send(calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
+        if missing:
+            await self._load_scripts()
+            retried = await self._send([calls[i] for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results

@@ -1,0 +1,420 @@
+"""Sessions on Redis: the record cache, a session's life (store, reserve, release, conclude),
+and the steps that join admission to them in one round trip.
+
+Every step is one script on the user's slot (two where admission's slots differ, on a Cluster).
+reserve, release and conclude return what they read; the core is replayed on it and a script
+that decided otherwise raises :class:`ScriptDisagreement`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from zeropay_proto import (
+    AccountLocked,
+    AttemptReleased,
+    AttemptReserved,
+    ChallengeIssued,
+    Policy,
+    Session,
+    SessionClosed,
+    VerificationFailed,
+    VerificationSucceeded,
+    conclude_attempt,
+    epoch_ms,
+    issue_token,
+    release_attempt,
+    reserve_attempt,
+    session_names_user,
+)
+from zeropay_proto.admission import Admission, AdmissionRequest
+from zeropay_proto.audit import AuditAction, AuditEvent
+
+from .ports import (
+    CachedEnrollment,
+    ConcludeOutcome,
+    InitiateSnapshot,
+    RecordCache,
+    ReserveOutcome,
+)
+from .redis_admission import RedisAdmission, admission_calls, decode_admission, nonce_until_ms
+from .redis_keys import (
+    decode_cached,
+    decode_lockout,
+    decode_session,
+    decode_window,
+    encode_cached,
+    encode_session,
+    encode_window,
+)
+from .redis_scripts import (
+    APPLIED,
+    CLOSED,
+    LOCKED,
+    NO_SESSION,
+    NOT_ADMITTED,
+    RESERVED,
+    Call,
+    ScriptDisagreement,
+    as_bytes,
+    event_pairs,
+    redis_call,
+)
+
+#: What reserve.lua answers for each of the core's decisions.
+_RESERVE_CODES = {SessionClosed: CLOSED, AccountLocked: LOCKED, AttemptReserved: RESERVED}
+
+
+class RedisSessions(RedisAdmission):
+    """SessionPort on Redis (less its tokens: :class:`adapters.redis_tokens.RedisTokens`)."""
+
+    @redis_call
+    async def load_for_initiate(self, user_id: str) -> InitiateSnapshot:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(self.keys.user(user_id, "rec"))
+        pipe.get(self.keys.user(user_id, "win"))
+        cached, window = await pipe.execute()
+        return self._snapshot(user_id, cached, window)
+
+    @redis_call
+    async def admit_and_load(self, request: AdmissionRequest) -> tuple[Admission, InitiateSnapshot]:
+        user_id = request.user_id or ""
+        reads: list[Call] = [
+            ("GET", [self.keys.user(user_id, "rec")], []),
+            ("GET", [self.keys.user(user_id, "win")], []),
+        ]
+        calls = admission_calls(self.keys, request, clustered=self.clustered)
+        results = await self._run([*calls, *reads])
+        admission = decode_admission(
+            request, [(c[0], r) for c, r in zip(calls, results, strict=False)]
+        )
+        cached, window = results[len(calls) :]
+        return admission, self._snapshot(user_id, cached, window)
+
+    @staticmethod
+    def _snapshot(user_id: str, cached: bytes | None, window: bytes | None) -> InitiateSnapshot:
+        return InitiateSnapshot(
+            cached=None if cached is None else decode_cached(user_id, cached),
+            window=decode_window(window) if window else None,
+        )
+
+    @redis_call
+    async def admit_and_reserve(
+        self,
+        request: AdmissionRequest,
+        session_id: str,
+        policy: Policy,
+        lock_audit: AuditEvent,
+    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None]:
+        user_id = request.user_id
+        if user_id is None:
+            return await self._admit(request), None, None
+        read_cache: Call = ("GET", [self.keys.user(user_id, "rec")], [])
+        if self.clustered:
+            # The keys span slots: admit first, then reserve and read the cache (two trips).
+            admission = await self._admit(request)
+            if admission.refused or not session_names_user(session_id, user_id):
+                return admission, None, None
+            reply, cached = await self._run(
+                [
+                    self._reserve_call(session_id, user_id, request.now, policy, lock_audit),
+                    read_cache,
+                ]
+            )
+            reserved = self._reserve_outcome(
+                session_id, user_id, request.now, policy, lock_audit, reply
+            )
+            return admission, reserved, self._decode_cached(user_id, reserved, cached)
+        limits = request.limits
+        nonce = request.nonce.nonce if request.nonce is not None else "-"
+        (rl, user, reply), cached = await self._run(
+            [
+                (
+                    "admit_and_reserve",
+                    [
+                        self.keys.global_limit(),
+                        self.keys.ip_limit(request.client_ip),
+                        self.keys.nonce(nonce),
+                        self.keys.user(user_id, "tb"),
+                        self.keys.session(session_id, user_id),
+                        self.keys.user(user_id, "lock"),
+                        self.keys.stream_of(user_id),
+                    ],
+                    [
+                        epoch_ms(request.now),
+                        limits.window_ms,
+                        limits.global_limit,
+                        limits.per_ip,
+                        limits.per_user,
+                        nonce_until_ms(request),
+                        *self._lock_args(policy),
+                        *event_pairs(lock_audit),
+                    ],
+                ),
+                read_cache,
+            ]
+        )
+        admission = decode_admission(request, [("admit_rl", rl), ("admit_user", user)])
+        if reply[0] == NOT_ADMITTED or not session_names_user(session_id, user_id):
+            return admission, None, None
+        reserved = self._reserve_outcome(
+            session_id, user_id, request.now, policy, lock_audit, reply
+        )
+        return admission, reserved, self._decode_cached(user_id, reserved, cached)
+
+    @staticmethod
+    def _decode_cached(
+        user_id: str, reserved: ReserveOutcome | None, cached: bytes | None
+    ) -> CachedEnrollment | None:
+        """The record cache entry read beside a reservation; none without a session."""
+        return None if cached is None or reserved is None else decode_cached(user_id, cached)
+
+    @redis_call
+    async def cache_record(self, user_id: str, entry: CachedEnrollment, ttl_ms: int) -> None:
+        await self._run(
+            [
+                (
+                    "cache_record",
+                    [self.keys.user(user_id, "rec"), self.keys.user(user_id, "hold")],
+                    [encode_cached(entry), ttl_ms],
+                )
+            ]
+        )
+
+    @redis_call
+    async def invalidate_record(self, user_id: str, hold_ms: int) -> None:
+        await self._run(
+            [
+                (
+                    "invalidate_record",
+                    [self.keys.user(user_id, "rec"), self.keys.user(user_id, "hold")],
+                    [hold_ms],
+                )
+            ]
+        )
+
+    @redis_call
+    async def store_session(
+        self,
+        issued: ChallengeIssued,
+        now_ms: int,
+        audit: AuditEvent,
+        grace_ms: int,
+        *,
+        record_cache: RecordCache | None = None,
+    ) -> None:
+        session = issued.session
+        window = issued.window if issued.window_opened else None
+        await self._run(
+            [
+                (
+                    "store_session",
+                    [
+                        self.keys.session(session.session_id, session.user_id),
+                        self.keys.user(session.user_id, "win"),
+                        self.keys.stream_of(session.user_id),
+                        self.keys.user(session.user_id, "rec"),
+                        self.keys.user(session.user_id, "hold"),
+                    ],
+                    [
+                        encode_session(session),
+                        session.expires_at_ms + grace_ms,
+                        encode_window(window) if window else b"",
+                        window.ends_at * 1000 if window else 0,
+                        b"" if record_cache is None else encode_cached(record_cache.entry),
+                        0 if record_cache is None else record_cache.ttl_ms,
+                        *event_pairs(audit),
+                    ],
+                )
+            ]
+        )
+        self.journal.record(audit)
+
+    @redis_call
+    async def load_session(self, session_id: str, user_id: str) -> Session | None:
+        if not session_names_user(session_id, user_id):
+            return None
+        blob = await self._client.get(self.keys.session(session_id, user_id))
+        return decode_session(session_id, user_id, as_bytes(blob)) if blob else None
+
+    @redis_call
+    async def reserve_attempt(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> ReserveOutcome | None:
+        return await self._reserve(session_id, user_id, now, policy, lock_audit)
+
+    @staticmethod
+    def _lock_args(policy: Policy) -> list[Any]:
+        """The lockout policy as reserve's arguments: threshold, memory, durations (ms)."""
+        return [
+            policy.lockout_threshold,
+            1000 * policy.lockout_memory_seconds,
+            ",".join(str(1000 * d) for d in policy.lockout_durations_seconds),
+        ]
+
+    async def _reserve(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> ReserveOutcome | None:
+        if not session_names_user(session_id, user_id):
+            return None
+        (reply,) = await self._run(
+            [self._reserve_call(session_id, user_id, now, policy, lock_audit)]
+        )
+        return self._reserve_outcome(session_id, user_id, now, policy, lock_audit, reply)
+
+    def _reserve_call(
+        self, session_id: str, user_id: str, now: float, policy: Policy, lock_audit: AuditEvent
+    ) -> Call:
+        return (
+            "reserve",
+            [
+                self.keys.session(session_id, user_id),
+                self.keys.user(user_id, "lock"),
+                self.keys.stream_of(user_id),
+            ],
+            [epoch_ms(now), *self._lock_args(policy), *event_pairs(lock_audit)],
+        )
+
+    def _reserve_outcome(
+        self,
+        session_id: str,
+        user_id: str,
+        now: float,
+        policy: Policy,
+        lock_audit: AuditEvent,
+        reply: Sequence[Any],
+    ) -> ReserveOutcome | None:
+        code, before, *written = reply
+        reserved = self._reserved(session_id, user_id, now, policy, code, before, written)
+        self._journal_lock(reserved, lock_audit)
+        return reserved
+
+    def _journal_lock(self, reserved: ReserveOutcome | None, lock_audit: AuditEvent) -> None:
+        """The lock event is appended only by the reservation that locked the account."""
+        if isinstance(reserved, AttemptReserved) and reserved.locked_account:
+            self.journal.record(lock_audit)
+
+    @staticmethod
+    def _reserved(
+        session_id: str,
+        user_id: str,
+        now: float,
+        policy: Policy,
+        code: int,
+        before: Any,
+        written: Sequence[Any],
+    ) -> ReserveOutcome | None:
+        """Replay the core's decision on the snapshot the script read, and check that the
+        script decided, and wrote, the same."""
+        if code == NO_SESSION:
+            return None
+        blob, *lockout_values = before
+        session = decode_session(session_id, user_id, blob)
+        out = reserve_attempt(session, decode_lockout(lockout_values), now=now, policy=policy)
+        expected = {SessionClosed: CLOSED, AccountLocked: LOCKED, AttemptReserved: RESERVED}[
+            type(out)
+        ]
+        if code != expected:
+            raise ScriptDisagreement(f"reserve.lua returned {code}, the core decided {expected}")
+        if isinstance(out, AttemptReserved):
+            lockout, locked = written
+            if decode_lockout(list(lockout)) != out.lockout:
+                raise ScriptDisagreement("reserve.lua wrote a lockout other than the core's")
+            if bool(locked) != out.locked_account:
+                raise ScriptDisagreement("reserve.lua audited a lock unlike the core")
+        return out
+
+    @redis_call
+    async def release_attempt(
+        self, session_id: str, user_id: str, *, attempt: int, now: float, policy: Policy
+    ) -> AttemptReleased | None:
+        if not session_names_user(session_id, user_id):
+            return None
+        ((blob, before, returned, after),) = await self._run(
+            [
+                (
+                    "release",
+                    [self.keys.session(session_id, user_id), self.keys.user(user_id, "lock")],
+                    [
+                        attempt,
+                        epoch_ms(now),
+                        policy.lockout_threshold,
+                        1000 * policy.lockout_memory_seconds,
+                    ],
+                )
+            ]
+        )
+        session = decode_session(session_id, user_id, blob) if blob else None
+        out = release_attempt(
+            session, decode_lockout(list(before)), attempt=attempt, now=now, policy=policy
+        )
+        if bool(returned) != (out.session is not None):
+            raise ScriptDisagreement("release.lua gave the session attempt back unlike the core")
+        if decode_lockout(list(after)) != out.lockout:
+            raise ScriptDisagreement("release.lua left a lockout other than the core's")
+        return out
+
+    @redis_call
+    async def conclude_attempt(
+        self,
+        session_id: str,
+        user_id: str,
+        *,
+        attempt: int,
+        key_unwrapped: bool,
+        now: float,
+        token_entropy: bytes,
+        policy: Policy,
+        audit: AuditEvent,
+    ) -> ConcludeOutcome | None:
+        if not session_names_user(session_id, user_id):
+            return None
+        token = issue_token(user_id, token_entropy, now=now, policy=policy)
+        ((code, blob),) = await self._run(
+            [
+                (
+                    "conclude",
+                    [
+                        self.keys.session(session_id, user_id),
+                        self.keys.user(user_id, "lock"),
+                        self.keys.token(user_id, token.digest),
+                        self.keys.user(user_id, "tokidx"),
+                        self.keys.stream_of(user_id),
+                    ],
+                    [
+                        attempt,
+                        "1" if key_unwrapped else "0",
+                        f"{session_id}:{token.expires_at_ms}:{token.issued_at_ms}",
+                        token.expires_at_ms,
+                        token.digest.hex(),
+                        AuditAction.VERIFICATION_SUCCEEDED.value,
+                        AuditAction.VERIFICATION_FAILED.value,
+                        *event_pairs(audit, without_action=True),
+                    ],
+                )
+            ]
+        )
+        if code == NO_SESSION:
+            return None
+        # An attempt that was never reserved (NEVER_RESERVED) makes the core raise
+        # LocalProtocolError.
+        out = conclude_attempt(
+            decode_session(session_id, user_id, blob),
+            attempt=attempt,
+            key_unwrapped=key_unwrapped,
+            now=now,
+            token_entropy=token_entropy,
+            policy=policy,
+        )
+        applied = isinstance(out, VerificationSucceeded | VerificationFailed)
+        if code != (APPLIED if applied else CLOSED):
+            raise ScriptDisagreement(f"conclude.lua returned {code}, the core decided {out}")
+        if applied:
+            succeeded = isinstance(out, VerificationSucceeded)
+            action = (
+                AuditAction.VERIFICATION_SUCCEEDED if succeeded else AuditAction.VERIFICATION_FAILED
+            )
+            self.journal.record(replace(audit, action=action))
+        return out

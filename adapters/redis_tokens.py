@@ -1,0 +1,107 @@
+"""Bearer tokens, a user's erasure and the PSP checkout sessions on Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from zeropay_proto import (
+    BearerToken,
+)
+from zeropay_proto.audit import AuditEvent
+
+from .ports import (
+    TokenInfo,
+)
+from .redis_scripts import (
+    ScriptRunner,
+    as_bytes,
+    event_pairs,
+    redis_call,
+)
+
+
+class RedisTokens(ScriptRunner):
+    """The token, erasure and PSP parts of SessionPort and PspSessionPort on Redis."""
+
+    @redis_call
+    async def token_info(self, token: BearerToken) -> TokenInfo | None:
+        value = await self._client.get(self.keys.token(token.user_id, token.digest))
+        if not value:
+            return None
+        session_id, expires, issued, factors = as_bytes(value).decode().rsplit(":", 3)
+        return TokenInfo(
+            user_id=token.user_id,
+            session_id=session_id,
+            expires_at_ms=int(expires),
+            issued_at_ms=int(issued),
+            factors_proven=int(factors),
+        )
+
+    @redis_call
+    async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
+        (revoked,) = await self._run(
+            [
+                (
+                    "revoke",
+                    [
+                        self.keys.token(token.user_id, token.digest),
+                        self.keys.user(token.user_id, "tokidx"),
+                        self.keys.stream_of(token.user_id),
+                    ],
+                    [token.digest.hex(), *event_pairs(audit)],
+                )
+            ]
+        )
+        if revoked:
+            self.journal.record(audit)
+        return bool(revoked)
+
+    @redis_call
+    async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
+        (revoked,) = await self._run(
+            [
+                (
+                    "revoke_user",
+                    [self.keys.user(user_id, "tokidx"), self.keys.stream_of(user_id)],
+                    [self.keys.token(user_id, b""), *event_pairs(audit)],
+                )
+            ]
+        )
+        self.journal.record(audit)
+        return int(revoked)
+
+    @redis_call
+    async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
+        token_prefix = self.keys.token(user_id, b"")
+        await self._run(
+            [
+                (
+                    "forget_user",
+                    [
+                        self.keys.user(user_id, "rec"),
+                        self.keys.user(user_id, "win"),
+                        self.keys.user(user_id, "lock"),
+                        self.keys.user(user_id, "tokidx"),
+                        self.keys.stream_of(user_id),
+                    ],
+                    [token_prefix, *event_pairs(audit)],
+                )
+            ]
+        )
+        self.journal.record(audit)
+
+    @redis_call
+    async def store_psp_session(
+        self, psp_session_id: str, data: Mapping[str, Any], ttl_ms: int
+    ) -> None:
+        await self._client.set(self.keys.psp(psp_session_id), json.dumps(dict(data)), px=ttl_ms)
+
+    @redis_call
+    async def load_psp_session(self, psp_session_id: str) -> dict[str, Any] | None:
+        raw = await self._client.get(self.keys.psp(psp_session_id))
+        if not raw:
+            return None
+        data: dict[str, Any] = json.loads(as_bytes(raw))
+        return data
