@@ -1,0 +1,81 @@
+"""PostgreSQL's stand-in in process memory: enrollments, merchant keys and the audit log.
+
+The embedded default is one process's memory, not an archive: the audit log keeps the newest
+:data:`DEFAULT_AUDIT_EVENTS_KEPT` events and drops older ones."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from zeropay_proto.audit import AuditEvent
+from zeropay_proto.merchants import MerchantCredential
+
+from .ports import (
+    StoredEnrollment,
+)
+
+#: A day of a small shop's traffic.
+DEFAULT_AUDIT_EVENTS_KEPT = 10_000
+
+
+class MemoryDurable:
+    """EnrollmentPort, MerchantPort and AuditLogPort in memory."""
+
+    def __init__(self, audit_events_kept: int = DEFAULT_AUDIT_EVENTS_KEPT) -> None:
+        self._audit_log: dict[str, AuditEvent] = {}  # insertion-ordered: oldest first
+        self._audit_events_kept = audit_events_kept
+        self._enrollments: dict[str, StoredEnrollment] = {}
+        self._merchant_keys: dict[str, MerchantCredential] = {}
+
+    async def write_events(self, events: Sequence[AuditEvent]) -> int:
+        new = 0
+        for event in events:
+            if event.event_id not in self._audit_log:
+                self._audit_log[event.event_id] = event
+                new += 1
+        while len(self._audit_log) > self._audit_events_kept:
+            del self._audit_log[next(iter(self._audit_log))]
+        return new
+
+    async def user_trail(self, user_id: str, limit: int) -> list[AuditEvent]:
+        trail = [e for e in self._audit_log.values() if e.user_id == user_id]
+        return sorted(trail, key=lambda e: e.at_ms)[:limit]
+
+    async def insert_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        user_id = enrollment.wrapped_key.user_id
+        if user_id in self._enrollments:
+            return False
+        self._enrollments[user_id] = enrollment
+        return True
+
+    async def replace_enrollment(self, enrollment: StoredEnrollment) -> bool:
+        user_id = enrollment.wrapped_key.user_id
+        current = self._enrollments.get(user_id)
+        if current is None:
+            return False
+        self._enrollments[user_id] = replace(enrollment, created_at_ms=current.created_at_ms)
+        return True
+
+    async def load_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        return self._enrollments.get(user_id)
+
+    async def delete_enrollment(self, user_id: str) -> bool:
+        return self._enrollments.pop(user_id, None) is not None
+
+    async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
+        return self._enrollments.get(user_id)
+
+    async def add_merchant_key(self, credential: MerchantCredential) -> None:
+        self._merchant_keys[credential.key_id] = credential
+
+    async def merchant_keys(self, *, include_revoked: bool = False) -> list[MerchantCredential]:
+        keys = sorted(self._merchant_keys.values(), key=lambda c: c.created_at_ms)
+        return [c for c in keys if include_revoked or c.revoked_at_ms is None]
+
+    async def revoke_merchant_key(self, key_id: str, now_ms: int) -> bool:
+        credential = self._merchant_keys.get(key_id)
+        if credential is None or credential.revoked_at_ms is not None:
+            return False
+        self._merchant_keys[key_id] = replace(credential, revoked_at_ms=now_ms)
+        return True

@@ -1,0 +1,59 @@
+"""Bearer tokens, a user's erasure and the PSP checkout sessions in process memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zeropay_proto import (
+    BearerToken,
+)
+from zeropay_proto.audit import AuditEvent
+
+from .memory_audit_stream import MemoryAuditStream
+from .ports import (
+    TokenInfo,
+)
+
+
+class MemoryTokens(MemoryAuditStream):
+    """The token, erasure and PSP parts of SessionPort and PspSessionPort in memory."""
+
+    async def token_info(self, token: BearerToken) -> TokenInfo | None:
+        info: TokenInfo | None = self._get(f"tok:{token.digest.hex()}")
+        if info is None or info.user_id != token.user_id:
+            return None
+        return info
+
+    async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
+        if await self.token_info(token) is None:
+            return False
+        self._delete(f"tok:{token.digest.hex()}")
+        self._append(audit)
+        return True
+
+    def _drop_tokens(self, user_id: str) -> int:
+        """Delete every token of a user and its index; returns how many were live."""
+        revoked = sum(self._delete(f"tok:{d}") for d in self._get(f"tokidx:{user_id}") or ())
+        self._delete(f"tokidx:{user_id}")
+        return revoked
+
+    async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
+        revoked = self._drop_tokens(user_id)
+        self._append(audit)
+        return revoked
+
+    async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
+        self._drop_tokens(user_id)
+        for kind in ("rec", "win", "lock"):
+            self._delete(f"{kind}:{user_id}")
+        self._append(audit)
+
+    async def store_psp_session(
+        self, psp_session_id: str, data: Mapping[str, Any], ttl_ms: int
+    ) -> None:
+        self._set(f"psp:{psp_session_id}", dict(data), self._now_ms() + ttl_ms)
+
+    async def load_psp_session(self, psp_session_id: str) -> dict[str, Any] | None:
+        data: dict[str, Any] | None = self._get(f"psp:{psp_session_id}")
+        return None if data is None else dict(data)
