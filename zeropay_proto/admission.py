@@ -223,6 +223,15 @@ def count_merchant_lock(
 
 
 @dataclass(frozen=True, kw_only=True)
+class Quota:
+    """What the tightest request limiter leaves (the ``X-RateLimit-*`` figures)."""
+
+    limit: int
+    remaining: int
+    reset_after_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Admission:
     """The limiters' decisions (those switched on) and the nonce's."""
 
@@ -266,6 +275,25 @@ class Admission:
             self.merchant_decision,
         )
         return [d for d in decisions if d is not None]
+
+    @property
+    def quota(self) -> Quota | None:
+        """The tightest request limiter's figures: a refusing one, else the one with the
+        fewest requests remaining (``None``: no limiter decided)."""
+        decisions = self.limiter_decisions
+        if not decisions:
+            return None
+        tightest = min(decisions, key=lambda d: 0 if isinstance(d, RateLimited) else d.remaining)
+        remaining = 0 if isinstance(tightest, RateLimited) else tightest.remaining
+        return Quota(
+            limit=tightest.limit, remaining=remaining, reset_after_ms=tightest.reset_after_ms
+        )
+
+    @property
+    def retry_after_ms(self) -> int:
+        """How long until every refusing request limiter would admit (0: none refused)."""
+        refused = [d.retry_after_ms for d in self.limiter_decisions if isinstance(d, RateLimited)]
+        return max(refused, default=0)
 
     @property
     def rate_limited(self) -> bool:

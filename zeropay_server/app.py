@@ -28,15 +28,13 @@ from zeropay_proto import (
     RemoteProtocolError,
 )
 
-from .flows import FLOW_HEADERS, ApiError, Flows, Reply, RequestContext
+from .flows import FLOW_HEADERS, RETRY_AFTER_UNAVAILABLE, ApiError, Flows, Reply, RequestContext
 from .observability import AccessLog
-from .openapi import ROUTES, openapi_document
+from .openapi import ROUTES
 from .runtime import Runtime
 
 log = logging.getLogger("zeropay.http")
 
-#: Retry-After for a 503: dependencies are expected back within seconds.
-RETRY_AFTER_UNAVAILABLE = 5
 #: Machine codes of the errors the framework raises before a handler runs.
 HTTP_ERROR_CODES = {
     404: "NOT_FOUND",
@@ -87,8 +85,31 @@ def client_address(peer: str | None, forwarded: str | None, trusted: tuple[Any, 
     return address
 
 
-#: What a route runs: the request's context and its path parameters, in order.
-Handler = Callable[[RequestContext, list[str]], Awaitable[Reply]]
+def error_reply(exc: Exception, route: str) -> Reply:
+    """The answer for a flow's exception: its own (ApiError), a 4xx naming the field (bad
+    input), a 503 with Retry-After (a dependency down, or stored data that fails
+    authentication), the framework's 4xx, or a logged 500 for a bug."""
+    unavailable = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+    match exc:
+        case ApiError():
+            body = {**error_body(exc.code, exc.message, exc.field), **exc.extra}
+            return Reply(exc.status, body, exc.headers)
+        case RemoteProtocolError():
+            return Reply(exc.error_status_hint, error_body(exc.code, exc.message, exc.field))
+        case DependencyUnavailable():
+            message = f"{exc.dependency} is unavailable"
+            return Reply(503, error_body("DEPENDENCY_UNAVAILABLE", message), unavailable)
+        case IntegrityError():
+            log.exception("stored data failed authentication", extra={"fields": {"route": route}})
+            message = "stored data could not be authenticated"
+            return Reply(503, error_body("INTEGRITY", message), unavailable)
+        case HTTPException():  # 413 from MAX_CONTENT_LENGTH, and the like
+            status = exc.code or 400
+            code = HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
+            return Reply(status, error_body(code, exc.description or code.lower()))
+        case _:
+            log.exception("unhandled error", extra={"fields": {"route": route}})
+            return Reply(500, error_body("INTERNAL", "internal error"))
 
 
 async def request_context(runtime: Runtime) -> RequestContext:
@@ -119,103 +140,37 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
     metrics = runtime.metrics
     access_log = AccessLog()
 
-    def route(method: str, name: str, handler: Handler) -> None:
-        """Serve ``handler`` at the path template ``name`` (``{param}``, as in OpenAPI), which
-        is also its label in metrics and logs; path parameters are passed in order."""
+    def route(method: str, name: str, flow: str) -> None:
+        """Serve the flow named ``flow`` at the path template ``name`` (``{param}``, as in
+        OpenAPI), which is also its label in metrics and logs; path parameters are passed to
+        the flow in order."""
 
         async def endpoint(**params: str) -> Response:
             started = time.perf_counter()
-            status, body = 500, error_body("INTERNAL", "internal error")
-            headers: dict[str, str] = {}
             try:
-                reply = await handler(await request_context(runtime), list(params.values()))
-                status, body, headers = reply.status, reply.body, reply.headers
-            except ApiError as exc:
-                status, headers = exc.status, exc.headers
-                body = {**error_body(exc.code, exc.message, exc.field), **exc.extra}
-            except RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                body = error_body(exc.code, exc.message, exc.field)
-            except DependencyUnavailable as exc:
-                status, headers = 503, {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
-                body = error_body("DEPENDENCY_UNAVAILABLE", f"{exc.dependency} is unavailable")
-            except IntegrityError:
-                log.exception(
-                    "stored data failed authentication", extra={"fields": {"route": name}}
-                )
-                status, headers = 503, {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
-                body = error_body("INTEGRITY", "stored data could not be authenticated")
-            except HTTPException as exc:  # 413 from MAX_CONTENT_LENGTH, and the like
-                status = exc.code or 400
-                code = HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
-                body = error_body(code, exc.description or code.lower())
-            except Exception:
-                log.exception("unhandled error", extra={"fields": {"route": name}})
+                run: Callable[..., Awaitable[Reply]]
+                run = getattr(Flows(runtime, await request_context(runtime)), flow)
+                reply = await run(*params.values())
+            except Exception as exc:
+                reply = error_reply(exc, name)
             elapsed = time.perf_counter() - started
-            metrics.observe(name, method, status, elapsed)
-            access_log(name, method, status, elapsed)
-            return json_response(status, body, headers)
+            metrics.observe(name, method, reply.status, elapsed)
+            access_log(name, method, reply.status, elapsed)
+            return json_response(reply.status, reply.body, reply.headers)
 
         endpoint.__name__ = name.replace("/", "_").strip("_") or "root"
         rule = name.replace("{", "<").replace("}", ">")
         app.add_url_rule(rule, endpoint=f"{method} {name}", view_func=endpoint, methods=[method])
 
-    async def keys() -> Reply:
-        return Reply(200, {"keys": [runtime.signer.jwk]})
-
-    async def live() -> Reply:
-        return Reply(200, {"status": "ok"})
-
-    async def ready() -> Reply:
-        checks = await runtime.ready()
-        up = all(checks.values())
-        return Reply(
-            200 if up else 503,
-            {"status": "ready" if up else "unavailable", "checks": checks},
-            {} if up else {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
-        )
-
-    async def health() -> Reply:
-        checks = await runtime.ready()
-        up = all(checks.values())
-        return Reply(
-            200 if up else 503,
-            {
-                "status": "ok" if up else "degraded",
-                "checks": checks,
-                "storage": "memory" if runtime.settings.embedded else "redis+postgresql",
-                "crypto_queue_depth": runtime.crypto.queue_depth(),
-            },
-        )
-
-    async def openapi() -> Reply:
-        return Reply(200, openapi_document())
-
-    def operation(run: Callable[[], Awaitable[Reply]]) -> Handler:
-        async def handler(ctx: RequestContext, params: list[str]) -> Reply:
-            return await run()
-
-        return handler
-
-    def flow(name: str) -> Handler:
-        async def handler(ctx: RequestContext, params: list[str]) -> Reply:
-            run: Callable[..., Awaitable[Reply]] = getattr(Flows(runtime, ctx), name)
-            return await run(*params)
-
-        return handler
-
     async def metrics_endpoint() -> Response:
         runtime.refresh_fast_gauges()
         return Response(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
-    operations = {"keys": keys, "live": live, "ready": ready, "health": health, "openapi": openapi}
     for entry in ROUTES:  # the one table the OpenAPI document describes
         if entry.handler == "metrics":
             app.add_url_rule(entry.path, view_func=metrics_endpoint, methods=[entry.method])
-        elif not entry.api:
-            route(entry.method, entry.path, operation(operations[entry.handler]))
-        elif api:
-            route(entry.method, entry.path, flow(entry.handler))
+        elif api or not entry.api:
+            route(entry.method, entry.path, entry.handler)
 
     @app.before_request
     async def read_whole_body() -> None:

@@ -21,6 +21,7 @@ from zeropay_proto.admission import (
     Admission,
     AdmissionRequest,
     Limits,
+    Quota,
     SharedLimiterStates,
     count_merchant_lock,
     decide_shared_limits,
@@ -172,3 +173,24 @@ def test_an_admission_is_refused_by_any_limiter_or_a_reused_nonce() -> None:
         request(merchant="m1", merchant_locks=1),
     )
     assert Admission.of(locked_out, None, None).rate_limited
+
+
+def test_the_quota_is_the_tightest_limiter_and_the_wait_the_longest_refusal() -> None:
+    assert Admission.of(None, None, None).quota is None
+    assert Admission.of(None, None, None).retry_after_ms == 0
+    roomy = decide_shared_limits(SharedLimiterStates(), request(global_limit=100, per_ip=10))
+    user = decide_user_bucket(None, request(per_user=3))
+    admitted = Admission.of(roomy, user, None)
+    assert admitted.quota == Quota(limit=3, remaining=2, reset_after_ms=W // 3 + 1 - 1)
+    assert admitted.retry_after_ms == 0
+    full_ip = SlidingWindowState(window_start_ms=T_MS, current=10)
+    refused = decide_shared_limits(
+        SharedLimiterStates(ip_window=full_ip), request(global_limit=100, per_ip=10)
+    )
+    assert refused.ip_decision is not None
+    limited = Admission.of(refused, user, None)
+    assert limited.quota is not None
+    assert limited.quota.remaining == 0
+    assert limited.quota.limit == 10
+    assert isinstance(refused.ip_decision, RateLimited)
+    assert limited.retry_after_ms == refused.ip_decision.retry_after_ms

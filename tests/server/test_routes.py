@@ -8,6 +8,7 @@ from quart_trio import QuartTrio
 
 from tests.server.harness import running_app
 from zeropay_server.app import create_app
+from zeropay_server.flows import Flows
 from zeropay_server.openapi import ROUTES, openapi_document
 
 AUTOMATIC = {"HEAD", "OPTIONS"}
@@ -43,3 +44,11 @@ async def test_an_audit_instance_serves_only_the_operational_routes() -> None:
         audit = create_app(h.runtime, api=False)
         assert served(audit) == {(r.method, r.path) for r in ROUTES if not r.api}
         assert any(r.api for r in ROUTES)
+
+
+def test_every_route_names_a_flow() -> None:
+    """A route names its flow by method name; a typo would be a 500 on first use."""
+    missing = [
+        r.handler for r in ROUTES if r.handler != "metrics" and not hasattr(Flows, r.handler)
+    ]
+    assert missing == []

@@ -1,0 +1,146 @@
+"""Enrollment: enroll, update, delete and export a user's factors."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from adapters.errors import DependencyUnavailable
+from adapters.ports import StoredEnrollment
+from zeropay_proto import (
+    ENROLLMENT_ENTROPY_BYTES,
+    EnrollmentRequest,
+    epoch_ms,
+    open_record,
+    parse_enrollment,
+    parse_user_id,
+    plan_enrollment,
+)
+from zeropay_proto.audit import AuditAction, AuditEvent
+
+from .context import ApiError, Reply
+from .steps import FlowSteps
+
+#: The most audit events an export carries.
+EXPORTED_EVENTS = 1000
+
+
+class EnrollmentFlows(FlowSteps):
+    async def enroll(self) -> Reply:
+        enrollment = parse_enrollment(self.ctx.body)
+        user_id = enrollment.user_id
+        headers = await self.admit(user_id, state_changing=True)
+        stored = await self._plan_and_wrap(enrollment)
+        if not await self.rt.durable.insert_enrollment(stored):
+            raise ApiError(409, "ALREADY_ENROLLED", "this user is already enrolled")
+        await self._invalidate_after_insert(user_id)
+        count = len(enrollment.factors)
+        await self.rt.state.append(self.event(AuditAction.ENROLLED, user_id, factor_count=count))
+        body = {"user_uuid": user_id, "factor_count": count, "enrolled_at_ms": stored.created_at_ms}
+        return Reply(201, {"success": True, **body}, headers)
+
+    async def update_enrollment(self) -> Reply:
+        enrollment = parse_enrollment(self.ctx.body)
+        user_id, count = enrollment.user_id, len(enrollment.factors)
+        await self.step_up_for(user_id)
+        headers = await self.admit(user_id, state_changing=True)
+        stored = await self._plan_and_wrap(enrollment)
+        await self._invalidate_record(user_id)
+        if not await self.rt.durable.replace_enrollment(stored):
+            raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
+        # No token outlives the factors it proved: every token of the user goes.
+        audit = self.event(AuditAction.ENROLLMENT_UPDATED, user_id, factor_count=count)
+        await self.rt.state.revoke_user_tokens(user_id, audit)
+        body = {"success": True, "user_uuid": user_id, "factor_count": count}
+        return Reply(200, body, headers)
+
+    async def delete_enrollment(self, raw_user: str) -> Reply:
+        user_id = parse_user_id(raw_user, field="uuid")
+        await self.step_up_for(user_id)
+        headers = await self.admit(user_id, state_changing=True)
+        await self._invalidate_record(user_id)
+        if not await self.rt.durable.delete_enrollment(user_id):
+            raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
+        audit = self.event(AuditAction.ENROLLMENT_DELETED, user_id)
+        await self.rt.state.forget_user(user_id, audit)
+        return Reply(200, {"success": True, "user_uuid": user_id, "deleted": True}, headers)
+
+    async def export_enrollment(self, raw_user: str) -> Reply:
+        user_id = parse_user_id(raw_user, field="uuid")
+        await self.bearer_for(user_id)
+        headers = await self.admit(user_id, state_changing=False)
+        stored = await self.rt.durable.export_enrollment(user_id)
+        if stored is None:
+            raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
+        trail = await self.rt.durable.user_trail(user_id, EXPORTED_EVENTS)
+        await self.rt.state.append(self.event(AuditAction.ENROLLMENT_EXPORTED, user_id))
+        body = {
+            "success": True,
+            "user_uuid": user_id,
+            "enrollment": self._exported(user_id, stored),
+            "audit_trail": [_exported_event(e) for e in trail],
+        }
+        return Reply(200, body, headers)
+
+    async def _plan_and_wrap(self, enrollment: EnrollmentRequest) -> StoredEnrollment:
+        plan = plan_enrollment(
+            enrollment,
+            keyring=self.rt.settings.secrets.keyring,
+            pepper=self.rt.settings.secrets.pepper,
+            now=self.ctx.now,
+            entropy=self.rt.entropy(ENROLLMENT_ENTROPY_BYTES),
+            iterations=self.rt.settings.pbkdf2_iterations,
+        )
+        wrapped = await self.rt.crypto.wrap(plan.wrap)
+        now_ms = epoch_ms(self.ctx.now)
+        return StoredEnrollment(
+            wrapped_key=plan.wrapped_key(wrapped),
+            sealed_record=plan.sealed_record,
+            device_id=plan.device_id,
+            created_at_ms=now_ms,
+            updated_at_ms=now_ms,
+        )
+
+    async def _invalidate_record(self, user_id: str) -> None:
+        """Drop the user's record cache entry and hold it, so that no request caches a row
+        it read before the change (verify trusts the cache). An update or a delete calls it
+        before the change, which is not made if Redis cannot do this (503)."""
+        await self.rt.state.invalidate_record(user_id, self.rt.settings.record_hold_ms)
+
+    async def _invalidate_after_insert(self, user_id: str) -> None:
+        """A cached "not enrolled" goes, after the insert: anyone may ask to enroll a user,
+        and only a real change may hold a user's cache. Exact all the same: an entry cached
+        before this is deleted, one a request tries to cache after it is held off. If Redis
+        cannot do it, the insert is undone (a stale "not enrolled" would outlive it) and the
+        client, answered 503, enrolls again. No record is pre-filled: a new user's first
+        initiate reads PostgreSQL as an unknown user's does."""
+        try:
+            await self._invalidate_record(user_id)
+        except DependencyUnavailable:
+            with contextlib.suppress(DependencyUnavailable):
+                await self.rt.durable.delete_enrollment(user_id)
+            raise
+
+    def _exported(self, user_id: str, stored: StoredEnrollment) -> dict[str, Any]:
+        keyring = self.rt.settings.secrets.keyring
+        record = open_record(keyring, user_id=user_id, envelope=stored.sealed_record)
+        key = stored.wrapped_key
+        return {
+            "device_id": stored.device_id,
+            "factors": [f.value for f in record.verifiers],
+            "factor_count": key.factor_count,
+            "key_version": key.key_version,
+            "kdf": {"algorithm": "PBKDF2-HMAC-SHA256", "iterations": key.iterations},
+            "created_at_ms": stored.created_at_ms,
+            "updated_at_ms": stored.updated_at_ms,
+        }
+
+
+def _exported_event(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "action": event.action.value,
+        "at_ms": event.at_ms,
+        "client": event.client,
+        "details": dict(event.details),
+    }

@@ -1,0 +1,305 @@
+"""Verification: initiate a challenge, verify the answers, report a session's status.
+
+Initiate is two round trips: admission with the user's cached record and challenge window,
+then the session stored (with the record cached, if it was read from PostgreSQL). Verify is
+admission with the reservation of an attempt (one round trip standalone), the comparison and
+key unwrap (PBKDF2 in the crypto pool), and the conclusion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import trio
+
+from adapters.errors import DependencyUnavailable
+from adapters.ports import CachedEnrollment, ConcludeOutcome, RecordCache, ReserveOutcome
+from zeropay_proto import (
+    AccountLocked,
+    AttemptReserved,
+    ChallengeIssued,
+    ChallengeWindow,
+    InitiateRequest,
+    KeyDerivationRequested,
+    PaymentBinding,
+    Session,
+    SessionClosed,
+    VerificationFailed,
+    VerificationSucceeded,
+    VerifyRequest,
+    compare_factors,
+    describe_session,
+    epoch_ms,
+    make_session_id,
+    open_session,
+    parse_initiate,
+    parse_session_id,
+    parse_verify,
+)
+from zeropay_proto.audit import AuditAction
+from zeropay_proto.identifiers import SESSION_ENTROPY_BYTES
+
+from ..psp import PSP_DEADLINE_SECONDS, PspCheckout, PspError
+from ..runtime import SESSION_GRACE_MS
+from .context import ApiError, Reply, cached_form, open_task_group, retry_after
+from .steps import FlowSteps
+
+log = logging.getLogger("zeropay.flows")
+
+
+class VerificationFlows(FlowSteps):
+    async def initiate(self) -> Reply:
+        req = parse_initiate(self.ctx.body)
+        merchant_id = self.merchant(req.binding.merchant_id)
+        binding = replace(req.binding, merchant_id=merchant_id)
+        asked = self.admission_request(req.user_id, state_changing=True, merchant_id=merchant_id)
+        # One round trip: admission and the user's cached record and challenge window.
+        admission, snapshot = await self.rt.state.admit_and_load(asked)
+        headers = self.checked(admission)
+        cached, fill = await self._record_for_initiate(req.user_id, snapshot.cached)
+        issued = self._open_session(req, binding, snapshot.window, cached)
+        checkout = await self._store_session(issued, req, fill)
+        self.rt.metrics.sessions.opened(self.ctx.now)
+        return Reply(200, self._challenge(issued.session, checkout), headers)
+
+    async def verify(self) -> Reply:
+        req = parse_verify(self.ctx.body)
+        asked = self.admission_request(req.user_id, state_changing=True)
+        lock_audit = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id)
+        # One round trip (standalone Redis): admission, then the reservation if admitted.
+        admission, reserved, cached = await self.rt.state.admit_and_reserve(
+            asked, req.session_id, self.rt.policy, lock_audit
+        )
+        headers = self.checked(admission)
+        attempt = await self._reserved(reserved, headers)
+        cached = await self._record_for_verify(req, attempt, cached)
+        outcome = await self.rt.state.conclude_attempt(
+            req.session_id,
+            req.user_id,
+            attempt=attempt.attempt,
+            key_unwrapped=await self._compare(req, attempt, cached),
+            now=self.ctx.now,
+            token_entropy=self.rt.entropy(32),
+            policy=self.rt.policy,
+            audit=self.event(AuditAction.VERIFICATION_FAILED, req.user_id),
+        )
+        return self._concluded(outcome, headers)
+
+    async def status(self, raw_session: str) -> Reply:
+        session_id, user_id = parse_session_id(raw_session)
+        headers = await self.admit(user_id, state_changing=False)
+        session = await self.rt.state.load_session(session_id, user_id)
+        if session is None:
+            raise ApiError(404, "SESSION_NOT_FOUND", "session not found", field="session_id")
+        report = describe_session(session, now=self.ctx.now)
+        body = {
+            "success": True,
+            "session_id": session_id,
+            "status": report.state.value,
+            "attempts_used": report.attempts_used,
+            "attempts_remaining": report.attempts_remaining,
+            "expires_in": math.ceil(report.expires_in_ms / 1000),
+        }
+        return Reply(200, body, headers)
+
+    # ---------------------------------------------------------------- initiate's steps
+
+    async def _record_for_initiate(
+        self, user_id: str, cached: CachedEnrollment | None
+    ) -> tuple[CachedEnrollment, RecordCache | None]:
+        """The user's record cache entry, read from PostgreSQL where Redis had none; that
+        one is cached by the script that stores the session (two round trips either way)."""
+        if cached is not None:
+            return cached, None
+        cached = cached_form(await self.rt.durable.load_enrollment(user_id))
+        return cached, RecordCache(entry=cached, ttl_ms=1000 * self.rt.settings.record_cache_ttl)
+
+    def _open_session(
+        self,
+        req: InitiateRequest,
+        binding: PaymentBinding,
+        window: ChallengeWindow | None,
+        cached: CachedEnrollment,
+    ) -> ChallengeIssued:
+        record = self.open_record(req.user_id, cached.sealed_record)
+        return open_session(
+            session_id=make_session_id(req.user_id, self.rt.entropy(SESSION_ENTROPY_BYTES)),
+            user_id=req.user_id,
+            enrolled=None if record is None else record.factors,
+            window=window,
+            binding=binding,
+            risk=req.risk,
+            now=self.ctx.now,
+            entropy=self.rt.entropy(32),
+            decoy_key=self.rt.decoy_key,
+            policy=self.rt.policy,
+        )
+
+    async def _store_session(
+        self, issued: ChallengeIssued, req: InitiateRequest, fill: RecordCache | None
+    ) -> PspCheckout | None:
+        """Store the session; the PSP checkout, if asked for, is created meanwhile."""
+        session = issued.session
+        audit = self.event(
+            AuditAction.SESSION_INITIATED,
+            req.user_id,
+            merchant=session.binding.merchant_id,
+            risk=req.risk.value,
+            factors=len(session.challenged),
+        )
+        now_ms = epoch_ms(self.ctx.now)
+        stored = self.rt.state.store_session(
+            issued, now_ms, audit, SESSION_GRACE_MS, record_cache=fill
+        )
+        if req.psp_config is None:
+            await stored
+            return None
+        made: list[PspCheckout] = []
+        async with open_task_group() as nursery:
+            nursery.start_soon(self._create_checkout, session, req.psp_config, made)
+            await stored
+        return made[0] if made else None
+
+    async def _create_checkout(
+        self, session: Session, config: Mapping[str, Any], made: list[PspCheckout]
+    ) -> None:
+        """Best effort within the PSP's deadline: initiate answers without a checkout if the
+        PSP or Redis fails (``psp_ready: false``)."""
+        binding = session.binding
+        with trio.move_on_after(PSP_DEADLINE_SECONDS):
+            try:
+                checkout = await self.rt.psp.create_checkout(
+                    amount=binding.amount,
+                    currency=binding.currency,
+                    merchant_id=binding.merchant_id or "",
+                    verification_session_id=session.session_id,
+                    config=config,
+                )
+                ttl_ms = 1000 * self.rt.settings.psp_session_ttl
+                await self.rt.state.store_psp_session(
+                    checkout.psp_session_id, checkout.as_dict(), ttl_ms
+                )
+                made.append(checkout)
+            except (PspError, DependencyUnavailable):
+                log.warning("psp checkout not created", extra={"fields": {"psp": "sandbox"}})
+
+    def _challenge(self, session: Session, checkout: PspCheckout | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "success": True,
+            "session_id": session.session_id,
+            "required_factors": [f.value for f in session.challenged],
+            "expires_in": self.rt.settings.session_ttl,
+            "psp_ready": checkout is not None,
+        }
+        if checkout is not None:
+            body["psp_session"] = checkout.as_dict()
+        return body
+
+    # ---------------------------------------------------------------- verify's steps
+
+    async def _reserved(
+        self, reserved: ReserveOutcome | None, headers: dict[str, str]
+    ) -> AttemptReserved:
+        """The attempt reserved, or the answer for a missing session (404), a locked
+        account (429) or a closed session (401)."""
+        match reserved:
+            case None:
+                raise ApiError(404, "SESSION_NOT_FOUND", "session not found", field="session_id")
+            case AccountLocked(retry_after_ms=wait):
+                self.rt.metrics.verifications.labels("locked").inc()
+                message = "too many failed verifications; retry later"
+                raise ApiError(
+                    429, "ACCOUNT_LOCKED", message, headers={**headers, **retry_after(wait)}
+                )
+            case SessionClosed():
+                raise self._failure(0, headers)
+        if reserved.locked_account:
+            await self._lock_counted(reserved.session.binding.merchant_id)
+        return reserved
+
+    async def _lock_counted(self, merchant_id: str | None) -> None:
+        """This attempt locked the account: count the lock against the session's merchant
+        (the cap of MERCHANT_LOCKS_PER_HOUR; the per-merchant metric feeds an alert)."""
+        merchant = merchant_id or "-"
+        self.rt.metrics.account_locks.labels(merchant).inc()
+        window_ms = self.rt.limits.lock_window_ms
+        with contextlib.suppress(DependencyUnavailable):  # the attempt itself still counts
+            await self.rt.state.count_merchant_lock(merchant, self.ctx.now, window_ms)
+
+    async def _record_for_verify(
+        self, req: VerifyRequest, attempt: AttemptReserved, cached: CachedEnrollment | None
+    ) -> CachedEnrollment:
+        """The cached record with its wrapped key, else PostgreSQL's, the source of truth.
+        If PostgreSQL is down, the attempt is given back: an outage is never a failure."""
+        if cached is not None and cached.usable_by_verify:
+            return cached
+        try:
+            return cached_form(await self.rt.durable.load_enrollment(req.user_id))
+        except DependencyUnavailable:
+            await self._give_back(req.session_id, req.user_id, attempt.attempt)
+            raise
+
+    async def _give_back(self, session_id: str, user_id: str, attempt: int) -> None:
+        """Nothing was compared yet, so the reservation is released. If Redis is down too,
+        it stays counted (logged) and the client still gets its 503."""
+        try:
+            await self.rt.state.release_attempt(
+                session_id, user_id, attempt=attempt, now=self.ctx.now, policy=self.rt.policy
+            )
+        except DependencyUnavailable:
+            log.warning("reservation not released: redis unavailable", extra={"fields": {}})
+
+    async def _compare(
+        self, req: VerifyRequest, attempt: AttemptReserved, cached: CachedEnrollment
+    ) -> bool:
+        """Whether the factors matched and the data key unwrapped (PBKDF2, in the pool)."""
+        record = self.open_record(req.user_id, cached.sealed_record)
+        pepper = self.rt.settings.secrets.pepper
+        compared = compare_factors(attempt, record=record, presented=req.factors, pepper=pepper)
+        key = cached.wrapped_key
+        if not isinstance(compared, KeyDerivationRequested) or key is None:
+            return False
+        unwrapped = await self.rt.crypto.unwrap(
+            compared.material, key.salt, key.iterations, key.wrapped, req.user_id
+        )
+        if not unwrapped:
+            log.error("wrapped key did not unwrap after a match", extra={"fields": {}})
+        return unwrapped
+
+    def _concluded(self, outcome: ConcludeOutcome | None, headers: dict[str, str]) -> Reply:
+        match outcome:
+            case VerificationSucceeded():
+                self.rt.metrics.verifications.labels("succeeded").inc()
+                body = {
+                    "success": True,
+                    "auth_token": outcome.auth_token,
+                    "token_type": "Bearer",
+                    "expires_in": self.rt.policy.token_ttl_seconds,
+                    "receipt": self.rt.signer.sign(outcome.receipt),
+                }
+                return Reply(200, body, headers)
+            case VerificationFailed(attempts_remaining=remaining):
+                raise self._failure(remaining, headers)
+            case None:
+                # Reserved a moment ago, gone now: Redis lost it (restarted empty, flushed,
+                # failed over). Not a wrong answer: an outage, which the client retries.
+                log.warning("session vanished between reservation and conclusion")
+                raise DependencyUnavailable("redis")
+            case _:  # concluded meanwhile by a concurrent attempt
+                raise self._failure(0, headers)
+
+    def _failure(self, remaining: int, headers: dict[str, str]) -> ApiError:
+        """The one generic failure (401), whatever failed."""
+        self.rt.metrics.verifications.labels("failed").inc()
+        return ApiError(
+            401,
+            "VERIFICATION_FAILED",
+            "verification failed",
+            headers=headers,
+            extra={"attempts_remaining": remaining},
+        )
