@@ -71,7 +71,7 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
         self._set(f"sess:{session.session_id}", session, session.expires_at_ms + grace_ms)
         if issued.window_opened and issued.window is not None:
             window: ChallengeWindow = issued.window
-            self._set(f"win:{session.user_id}", window, window.ends_at * 1000)
+            self._set(f"win:{session.user_id}", window, window.ends_at_ms)
         self._append(audit)
 
     async def admit_and_load(self, request: AdmissionRequest) -> tuple[Admission, InitiateSnapshot]:

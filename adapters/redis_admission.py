@@ -36,6 +36,7 @@ from zeropay_proto.admission import (
     decide_user_bucket,
     nonce_kept_until_ms,
 )
+from zeropay_proto.ratelimit import StateT
 
 from .redis_keys import KeySpace
 from .redis_scripts import (
@@ -208,31 +209,30 @@ def _bucket_read(reply: Sequence[Any]) -> TokenBucketState | None:
     return TokenBucketState(level=int(level), updated_ms=int(updated))
 
 
-def _fixed(reply: Sequence[Any], limit: int) -> FixedDecision | None:
-    if not reply:
-        return None
-    allowed, start, count, remaining, retry, reset, _ = reply
-    state = FixedWindowState(window_start_ms=start, count=count)
+def _decided(
+    reply: Sequence[Any], limit: int, state: StateT
+) -> RequestAdmitted[StateT] | RateLimited[StateT]:
+    allowed, remaining, retry, reset = reply[0], reply[-4], reply[-3], reply[-2]
     if allowed:
         return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
     return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
+
+
+def _fixed(reply: Sequence[Any], limit: int) -> FixedDecision | None:
+    if not reply:
+        return None
+    return _decided(reply, limit, FixedWindowState(window_start_ms=reply[1], count=reply[2]))
 
 
 def _sliding(reply: Sequence[Any], limit: int) -> SlidingDecision | None:
     if not reply:
         return None
-    allowed, start, current, previous, remaining, retry, reset, _ = reply
+    _, start, current, previous, *_ = reply
     state = SlidingWindowState(window_start_ms=start, current=current, previous=previous)
-    if allowed:
-        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
-    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
+    return _decided(reply, limit, state)
 
 
 def _bucket(reply: Sequence[Any], limit: int) -> BucketDecision | None:
     if not reply:
         return None
-    allowed, level, updated, remaining, retry, reset, _ = reply
-    state = TokenBucketState(level=level, updated_ms=updated)
-    if allowed:
-        return RequestAdmitted(state=state, limit=limit, remaining=remaining, reset_after_ms=reset)
-    return RateLimited(state=state, limit=limit, retry_after_ms=retry, reset_after_ms=reset)
+    return _decided(reply, limit, TokenBucketState(level=reply[1], updated_ms=reply[2]))

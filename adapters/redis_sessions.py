@@ -222,7 +222,7 @@ class RedisSessions(RedisAdmission):
                         encode_session(session),
                         session.expires_at_ms + grace_ms,
                         encode_window(window) if window else b"",
-                        window.ends_at * 1000 if window else 0,
+                        window.ends_at_ms if window else 0,
                         b"" if record_cache is None else encode_cached(record_cache.entry),
                         0 if record_cache is None else record_cache.ttl_ms,
                         *event_pairs(audit),

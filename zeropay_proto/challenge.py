@@ -114,7 +114,7 @@ def window_index(now: float, window_seconds: int = DEFAULT_CHALLENGE_WINDOW_SECO
 
 @dataclass(frozen=True, kw_only=True)
 class ChallengeWindow:
-    """One user's drawn factors for one window. Stored by the driver until ``ends_at``."""
+    """One user's drawn factors for one window. Stored by the driver until ``ends_at_ms``."""
 
     factors: tuple[Factor, ...]
     index: int
@@ -127,9 +127,9 @@ class ChallengeWindow:
             raise LocalProtocolError("a window lasts at least a second")
 
     @property
-    def ends_at(self) -> int:
-        """Epoch second at which the window closes (the driver's storage TTL)."""
-        return (self.index + 1) * self.window_seconds
+    def ends_at_ms(self) -> int:
+        """When the window closes, in epoch milliseconds (the driver's storage expiry)."""
+        return (self.index + 1) * self.window_seconds * 1000
 
     def is_current(self, now: float) -> bool:
         """Whether ``now`` falls inside this window."""

@@ -53,7 +53,7 @@ PURPOSE_ENROLLMENT = "enrollment-record"
 _ENVELOPE_FORMAT = 1
 _ENVELOPE_HEADER = struct.Struct(">BH")  # format, key version
 _RECORD_FORMAT = 1
-_RECORD_HEADER = struct.Struct(">BQB")  # format, enrolled_at (epoch s), factor count
+_RECORD_HEADER = struct.Struct(">BQB")  # format, enrolled_at_s (epoch s), factor count
 _RECORD_ENTRY = struct.Struct(f">B{VERIFIER_BYTES}s")  # factor index, verifier
 
 
@@ -149,15 +149,15 @@ class EnrollmentRecord:
 
     user_id: str
     verifiers: Mapping[Factor, bytes]
-    enrolled_at: int
+    enrolled_at_s: int
 
     def __post_init__(self) -> None:
         if not self.verifiers:
             raise LocalProtocolError("a record holds at least one verifier")
         if any(len(v) != VERIFIER_BYTES for v in self.verifiers.values()):
             raise LocalProtocolError("verifiers are 32 bytes")
-        if self.enrolled_at < 0:
-            raise LocalProtocolError("enrolled_at is epoch seconds")
+        if self.enrolled_at_s < 0:
+            raise LocalProtocolError("enrolled_at_s is epoch seconds")
         ordered = {f: self.verifiers[f] for f in CATALOGUE if f in self.verifiers}
         object.__setattr__(self, "verifiers", MappingProxyType(ordered))
 
@@ -172,7 +172,7 @@ class EnrollmentRecord:
 
     def encode(self) -> bytes:
         """Compact binary plaintext (sealed before it is stored)."""
-        header = _RECORD_HEADER.pack(_RECORD_FORMAT, self.enrolled_at, len(self.verifiers))
+        header = _RECORD_HEADER.pack(_RECORD_FORMAT, self.enrolled_at_s, len(self.verifiers))
         return header + self.kek_material()
 
     @classmethod
@@ -180,7 +180,7 @@ class EnrollmentRecord:
         """Inverse of :meth:`encode`; raises IntegrityError on a malformed plaintext."""
         if len(data) < _RECORD_HEADER.size:
             raise IntegrityError("record too short")
-        fmt, enrolled_at, count = _RECORD_HEADER.unpack_from(data)
+        fmt, enrolled_at_s, count = _RECORD_HEADER.unpack_from(data)
         if fmt != _RECORD_FORMAT or len(data) != _RECORD_HEADER.size + count * _RECORD_ENTRY.size:
             raise IntegrityError("malformed record")
         verifiers: dict[Factor, bytes] = {}
@@ -193,7 +193,7 @@ class EnrollmentRecord:
             verifiers[CATALOGUE[index]] = verifier
         if not verifiers:
             raise IntegrityError("malformed record")
-        return cls(user_id=user_id, verifiers=verifiers, enrolled_at=enrolled_at)
+        return cls(user_id=user_id, verifiers=verifiers, enrolled_at_s=enrolled_at_s)
 
 
 def seal_record(keyring: MasterKeyring, record: EnrollmentRecord, *, nonce: bytes) -> bytes:

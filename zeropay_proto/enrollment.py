@@ -98,7 +98,7 @@ def plan_enrollment(
         factor: compute_verifier(pepper, request.user_id, factor, digest)
         for factor, digest in request.factors.items()
     }
-    record = EnrollmentRecord(user_id=request.user_id, verifiers=verifiers, enrolled_at=int(now))
+    record = EnrollmentRecord(user_id=request.user_id, verifiers=verifiers, enrolled_at_s=int(now))
     return EnrollmentPlanned(
         record=record,
         sealed_record=seal_record(keyring, record, nonce=record_nonce),

@@ -206,7 +206,7 @@ async def open_runtime(
             flusher=AuditFlusher(
                 state,
                 durable,
-                consumer=consumer or f"api-{secrets.token_hex(4)}",
+                consumer=consumer or f"api-{entropy(4).hex()}",
                 batch_size=settings.audit_buffer_size,
                 flush_interval=settings.audit_flush_interval_ms / 1000,
                 reclaim_idle_ms=settings.audit_reclaim_idle_ms,
@@ -227,7 +227,7 @@ async def open_runtime(
                 EnrollmentRecord(
                     user_id=DECOY_RECORD_USER,
                     verifiers={f: entropy(32) for f in _DECOY_RECORD_FACTORS},
-                    enrolled_at=0,
+                    enrolled_at_s=0,
                 ),
                 nonce=entropy(NONCE_BYTES),
             ),

@@ -8,16 +8,19 @@ pitfalls 4 and the "clients belong to the loop" note).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import trio
 import trio_asyncio
 
-from adapters.bridge import TrioBridge, aio
+from adapters.bridge import aio, bridged
 from adapters.memory import MemoryStore
+from adapters.ports import DurableStore, StateStore
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
@@ -33,6 +36,35 @@ from tests.services import (
 
 STATE_BACKENDS = ["memory", "redis", "cluster"]
 DURABLE_BACKENDS = ["memory", "postgres", "pgbouncer"]
+
+
+@dataclasses.dataclass
+class ShiftedClock:
+    """Wall time plus an offset a test moves forward: the memory store's injected clock."""
+
+    offset: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+#: The clock of each open memory store (by id), which :func:`after` moves.
+_CLOCKS: dict[int, ShiftedClock] = {}
+
+
+async def after(store: Any, ms: int, holds: Callable[[], Awaitable[bool]]) -> None:
+    """Assert that ``holds()`` becomes true ``ms`` from now: exactly on the memory store, by
+    moving its clock past that moment, and on Redis, whose clock a test cannot move, by
+    polling with a deadline."""
+    clock = _CLOCKS.get(id(store))
+    if clock is not None:
+        assert not await holds(), "not before its time"
+        clock.offset += (ms + 1) / 1000
+        assert await holds()
+        return
+    with trio.fail_after(10):
+        while not await holds():
+            await trio.sleep(0.01)
 
 
 @pytest.fixture(scope="session")
@@ -83,11 +115,19 @@ def durable_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def open_state_store(backend: dict[str, Any], *, timeout: float = 10) -> AsyncIterator[Any]:
+async def open_state_store(
+    backend: dict[str, Any], *, timeout: float = 10
+) -> AsyncIterator[StateStore]:
     """A Trio-callable store implementing AdmissionPort, SessionPort and AuditStreamPort."""
     kind = backend["kind"]
     if kind == "memory":
-        yield MemoryStore(clock=time.time)
+        clock = ShiftedClock()
+        memory = MemoryStore(clock=clock)
+        _CLOCKS[id(memory)] = clock
+        try:
+            yield memory
+        finally:
+            del _CLOCKS[id(memory)]
         return
     prefix = unique_prefix()
     async with trio_asyncio.open_loop():
@@ -98,7 +138,7 @@ async def open_state_store(backend: dict[str, Any], *, timeout: float = 10) -> A
                 cluster_nodes=backend["cluster"].nodes, keys=KeySpace(prefix)
             )
         try:
-            yield TrioBridge(store, dependency="redis", timeout=timeout)
+            yield bridged(store, dependency="redis", timeout=timeout)
         finally:
             await aio(store.aclose)()
     if kind == "redis":
@@ -106,7 +146,7 @@ async def open_state_store(backend: dict[str, Any], *, timeout: float = 10) -> A
 
 
 @contextlib.asynccontextmanager
-async def open_durable_store(backend: dict[str, Any]) -> AsyncIterator[Any]:
+async def open_durable_store(backend: dict[str, Any]) -> AsyncIterator[DurableStore]:
     """A Trio-callable store implementing EnrollmentPort and AuditLogPort."""
     if backend["kind"] == "memory":
         yield MemoryStore(clock=time.time)
@@ -114,6 +154,6 @@ async def open_durable_store(backend: dict[str, Any]) -> AsyncIterator[Any]:
     async with trio_asyncio.open_loop():
         store = await aio(PostgresStore.connect)(backend["url"], min_size=1, max_size=4)
         try:
-            yield TrioBridge(store, dependency="postgresql", timeout=10)
+            yield bridged(store, dependency="postgresql", timeout=10)
         finally:
             await aio(store.aclose)()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable
 from decimal import Decimal
+from typing import Any
 
 from adapters.ports import CachedEnrollment
 from zeropay_proto import (
+    DEFAULT_POLICY,
     ChallengeIssued,
     Factor,
     PaymentBinding,
@@ -70,3 +73,20 @@ def cached_entry(user: str) -> CachedEnrollment:
             factor_count=4,
         ),
     )
+
+
+def conclude(
+    store: Any, session_id: str, user: str, *, attempt: int, unwrapped: bool, now: float
+) -> Awaitable[Any]:
+    """The store's ``conclude_attempt`` with fresh token entropy and the default policy."""
+    concluded: Awaitable[Any] = store.conclude_attempt(
+        session_id,
+        user,
+        attempt=attempt,
+        key_unwrapped=unwrapped,
+        now=now,
+        token_entropy=secrets.token_bytes(32),
+        policy=DEFAULT_POLICY,
+        audit=event(user),
+    )
+    return concluded

@@ -18,7 +18,7 @@ import trio
 import trio_asyncio
 
 from adapters.audit import AuditFlusher
-from adapters.bridge import TrioBridge, aio
+from adapters.bridge import aio, bridged
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
@@ -50,8 +50,8 @@ async def open_stores(database_url: str) -> AsyncIterator[tuple[Any, Any, Postgr
         await aio(log.migrate)(today=dt.date.today())
         try:
             yield (
-                TrioBridge(stream, dependency="redis", timeout=10),
-                TrioBridge(log, dependency="postgresql", timeout=5),
+                bridged(stream, dependency="redis", timeout=10),
+                bridged(log, dependency="postgresql", timeout=5),
                 log,
             )
         finally:

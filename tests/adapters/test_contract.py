@@ -9,16 +9,16 @@ import uuid
 from typing import Any
 
 import pytest
-import trio
 
-from adapters.ports import NOT_ENROLLED, RecordCache, StoredEnrollment
+from adapters.ports import NOT_ENROLLED, CachedEnrollment, RecordCache, StoredEnrollment
 from tests.adapters.conftest import (
     DURABLE_BACKENDS,
     STATE_BACKENDS,
+    after,
     open_durable_store,
     open_state_store,
 )
-from tests.adapters.helpers import cached_entry, event, lock_event, new_session, new_user
+from tests.adapters.helpers import cached_entry, conclude, event, lock_event, new_session, new_user
 from tests.helpers import enroll
 from zeropay_proto import (
     DEFAULT_POLICY,
@@ -253,11 +253,13 @@ async def test_a_held_record_is_not_cached_again_until_the_hold_ends(
             record_cache=RecordCache(entry=stale, ttl_ms=60_000),
         )  # fmt: skip
         assert (await store.load_for_initiate(user)).cached is None
-        with trio.fail_after(10):  # the hold ends by itself
-            while (await store.load_for_initiate(user)).cached is None:
-                await store.cache_record(user, stale, 60_000)
-                await trio.sleep(0.05)
-        assert (await store.load_for_initiate(user)).cached == stale
+
+        async def cached_again() -> bool:
+            await store.cache_record(user, stale, 60_000)
+            cached: CachedEnrollment | None = (await store.load_for_initiate(user)).cached
+            return cached == stale
+
+        await after(store, 300, cached_again)  # the hold ends by itself
 
 
 @state
@@ -389,27 +391,9 @@ async def test_success_mints_a_token_clears_the_lockout_and_closes_the_session(
         second = await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
         assert isinstance(first, AttemptReserved)
         assert isinstance(second, AttemptReserved)
-        done = await store.conclude_attempt(
-            sid,
-            user,
-            attempt=1,
-            key_unwrapped=True,
-            now=now,
-            token_entropy=secrets.token_bytes(32),
-            policy=DEFAULT_POLICY,
-            audit=event(user),
-        )
+        done = await conclude(store, sid, user, attempt=1, unwrapped=True, now=now)
         assert isinstance(done, VerificationSucceeded)
-        again = await store.conclude_attempt(
-            sid,
-            user,
-            attempt=2,
-            key_unwrapped=True,
-            now=now,
-            token_entropy=secrets.token_bytes(32),
-            policy=DEFAULT_POLICY,
-            audit=event(user),
-        )
+        again = await conclude(store, sid, user, attempt=2, unwrapped=True, now=now)
         assert again == SessionClosed(state=SessionState.VERIFIED)
         stored = await store.load_session(sid, user)
         assert stored is not None
@@ -443,16 +427,7 @@ async def test_three_failures_fail_the_session(state_backend: dict[str, Any]) ->
         for attempt in (1, 2, 3):
             await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
             outcomes.append(
-                await store.conclude_attempt(
-                    sid,
-                    user,
-                    attempt=attempt,
-                    key_unwrapped=False,
-                    now=now,
-                    token_entropy=secrets.token_bytes(32),
-                    policy=DEFAULT_POLICY,
-                    audit=event(user),
-                )
+                await conclude(store, sid, user, attempt=attempt, unwrapped=False, now=now)
             )
         assert [o.attempts_remaining for o in outcomes if isinstance(o, VerificationFailed)] == [
             2,
@@ -473,16 +448,7 @@ async def mint_token(store: Any, user: str, now: float) -> str:
     sid = issued.session.session_id
     await store.store_session(issued, 0, event(user), 60_000)
     await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
-    done = await store.conclude_attempt(
-        sid,
-        user,
-        attempt=1,
-        key_unwrapped=True,
-        now=now,
-        token_entropy=secrets.token_bytes(32),
-        policy=DEFAULT_POLICY,
-        audit=event(user),
-    )
+    done = await conclude(store, sid, user, attempt=1, unwrapped=True, now=now)
     assert isinstance(done, VerificationSucceeded)
     return done.auth_token
 
@@ -531,10 +497,12 @@ async def test_psp_sessions_are_shared_and_expire(state_backend: dict[str, Any])
         await store.store_psp_session("psp_1", {"status": "created", "amount": "12.50"}, 60_000)
         assert await store.load_psp_session("psp_1") == {"status": "created", "amount": "12.50"}
         assert await store.load_psp_session("psp_unknown") is None
-        await store.store_psp_session("psp_short", {"status": "created"}, 1)
-        with trio.fail_after(5):
-            while await store.load_psp_session("psp_short") is not None:
-                await trio.sleep(0.01)
+        await store.store_psp_session("psp_short", {"status": "created"}, 50)
+
+        async def expired() -> bool:
+            return await store.load_psp_session("psp_short") is None
+
+        await after(store, 50, expired)
 
 
 # ------------------------------------------------------------------------------ audit stream
@@ -548,7 +516,7 @@ async def test_stream_delivers_acknowledges_and_reclaims(state_backend: dict[str
             await store.append(event(user))
         assert await store.backlog() == 5
         taken = await store.read_batch("alive", 10, 60_000)
-        assert sorted(e.event.user_id for e in taken) == sorted(users)
+        assert sorted(e.event.user_id or "" for e in taken) == sorted(users)
         # Another consumer sees nothing new, and reclaims only once entries are idle enough.
         assert await store.read_batch("other", 10, 60_000) == []
         reclaimed = await store.read_batch("other", 10, 0)

@@ -24,7 +24,7 @@ from adapters import redis_scripts as scripts
 from adapters.redis_keys import KeySpace, decode_lockout, decode_session
 from adapters.redis_scripts import ScriptDisagreement
 from adapters.redis_store import RedisStore
-from tests.adapters.helpers import event, lock_event, new_session
+from tests.adapters.helpers import conclude, event, lock_event, new_session
 from tests.services import REDIS_URL, delete_prefix
 from zeropay_proto import (
     DEFAULT_POLICY,
@@ -326,18 +326,7 @@ def _conclude_twice(lua: Lua, store: RedisStore) -> None:
     session_id = issued.session.session_id
     lua.run(store.reserve_attempt(session_id, USER, now, DEFAULT_POLICY, lock_event(USER)))
     for _ in range(2):  # the second meets a verified session: closed
-        lua.run(
-            store.conclude_attempt(
-                session_id,
-                USER,
-                attempt=1,
-                key_unwrapped=True,
-                now=now,
-                token_entropy=secrets.token_bytes(32),
-                policy=DEFAULT_POLICY,
-                audit=event(USER),
-            )
-        )
+        lua.run(conclude(store, session_id, USER, attempt=1, unwrapped=True, now=now))
 
 
 def _admit(**kw: int) -> Any:

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio_asyncio
 
-from adapters.bridge import TrioBridge, aio
+from adapters.bridge import aio, bridged
 from adapters.errors import DependencyUnavailable
 from adapters.ports import StoredEnrollment
 from adapters.postgres import PostgresStore, ensure_database, migrations
@@ -145,17 +145,17 @@ async def test_exports_read_the_replica_and_security_reads_the_primary(
             replica_min_size=1,
             replica_max_size=2,
         )
-        bridged: Any = TrioBridge(store, dependency="postgresql", timeout=10)
+        on_trio = bridged(store, dependency="postgresql", timeout=10)
         try:
-            await bridged.migrate(today=dt.date.today())
+            await on_trio.migrate(today=dt.date.today())
             user = new_user()
             row: StoredEnrollment = stored_enrollment(user)
-            assert await bridged.insert_enrollment(row)
-            assert await bridged.load_enrollment(user) == row  # primary: at once
+            assert await on_trio.insert_enrollment(row)
+            assert await on_trio.load_enrollment(user) == row  # primary: at once
             with trio.fail_after(30):  # the replica catches up by streaming
-                while not await replicated(bridged, user):
+                while not await replicated(on_trio, user):
                     await trio.sleep(0.05)
-            assert await bridged.export_enrollment(user) == row
+            assert await on_trio.export_enrollment(user) == row
             in_recovery = await query(standby.url, "SELECT pg_is_in_recovery()")
             assert in_recovery[0][0] is True
             with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
@@ -190,17 +190,17 @@ async def test_a_copy_cut_off_by_its_deadline_never_poisons_the_pool(
     user = new_user()
     async with trio_asyncio.open_loop():
         store = await aio(PostgresStore.connect)(migrated_database, min_size=1, max_size=1)
-        bridged: Any = TrioBridge(store, dependency="postgresql", timeout=0.3)
+        on_trio = bridged(store, dependency="postgresql", timeout=0.3)
         try:
             lock = await aio(asyncpg.connect)(migrated_database)
             transaction = lock.transaction()
             await aio(transaction.start)()
             await aio(lock.execute)("LOCK TABLE wrapped_keys IN ACCESS EXCLUSIVE MODE")
             with pytest.raises(DependencyUnavailable):
-                await bridged.load_enrollment(user)  # blocked behind the lock, then cut off
+                await on_trio.load_enrollment(user)  # blocked behind the lock, then cut off
             await aio(transaction.rollback)()
             await aio(lock.close)()
             for _ in range(3):
-                assert await bridged.load_enrollment(user) is None
+                assert await on_trio.load_enrollment(user) is None
         finally:
             await aio(store.aclose)()

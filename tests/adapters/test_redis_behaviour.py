@@ -14,7 +14,7 @@ import redis
 import trio
 import trio_asyncio
 
-from adapters.bridge import TrioBridge, aio
+from adapters.bridge import aio, bridged
 from adapters.errors import DependencyUnavailable
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
@@ -104,7 +104,7 @@ async def test_session_memory_stays_within_budget_at_ten_thousand_sessions() -> 
     sessions = 10_000
     async with trio_asyncio.open_loop():
         store = await aio(RedisStore.connect)(url=REDIS_URL, keys=KeySpace(prefix))
-        bridged: Any = TrioBridge(store, dependency="redis", timeout=30)
+        on_trio = bridged(store, dependency="redis", timeout=30)
         try:
             keys = []
             limiter = trio.Semaphore(64)
@@ -114,7 +114,7 @@ async def test_session_memory_stays_within_budget_at_ten_thousand_sessions() -> 
                 async with limiter:
                     user = new_user()
                     issued = new_session(user, now=now)
-                    await bridged.store_session(issued, 0, event(user), 60_000)
+                    await on_trio.store_session(issued, 0, event(user), 60_000)
                     keys.append(store.keys.session(issued.session.session_id, user))
 
             async with trio.open_nursery() as nursery:
@@ -161,7 +161,7 @@ async def test_a_dead_redis_fails_closed_with_dependency_unavailable(
     url, process = private_redis
     async with trio_asyncio.open_loop():
         store = await aio(RedisStore.connect)(url=url)
-        bridged: Any = TrioBridge(store, dependency="redis", timeout=5)
+        on_trio = bridged(store, dependency="redis", timeout=5)
         user = new_user()
         request = AdmissionRequest(
             now=time.time(),
@@ -170,12 +170,12 @@ async def test_a_dead_redis_fails_closed_with_dependency_unavailable(
             nonce=None,
             limits=Limits(global_limit=10, per_ip=10, per_user=10, window_ms=60_000),
         )
-        assert not (await bridged.admit(request)).rate_limited
+        assert not (await on_trio.admit(request)).rate_limited
         _stop(process)
         with pytest.raises(DependencyUnavailable):
-            await bridged.admit(request)
+            await on_trio.admit(request)
         with pytest.raises(DependencyUnavailable):
-            await bridged.reserve_attempt(
+            await on_trio.reserve_attempt(
                 make_session_id(user, secrets.token_bytes(16)),
                 user,
                 time.time(),
@@ -183,7 +183,7 @@ async def test_a_dead_redis_fails_closed_with_dependency_unavailable(
                 event(user),
             )
         with pytest.raises(DependencyUnavailable):
-            await bridged.ping()
+            await on_trio.ping()
         await aio(store.aclose)()
 
 

@@ -22,7 +22,7 @@ import trio
 import trio_asyncio
 from redis.asyncio.connection import AbstractConnection
 
-from adapters.bridge import TrioBridge, aio
+from adapters.bridge import aio, bridged
 from adapters.errors import DependencyUnavailable
 from adapters.redis_errors import is_unavailable
 from adapters.redis_keys import KeySpace
@@ -117,7 +117,7 @@ async def test_every_unavailable_reply_is_dependency_unavailable(reply: str) -> 
     async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
         url = await _erring_redis(reply, nursery)
         client = aioredis.Redis.from_url(url, socket_timeout=None)
-        store: Any = TrioBridge(RedisStore(client, KeySpace()), dependency="redis", timeout=5)
+        store = bridged(RedisStore(client, KeySpace()), dependency="redis", timeout=5)
         user = new_user()
         with pytest.raises(DependencyUnavailable):
             await store.admit(_request(user))  # a pipeline of scripts
@@ -146,7 +146,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
 async def _store(url: str) -> AsyncIterator[Any]:
     store = await aio(RedisStore.connect)(url=url, keys=KeySpace("faults"))
     try:
-        yield TrioBridge(store, dependency="redis", timeout=5)
+        yield bridged(store, dependency="redis", timeout=5)
     finally:
         await aio(store.aclose)()
 
@@ -272,20 +272,20 @@ async def test_events_redis_lost_are_replayed_from_the_instances_journal(
     admin = redis.Redis.from_url(url)
     async with trio_asyncio.open_loop():
         store = await aio(RedisStore.connect)(url=url, keys=KeySpace("journal"))
-        bridged: Any = TrioBridge(store, dependency="redis", timeout=5)
+        on_trio = bridged(store, dependency="redis", timeout=5)
         try:
-            assert await bridged.read_batch("c1", 100, 30_000) == []  # epochs noted
+            assert await on_trio.read_batch("c1", 100, 30_000) == []  # epochs noted
             user = new_user()
             written = [event(user) for _ in range(3)]
             for e in written:
-                await bridged.append(e)
+                await on_trio.append(e)
             admin.flushall()  # lost before any flusher read them
             store._next_epoch_check = 0.0  # look now, not in a second
-            replayed = await bridged.read_batch("c1", 100, 30_000)
+            replayed = await on_trio.read_batch("c1", 100, 30_000)
             assert [e.event.event_id for e in replayed] == [e.event_id for e in written]
-            await bridged.acknowledge(replayed)  # journal entries: nothing to acknowledge
+            await on_trio.acknowledge(replayed)  # journal entries: nothing to acknowledge
             store._next_epoch_check = 0.0
-            assert await bridged.read_batch("c1", 100, 30_000) == []  # no loss: no replay
+            assert await on_trio.read_batch("c1", 100, 30_000) == []  # no loss: no replay
         finally:
             await aio(store.aclose)()
     admin.close()

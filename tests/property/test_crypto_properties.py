@@ -31,7 +31,7 @@ def records(draw: st.DrawFn) -> EnrollmentRecord:
     return EnrollmentRecord(
         user_id=user,
         verifiers={f: compute_verifier(PEPPER, user, f, digest_for(f)) for f in factors},
-        enrolled_at=draw(st.integers(min_value=0, max_value=2**40)),
+        enrolled_at_s=draw(st.integers(min_value=0, max_value=2**40)),
     )
 
 

@@ -72,13 +72,13 @@ def test_window_is_reused_while_current_and_enrolled() -> None:
     window, opened = select_window(current=None, enrolled=FIVE, now=T0, entropy=entropy(32))
     assert opened
     assert window.index == window_index(T0)
-    assert window.ends_at == (window.index + 1) * 900
+    assert window.ends_at_ms == (window.index + 1) * 900_000
     again, opened = select_window(
         current=window, enrolled=FIVE, now=T0 + 1, entropy=entropy(32, "z")
     )
     assert (again, opened) == (window, False)
     later, opened = select_window(
-        current=window, enrolled=FIVE, now=window.ends_at, entropy=entropy(32, "z")
+        current=window, enrolled=FIVE, now=window.ends_at_ms / 1000, entropy=entropy(32, "z")
     )
     assert opened
     assert later.index == window.index + 1

@@ -36,7 +36,7 @@ def make_record(user: str = USER) -> EnrollmentRecord:
     return EnrollmentRecord(
         user_id=user,
         verifiers={f: compute_verifier(PEPPER, user, f, digest_for(f)) for f in factors},
-        enrolled_at=1_800_000_000,
+        enrolled_at_s=1_800_000_000,
     )
 
 
@@ -117,11 +117,11 @@ def test_malformed_record_plaintexts_are_integrity_errors() -> None:
 
 def test_record_validates_its_fields() -> None:
     with pytest.raises(LocalProtocolError):
-        EnrollmentRecord(user_id=USER, verifiers={}, enrolled_at=0)
+        EnrollmentRecord(user_id=USER, verifiers={}, enrolled_at_s=0)
     with pytest.raises(LocalProtocolError):
-        EnrollmentRecord(user_id=USER, verifiers={Factor.PIN: b"x"}, enrolled_at=0)
+        EnrollmentRecord(user_id=USER, verifiers={Factor.PIN: b"x"}, enrolled_at_s=0)
     with pytest.raises(LocalProtocolError):
-        EnrollmentRecord(user_id=USER, verifiers={Factor.PIN: b"x" * 32}, enrolled_at=-1)
+        EnrollmentRecord(user_id=USER, verifiers={Factor.PIN: b"x" * 32}, enrolled_at_s=-1)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ def test_plan_stores_verifiers_never_digests() -> None:
     plan, _wrapped = enroll()
     record = open_record(KEYRING, user_id=USER, envelope=plan.sealed_record)
     assert record == plan.record
-    assert record.enrolled_at == int(T0)
+    assert record.enrolled_at_s == int(T0)
     for factor in ENROLLED:
         assert record.verifiers[factor] == compute_verifier(
             PEPPER, USER, factor, digest_for(factor)

@@ -261,7 +261,7 @@ def test_challenged_factor_not_in_record_mismatches() -> None:
     smaller = EnrollmentRecord(
         user_id=USER,
         verifiers={f: v for f, v in rec.verifiers.items() if f != session.challenged[1]},
-        enrolled_at=rec.enrolled_at,
+        enrolled_at_s=rec.enrolled_at_s,
     )
     out = compare_factors(step1, record=smaller, presented=right(session), pepper=PEPPER)
     assert isinstance(out, FactorsMismatched)
