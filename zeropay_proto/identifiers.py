@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import uuid
 
+from . import _patterns as patterns
 from ._encoding import b64url
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._patterns import matcher
 
 SESSION_ENTROPY_BYTES = 16
-_UUID_TEXT = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-)
+_UUID_TEXT = matcher(patterns.UUID)
 _SESSION_ID_CHARS = 43  # 32 bytes of unpadded base64url
 
 

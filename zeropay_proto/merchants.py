@@ -19,13 +19,14 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from . import _patterns as patterns
 from ._encoding import b64url
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 API_KEY_PREFIX = "zpk"
 #: Entropy of a new key: the id (6 bytes, shown as 12 hex characters) and the secret (32).
 API_KEY_ENTROPY_BYTES = 6 + 32
-_MERCHANT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_MERCHANT_ID = re.compile(patterns.MERCHANT_ID)
 _API_KEY = re.compile(rf"{API_KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})")
 _HASH_DOMAIN = b"zeropay/merchant-key/v1\x00"
 

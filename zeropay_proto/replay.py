@@ -13,15 +13,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import _patterns as patterns
 from ._errors import RemoteProtocolError
+from ._patterns import matcher
 from ._units import epoch_ms
 
 #: Accepted clock skew: 5 minutes in the past, 30 seconds in the future (SPEC section 3).
 DEFAULT_MAX_PAST_MS = 5 * 60 * 1000
 DEFAULT_MAX_FUTURE_MS = 30 * 1000
 
-# RFC 9562 section 5.4: version nibble 4, variant bits 10.
-_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+_UUID4 = matcher(patterns.UUID4)
 _DIGITS = re.compile(r"[0-9]{1,16}\Z")
 
 

@@ -16,7 +16,9 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
+from . import _patterns as patterns
 from ._errors import RemoteProtocolError
+from ._patterns import matcher
 from .challenge import RiskLevel
 from .factors import MAX_ENROLLED_FACTORS, MIN_ENROLLED_FACTORS, Factor, parse_factor_digests
 from .identifiers import parse_session_id, parse_user_id
@@ -29,9 +31,9 @@ MAX_BODY_BYTES = 10 * 1024
 MAX_AMOUNT = Decimal("999999999999.9999")
 MAX_AMOUNT_DECIMALS = 4
 
-_CURRENCY = re.compile(r"[A-Z]{3}\Z")
-_MERCHANT = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
-_DEVICE = re.compile(r"[\x21-\x7e]{1,128}\Z")
+_CURRENCY = matcher(patterns.CURRENCY)
+_MERCHANT = matcher(patterns.MERCHANT_ID)
+_DEVICE = matcher(patterns.DEVICE_ID)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _patterns as patterns
+from ._patterns import schema_pattern
 from .factors import CATALOGUE, MAX_ENROLLED_FACTORS, MIN_ENROLLED_FACTORS
 from .requests import MAX_AMOUNT
 
-UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-DIGEST_PATTERN = "^[0-9a-fA-F]{64}$"
-SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{43}$"
+UUID_PATTERN = schema_pattern(patterns.UUID)
+DIGEST_PATTERN = schema_pattern(patterns.DIGEST)
+SESSION_ID_PATTERN = schema_pattern(patterns.SESSION_ID)
 
 USER_UUID: dict[str, Any] = {
     "type": "string",
@@ -41,7 +43,7 @@ ENROLLMENT: dict[str, Any] = {
     "properties": {
         "user_uuid": USER_UUID,
         "factors": _factor_map(MIN_ENROLLED_FACTORS),
-        "device_id": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+        "device_id": {"type": "string", "pattern": schema_pattern(patterns.DEVICE_ID)},
     },
     "examples": [
         {
@@ -65,8 +67,11 @@ INITIATE: dict[str, Any] = {
             # enforces the decimals on the exact decimal text instead.
             "description": "Payment amount, at most 4 decimals.",
         },
-        "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"},
-        "merchant_id": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+        "currency": {"type": ["string", "null"], "pattern": schema_pattern(patterns.CURRENCY)},
+        "merchant_id": {
+            "type": ["string", "null"],
+            "pattern": schema_pattern(patterns.MERCHANT_ID),
+        },
         "risk_level": {"enum": ["LOW", "MEDIUM", "HIGH"]},
         "psp_config": {"type": ["object", "null"]},
     },
