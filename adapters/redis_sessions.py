@@ -17,6 +17,7 @@ from zeropay_proto import (
     AttemptReleased,
     AttemptReserved,
     ChallengeIssued,
+    IssuedToken,
     Policy,
     Session,
     SessionClosed,
@@ -117,52 +118,45 @@ class RedisSessions(RedisAdmission):
             admission = await self._admit(request)
             if admission.refused or not session_names_user(session_id, user_id):
                 return admission, None, None
-            reply, cached = await self._run(
-                [
-                    self._reserve_call(session_id, user_id, request.now, policy, lock_audit),
-                    read_cache,
-                ]
-            )
-            reserved = self._reserve_outcome(
-                session_id, user_id, request.now, policy, lock_audit, reply
-            )
-            return admission, reserved, self._decode_cached(user_id, reserved, cached)
-        limits = request.limits
-        nonce = request.nonce.nonce if request.nonce is not None else "-"
-        (rl, user, reply), cached = await self._run(
-            [
-                (
-                    "admit_and_reserve",
-                    [
-                        self.keys.global_limit(),
-                        self.keys.ip_limit(request.client_ip),
-                        self.keys.nonce(nonce),
-                        self.keys.user(user_id, "tb"),
-                        self.keys.session(session_id, user_id),
-                        self.keys.user(user_id, "lock"),
-                        self.keys.stream_of(user_id),
-                    ],
-                    [
-                        epoch_ms(request.now),
-                        limits.window_ms,
-                        limits.global_limit,
-                        limits.per_ip,
-                        limits.per_user,
-                        nonce_until_ms(request),
-                        *self._lock_args(policy),
-                        *event_pairs(lock_audit),
-                    ],
-                ),
-                read_cache,
-            ]
-        )
-        admission = decode_admission(request, [("admit_rl", rl), ("admit_user", user)])
-        if reply[0] == NOT_ADMITTED or not session_names_user(session_id, user_id):
-            return admission, None, None
+            reserve = self._reserve_call(session_id, user_id, request.now, policy, lock_audit)
+            reply, cached = await self._run([reserve, read_cache])
+        else:
+            both = self._admit_and_reserve_call(request, session_id, policy, lock_audit)
+            (rl, user, reply), cached = await self._run([both, read_cache])
+            admission = decode_admission(request, [("admit_rl", rl), ("admit_user", user)])
+            if reply[0] == NOT_ADMITTED or not session_names_user(session_id, user_id):
+                return admission, None, None
         reserved = self._reserve_outcome(
             session_id, user_id, request.now, policy, lock_audit, reply
         )
         return admission, reserved, self._decode_cached(user_id, reserved, cached)
+
+    def _admit_and_reserve_call(
+        self, request: AdmissionRequest, session_id: str, policy: Policy, lock_audit: AuditEvent
+    ) -> Call:
+        """Standalone only: admission and, if admitted, the reservation, in one script."""
+        limits, user_id = request.limits, request.user_id or ""
+        nonce = request.nonce.nonce if request.nonce is not None else "-"
+        keys = [
+            self.keys.global_limit(),
+            self.keys.ip_limit(request.client_ip),
+            self.keys.nonce(nonce),
+            self.keys.user(user_id, "tb"),
+            self.keys.session(session_id, user_id),
+            self.keys.user(user_id, "lock"),
+            self.keys.stream_of(user_id),
+        ]
+        args = [
+            epoch_ms(request.now),
+            limits.window_ms,
+            limits.global_limit,
+            limits.per_ip,
+            request.per_user,
+            nonce_until_ms(request),
+            *self._lock_args(policy),
+            *event_pairs(lock_audit),
+        ]
+        return ("admit_and_reserve", keys, args)
 
     @staticmethod
     def _decode_cached(
@@ -372,30 +366,8 @@ class RedisSessions(RedisAdmission):
         if not session_names_user(session_id, user_id):
             return None
         token = issue_token(user_id, token_entropy, now=now, policy=policy)
-        ((code, blob),) = await self._run(
-            [
-                (
-                    "conclude",
-                    [
-                        self.keys.session(session_id, user_id),
-                        self.keys.user(user_id, "lock"),
-                        self.keys.token(user_id, token.digest),
-                        self.keys.user(user_id, "tokidx"),
-                        self.keys.stream_of(user_id),
-                    ],
-                    [
-                        attempt,
-                        "1" if key_unwrapped else "0",
-                        f"{session_id}:{token.expires_at_ms}:{token.issued_at_ms}",
-                        token.expires_at_ms,
-                        token.digest.hex(),
-                        AuditAction.VERIFICATION_SUCCEEDED.value,
-                        AuditAction.VERIFICATION_FAILED.value,
-                        *event_pairs(audit, without_action=True),
-                    ],
-                )
-            ]
-        )
+        call = self._conclude_call(session_id, user_id, attempt, key_unwrapped, token, audit)
+        ((code, blob),) = await self._run([call])
         if code == NO_SESSION:
             return None
         # An attempt that was never reserved (NEVER_RESERVED) makes the core raise
@@ -408,13 +380,41 @@ class RedisSessions(RedisAdmission):
             token_entropy=token_entropy,
             policy=policy,
         )
-        applied = isinstance(out, VerificationSucceeded | VerificationFailed)
-        if code != (APPLIED if applied else CLOSED):
-            raise ScriptDisagreement(f"conclude.lua returned {code}, the core decided {out}")
-        if applied:
-            succeeded = isinstance(out, VerificationSucceeded)
-            action = (
-                AuditAction.VERIFICATION_SUCCEEDED if succeeded else AuditAction.VERIFICATION_FAILED
-            )
-            self.journal.record(replace(audit, action=action))
+        match out:
+            case VerificationSucceeded() if code == APPLIED:
+                self.journal.record(replace(audit, action=AuditAction.VERIFICATION_SUCCEEDED))
+            case VerificationFailed() if code == APPLIED:
+                self.journal.record(replace(audit, action=AuditAction.VERIFICATION_FAILED))
+            case SessionClosed() if code == CLOSED:
+                pass
+            case _:
+                raise ScriptDisagreement(f"conclude.lua returned {code}, the core decided {out}")
         return out
+
+    def _conclude_call(
+        self,
+        session_id: str,
+        user_id: str,
+        attempt: int,
+        key_unwrapped: bool,
+        token: IssuedToken,
+        audit: AuditEvent,
+    ) -> Call:
+        keys = [
+            self.keys.session(session_id, user_id),
+            self.keys.user(user_id, "lock"),
+            self.keys.token(user_id, token.digest),
+            self.keys.user(user_id, "tokidx"),
+            self.keys.stream_of(user_id),
+        ]
+        args = [
+            attempt,
+            "1" if key_unwrapped else "0",
+            f"{session_id}:{token.expires_at_ms}:{token.issued_at_ms}",
+            token.expires_at_ms,
+            token.digest.hex(),
+            AuditAction.VERIFICATION_SUCCEEDED.value,
+            AuditAction.VERIFICATION_FAILED.value,
+            *event_pairs(audit, without_action=True),
+        ]
+        return ("conclude", keys, args)

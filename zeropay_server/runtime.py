@@ -138,6 +138,16 @@ class Runtime:
             await trio.sleep(GAUGE_INTERVAL)
 
 
+@dataclass(frozen=True)
+class _Stores:
+    """The stores behind their ports (Redis and PostgreSQL through the bridge)."""
+
+    state: StateStore
+    durable: DurableStore
+    postgres: PostgresStore | None = None
+    redis_stats: ServerStatsPort | None = None
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -148,101 +158,116 @@ async def open_runtime(
     consumer: str | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the stores and everything else a request needs."""
-    redis: RedisStore | None = None
-    postgres: PostgresStore | None = None
-    redis_stats: ServerStatsPort | None = None
-    state: StateStore
-    durable: DurableStore
     async with contextlib.AsyncExitStack() as stack:
+        metrics = Metrics(settings.session_ttl)
         if settings.embedded:
             memory = MemoryStore(clock=clock)
-            state = durable = memory
+            stores = _Stores(state=memory, durable=memory)
         else:
-            redis = await aio(RedisStore.connect)(
-                url=settings.redis_url,
-                cluster_nodes=settings.redis_cluster_nodes,
-                keys=KeySpace(settings.redis_prefix),
-            )
-            stack.push_async_callback(aio(redis.aclose))
-            if settings.database_url is None:
-                raise ConfigError("DATABASE_URL is required with Redis")
-            postgres = await aio(PostgresStore.connect)(
-                settings.database_url,
-                replica_dsn=settings.db_replica_url,
-                min_size=min(settings.db_pool_min, settings.db_pool_size),
-                max_size=settings.db_pool_size,
-                replica_min_size=min(settings.db_replica_pool_min, settings.db_replica_pool_max),
-                replica_max_size=settings.db_replica_pool_max,
-                statement_cache_size=settings.db_statement_cache_size,
-            )
-            stack.push_async_callback(aio(postgres.aclose))
-            if settings.db_auto_migrate:
-                today = dt.datetime.fromtimestamp(clock(), dt.UTC).date()
-                applied = await aio(postgres.migrate)(today=today)
-                log.info("migrations applied", extra={"fields": {"applied": applied}})
-        metrics = Metrics(settings.session_ttl)
-        if redis is not None and postgres is not None:
-            state = redis_stats = bridged(
-                redis,
-                dependency="redis",
-                timeout=settings.redis_timeout,
-                observe=metrics.dependency_latency.labels("redis").observe,
-            )
-            durable = bridged(
-                postgres,
-                dependency="postgresql",
-                timeout=settings.db_timeout,
-                observe=metrics.dependency_latency.labels("postgresql").observe,
-            )
+            stores = await _open_production_stores(settings, stack, metrics, clock)
         keys = settings.secrets
         runtime = Runtime(
             settings=settings,
-            state=state,
-            durable=durable,
+            state=stores.state,
+            durable=stores.durable,
             crypto=CryptoPool(run_sync, settings.crypto_workers),
             signer=ReceiptSigner(keys.signing_seed, keys.signing_key_id),
             psp=SandboxProvider(entropy),
             metrics=metrics,
             flusher=AuditFlusher(
-                state,
-                durable,
+                stores.state,
+                stores.durable,
                 consumer=consumer or f"api-{entropy(4).hex()}",
                 batch_size=settings.audit_buffer_size,
                 flush_interval=settings.audit_flush_interval_ms / 1000,
                 reclaim_idle_ms=settings.audit_reclaim_idle_ms,
             ),
             policy=Policy(session_ttl_seconds=settings.session_ttl),
-            limits=Limits(
-                global_limit=settings.rate_limit_global,
-                per_ip=settings.rate_limit_per_ip,
-                per_user=settings.rate_limit_per_user,
-                window_ms=60_000,
-                per_merchant=settings.rate_limit_per_merchant,
-                merchant_locks=settings.merchant_locks_per_hour,
-                lock_window_ms=MERCHANT_LOCK_WINDOW_MS,
-            ),
+            limits=limits_of(settings),
             decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
-            decoy_record=seal_record(
-                keys.keyring,
-                EnrollmentRecord(
-                    user_id=DECOY_RECORD_USER,
-                    verifiers={f: entropy(32) for f in _DECOY_RECORD_FACTORS},
-                    enrolled_at_s=0,
-                ),
-                nonce=entropy(NONCE_BYTES),
-            ),
-            merchants=MerchantDirectory(durable),
+            decoy_record=_decoy_record(settings, entropy),
+            merchants=MerchantDirectory(stores.durable),
             clock=clock,
             entropy=entropy,
-            postgres=postgres,
-            redis_stats=redis_stats,
+            postgres=stores.postgres,
+            redis_stats=stores.redis_stats,
         )
         if settings.embedded:
             runtime.demo_merchant_key = await _add_demo_merchant(
-                durable, settings.demo_merchant_key, entropy, clock
+                stores.durable, settings.demo_merchant_key, entropy, clock
             )
         await runtime.merchants.refresh()
         yield runtime
+
+
+async def _open_production_stores(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> _Stores:
+    """Redis and PostgreSQL (migrated if DB_AUTO_MIGRATE), each behind the bridge with its
+    dependency's deadline; closed by ``stack``."""
+    if settings.database_url is None:
+        raise ConfigError("DATABASE_URL is required with Redis")
+    redis = await aio(RedisStore.connect)(
+        url=settings.redis_url,
+        cluster_nodes=settings.redis_cluster_nodes,
+        keys=KeySpace(settings.redis_prefix),
+    )
+    stack.push_async_callback(aio(redis.aclose))
+    postgres = await aio(PostgresStore.connect)(
+        settings.database_url,
+        replica_dsn=settings.db_replica_url,
+        min_size=min(settings.db_pool_min, settings.db_pool_size),
+        max_size=settings.db_pool_size,
+        replica_min_size=min(settings.db_replica_pool_min, settings.db_replica_pool_max),
+        replica_max_size=settings.db_replica_pool_max,
+        statement_cache_size=settings.db_statement_cache_size,
+    )
+    stack.push_async_callback(aio(postgres.aclose))
+    if settings.db_auto_migrate:
+        today = dt.datetime.fromtimestamp(clock(), dt.UTC).date()
+        applied = await aio(postgres.migrate)(today=today)
+        log.info("migrations applied", extra={"fields": {"applied": applied}})
+    latency = metrics.dependency_latency
+    state = bridged(
+        redis,
+        dependency="redis",
+        timeout=settings.redis_timeout,
+        observe=latency.labels("redis").observe,
+    )
+    durable = bridged(
+        postgres,
+        dependency="postgresql",
+        timeout=settings.db_timeout,
+        observe=latency.labels("postgresql").observe,
+    )
+    return _Stores(state=state, durable=durable, postgres=postgres, redis_stats=state)
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The limiters' settings (``RATE_LIMIT_*``, per minute; the merchant lock cap, per
+    hour)."""
+    return Limits(
+        global_limit=settings.rate_limit_global,
+        per_ip=settings.rate_limit_per_ip,
+        per_user=settings.rate_limit_per_user,
+        window_ms=60_000,
+        per_merchant=settings.rate_limit_per_merchant,
+        merchant_locks=settings.merchant_locks_per_hour,
+        lock_window_ms=MERCHANT_LOCK_WINDOW_MS,
+    )
+
+
+def _decoy_record(settings: Settings, entropy: Callable[[int], bytes]) -> bytes:
+    """A record of random verifiers, sealed like a real one, opened for unknown users."""
+    record = EnrollmentRecord(
+        user_id=DECOY_RECORD_USER,
+        verifiers={f: entropy(32) for f in _DECOY_RECORD_FACTORS},
+        enrolled_at_s=0,
+    )
+    return seal_record(settings.secrets.keyring, record, nonce=entropy(NONCE_BYTES))
 
 
 #: Embedded mode's merchant, for the demo key.
