@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
 import json
 import secrets
 import sys
@@ -40,6 +39,8 @@ import trio_asyncio
 import trio_parallel
 
 from tests.services import DATABASE_URL, REDIS_URL, delete_prefix, temporary_database
+from zeropay_proto import Factor
+from zeropay_proto.answers import example_answer, factor_digest
 from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 from zeropay_server.app import create_app
 from zeropay_server.config import load_settings
@@ -59,8 +60,10 @@ def _count_round_trips() -> None:
     redis_connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
 
 
-def digest(factor: str) -> str:
-    return hashlib.sha256(f"bench:{factor}".encode()).hexdigest()
+def digest(user: str, factor: str) -> str:
+    """The client's digest of the example answer (:mod:`zeropay_proto.answers`)."""
+    named = Factor(factor)
+    return factor_digest(user, named, example_answer(named, "bench")).hex()
 
 
 def commandstats(client: redis.Redis) -> Counter[str]:
@@ -145,7 +148,11 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
         for user in users:
             await post(
                 "/v1/enrollment/store",
-                {"user_uuid": user, "device_id": "d", "factors": {f: digest(f) for f in FACTORS}},
+                {
+                    "user_uuid": user,
+                    "device_id": "d",
+                    "factors": {f: digest(user, f) for f in FACTORS},
+                },
             )
 
         # The steady state: users who enrolled a while ago (their enrollment's hold on the
@@ -195,7 +202,7 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
                     {
                         "session_id": body["session_id"],
                         "user_uuid": user,
-                        "factors": {f: digest(f) for f in body["required_factors"]},
+                        "factors": {f: digest(user, f) for f in body["required_factors"]},
                     },
                 )
                 assert status == 200, answer

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import ipaddress
 import json
 import os
@@ -34,11 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from zeropay_proto import Factor
+from zeropay_proto.answers import example_answer, factor_digest
+
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
 
 
 def digest(user: str, factor: str) -> str:
-    return hashlib.sha256(f"{user}:{factor}".encode()).hexdigest()
+    """The client's digest of the example answer (:mod:`zeropay_proto.answers`)."""
+    named = Factor(factor)
+    return factor_digest(user, named, example_answer(named, "bench")).hex()
 
 
 #: Where ``python -m benchmarks.server`` leaves the merchant key it added (``ZEROPAY_API_KEY``

@@ -11,7 +11,6 @@ merchant key comes from ZEROPAY_API_KEY or the file ``python -m benchmarks.serve
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from typing import Any
@@ -19,12 +18,16 @@ from typing import Any
 from locust import HttpUser, between, task  # type: ignore[import-not-found]
 
 from benchmarks.load import api_key
+from zeropay_proto import Factor
+from zeropay_proto.answers import example_answer, factor_digest
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
 
 
 def digest(user: str, factor: str) -> str:
-    return hashlib.sha256(f"{user}:{factor}".encode()).hexdigest()
+    """The client's digest of the example answer (:mod:`zeropay_proto.answers`)."""
+    named = Factor(factor)
+    return factor_digest(user, named, example_answer(named, "bench")).hex()
 
 
 def fresh() -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from zeropay_proto import (
     ENROLLMENT_ENTROPY_BYTES,
@@ -16,6 +17,7 @@ from zeropay_proto import (
     open_session,
     plan_enrollment,
 )
+from zeropay_proto.answers import example_answer, factor_digest
 from zeropay_proto.enrollment import EnrollmentPlanned
 from zeropay_proto.session import DEFAULT_POLICY, ChallengeIssued, Policy
 
@@ -40,9 +42,20 @@ def entropy(n: int, label: str = "") -> bytes:
     return out[:n]
 
 
-def digest_for(factor: Factor, answer: str = "right") -> bytes:
-    """The client-side digest of an answer."""
-    return hashlib.sha256(f"{factor.value}:{answer}".encode()).digest()
+def digest_for(factor: Factor, answer: str = "right", user: str = USER) -> bytes:
+    """The client-side digest (:mod:`zeropay_proto.answers`) of the example answer named
+    ``answer`` ("right", "wrong", ...)."""
+    return factor_digest(user, factor, example_answer(factor, answer))
+
+
+def answers(user: str, factors: Iterable[str], answer: str = "right") -> dict[str, str]:
+    """A request body's ``factors``: each factor's digest of the example answer ``answer``."""
+    return {f: digest(user, f, answer) for f in factors}
+
+
+def digest(user: str, factor: str, answer: str = "right") -> str:
+    """One factor's digest, hex, as a request body carries it."""
+    return digest_for(Factor(factor), answer, user).hex()
 
 
 ENROLLED = (Factor.PIN, Factor.COLOUR, Factor.EMOJI, Factor.WORDS, Factor.FACE)

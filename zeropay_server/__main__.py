@@ -3,6 +3,7 @@
     zeropay-server [--bind HOST:PORT] [--workers N] [--role all|api|audit]
     zeropay-server migrate
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
+    zeropay-server digest USER_UUID FACTOR ANSWER
 
 Everything else is configured through the environment (``zeropay_server.config``).
 """
@@ -24,12 +25,13 @@ def _parser() -> argparse.ArgumentParser:
         "DATABASE_URL it runs on in-memory storage (one instance).",
     )
     parser.add_argument(
-        "command", nargs="?", choices=["serve", "migrate", "merchants"], default="serve"
+        "command", nargs="?", choices=["serve", "migrate", "merchants", "digest"], default="serve"
     )
     parser.add_argument(
         "arguments",
         nargs="*",
-        help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'",
+        help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'; "
+        "digest: 'USER_UUID FACTOR ANSWER' (the client-side digest, for curl)",
     )
     parser.add_argument("--bind", help="HOST:PORT to listen on (ZEROPAY_BIND; 127.0.0.1:8080)")
     parser.add_argument("--workers", type=int, help="server processes (ZEROPAY_WORKERS; 1)")
@@ -44,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "digest":
+        return _digest(args.arguments)
     # Flags win over the environment; they are read like it (one validation), and passed on
     # to worker processes with it, never written into this process's environment.
     flags = {"ZEROPAY_BIND": args.bind, "ZEROPAY_WORKERS": args.workers, "ZEROPAY_ROLE": args.role}
@@ -64,6 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     from .serve import run
 
     run(settings, env)
+    return 0
+
+
+def _digest(arguments: list[str]) -> int:
+    """Print the digest a client sends for one answer (zeropay_proto.answers): what a page
+    or an SDK computes on the device, here for trying the API with curl."""
+    from zeropay_proto import Factor, RemoteProtocolError
+    from zeropay_proto.answers import factor_digest
+
+    if len(arguments) != 3 or arguments[1] not in Factor.__members__:
+        print("usage: zeropay-server digest USER_UUID FACTOR ANSWER", file=sys.stderr)
+        return 2
+    user, factor, answer = arguments
+    try:
+        print(factor_digest(user, Factor[factor], answer).hex())
+    except RemoteProtocolError as exc:
+        print(f"zeropay-server: {exc.field}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import trio
 
 from tests.e2e.servers import ServerProcess, add_merchant, production_keys, running_server
+from tests.helpers import answers
 from tests.services import (
     REDIS_URL,
     _stop,
@@ -28,14 +28,6 @@ from tests.services import (
 )
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
-
-
-def digest(factor: str, answer: str = "right") -> str:
-    return hashlib.sha256(f"{factor}:{answer}".encode()).hexdigest()
-
-
-def answers(factors: list[str], answer: str = "right") -> dict[str, str]:
-    return {f: digest(f, answer) for f in factors}
 
 
 def fresh() -> dict[str, str]:
@@ -116,7 +108,7 @@ async def test_full_flow_over_http(
             client,
             "POST",
             "/v1/enrollment/store",
-            {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "phone-1"},
+            {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "phone-1"},
         )
         assert enrolled.status_code == 201, enrolled.text
         started = await call(
@@ -134,7 +126,7 @@ async def test_full_flow_over_http(
             {
                 "session_id": body["session_id"],
                 "user_uuid": user,
-                "factors": answers(body["required_factors"]),
+                "factors": answers(user, body["required_factors"]),
             },
         )
         assert verified.status_code == 200, verified.text
@@ -151,7 +143,7 @@ async def test_full_flow_over_http(
             {
                 "session_id": again.json()["session_id"],
                 "user_uuid": user,
-                "factors": answers(again.json()["required_factors"]),
+                "factors": answers(user, again.json()["required_factors"]),
             },
         )
         auth = {"Authorization": f"Bearer {second.json()['auth_token']}"}
@@ -187,7 +179,7 @@ async def test_a_session_initiated_on_one_instance_verifies_on_the_other(
             client,
             "POST",
             f"{a.url}/v1/enrollment/store",
-            {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "d"},
+            {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "d"},
         )
         started = (
             await call(client, "POST", f"{a.url}/v1/verification/initiate", {"user_uuid": user})
@@ -201,7 +193,7 @@ async def test_a_session_initiated_on_one_instance_verifies_on_the_other(
             {
                 "session_id": started["session_id"],
                 "user_uuid": user,
-                "factors": answers(started["required_factors"]),
+                "factors": answers(user, started["required_factors"]),
             },
         )
         assert done.status_code == 200
@@ -223,7 +215,7 @@ async def test_fifty_concurrent_wrong_verifications_across_processes_evaluate_fi
             client,
             "POST",
             f"{a.url}/v1/enrollment/store",
-            {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "d"},
+            {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "d"},
         )
         sessions = []
         for i in range(17):  # 17 sessions x 3 attempts >= 50 attempts
@@ -243,7 +235,7 @@ async def test_fifty_concurrent_wrong_verifications_across_processes_evaluate_fi
                 {
                     "session_id": session["session_id"],
                     "user_uuid": user,
-                    "factors": answers(session["required_factors"], "wrong"),
+                    "factors": answers(user, session["required_factors"], "wrong"),
                 },
             )
             statuses.append(response.status_code)
@@ -303,7 +295,7 @@ async def test_redis_down_is_503_never_a_success_or_a_500(
             for method, path, body in [
                 ("POST", "/v1/verification/initiate", {"user_uuid": user}),
                 ("POST", "/v1/verification/verify", {"session_id": ok.json()["session_id"],
-                  "user_uuid": user, "factors": answers(["PIN"])}),
+                  "user_uuid": user, "factors": answers(user, ["PIN"])}),
                 ("GET", f"/v1/verification/status/{ok.json()['session_id']}", None),
             ]:  # fmt: skip
                 response = await call(client, method, path, body)

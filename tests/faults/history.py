@@ -17,7 +17,6 @@ Invariants checked (``History.check``):
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 import uuid
@@ -28,15 +27,13 @@ from typing import Any
 import httpx
 import trio
 
+from tests.helpers import digest
+
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
 #: An answer slower than this is a hang (the dependency deadline is 1 s).
 HANG_SECONDS = 10.0
 #: Pause between one user's payments: a steady load of ~100 requests/s over 4 workers.
 PACE_SECONDS = 0.02
-
-
-def digest(user: str, factor: str, answer: str = "right") -> str:
-    return hashlib.sha256(f"{user}:{factor}:{answer}".encode()).hexdigest()
 
 
 def headers(merchant_key: str) -> dict[str, str]:

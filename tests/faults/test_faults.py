@@ -29,8 +29,9 @@ import httpx
 import pytest
 import trio
 
-from tests.faults.history import FACTORS, Load, digest, headers
+from tests.faults.history import FACTORS, Load, headers
 from tests.faults.stack import DEPENDENCY_TIMEOUT_S, Stack, running_stack
+from tests.helpers import digest
 from tests.services import free_port
 from zeropay_server.config import RECORD_HOLD_MARGIN_MS
 

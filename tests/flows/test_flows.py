@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.server.harness import FACTORS, answers, running_app
+from tests.helpers import answers
+from tests.server.harness import FACTORS, running_app
 from zeropay_proto import RemoteProtocolError
 from zeropay_server.flows import ApiError, Flows, Reply, RequestContext
 
@@ -40,7 +41,7 @@ async def test_enroll_initiate_verify_as_plain_calls() -> None:
             rt,
             context(
                 now,
-                {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "d"},
+                {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "d"},
                 **fresh(now),
             ),
         ).enroll()
@@ -52,7 +53,7 @@ async def test_enroll_initiate_verify_as_plain_calls() -> None:
         assert started.status == 200
         assert started.headers["X-RateLimit-Limit"]
         session_id, required = started.body["session_id"], started.body["required_factors"]
-        body = {"session_id": session_id, "user_uuid": user, "factors": answers(required)}
+        body = {"session_id": session_id, "user_uuid": user, "factors": answers(user, required)}
         done = await Flows(rt, context(now, body, **fresh(now))).verify()
         assert done.status == 200
         assert done.body["receipt"]["session_id"] == session_id
@@ -79,7 +80,7 @@ async def test_bad_input_is_the_cores_error_naming_the_field() -> None:
 
 async def _enroll_and_initiate(h: Any, user: str) -> tuple[str, list[str]]:
     rt, now = h.runtime, h.clock.now
-    enrollment = {"user_uuid": user, "factors": answers(list(FACTORS)), "device_id": "d"}
+    enrollment = {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "d"}
     await Flows(rt, context(now, enrollment, **fresh(now))).enroll()
     return await _initiate(h, user)
 
@@ -98,7 +99,7 @@ async def _initiate(h: Any, user: str) -> tuple[str, list[str]]:
 
 async def _verify(h: Any, user: str, session_id: str, factors: list[str], answer: str) -> Reply:
     now = h.clock.now
-    body = {"session_id": session_id, "user_uuid": user, "factors": answers(factors, answer)}
+    body = {"session_id": session_id, "user_uuid": user, "factors": answers(user, factors, answer)}
     return await Flows(h.runtime, context(now, body, **fresh(now))).verify()
 
 

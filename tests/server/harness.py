@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 import uuid
@@ -15,6 +14,7 @@ import trio_parallel
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
+from tests.helpers import answers
 from zeropay_server.app import create_app
 from zeropay_server.config import load_settings
 from zeropay_server.runtime import Runtime, open_runtime
@@ -22,14 +22,6 @@ from zeropay_server.runtime import Runtime, open_runtime
 #: Tests use a cheap derivation; the production default is 100,000.
 TEST_ITERATIONS = "1000"
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
-
-
-def digest(factor: str, answer: str = "right") -> str:
-    return hashlib.sha256(f"{factor}:{answer}".encode()).hexdigest()
-
-
-def answers(factors: list[str], answer: str = "right") -> dict[str, str]:
-    return {f: digest(f, answer) for f in factors}
 
 
 @dataclass
@@ -98,7 +90,7 @@ class Harness:
         return await self.call(
             "POST",
             "/v1/enrollment/store",
-            {"user_uuid": user, "factors": answers(list(factors)), "device_id": "phone-1"},
+            {"user_uuid": user, "factors": answers(user, list(factors)), "device_id": "phone-1"},
         )
 
     async def initiate(self, user: str, **extra: Any) -> Response:
@@ -119,7 +111,7 @@ class Harness:
         started = await self.initiate(user)
         session_id = started.body["session_id"]
         done = await self.verify(
-            user, session_id, answers(started.body["required_factors"], answer)
+            user, session_id, answers(user, started.body["required_factors"], answer)
         )
         assert done.status == 200, done.text
         return done.body["auth_token"], done

@@ -12,9 +12,13 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tests.server.harness import FACTORS, answers, digest, running_app
+from tests.helpers import answers, digest
+from tests.server.harness import FACTORS, running_app
 from zeropay_proto import PaymentBinding, Receipt, open_record
 from zeropay_server.runtime import DEMO_MERCHANT_ID
+
+#: A user no test enrolls (bodies refused before any user matters).
+ANYONE = "0f4c8f0e-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
 
 
 def new_user() -> str:
@@ -37,9 +41,13 @@ async def test_enroll_then_duplicate_is_409() -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"factors": answers(["PIN", "FACE", "NFC"]), "device_id": "d"}, "user_uuid"),
+        ({"factors": answers(ANYONE, ["PIN", "FACE", "NFC"]), "device_id": "d"}, "user_uuid"),
         (
-            {"user_uuid": "nope", "factors": answers(["PIN", "FACE", "NFC"]), "device_id": "d"},
+            {
+                "user_uuid": "nope",
+                "factors": answers(ANYONE, ["PIN", "FACE", "NFC"]),
+                "device_id": "d",
+            },
             "user_uuid",
         ),
         ({"user_uuid": str(uuid.uuid4()), "factors": {"PIN": "00"}, "device_id": "d"}, "factors"),
@@ -51,7 +59,10 @@ async def test_enroll_then_duplicate_is_409() -> None:
             },
             "factors.PIN",
         ),
-        ({"user_uuid": str(uuid.uuid4()), "factors": answers(["PIN", "FACE", "NFC"])}, "device_id"),
+        (
+            {"user_uuid": ANYONE, "factors": answers(ANYONE, ["PIN", "FACE", "NFC"])},
+            "device_id",
+        ),
     ],
 )
 async def test_bad_enrollment_is_400_naming_the_field(body: dict[str, object], field: str) -> None:
@@ -128,7 +139,7 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
         assert len(started.body["required_factors"]) == 3
         assert started.body["expires_in"] == 300
         done = await h.verify(
-            user, started.body["session_id"], answers(started.body["required_factors"])
+            user, started.body["session_id"], answers(user, started.body["required_factors"])
         )
         assert done.status == 200
         receipt = done.body["receipt"]
@@ -170,8 +181,8 @@ async def test_wrong_factor_is_one_generic_401_and_the_session_fails_after_three
         sid, factors = started.body["session_id"], started.body["required_factors"]
         bodies = []
         for _ in range(3):
-            wrong = answers(factors)
-            wrong[factors[0]] = digest(factors[0], "wrong")
+            wrong = answers(user, factors)
+            wrong[factors[0]] = digest(user, factors[0], "wrong")
             response = await h.verify(user, sid, wrong)
             assert response.status == 401
             bodies.append(response.body)
@@ -180,7 +191,7 @@ async def test_wrong_factor_is_one_generic_401_and_the_session_fails_after_three
         assert all(factors[0] not in json.dumps(b) for b in bodies)  # never names the factor
         status = await h.call("GET", f"/v1/verification/status/{sid}")
         assert status.body["status"] == "failed"
-        late = await h.verify(user, sid, answers(factors))
+        late = await h.verify(user, sid, answers(user, factors))
         assert (late.status, late.body["attempts_remaining"]) == (401, 0)
 
 
@@ -191,8 +202,8 @@ async def test_verified_session_cannot_be_verified_again() -> None:
         await h.enroll(user)
         started = await h.initiate(user)
         sid, factors = started.body["session_id"], started.body["required_factors"]
-        assert (await h.verify(user, sid, answers(factors))).status == 200
-        again = await h.verify(user, sid, answers(factors))
+        assert (await h.verify(user, sid, answers(user, factors))).status == 200
+        again = await h.verify(user, sid, answers(user, factors))
         assert again.status == 401
         assert "auth_token" not in again.body
 
@@ -209,9 +220,9 @@ async def test_unknown_user_initiate_looks_like_a_known_one_and_always_fails() -
         again = await h.initiate(unknown)
         assert again.body["required_factors"] == decoy.body["required_factors"]  # stable
         fails = await h.verify(
-            unknown, decoy.body["session_id"], answers(decoy.body["required_factors"])
+            unknown, decoy.body["session_id"], answers(unknown, decoy.body["required_factors"])
         )
-        wrong = answers(real.body["required_factors"], "wrong")
+        wrong = answers(known, real.body["required_factors"], "wrong")
         real_fail = await h.verify(known, real.body["session_id"], wrong)
         assert (fails.status, fails.body) == (real_fail.status, real_fail.body)
 
@@ -227,20 +238,20 @@ async def test_five_failures_lock_the_account_across_sessions() -> None:
                 response = await h.verify(
                     user,
                     started.body["session_id"],
-                    answers(started.body["required_factors"], "wrong"),
+                    answers(user, started.body["required_factors"], "wrong"),
                 )
                 statuses.append(response.status)
         assert statuses == [401, 401, 401, 401, 401, 429]
         started = await h.initiate(user)
         locked = await h.verify(
-            user, started.body["session_id"], answers(started.body["required_factors"])
+            user, started.body["session_id"], answers(user, started.body["required_factors"])
         )
         assert (locked.status, locked.body["code"]) == (429, "ACCOUNT_LOCKED")
         assert int(locked.headers["Retry-After"]) == 15 * 60
         h.clock.advance(15 * 60)
         started = await h.initiate(user)
         unlocked = await h.verify(
-            user, started.body["session_id"], answers(started.body["required_factors"])
+            user, started.body["session_id"], answers(user, started.body["required_factors"])
         )
         assert unlocked.status == 200
 
@@ -257,7 +268,7 @@ async def test_session_errors_and_status() -> None:
             "pending",
             3,
         )
-        other = await h.verify(new_user(), sid, answers(["PIN"]))
+        other = await h.verify(new_user(), sid, answers(user, ["PIN"]))
         assert (other.status, other.body["code"]) == (404, "SESSION_NOT_FOUND")
         gone = "A" * 22 + sid[22:]
         missing = await h.call("GET", f"/v1/verification/status/{gone}")
@@ -267,7 +278,7 @@ async def test_session_errors_and_status() -> None:
         h.clock.advance(301)
         expired = await h.call("GET", f"/v1/verification/status/{sid}")
         assert expired.body["status"] == "expired"
-        late = await h.verify(user, sid, answers(started.body["required_factors"]))
+        late = await h.verify(user, sid, answers(user, started.body["required_factors"]))
         assert late.status == 401
 
 
@@ -315,7 +326,7 @@ async def test_update_needs_that_users_token_and_replaces_the_factors() -> None:
         await h.enroll(other)
         body = {
             "user_uuid": user,
-            "factors": answers(["PIN", "NFC", "FACE"], "new"),
+            "factors": answers(user, ["PIN", "NFC", "FACE"], "new"),
             "device_id": "phone-2",
         }
         assert (await h.call("PUT", "/v1/enrollment/update", body)).status == 401
@@ -335,7 +346,7 @@ async def test_update_needs_that_users_token_and_replaces_the_factors() -> None:
         started = await h.initiate(user)
         assert set(started.body["required_factors"]) == {"PIN", "NFC", "FACE"}
         done = await h.verify(
-            user, started.body["session_id"], answers(started.body["required_factors"], "new")
+            user, started.body["session_id"], answers(user, started.body["required_factors"], "new")
         )
         assert done.status == 200
         old_token = await h.call(
@@ -357,7 +368,7 @@ async def test_the_record_cache_never_outlives_an_enrollment_change() -> None:
         before = await h.initiate(user)  # opened on the cached, soon old, record
         body = {
             "user_uuid": user,
-            "factors": answers(["PIN", "NFC", "FACE"], "new"),
+            "factors": answers(user, ["PIN", "NFC", "FACE"], "new"),
             "device_id": "d",
         }
         updated = await h.call(
@@ -365,7 +376,7 @@ async def test_the_record_cache_never_outlives_an_enrollment_change() -> None:
         )
         assert updated.status == 200
         stale = await h.verify(
-            user, before.body["session_id"], answers(before.body["required_factors"])
+            user, before.body["session_id"], answers(user, before.body["required_factors"])
         )
         assert stale.status == 401
         token, _ = await h.verified_token_with(user, "new")
@@ -378,7 +389,7 @@ async def test_the_record_cache_never_outlives_an_enrollment_change() -> None:
         )
         assert deleted.status == 200
         gone = await h.verify(
-            user, opened.body["session_id"], answers(opened.body["required_factors"], "new")
+            user, opened.body["session_id"], answers(user, opened.body["required_factors"], "new")
         )
         assert gone.status == 401
 
@@ -403,10 +414,14 @@ async def test_a_weak_token_cannot_change_or_delete_the_enrollment() -> None:
         started = await h.initiate(user, transaction_amount=5, risk_level="LOW")
         assert len(started.body["required_factors"]) == 2
         done = await h.verify(
-            user, started.body["session_id"], answers(started.body["required_factors"])
+            user, started.body["session_id"], answers(user, started.body["required_factors"])
         )
         weak = {"Authorization": f"Bearer {done.body['auth_token']}"}
-        body = {"user_uuid": user, "factors": answers(["PIN", "NFC", "FACE"]), "device_id": "d"}
+        body = {
+            "user_uuid": user,
+            "factors": answers(user, ["PIN", "NFC", "FACE"]),
+            "device_id": "d",
+        }
         update = await h.call("PUT", "/v1/enrollment/update", body, headers=weak)
         delete = await h.call("DELETE", f"/v1/enrollment/delete/{user}", headers=weak)
         for refused in (update, delete):
@@ -430,7 +445,7 @@ async def test_delete_needs_a_token_and_makes_the_user_unknown() -> None:
         assert (await h.call("GET", "/v1/session/validate", headers=auth)).status == 401
         started = await h.initiate(user)
         attempt = await h.verify(
-            user, started.body["session_id"], answers(started.body["required_factors"])
+            user, started.body["session_id"], answers(user, started.body["required_factors"])
         )
         assert attempt.status == 401  # a decoy now
         assert (await h.enroll(user)).status == 201  # and the user may enroll again
@@ -452,7 +467,7 @@ async def test_export_has_metadata_and_audit_trail_never_digests_or_verifiers() 
         actions = [e["action"] for e in export.body["audit_trail"]]
         assert actions == ["ENROLLED", "SESSION_INITIATED", "VERIFICATION_SUCCEEDED"]
         for factor in FACTORS:
-            assert digest(factor) not in export.text
+            assert digest(user, factor) not in export.text
         stored = await h.runtime.durable.load_enrollment(user)
         assert stored is not None
         record_verifiers = [
@@ -478,7 +493,7 @@ async def test_no_route_returns_a_stored_digest() -> None:
                 (await h.call(method, path, headers={"Authorization": f"Bearer {token}"})).text
             )
         for factor in FACTORS:
-            assert all(digest(factor) not in t for t in texts)
+            assert all(digest(user, factor) not in t for t in texts)
 
 
 # ------------------------------------------------------------------------------ limits and proxies
@@ -650,7 +665,7 @@ async def test_logs_never_contain_digests_tokens_or_session_ids(
         r.getMessage() + json.dumps(getattr(r, "fields", {}), default=str) for r in caplog.records
     )
     assert "request" in logged
-    for secret in [token, sid, *(digest(f) for f in FACTORS)]:
+    for secret in [token, sid, *(digest(user, f) for f in FACTORS)]:
         assert secret not in logged
 
 
@@ -697,7 +712,7 @@ async def test_a_merchant_whose_sessions_lock_accounts_is_throttled() -> None:
             statuses = []
             for _ in range(2):
                 started = await h.initiate(victim)
-                wrong = answers(started.body["required_factors"], "wrong")
+                wrong = answers(victim, started.body["required_factors"], "wrong")
                 for _ in range(3):
                     response = await h.verify(victim, started.body["session_id"], wrong)
                     statuses.append(response.status)

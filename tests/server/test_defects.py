@@ -7,7 +7,8 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from tests.server.harness import answers, running_app
+from tests.helpers import answers
+from tests.server.harness import running_app
 
 ROOT = Path(__file__).parents[2]
 
@@ -46,7 +47,7 @@ async def test_a_tampered_wrapped_key_fails_verification_even_with_right_factors
         assert await h.runtime.durable.replace_enrollment(replace(stored, wrapped_key=broken))
         started = await h.initiate(user)
         attempt = await h.verify(
-            user, started.body["session_id"], answers(started.body["required_factors"])
+            user, started.body["session_id"], answers(user, started.body["required_factors"])
         )
         assert attempt.status == 401
         assert "auth_token" not in attempt.body

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.errors import DependencyUnavailable
-from tests.server.harness import answers, running_app
+from tests.helpers import answers
+from tests.server.harness import running_app
 from tests.server.test_api import new_user
 
 
@@ -40,7 +41,7 @@ async def test_right_factors_during_a_postgresql_outage_never_lock_the_account()
         h.runtime.durable = outage
         started = await h.initiate(user)  # the record is cached: initiate still works
         assert started.status == 200
-        right = answers(started.body["required_factors"])
+        right = answers(user, started.body["required_factors"])
         outage.down = True
         statuses = [(await h.verify(user, started.body["session_id"], right)) for _ in range(6)]
         assert [r.status for r in statuses] == [503] * 6
@@ -64,14 +65,14 @@ async def test_an_outage_after_real_failures_keeps_their_count() -> None:
         statuses = []
         for _ in range(2):
             started = await h.initiate(user)
-            wrong = answers(started.body["required_factors"], "wrong")
+            wrong = answers(user, started.body["required_factors"], "wrong")
             for down in (False, True, False):
                 outage.down = down
                 statuses.append((await h.verify(user, started.body["session_id"], wrong)).status)
         outage.down = False
         assert statuses == [401, 503, 401] * 2  # four real failures, two outages
         started = await h.initiate(user)
-        wrong = answers(started.body["required_factors"], "wrong")
+        wrong = answers(user, started.body["required_factors"], "wrong")
         fifth = await h.verify(user, started.body["session_id"], wrong)
         assert fifth.status == 401  # the fifth real failure: evaluated, and it locks
         refused = await h.verify(user, started.body["session_id"], wrong)
