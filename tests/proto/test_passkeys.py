@@ -1,0 +1,178 @@
+"""Passkeys: registration, and assertions whose challenge is the payment's linked data.
+
+A software authenticator (tests/authenticator.py) makes real responses; py_webauthn verifies
+them inside the core's decisions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from tests.authenticator import UP, UV, SoftAuthenticator
+from tests.helpers import T0, entropy
+from zeropay_proto import LocalProtocolError, RemoteProtocolError, b64url
+from zeropay_proto.passkeys import (
+    MAX_PASSKEYS_PER_USER,
+    CloneSuspected,
+    LinkedData,
+    Passkey,
+    PossessionProven,
+    PossessionRefused,
+    RelyingParty,
+    assertion_options,
+    check_assertion,
+    check_registration,
+    registration_options,
+)
+
+RP = RelyingParty(rp_id="localhost", name="ZeroPay", origins=("http://localhost:8080",))
+ORIGIN = RP.origins[0]
+USER = "123e4567-e89b-42d3-a456-426614174000"
+NOW_MS = int(T0 * 1000)
+LINKED = LinkedData(
+    session_id="Ej5FZ-ibQtOkVkJmFBdAALmXUaNeNiJGzfarUzmi8k8",
+    amount=Decimal("42.50"),
+    currency="EUR",
+    payee="shop-1",
+)
+
+
+def registered(device: SoftAuthenticator) -> Passkey:
+    challenge = entropy(32, "registration")
+    return check_registration(
+        RP, device.register(RP.rp_id, ORIGIN, challenge), challenge=challenge, now_ms=NOW_MS
+    )
+
+
+def test_a_registration_makes_a_passkey_with_its_key_and_count() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    passkey = registered(device)
+    assert passkey.credential_id == b"cred-1"
+    assert passkey.sign_count == 0
+    assert passkey.created_at_ms == NOW_MS
+    assert passkey.public_key == device.cose_key()
+
+
+def test_a_registration_for_another_challenge_or_origin_is_refused() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    challenge = entropy(32, "registration")
+    for response in (
+        device.register(RP.rp_id, ORIGIN, entropy(32, "another")),
+        device.register(RP.rp_id, "https://evil.example", challenge),
+        device.register("evil.example", ORIGIN, challenge),
+        {"id": "x"},
+    ):
+        with pytest.raises(RemoteProtocolError) as refused:
+            check_registration(RP, response, challenge=challenge, now_ms=NOW_MS)
+        assert refused.value.code == "PASSKEY_INVALID"
+
+
+def test_registration_options_exclude_what_is_registered_and_cap_the_count() -> None:
+    passkey = registered(SoftAuthenticator(credential_id=b"cred-1"))
+    options = registration_options(
+        RP, user_id=USER, user_name="payer", challenge=entropy(32), registered=[passkey]
+    )
+    assert options["challenge"] == b64url(entropy(32))
+    assert options["rp"]["id"] == "localhost"
+    assert [c["id"] for c in options["excludeCredentials"]] == [b64url(b"cred-1")]
+    assert options["authenticatorSelection"]["userVerification"] == "required"
+    with pytest.raises(RemoteProtocolError) as full:
+        registration_options(
+            RP,
+            user_id=USER,
+            user_name="payer",
+            challenge=entropy(32),
+            registered=[passkey] * MAX_PASSKEYS_PER_USER,
+        )
+    assert (full.value.code, full.value.error_status_hint) == ("TOO_MANY_PASSKEYS", 409)
+    with pytest.raises(LocalProtocolError):
+        registration_options(RP, user_id=USER, user_name="p", challenge=b"short", registered=[])
+
+
+def test_the_assertion_challenge_is_the_linked_datas_hash() -> None:
+    passkey = registered(SoftAuthenticator(credential_id=b"cred-1"))
+    options = assertion_options(RP, LINKED, [passkey])
+    assert options["challenge"] == b64url(LINKED.challenge())
+    assert options["allowCredentials"] == [{"id": b64url(b"cred-1"), "type": "public-key"}]
+    assert options["userVerification"] == "required"
+    assert LINKED.as_dict() == {
+        "session_id": LINKED.session_id,
+        "amount": "42.50",
+        "currency": "EUR",
+        "payee": "shop-1",
+    }
+
+
+def test_one_amount_links_alike_however_written_and_any_change_links_otherwise() -> None:
+    assert replace(LINKED, amount=Decimal("42.5")).challenge() == LINKED.challenge()
+    others = [
+        replace(LINKED, amount=Decimal("4250")),
+        replace(LINKED, amount=None),
+        replace(LINKED, currency="USD"),
+        replace(LINKED, payee="shop-2"),
+        replace(LINKED, payee=None),
+        replace(LINKED, session_id=LINKED.session_id[:-1] + "A"),
+    ]
+    assert len({o.challenge() for o in others} | {LINKED.challenge()}) == len(others) + 1
+
+
+def test_an_assertion_over_the_sessions_linked_data_proves_possession() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    passkey = registered(device)
+    response = device.sign(RP.rp_id, ORIGIN, LINKED.challenge())
+    decided = check_assertion(RP, response, linked=LINKED, passkeys=[passkey])
+    assert decided == PossessionProven(credential_id=b"cred-1", sign_count=1)
+
+
+def test_a_signature_over_another_amount_or_payee_is_refused() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    passkey = registered(device)
+    for signed in (replace(LINKED, amount=Decimal("4250")), replace(LINKED, payee="shop-2")):
+        response = device.sign(RP.rp_id, ORIGIN, signed.challenge())
+        decided = check_assertion(RP, response, linked=LINKED, passkeys=[passkey])
+        assert isinstance(decided, PossessionRefused)
+
+
+def test_wrong_origin_rp_flags_key_or_credential_are_refused() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    passkey = registered(device)
+    impostor = SoftAuthenticator(credential_id=b"cred-1")  # same id, another key
+    stranger = SoftAuthenticator(credential_id=b"cred-9")
+    challenge = LINKED.challenge()
+    for response in (
+        device.sign(RP.rp_id, "https://evil.example", challenge),
+        device.sign("evil.example", ORIGIN, challenge),
+        device.sign(RP.rp_id, ORIGIN, challenge, flags=UP),  # not user-verified
+        device.sign(RP.rp_id, ORIGIN, challenge, flags=UV),  # no user presence
+        impostor.sign(RP.rp_id, ORIGIN, challenge),
+        stranger.sign(RP.rp_id, ORIGIN, challenge),
+        {"id": b64url(b"cred-1"), "response": {}},
+    ):
+        decided = check_assertion(RP, response, linked=LINKED, passkeys=[passkey])
+        assert isinstance(decided, PossessionRefused), response
+
+
+def test_a_count_that_does_not_rise_is_a_suspected_clone() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    passkey = replace(registered(device), sign_count=7)
+    device.sign_count = 6
+    response = device.sign(RP.rp_id, ORIGIN, LINKED.challenge())  # presents 7
+    decided = check_assertion(RP, response, linked=LINKED, passkeys=[passkey])
+    assert decided == CloneSuspected(credential_id=b"cred-1", stored_count=7, presented_count=7)
+
+
+def test_an_authenticator_without_a_counter_stays_at_zero() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    passkey = registered(device)
+    response = device.sign(RP.rp_id, ORIGIN, LINKED.challenge(), count=0)
+    decided = check_assertion(RP, response, linked=LINKED, passkeys=[passkey])
+    assert decided == PossessionProven(credential_id=b"cred-1", sign_count=0)
+
+
+def test_a_relying_party_needs_an_id_and_an_origin() -> None:
+    with pytest.raises(LocalProtocolError):
+        RelyingParty(rp_id="", name="x", origins=(ORIGIN,))
+    with pytest.raises(LocalProtocolError):
+        RelyingParty(rp_id="localhost", name="x", origins=())

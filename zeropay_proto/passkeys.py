@@ -1,0 +1,252 @@
+"""Passkeys (WebAuthn): the possession factor, with dynamic linking.
+
+PSD2's strong customer authentication needs two independent categories of element, and its
+dynamic linking rule (RTS 2018/389, article 5) needs the authentication code to depend on the
+amount and the payee. A passkey assertion does both here: its challenge is not random but the
+hash of the session's **linked data** (:class:`LinkedData`: session id, amount, currency,
+payee), so the authenticator's signature covers the transaction itself. A signature made for
+42.50 EUR to ``shop-1`` cannot verify a session for another amount or another payee, and the
+session id makes it good for one session only.
+
+The WebAuthn structures (CBOR, COSE keys, attestation, authenticator data) are parsed and
+verified by py_webauthn, never by hand. Its verification calls are pure computation over bytes,
+so the decisions stay here with the caller's entropy (registration challenges) as an argument;
+WebAuthn carries no time, so no ``now`` is needed.
+
+Decisions:
+
+- :func:`check_registration` makes a :class:`Passkey` of a registration response, or refuses it.
+- :func:`check_assertion` decides an assertion. It is :class:`PossessionProven` with the sign
+  count to store, or :class:`PossessionRefused` (counted as a failed attempt, like a wrong
+  answer), or :class:`CloneSuspected`. The last is a signature that verifies but whose sign
+  count did not rise, which is how a cloned authenticator shows; it is refused and audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from ._encoding import b64url
+from ._errors import LocalProtocolError, RemoteProtocolError
+
+LINKING_DOMAIN = b"zeropay/dynamic-linking/v1"
+#: Registration challenges are this many bytes of the caller's entropy.
+REGISTRATION_CHALLENGE_BYTES = 32
+#: The most passkeys one user may register.
+MAX_PASSKEYS_PER_USER = 10
+#: How long the browser waits for the user (milliseconds).
+CEREMONY_TIMEOUT_MS = 120_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelyingParty:
+    """Who the passkeys are for: the RP id (a registrable domain, ``WEBAUTHN_RP_ID``) and the
+    origins allowed to use them (``WEBAUTHN_ORIGINS``)."""
+
+    rp_id: str
+    name: str
+    origins: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.rp_id or not self.origins:
+            raise LocalProtocolError("a relying party needs an id and at least one origin")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkedData:
+    """What a payment's passkey signature covers: shown to the payer before they sign."""
+
+    session_id: str
+    amount: Decimal | None
+    currency: str | None
+    payee: str | None
+
+    def canonical(self) -> bytes:
+        """The length-prefixed fields the challenge hashes (amounts without trailing zeros:
+        42.50 and 42.5 are one amount)."""
+        amount = "" if self.amount is None else format(self.amount.normalize(), "f")
+        fields = (LINKING_DOMAIN, self.session_id, amount, self.currency or "", self.payee or "")
+        return b"".join(_field(f if isinstance(f, bytes) else f.encode()) for f in fields)
+
+    def challenge(self) -> bytes:
+        """The WebAuthn challenge of this payment: SHA-256 of :meth:`canonical`."""
+        return hashlib.sha256(self.canonical()).digest()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The linked data as the client shows it."""
+        return {
+            "session_id": self.session_id,
+            "amount": None if self.amount is None else format(self.amount, "f"),
+            "currency": self.currency,
+            "payee": self.payee,
+        }
+
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Passkey:
+    """A registered credential: what is stored with the enrollment."""
+
+    credential_id: bytes
+    public_key: bytes
+    sign_count: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PossessionProven:
+    """The assertion verified: store ``sign_count`` for ``credential_id``."""
+
+    credential_id: bytes
+    sign_count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PossessionRefused:
+    """The assertion did not verify (wrong challenge, origin, key, flags, or malformed): one
+    more failed attempt. ``reason`` is for the operator's log, never for the client."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloneSuspected:
+    """The signature verified but the sign count did not rise: refused, and audited."""
+
+    credential_id: bytes
+    stored_count: int
+    presented_count: int
+
+
+def registration_options(
+    rp: RelyingParty,
+    *,
+    user_id: str,
+    user_name: str,
+    challenge: bytes,
+    registered: Sequence[Passkey],
+) -> dict[str, Any]:
+    """``PublicKeyCredentialCreationOptions`` as JSON for ``navigator.credentials.create``:
+    a discoverable credential with user verification, not one already registered."""
+    if len(challenge) != REGISTRATION_CHALLENGE_BYTES:
+        raise LocalProtocolError("a registration challenge is 32 bytes of entropy")
+    if len(registered) >= MAX_PASSKEYS_PER_USER:
+        raise RemoteProtocolError(
+            f"at most {MAX_PASSKEYS_PER_USER} passkeys per user",
+            code="TOO_MANY_PASSKEYS",
+            error_status_hint=409,
+        )
+    options = generate_registration_options(
+        rp_id=rp.rp_id,
+        rp_name=rp.name,
+        user_id=user_id.encode("ascii"),
+        user_name=user_name,
+        challenge=challenge,
+        timeout=CEREMONY_TIMEOUT_MS,
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.PREFERRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in registered],
+    )
+    parsed: dict[str, Any] = json.loads(options_to_json(options))
+    return parsed
+
+
+def check_registration(
+    rp: RelyingParty, response: Mapping[str, Any], *, challenge: bytes, now_ms: int
+) -> Passkey:
+    """The passkey a registration response creates, or a 400 if it does not verify."""
+    try:
+        verified = verify_registration_response(
+            credential=dict(response),
+            expected_challenge=challenge,
+            expected_rp_id=rp.rp_id,
+            expected_origin=list(rp.origins),
+            require_user_verification=True,
+        )
+    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+        raise RemoteProtocolError(
+            "the passkey registration did not verify", code="PASSKEY_INVALID", field="credential"
+        ) from exc
+    return Passkey(
+        credential_id=verified.credential_id,
+        public_key=verified.credential_public_key,
+        sign_count=verified.sign_count,
+        created_at_ms=now_ms,
+    )
+
+
+def assertion_options(
+    rp: RelyingParty, linked: LinkedData, passkeys: Sequence[Passkey]
+) -> dict[str, Any]:
+    """``PublicKeyCredentialRequestOptions`` as JSON for ``navigator.credentials.get``: the
+    challenge is the linked data's hash, the allowed credentials the user's passkeys."""
+    options = generate_authentication_options(
+        rp_id=rp.rp_id,
+        challenge=linked.challenge(),
+        timeout=CEREMONY_TIMEOUT_MS,
+        allow_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in passkeys],
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+    parsed: dict[str, Any] = json.loads(options_to_json(options))
+    return parsed
+
+
+def check_assertion(
+    rp: RelyingParty,
+    response: Mapping[str, Any],
+    *,
+    linked: LinkedData,
+    passkeys: Sequence[Passkey],
+) -> PossessionProven | PossessionRefused | CloneSuspected:
+    """Decide an assertion against the session's own linked data and the user's passkeys:
+    the signature, the challenge, the origin and RP id, user presence and verification, and a
+    sign count that rises (both zero: the authenticator keeps no count)."""
+    by_id = {b64url(p.credential_id): p for p in passkeys}
+    passkey = by_id.get(str(response.get("rawId") or response.get("id") or ""))
+    if passkey is None:
+        return PossessionRefused(reason="not one of the user's passkeys")
+    try:
+        verified = verify_authentication_response(
+            credential=dict(response),
+            expected_challenge=linked.challenge(),
+            expected_rp_id=rp.rp_id,
+            expected_origin=list(rp.origins),
+            credential_public_key=passkey.public_key,
+            credential_current_sign_count=0,  # the core decides on the count, below
+            require_user_verification=True,
+        )
+    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+        return PossessionRefused(reason=type(exc).__name__)
+    count = verified.new_sign_count
+    if (count or passkey.sign_count) and count <= passkey.sign_count:
+        return CloneSuspected(
+            credential_id=passkey.credential_id,
+            stored_count=passkey.sign_count,
+            presented_count=count,
+        )
+    return PossessionProven(credential_id=passkey.credential_id, sign_count=count)
