@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from zeropay_proto.audit import AuditEvent
 from zeropay_proto.merchants import MerchantCredential
+from zeropay_proto.passkeys import Passkey, rises
 
 from .ports import (
     StoredEnrollment,
@@ -27,6 +28,7 @@ class MemoryDurable:
         self._audit_events_kept = audit_events_kept
         self._enrollments: dict[str, StoredEnrollment] = {}
         self._merchant_keys: dict[str, MerchantCredential] = {}
+        self._passkeys: dict[str, list[Passkey]] = {}  # by user, oldest first
 
     async def write_events(self, events: Sequence[AuditEvent]) -> int:
         new = 0
@@ -61,6 +63,7 @@ class MemoryDurable:
         return self._enrollments.get(user_id)
 
     async def delete_enrollment(self, user_id: str) -> bool:
+        self._passkeys.pop(user_id, None)
         return self._enrollments.pop(user_id, None) is not None
 
     async def export_enrollment(self, user_id: str) -> StoredEnrollment | None:
@@ -79,3 +82,34 @@ class MemoryDurable:
             return False
         self._merchant_keys[key_id] = replace(credential, revoked_at_ms=now_ms)
         return True
+
+    # -------------------------------------------------------------- PasskeyPort
+
+    async def add_passkey(self, user_id: str, passkey: Passkey, limit: int) -> bool:
+        known = any(
+            p.credential_id == passkey.credential_id for ps in self._passkeys.values() for p in ps
+        )
+        if user_id not in self._enrollments or known:
+            return False
+        owned = self._passkeys.setdefault(user_id, [])
+        if len(owned) >= limit:
+            return False
+        owned.append(passkey)
+        return True
+
+    async def passkeys(self, user_id: str) -> list[Passkey]:
+        return list(self._passkeys.get(user_id, ()))
+
+    async def delete_passkey(self, user_id: str, credential_id: bytes) -> bool:
+        owned = self._passkeys.get(user_id, [])
+        kept = [p for p in owned if p.credential_id != credential_id]
+        self._passkeys[user_id] = kept
+        return len(kept) < len(owned)
+
+    async def record_sign_count(self, user_id: str, credential_id: bytes, count: int) -> bool:
+        owned = self._passkeys.get(user_id, [])
+        for i, passkey in enumerate(owned):
+            if passkey.credential_id == credential_id and rises(passkey.sign_count, count):
+                owned[i] = replace(passkey, sign_count=count)
+                return True
+        return False

@@ -36,6 +36,7 @@ from zeropay_proto import (
 from zeropay_proto.admission import Admission, AdmissionRequest
 from zeropay_proto.audit import AuditEvent
 from zeropay_proto.merchants import MerchantCredential
+from zeropay_proto.passkeys import Passkey
 
 # ------------------------------------------------------------------------------ admission
 
@@ -333,6 +334,32 @@ class EnrollmentPort(Protocol):
         ...
 
 
+# ------------------------------------------------------------------------------ passkeys
+
+
+class PasskeyPort(Protocol):
+    """Users' passkeys (PostgreSQL ``passkeys``): public keys and sign counts, no secrets."""
+
+    async def add_passkey(self, user_id: str, passkey: Passkey, limit: int) -> bool:
+        """Register ``passkey`` for an enrolled user who has fewer than ``limit``; ``False``
+        if the user is not enrolled, has ``limit`` already, or the credential is known."""
+        ...
+
+    async def passkeys(self, user_id: str) -> list[Passkey]:
+        """The user's passkeys, oldest first."""
+        ...
+
+    async def delete_passkey(self, user_id: str, credential_id: bytes) -> bool:
+        """Remove one; ``False`` if the user has no such passkey."""
+        ...
+
+    async def record_sign_count(self, user_id: str, credential_id: bytes, count: int) -> bool:
+        """Store a verified assertion's count if it rises (or stays 0 for an authenticator
+        without a counter); ``False`` if a concurrent assertion got there first, or the
+        passkey is gone: then this one is refused."""
+        ...
+
+
 # ------------------------------------------------------------------------------ merchants
 
 
@@ -367,7 +394,7 @@ class StateStore(AdmissionPort, SessionPort, PspSessionPort, AuditStreamPort, He
     """Everything the server keeps in Redis (the in-memory store in the embedded default)."""
 
 
-class DurableStore(EnrollmentPort, AuditLogPort, MerchantPort, HealthPort, Protocol):
+class DurableStore(EnrollmentPort, PasskeyPort, AuditLogPort, MerchantPort, HealthPort, Protocol):
     """Everything the server keeps in PostgreSQL (the in-memory store in the embedded
     default)."""
 

@@ -34,6 +34,7 @@ import asyncpg
 from zeropay_proto import WrappedKey
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.merchants import MerchantCredential
+from zeropay_proto.passkeys import Passkey
 
 from .errors import DependencyUnavailable
 from .ports import DurableStore, StoredEnrollment
@@ -475,6 +476,69 @@ class PostgresStore:
             " RETURNING 1",
             key_id,
             _at(now_ms),
+        )
+        return row is not None
+
+    # ------------------------------------------------------------------ PasskeyPort
+
+    @_unavailable_as_dependency_error
+    async def add_passkey(self, user_id: str, passkey: Passkey, limit: int) -> bool:
+        # The user's row is locked before the count, so two registrations cannot both pass
+        # the limit; a known credential id is skipped, not an error.
+        async with self._primary.acquire() as conn, conn.transaction():
+            owner = await conn.fetchval(
+                "SELECT 1 FROM wrapped_keys WHERE user_id = $1 FOR UPDATE", user_id
+            )
+            held = await conn.fetchval("SELECT count(*) FROM passkeys WHERE user_id = $1", user_id)
+            if owner is None or held >= limit:
+                return False
+            added = await conn.fetchval(
+                "INSERT INTO passkeys (user_id, credential_id, public_key, sign_count, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
+                user_id,
+                passkey.credential_id,
+                passkey.public_key,
+                passkey.sign_count,
+                _at(passkey.created_at_ms),
+            )
+            return added is not None
+
+    @_unavailable_as_dependency_error
+    async def passkeys(self, user_id: str) -> list[Passkey]:
+        rows = await self._on_primary.fetch(
+            "SELECT credential_id, public_key, sign_count, created_at FROM passkeys"
+            " WHERE user_id = $1 ORDER BY created_at, credential_id",
+            user_id,
+        )
+        return [
+            Passkey(
+                credential_id=bytes(r["credential_id"]),
+                public_key=bytes(r["public_key"]),
+                sign_count=r["sign_count"],
+                created_at_ms=_ms(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    @_unavailable_as_dependency_error
+    async def delete_passkey(self, user_id: str, credential_id: bytes) -> bool:
+        row = await self._on_primary.fetchrow(
+            "DELETE FROM passkeys WHERE user_id = $1 AND credential_id = $2 RETURNING 1",
+            user_id,
+            credential_id,
+        )
+        return row is not None
+
+    @_unavailable_as_dependency_error
+    async def record_sign_count(self, user_id: str, credential_id: bytes, count: int) -> bool:
+        # zeropay_proto.passkeys.rises, as a condition of the write: of two assertions with
+        # one count, one updates the row and the other finds it risen.
+        row = await self._on_primary.fetchrow(
+            "UPDATE passkeys SET sign_count = $3 WHERE user_id = $1 AND credential_id = $2"
+            " AND (sign_count < $3 OR (sign_count = 0 AND $3 = 0)) RETURNING 1",
+            user_id,
+            credential_id,
+            count,
         )
         return row is not None
 

@@ -141,6 +141,12 @@ class CloneSuspected:
     presented_count: int
 
 
+def rises(stored: int, presented: int) -> bool:
+    """Whether a presented sign count is acceptable after the stored one: higher, or both 0
+    (an authenticator that keeps no counter)."""
+    return presented > stored or presented == stored == 0
+
+
 def registration_options(
     rp: RelyingParty,
     *,
@@ -243,7 +249,7 @@ def check_assertion(
     except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         return PossessionRefused(reason=type(exc).__name__)
     count = verified.new_sign_count
-    if (count or passkey.sign_count) and count <= passkey.sign_count:
+    if not rises(passkey.sign_count, count):
         return CloneSuspected(
             credential_id=passkey.credential_id,
             stored_count=passkey.sign_count,

@@ -42,6 +42,7 @@ from zeropay_proto import (
 from zeropay_proto.admission import AdmissionRequest, Limits
 from zeropay_proto.audit import AuditAction
 from zeropay_proto.merchants import issue_api_key
+from zeropay_proto.passkeys import Passkey
 
 state = pytest.mark.parametrize("state_backend", STATE_BACKENDS, indirect=True)
 durable = pytest.mark.parametrize("durable_backend", DURABLE_BACKENDS, indirect=True)
@@ -590,6 +591,56 @@ async def test_enrollment_replace_and_delete(durable_backend: dict[str, Any]) ->
         assert await store.delete_enrollment(user)
         assert not await store.delete_enrollment(user)
         assert await store.load_enrollment(user) is None
+
+
+def passkey(credential: bytes, count: int = 0) -> Passkey:
+    return Passkey(
+        credential_id=credential,
+        public_key=b"cose:" + credential,
+        sign_count=count,
+        created_at_ms=1_800_000_000_000 + len(credential),
+    )
+
+
+@durable
+async def test_passkeys_belong_to_an_enrolled_user_up_to_the_limit(
+    durable_backend: dict[str, Any],
+) -> None:
+    async with open_durable_store(durable_backend) as store:
+        user, other = new_user(), new_user()
+        a, bb, ccc = (uuid.uuid4().bytes + bytes(n) for n in range(3))
+        assert not await store.add_passkey(user, passkey(a), 2)  # not enrolled
+        await store.insert_enrollment(stored_enrollment(user))
+        await store.insert_enrollment(stored_enrollment(other))
+        assert await store.add_passkey(user, passkey(a), 2)
+        assert not await store.add_passkey(other, passkey(a), 2)  # the credential is known
+        assert await store.add_passkey(user, passkey(bb), 2)
+        assert not await store.add_passkey(user, passkey(ccc), 2)  # the limit
+        assert await store.passkeys(user) == [passkey(a), passkey(bb)]
+        assert await store.passkeys(other) == []
+        assert not await store.delete_passkey(other, a)
+        assert await store.delete_passkey(user, a)
+        assert await store.passkeys(user) == [passkey(bb)]
+        assert await store.delete_enrollment(user)  # its passkeys go with it
+        assert await store.passkeys(user) == []
+
+
+@durable
+async def test_a_sign_count_is_stored_only_if_it_rises(durable_backend: dict[str, Any]) -> None:
+    async with open_durable_store(durable_backend) as store:
+        user = new_user()
+        # Credential ids are unique across users (and the backends share one database).
+        counted, uncounted = uuid.uuid4().bytes, uuid.uuid4().bytes
+        await store.insert_enrollment(stored_enrollment(user))
+        assert await store.add_passkey(user, passkey(counted, 5), 10)
+        assert await store.add_passkey(user, passkey(uncounted), 10)
+        assert await store.record_sign_count(user, counted, 6)
+        assert not await store.record_sign_count(user, counted, 6)  # a concurrent twin
+        assert not await store.record_sign_count(user, counted, 3)
+        assert await store.record_sign_count(user, uncounted, 0)  # no counter: stays 0
+        assert not await store.record_sign_count(user, uuid.uuid4().bytes, 9)
+        counts = {p.credential_id: p.sign_count for p in await store.passkeys(user)}
+        assert counts == {counted: 6, uncounted: 0}
 
 
 @durable
