@@ -1,4 +1,5 @@
-"""Bearer tokens, a user's erasure and the PSP checkout sessions in process memory."""
+"""Bearer tokens, a user's erasure, the PSP checkout sessions and passkey registration
+challenges in process memory."""
 
 from __future__ import annotations
 
@@ -57,3 +58,11 @@ class MemoryTokens(MemoryAuditStream):
     async def load_psp_session(self, psp_session_id: str) -> dict[str, Any] | None:
         data: dict[str, Any] | None = self._get(f"psp:{psp_session_id}")
         return None if data is None else dict(data)
+
+    async def store_passkey_challenge(self, user_id: str, challenge: bytes, ttl_ms: int) -> None:
+        self._set(f"pkc:{user_id}", challenge, self._now_ms() + ttl_ms)
+
+    async def take_passkey_challenge(self, user_id: str) -> bytes | None:
+        challenge: bytes | None = self._get(f"pkc:{user_id}")
+        self._delete(f"pkc:{user_id}")
+        return challenge

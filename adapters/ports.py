@@ -390,7 +390,27 @@ class HealthPort(Protocol):
         ...
 
 
-class StateStore(AdmissionPort, SessionPort, PspSessionPort, AuditStreamPort, HealthPort, Protocol):
+class PasskeyCeremonyPort(Protocol):
+    """A passkey registration's challenge, between its options and its response."""
+
+    async def store_passkey_challenge(self, user_id: str, challenge: bytes, ttl_ms: int) -> None:
+        """Keep the user's registration challenge (a new one replaces the last)."""
+        ...
+
+    async def take_passkey_challenge(self, user_id: str) -> bytes | None:
+        """The user's registration challenge, removed: each is good for one response."""
+        ...
+
+
+class StateStore(
+    AdmissionPort,
+    SessionPort,
+    PspSessionPort,
+    PasskeyCeremonyPort,
+    AuditStreamPort,
+    HealthPort,
+    Protocol,
+):
     """Everything the server keeps in Redis (the in-memory store in the embedded default)."""
 
 

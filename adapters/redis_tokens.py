@@ -1,4 +1,5 @@
-"""Bearer tokens, a user's erasure and the PSP checkout sessions on Redis."""
+"""Bearer tokens, a user's erasure, the PSP checkout sessions and passkey registration
+challenges on Redis."""
 
 from __future__ import annotations
 
@@ -105,3 +106,12 @@ class RedisTokens(ScriptRunner):
             return None
         data: dict[str, Any] = json.loads(as_bytes(raw))
         return data
+
+    @redis_call
+    async def store_passkey_challenge(self, user_id: str, challenge: bytes, ttl_ms: int) -> None:
+        await self._client.set(self.keys.user(user_id, "pkc"), challenge, px=ttl_ms)
+
+    @redis_call
+    async def take_passkey_challenge(self, user_id: str) -> bytes | None:
+        challenge = await self._client.getdel(self.keys.user(user_id, "pkc"))
+        return None if challenge is None else as_bytes(challenge)

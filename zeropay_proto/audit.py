@@ -40,6 +40,10 @@ class AuditAction(enum.Enum):
     VERIFICATION_FAILED = "VERIFICATION_FAILED"
     ACCOUNT_LOCKED = "ACCOUNT_LOCKED"
     TOKEN_REVOKED = "TOKEN_REVOKED"  # noqa: S105 - an action name, not a secret
+    PASSKEY_REGISTERED = "PASSKEY_REGISTERED"
+    PASSKEY_DELETED = "PASSKEY_DELETED"
+    #: A passkey's signature verified but its sign count did not rise (a cloned device?).
+    PASSKEY_CLONE_SUSPECTED = "PASSKEY_CLONE_SUSPECTED"
 
 
 DetailValue = str | int | bool | None

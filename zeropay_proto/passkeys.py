@@ -24,6 +24,8 @@ Decisions:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -139,6 +141,25 @@ class CloneSuspected:
     credential_id: bytes
     stored_count: int
     presented_count: int
+
+
+#: A WebAuthn credential id is at most 1023 bytes.
+MAX_CREDENTIAL_ID_BYTES = 1023
+
+
+def parse_credential_id(value: str, *, field: str = "credential_id") -> bytes:
+    """A credential id from its unpadded base64url text, or a 400 naming ``field``."""
+    raw = b""
+    if value.isascii() and 0 < len(value) <= 1364:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
+    if not raw or len(raw) > MAX_CREDENTIAL_ID_BYTES or b64url(raw) != value:
+        raise RemoteProtocolError(
+            "malformed credential id", code="INVALID_CREDENTIAL_ID", field=field
+        )
+    return raw
 
 
 def rises(stored: int, presented: int) -> bool:

@@ -217,3 +217,27 @@ def parse_verify(body: bytes) -> VerifyRequest:
         _required(obj, "factors"), field="factors", minimum=1, maximum=MAX_ENROLLED_FACTORS
     )
     return VerifyRequest(session_id=session_id, user_id=user_id, factors=factors)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PasskeyRegistrationRequest:
+    """``POST /v1/passkeys``: the browser's registration response, for ``user_id``."""
+
+    user_id: str
+    credential: Mapping[str, Any]
+
+
+def parse_passkey_options(body: bytes) -> str:
+    """``{user_uuid}``: whose passkey is about to be registered."""
+    return parse_user_id(_required(load_json_object(body), "user_uuid"))
+
+
+def parse_passkey_registration(body: bytes) -> PasskeyRegistrationRequest:
+    """``{user_uuid, credential: {...}}``: the credential is checked by
+    :func:`zeropay_proto.passkeys.check_registration`, not here."""
+    obj = load_json_object(body)
+    credential = _required(obj, "credential")
+    if not isinstance(credential, dict):
+        raise RemoteProtocolError("must be the browser's PublicKeyCredential", field="credential")
+    user_id = parse_user_id(_required(obj, "user_uuid"))
+    return PasskeyRegistrationRequest(user_id=user_id, credential=MappingProxyType(credential))

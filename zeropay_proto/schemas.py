@@ -114,3 +114,28 @@ VERIFY: dict[str, Any] = {
         }
     ],
 }
+
+PASSKEY_OPTIONS: dict[str, Any] = {
+    "type": "object",
+    "required": ["user_uuid"],
+    "properties": {"user_uuid": USER_UUID},
+    "examples": [{"user_uuid": "123e4567-e89b-42d3-a456-426614174000"}],
+}
+
+PASSKEY_REGISTRATION: dict[str, Any] = {
+    "type": "object",
+    "required": ["user_uuid", "credential"],
+    "properties": {
+        "user_uuid": USER_UUID,
+        "credential": {
+            "type": "object",
+            "description": "the PublicKeyCredential of navigator.credentials.create, as JSON",
+        },
+    },
+    "examples": [
+        {
+            "user_uuid": "123e4567-e89b-42d3-a456-426614174000",
+            "credential": {"id": "Y3JlZC0x", "rawId": "Y3JlZC0x", "type": "public-key"},
+        }
+    ],
+}

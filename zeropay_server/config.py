@@ -21,6 +21,7 @@ import binascii
 import ipaddress
 import os
 import secrets
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ from zeropay_proto import (
     RemoteProtocolError,
 )
 from zeropay_proto.merchants import parse_api_key
+from zeropay_proto.passkeys import RelyingParty
 from zeropay_proto.session import DEFAULT_SESSION_TTL_SECONDS
 
 #: The design document's AUDIT_FLUSH_INTERVAL, in milliseconds.
@@ -143,6 +145,8 @@ class Settings:
     read_timeout: int = DEFAULT_READ_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     log_level: str = "INFO"
+    #: Passkeys' relying party (``WEBAUTHN_RP_ID``, ``WEBAUTHN_ORIGINS``); ``None``: off.
+    relying_party: RelyingParty | None = None
     secrets: Secrets = field(repr=False)
 
     @property
@@ -229,6 +233,27 @@ def _bind(raw: str) -> str:
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError("the bind address must be HOST:PORT")
     return raw
+
+
+def _relying_party(env: Mapping[str, str], *, embedded: bool, bind: str) -> RelyingParty | None:
+    """Passkeys' relying party. The embedded default is ``localhost`` at the bound port (a
+    browser on this machine); elsewhere passkeys are off until ``WEBAUTHN_RP_ID`` is set."""
+    rp_id = env.get("WEBAUTHN_RP_ID") or ("localhost" if embedded else None)
+    if rp_id is None:
+        return None
+    port = bind.rpartition(":")[2]
+    default = f"http://localhost:{port}" if rp_id == "localhost" else f"https://{rp_id}"
+    origins = tuple(o.strip() for o in env.get("WEBAUTHN_ORIGINS", default).split(",") if o)
+    for origin in origins:
+        parsed = urllib.parse.urlsplit(origin)
+        host = parsed.hostname or ""
+        if parsed.scheme not in ("https", "http") or not (
+            host == rp_id or host.endswith("." + rp_id)
+        ):
+            raise ConfigError(
+                f"WEBAUTHN_ORIGINS: {origin!r} is not an http(s) origin on {rp_id} or below it"
+            )
+    return RelyingParty(rp_id=rp_id, name=env.get("WEBAUTHN_RP_NAME", "ZeroPay"), origins=origins)
 
 
 def _demo_merchant_key(env: Mapping[str, str], *, embedded: bool) -> str | None:
@@ -378,5 +403,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read_timeout=_int(env, "HTTP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, minimum=1),
         max_connections=_int(env, "HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1),
         log_level=_log_level(env.get("LOG_LEVEL", "INFO")),
+        relying_party=_relying_party(
+            env, embedded=embedded, bind=_bind(env.get("ZEROPAY_BIND", DEFAULT_BIND))
+        ),
         secrets=_secrets(env, embedded=embedded),
     )

@@ -132,6 +132,10 @@ class Route:
 
 _UUID_PARAM = ("uuid", schemas.USER_UUID)
 _SESSION_PARAM = ("session_id", {"type": "string", "pattern": schemas.SESSION_ID_PATTERN})
+_CREDENTIAL_PARAM = (
+    "credential_id",
+    {"type": "string", "pattern": "^[A-Za-z0-9_-]{2,1364}$", "description": "base64url"},
+)
 _HEALTH = {"200": {"description": "ready"}, "503": {"description": "not ready"}}
 
 ROUTES: tuple[Route, ...] = (
@@ -180,6 +184,54 @@ ROUTES: tuple[Route, ...] = (
             statuses=(400, 401, 404),
             bearer=True,
             path_params=(_UUID_PARAM,),
+        ),
+    ),
+    Route(
+        method="POST",
+        path="/v1/passkeys/options",
+        handler="passkey_options",
+        operation=_operation(
+            "Start registering a passkey: WebAuthn creation options; needs a strong token",
+            body=schemas.PASSKEY_OPTIONS,
+            statuses=(400, 401, 403, 404, 409),
+            state_changing=True,
+            bearer=True,
+        ),
+    ),
+    Route(
+        method="POST",
+        path="/v1/passkeys",
+        handler="register_passkey",
+        operation=_operation(
+            "Register a passkey: the browser's response to the creation options",
+            body=schemas.PASSKEY_REGISTRATION,
+            statuses=(400, 401, 403, 404, 409),
+            success=201,
+            state_changing=True,
+            bearer=True,
+        ),
+    ),
+    Route(
+        method="GET",
+        path="/v1/passkeys/{uuid}",
+        handler="list_passkeys",
+        operation=_operation(
+            "A user's passkeys (ids, sign counts, ages)",
+            statuses=(400, 401),
+            bearer=True,
+            path_params=(_UUID_PARAM,),
+        ),
+    ),
+    Route(
+        method="DELETE",
+        path="/v1/passkeys/{uuid}/{credential_id}",
+        handler="delete_passkey",
+        operation=_operation(
+            "Delete one of a user's passkeys; needs a strong token",
+            statuses=(400, 401, 403, 404),
+            state_changing=True,
+            bearer=True,
+            path_params=(_UUID_PARAM, _CREDENTIAL_PARAM),
         ),
     ),
     Route(

@@ -493,6 +493,19 @@ async def test_an_enrollment_change_revokes_every_token_of_its_user(
 
 
 @state
+async def test_a_passkey_challenge_is_taken_once(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        assert await store.take_passkey_challenge(user) is None
+        await store.store_passkey_challenge(user, b"first", 60_000)
+        await store.store_passkey_challenge(user, b"second", 60_000)  # replaces the first
+        assert await store.take_passkey_challenge(user) == b"second"
+        assert await store.take_passkey_challenge(user) is None  # once
+
+
+@state
 async def test_psp_sessions_are_shared_and_expire(state_backend: dict[str, Any]) -> None:
     async with open_state_store(state_backend) as store:
         await store.store_psp_session("psp_1", {"status": "created", "amount": "12.50"}, 60_000)

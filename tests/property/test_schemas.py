@@ -18,9 +18,22 @@ from zeropay_proto import (
     parse_initiate,
     parse_verify,
 )
-from zeropay_proto.schemas import ENROLLMENT, INITIATE, VERIFY
+from zeropay_proto.requests import parse_passkey_options, parse_passkey_registration
+from zeropay_proto.schemas import (
+    ENROLLMENT,
+    INITIATE,
+    PASSKEY_OPTIONS,
+    PASSKEY_REGISTRATION,
+    VERIFY,
+)
 
-PAIRS = [(ENROLLMENT, parse_enrollment), (INITIATE, parse_initiate), (VERIFY, parse_verify)]
+PAIRS = [
+    (ENROLLMENT, parse_enrollment),
+    (INITIATE, parse_initiate),
+    (VERIFY, parse_verify),
+    (PASSKEY_OPTIONS, parse_passkey_options),
+    (PASSKEY_REGISTRATION, parse_passkey_registration),
+]
 
 
 @pytest.mark.parametrize(("schema", "parse"), PAIRS)

@@ -24,6 +24,7 @@ from zeropay_proto.passkeys import (
     assertion_options,
     check_assertion,
     check_registration,
+    parse_credential_id,
     registration_options,
 )
 
@@ -176,3 +177,11 @@ def test_a_relying_party_needs_an_id_and_an_origin() -> None:
         RelyingParty(rp_id="", name="x", origins=(ORIGIN,))
     with pytest.raises(LocalProtocolError):
         RelyingParty(rp_id="localhost", name="x", origins=())
+
+
+def test_a_credential_id_is_canonical_unpadded_base64url() -> None:
+    assert parse_credential_id(b64url(b"cred-1")) == b"cred-1"
+    for bad in ("", "Y3JlZC0x=", "Y3JlZC0y"[:-1] + "!", "Y", "é", "A" * 1366, b64url(bytes(1024))):
+        with pytest.raises(RemoteProtocolError) as refused:
+            parse_credential_id(bad)
+        assert refused.value.code == "INVALID_CREDENTIAL_ID"

@@ -19,7 +19,11 @@ from zeropay_proto import (
     parse_psp_create,
     parse_verify,
 )
-from zeropay_proto.requests import load_json_object
+from zeropay_proto.requests import (
+    load_json_object,
+    parse_passkey_options,
+    parse_passkey_registration,
+)
 
 SID = make_session_id(USER, entropy(16))
 DIGESTS = {"PIN": "00" * 32, "COLOUR": "11" * 32, "EMOJI": "22" * 32}
@@ -170,3 +174,14 @@ def test_every_schema_example_parses_with_its_parser() -> None:
         assert schema["examples"]
         for example in schema["examples"]:
             parse(json.dumps(example).encode())
+
+
+def test_passkey_bodies_name_the_user_and_carry_the_credential_as_is() -> None:
+    user = "123e4567-e89b-42d3-a456-426614174000"
+    assert parse_passkey_options(json.dumps({"user_uuid": user}).encode()) == user
+    body = {"user_uuid": user, "credential": {"id": "abc"}}
+    parsed = parse_passkey_registration(json.dumps(body).encode())
+    assert (parsed.user_id, dict(parsed.credential)) == (user, {"id": "abc"})
+    with pytest.raises(RemoteProtocolError) as bad:
+        parse_passkey_registration(json.dumps({"user_uuid": user, "credential": "x"}).encode())
+    assert bad.value.field == "credential"

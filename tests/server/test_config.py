@@ -112,3 +112,27 @@ def test_a_bad_flag_value_is_a_configuration_error(capsys: pytest.CaptureFixture
 
     assert cli.main(["--workers", "0"]) == 2
     assert "ZEROPAY_WORKERS" in capsys.readouterr().err
+
+
+def test_passkeys_default_to_localhost_embedded_and_are_off_elsewhere_until_configured() -> None:
+    embedded = load_settings({"ZEROPAY_BIND": "127.0.0.1:9000"}).relying_party
+    assert embedded is not None
+    assert (embedded.rp_id, embedded.origins) == ("localhost", ("http://localhost:9000",))
+    assert load_settings(PRODUCTION).relying_party is None
+    configured = load_settings(
+        {
+            **PRODUCTION,
+            "WEBAUTHN_RP_ID": "pay.example",
+            "WEBAUTHN_ORIGINS": "https://pay.example, https://checkout.pay.example",
+        }
+    ).relying_party
+    assert configured is not None
+    assert configured.origins == ("https://pay.example", "https://checkout.pay.example")
+    default_origin = load_settings({**PRODUCTION, "WEBAUTHN_RP_ID": "pay.example"}).relying_party
+    assert default_origin is not None
+    assert default_origin.origins == ("https://pay.example",)
+    for origins in ("https://evil.example", "ftp://pay.example", "https://notpay.example"):
+        with pytest.raises(ConfigError, match="WEBAUTHN_ORIGINS"):
+            load_settings(
+                {**PRODUCTION, "WEBAUTHN_RP_ID": "pay.example", "WEBAUTHN_ORIGINS": origins}
+            )

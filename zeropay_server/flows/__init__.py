@@ -10,8 +10,8 @@ body. So flows run, and are tested, without Quart (``tests/server/test_flows.py`
 layer (``zeropay_server.app``) builds the context, calls the flow its route table names and
 turns the outcome into a response.
 
-One module per concern: :mod:`.enrollment`, :mod:`.verification`, :mod:`.tokens`,
-:mod:`.payments` and :mod:`.operations`, on the shared steps of :mod:`.steps`.
+One module per concern: :mod:`.enrollment`, :mod:`.passkeys`, :mod:`.verification`,
+:mod:`.tokens`, :mod:`.payments` and :mod:`.operations`, on the shared steps of :mod:`.steps`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 from .context import FLOW_HEADERS, ApiError, Reply, RequestContext, cached_form
 from .enrollment import EnrollmentFlows
 from .operations import RETRY_AFTER_UNAVAILABLE, OperationFlows
+from .passkeys import PasskeyFlows
 from .payments import PaymentFlows
 from .tokens import TokenFlows
 from .verification import VerificationFlows
@@ -34,5 +35,7 @@ __all__ = [
 ]
 
 
-class Flows(EnrollmentFlows, VerificationFlows, TokenFlows, PaymentFlows, OperationFlows):
+class Flows(
+    EnrollmentFlows, PasskeyFlows, VerificationFlows, TokenFlows, PaymentFlows, OperationFlows
+):
     """Every flow of one request (its :class:`RequestContext`)."""
