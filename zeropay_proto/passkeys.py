@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,48 @@ def parse_credential_id(value: str, *, field: str = "credential_id") -> bytes:
             "malformed credential id", code="INVALID_CREDENTIAL_ID", field=field
         )
     return raw
+
+
+#: Payments from this amount need the possession factor (PSD2 exempts remote payments under
+#: 30 EUR, RTS 2018/389 article 16; the currency is the merchant's business here).
+DEFAULT_POSSESSION_THRESHOLD = Decimal(30)
+#: Decoys: of 100 unknown users, this many "have" passkeys (the share real users have, as the
+#: deployment measures it; the default assumes a third), each with one or two.
+DEFAULT_DECOY_PASSKEY_PERCENT = 33
+
+
+def requires_possession(
+    *,
+    has_passkey: bool,
+    amount: Decimal | None,
+    high_risk: bool,
+    merchant_asks: bool,
+    threshold: Decimal = DEFAULT_POSSESSION_THRESHOLD,
+) -> bool:
+    """Whether a session also challenges the user's passkey: only if they have one, and the
+    merchant asks, the payment is high risk, or its amount reaches ``threshold``."""
+    big = amount is not None and amount >= threshold
+    return has_passkey and (merchant_asks or high_risk or big)
+
+
+def decoy_credential_ids(
+    decoy_key: bytes, user_id: str, *, percent: int = DEFAULT_DECOY_PASSKEY_PERCENT
+) -> tuple[bytes, ...]:
+    """An unknown user's passkeys, as their decoy session shows them: stable for the user,
+    unpredictable without the server's key, as common as real ones, and shaped like real
+    credential ids (32 bytes). So whether a session asks for a passkey, and which ids it
+    allows, do not tell an enrolled user from an unknown one."""
+    if not 0 <= percent <= 100:
+        raise LocalProtocolError("a share is a percentage")
+    seed = hmac.new(
+        decoy_key, b"zeropay/decoy-passkeys/v1\x00" + user_id.encode(), hashlib.sha256
+    ).digest()
+    if seed[0] * 100 >= percent * 256:
+        return ()
+    count = 1 + seed[1] % 2
+    return tuple(
+        hmac.new(seed, b"credential-%d" % i, hashlib.sha256).digest() for i in range(count)
+    )
 
 
 def rises(stored: int, presented: int) -> bool:

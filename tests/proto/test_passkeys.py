@@ -24,8 +24,10 @@ from zeropay_proto.passkeys import (
     assertion_options,
     check_assertion,
     check_registration,
+    decoy_credential_ids,
     parse_credential_id,
     registration_options,
+    requires_possession,
 )
 
 RP = RelyingParty(rp_id="localhost", name="ZeroPay", origins=("http://localhost:8080",))
@@ -185,3 +187,35 @@ def test_a_credential_id_is_canonical_unpadded_base64url() -> None:
         with pytest.raises(RemoteProtocolError) as refused:
             parse_credential_id(bad)
         assert refused.value.code == "INVALID_CREDENTIAL_ID"
+
+
+def test_possession_is_asked_only_of_users_with_a_passkey_when_the_payment_needs_it() -> None:
+    def asks(has: bool, amount: str | None, high: bool = False, merchant: bool = False) -> bool:
+        value = None if amount is None else Decimal(amount)
+        return requires_possession(
+            has_passkey=has, amount=value, high_risk=high, merchant_asks=merchant
+        )
+
+    assert asks(True, "30")
+    assert not asks(True, "29.99")
+    assert not asks(True, None)
+    assert asks(True, "5", high=True)
+    assert asks(True, None, merchant=True)
+    assert not asks(False, "1000", high=True, merchant=True)
+
+
+def test_decoy_passkeys_are_stable_shaped_like_real_ones_and_as_common() -> None:
+    key = entropy(32, "decoy")
+    users = [f"00000000-0000-4000-8000-{n:012d}" for n in range(3000)]
+    drawn = [decoy_credential_ids(key, u) for u in users]
+    assert drawn == [decoy_credential_ids(key, u) for u in users]  # stable
+    having = [ids for ids in drawn if ids]
+    assert 0.28 < len(having) / len(users) < 0.38  # the default third, give or take
+    assert {len(ids) for ids in having} == {1, 2}
+    assert all(len(i) == 32 for ids in having for i in ids)
+    holder = next(u for u, ids in zip(users, drawn, strict=True) if ids)
+    assert decoy_credential_ids(entropy(32, "other"), holder) != decoy_credential_ids(key, holder)
+    assert all(decoy_credential_ids(key, u, percent=0) == () for u in users[:50])
+    assert all(decoy_credential_ids(key, u, percent=100) for u in users[:50])
+    with pytest.raises(LocalProtocolError):
+        decoy_credential_ids(key, users[0], percent=101)
