@@ -61,15 +61,9 @@ class SoftAuthenticator:
         )
         attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
         client_data = self._client_data("webauthn.create", challenge, origin)
-        return {
-            "id": b64url(self.credential_id),
-            "rawId": b64url(self.credential_id),
-            "type": "public-key",
-            "response": {
-                "clientDataJSON": b64url(client_data),
-                "attestationObject": b64url(attestation),
-            },
-        }
+        return self._credential(
+            clientDataJSON=b64url(client_data), attestationObject=b64url(attestation)
+        )
 
     def sign(
         self, rp_id: str, origin: str, challenge: bytes, *, flags: int = UP | UV, count: int = 1
@@ -84,14 +78,19 @@ class SoftAuthenticator:
         client_data = self._client_data("webauthn.get", challenge, origin)
         signed = auth_data + hashlib.sha256(client_data).digest()
         signature = self.key.sign(signed, ec.ECDSA(hashes.SHA256()))
+        return self._credential(
+            clientDataJSON=b64url(client_data),
+            authenticatorData=b64url(auth_data),
+            signature=b64url(signature),
+            userHandle=None,
+        )
+
+    def _credential(self, **response: str | None) -> dict[str, Any]:
+        """A PublicKeyCredential as the page hands it to the server (JSON)."""
+        credential_id = b64url(self.credential_id)
         return {
-            "id": b64url(self.credential_id),
-            "rawId": b64url(self.credential_id),
+            "id": credential_id,
+            "rawId": credential_id,
             "type": "public-key",
-            "response": {
-                "clientDataJSON": b64url(client_data),
-                "authenticatorData": b64url(auth_data),
-                "signature": b64url(signature),
-                "userHandle": None,
-            },
+            "response": response,
         }
