@@ -117,6 +117,20 @@ def _plain(summary: str, *, status: int = 200) -> dict[str, Any]:
     }
 
 
+def _page(
+    summary: str, *params: tuple[str, dict[str, Any]], kinds: tuple[str, ...] = ("text/html",)
+) -> dict[str, Any]:
+    """A static page or asset (``zeropay_server/static``), not JSON."""
+    return {
+        "summary": summary,
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": schema}
+            for name, schema in params
+        ],
+        "responses": {"200": {"description": "the page", "content": {kind: {} for kind in kinds}}},
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class Route:
     """One thing the service answers: ``method`` on the path template ``path`` (``{param}``,
@@ -346,6 +360,25 @@ ROUTES: tuple[Route, ...] = (
             "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
         },
         api=False,
+    ),
+    Route(
+        method="GET",
+        path="/pay/{session_id}",
+        handler="page",
+        operation=_page(
+            "The payer's page: the payment, then the challenged factors", _SESSION_PARAM
+        ),
+    ),
+    Route(method="GET", path="/enroll", handler="page", operation=_page("The enrollment page")),
+    Route(
+        method="GET",
+        path="/static/{name}",
+        handler="page",
+        operation=_page(
+            "The pages' script and style sheet",
+            ("name", {"type": "string", "enum": ["zeropay.js", "style.css"]}),
+            kinds=("text/javascript", "text/css"),
+        ),
     ),
 )
 

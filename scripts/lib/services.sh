@@ -94,6 +94,11 @@ ensure_test_binaries() {
     if [ ${#missing[@]} -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
+    # The payer's pages are tested in a real browser: Debian's chromium. Where it cannot be
+    # installed, the browser tier is skipped, and says so in capitals.
+    if [ ! -x /usr/bin/chromium ]; then
+        apt_install chromium || say "NO CHROMIUM: THE BROWSER TESTS WILL BE SKIPPED"
+    fi
     # Debian's packages may start a PgBouncer (6432) and a Prometheus (9090) of their own;
     # the tests need only the binaries.
     local unit

@@ -64,9 +64,9 @@ async def test_migrate_is_versioned_idempotent_and_creates_partitions_ahead(
             versions = await query(url, "SELECT version FROM schema_migrations")
         finally:
             await aio(store.aclose)()
-    assert first == ["0001_initial.sql", "0002_merchant_keys.sql"]
+    assert first == ["0001_initial.sql", "0002_merchant_keys.sql", "0003_passkeys.sql"]
     assert second == []
-    assert [r[0] for r in versions] == [1, 2]
+    assert [r[0] for r in versions] == [1, 2, 3]
     assert [r[0] for r in rows] == [
         "audit_log_2027_01", "audit_log_2027_02", "audit_log_2027_03", "audit_log_2027_04",
         "audit_log_default",

@@ -104,6 +104,16 @@ class VerificationFlows(FlowSteps):
             "attempts_used": report.attempts_used,
             "attempts_remaining": report.attempts_remaining,
             "expires_in": math.ceil(report.expires_in_ms / 1000),
+            # What the payer's page shows before anything is answered (what you see is what
+            # you sign): the holder of a session id is the payer, or their merchant.
+            "required_factors": [f.value for f in session.challenged],
+            "payment": {
+                "amount": None
+                if session.binding.amount is None
+                else format(session.binding.amount, "f"),
+                "currency": session.binding.currency,
+                "payee": session.binding.merchant_id,
+            },
         }
         return Reply(200, body, headers)
 

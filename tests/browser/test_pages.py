@@ -1,0 +1,197 @@
+"""The payer's pages in a real browser, against a real server process (embedded default).
+
+- the page's WebCrypto digests equal the core's test vectors;
+- a user enrolls on the enroll page, then pays on the pay page, which shows the amount and
+  the payee before anything is answered;
+- a wrong PIN shows the one generic failure, with the attempts left and no factor named.
+
+Each step leaves a screenshot in ``.run/screenshots``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from tests.browser.conftest import CHROMIUM, SCREENSHOTS
+from tests.e2e.servers import DEMO_MERCHANT_KEY, ServerProcess, running_server
+
+VECTORS = Path(__file__).parents[1] / "vectors" / "factor_digests.json"
+ANSWERS = {"PIN": "4827", "COLOUR": "teal,amber", "WORDS": "blue harbour"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"PBKDF2_ITERATIONS": "1000", "ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}
+    with running_server(env, tmp_path_factory.mktemp("browser")) as running:
+        yield running
+
+
+class BrowserThread:
+    """Chromium under Playwright's sync API, all in one thread of its own: Playwright runs an
+    asyncio loop in the thread that drives it, and that loop must be neither in the test
+    process's main thread nor one of trio-asyncio's, which the storage tests open there."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+
+    def _start(self) -> Browser:
+        if self._browser is None:
+            # trio-asyncio replaced the process's event loop policy: Playwright's own loop
+            # must be a plain asyncio one, made under the default policy.
+            policy = asyncio.get_event_loop_policy()
+            asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+            try:
+                self._playwright = sync_playwright().start()
+            finally:
+                asyncio.set_event_loop_policy(policy)
+            self._browser = self._playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=["--no-sandbox"]
+            )
+        return self._browser
+
+    def on_page(self, steps: Callable[[Page], None]) -> None:
+        """Run ``steps`` on a fresh page, in the browser's thread."""
+
+        def run() -> None:
+            page = self._start().new_page()
+            try:
+                steps(page)
+            finally:
+                page.close()
+
+        self._pool.submit(run).result()
+
+    def close(self) -> None:
+        def stop() -> None:
+            if self._browser is not None:
+                self._browser.close()
+            if self._playwright is not None:
+                self._playwright.stop()
+
+        self._pool.submit(stop).result()
+        self._pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[BrowserThread]:
+    thread = BrowserThread()
+    try:
+        yield thread
+    finally:
+        thread.close()
+
+
+def origin(server: ServerProcess) -> str:
+    """The server as the browser sees it: localhost, the passkeys' relying party."""
+    return server.url.replace("127.0.0.1", "localhost")
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def answer(page: Page, factor: str, value: str) -> None:
+    """Answer one factor the way a payer does: palettes by clicking, the rest by typing."""
+    if factor == "COLOUR":
+        for name in value.split(","):
+            page.click(f"fieldset[data-factor=COLOUR] button[data-pick={name}]")
+    else:
+        page.fill(f"input[name={factor}]", value)
+
+
+def enroll_on_page(page: Page, server: ServerProcess, user: str) -> None:
+    page.goto(f"{origin(server)}/enroll")
+    page.fill("input[name=user_uuid]", user)
+    for factor, value in ANSWERS.items():
+        answer(page, factor, value)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#result.ok")
+
+
+def initiate(server: ServerProcess, user: str) -> dict[str, Any]:
+    headers = {
+        "X-API-Key": DEMO_MERCHANT_KEY,
+        "X-Nonce": str(uuid.uuid4()),
+        "X-Timestamp": str(int(time.time() * 1000)),
+    }
+    body = {"user_uuid": user, "transaction_amount": 42.5, "currency": "EUR"}
+    made = httpx.post(f"{server.url}/v1/verification/initiate", json=body, headers=headers)
+    assert made.status_code == 200, made.text
+    started: dict[str, Any] = made.json()
+    return started
+
+
+def test_the_pages_digests_equal_the_test_vectors(
+    server: ServerProcess, browser: BrowserThread
+) -> None:
+    vectors = json.loads(VECTORS.read_text(encoding="utf-8"))["vectors"]
+
+    def steps(page: Page) -> None:
+        page.goto(f"{origin(server)}/enroll")
+        for vector in vectors:
+            computed = page.evaluate(
+                "([user, factor, answer]) => zeropay.factorDigest(user, factor, answer)",
+                [vector["user_uuid"], vector["factor"], vector["answer"]],
+            )
+            assert computed == vector["digest_hex"], vector["note"]
+
+    browser.on_page(steps)
+
+
+def test_enroll_then_pay_on_the_pages(server: ServerProcess, browser: BrowserThread) -> None:
+    user = str(uuid.uuid4())
+
+    def steps(page: Page) -> None:
+        enroll_on_page(page, server, user)
+        assert page.text_content("#result") == "Enrolled 3 factors."
+        shot(page, "1-enrolled")
+        started = initiate(server, user)
+        page.goto(f"{origin(server)}/pay/{started['session_id']}")
+        page.wait_for_selector("fieldset.factor")
+        assert page.text_content("#amount") == "42.5 EUR"
+        assert page.text_content("#payee") == "demo-shop"
+        shot(page, "2-payment-shown")
+        for factor in started["required_factors"]:
+            answer(page, factor, ANSWERS[factor])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#result.ok")
+        assert page.text_content("#result") == "Payment authorised."
+        shot(page, "3-authorised")
+
+    browser.on_page(steps)
+
+
+def test_a_wrong_pin_shows_the_generic_failure(
+    server: ServerProcess, browser: BrowserThread
+) -> None:
+    user = str(uuid.uuid4())
+
+    def steps(page: Page) -> None:
+        enroll_on_page(page, server, user)
+        started = initiate(server, user)
+        page.goto(f"{origin(server)}/pay/{started['session_id']}")
+        page.wait_for_selector("fieldset.factor")
+        for factor in started["required_factors"]:
+            answer(page, factor, "0000" if factor == "PIN" else ANSWERS[factor])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#result.error")
+        text = page.text_content("#result") or ""
+        assert text == "Verification failed. Attempts left: 2."
+        assert not any(factor in text for factor in ANSWERS)
+        shot(page, "4-wrong-pin")
+
+    browser.on_page(steps)

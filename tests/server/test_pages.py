@@ -1,0 +1,32 @@
+"""The payer's pages are served as files, and the status a page reads shows the payment."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.server.harness import running_app
+
+
+async def test_the_pages_and_their_assets_are_served_and_nothing_else() -> None:
+    async with running_app() as h:
+        enroll = await h.call("GET", "/enroll")
+        assert enroll.status == 200
+        assert enroll.headers["Content-Type"].startswith("text/html")
+        assert "/static/zeropay.js" in enroll.text
+        script = await h.call("GET", "/static/zeropay.js")
+        assert script.headers["Content-Type"].startswith("text/javascript")
+        assert (await h.call("GET", "/static/style.css")).status == 200
+        missing = await h.call("GET", "/static/..%2fapp.py")
+        assert missing.status == 404
+        pay = await h.call("GET", "/pay/anything")
+        assert pay.status == 200  # the page asks the API, which judges the session id
+
+
+async def test_the_status_shows_what_the_payer_is_asked_to_authorise() -> None:
+    async with running_app() as h:
+        user = str(uuid.uuid4())
+        await h.enroll(user)
+        started = await h.initiate(user, transaction_amount=42.5, currency="EUR")
+        status = await h.call("GET", f"/v1/verification/status/{started.body['session_id']}")
+        assert status.body["required_factors"] == started.body["required_factors"]
+        assert status.body["payment"] == {"amount": "42.5", "currency": "EUR", "payee": "demo-shop"}

@@ -1,0 +1,215 @@
+// The payer's side of ZeroPay: the client-side digest protocol (zeropay_proto/answers.py),
+// and the enroll and pay pages. No framework: the pages are two forms.
+"use strict";
+
+const DOMAIN = "zeropay/factor-digest/v1";
+// The palettes of zeropay_proto.answers (the browser tests hold the two to the same vectors).
+const COLOURS = ["red", "orange", "amber", "yellow", "lime", "green", "teal", "cyan",
+  "blue", "indigo", "violet", "pink", "brown", "grey", "black", "white"];
+const EMOJI = {
+  apple: "\u{1f34e}", banana: "\u{1f34c}", cherry: "\u{1f352}", grapes: "\u{1f347}",
+  rocket: "\u{1f680}", bicycle: "\u{1f6b2}", anchor: "\u2693", umbrella: "\u2614",
+  cat: "\u{1f408}", dog: "\u{1f415}", owl: "\u{1f989}", fish: "\u{1f41f}",
+  sun: "\u{1f31e}", moon: "\u{1f319}", star: "\u2b50", snowflake: "\u2744",
+  guitar: "\u{1f3b8}", key: "\u{1f511}", gift: "\u{1f381}", house: "\u{1f3e0}",
+};
+const EMOJI_NAMES = Object.fromEntries(Object.entries(EMOJI).map(([n, c]) => [c, n]));
+const MAX_PICKS = 6;
+const KNOWLEDGE = ["PIN", "COLOUR", "EMOJI", "WORDS"];
+
+class AnswerError extends Error {}
+
+function picks(names, palette, factor) {
+  if (names.length < 1 || names.length > MAX_PICKS || !names.every((n) => palette.includes(n))) {
+    throw new AnswerError(`${factor}: 1 to ${MAX_PICKS} picks from the palette`);
+  }
+  return new TextEncoder().encode(names.join(","));
+}
+
+// The canonical form of an answer, as bytes (zeropay_proto.answers.canonical_answer).
+function canonicalAnswer(factor, answer) {
+  if (factor === "PIN") {
+    if (!/^[0-9]{4,12}$/.test(answer)) throw new AnswerError("a PIN is 4 to 12 digits");
+    return new TextEncoder().encode(answer);
+  }
+  if (factor === "COLOUR") {
+    return picks(answer.toLowerCase().split(/[,\s]+/).filter((n) => n), COLOURS, factor);
+  }
+  if (factor === "EMOJI") {
+    const chars = Array.from(answer.replaceAll("\ufe0f", ""));
+    return picks(chars.map((c) => EMOJI_NAMES[c] || "?"), Object.keys(EMOJI), factor);
+  }
+  if (factor === "WORDS") {
+    const words = answer.normalize("NFKC").toLowerCase().replace(/^ +| +$/g, "").split(/ +/);
+    const ok = (w) => w.length > 0 && /^[\p{L}\p{M}\p{N}]+$/u.test(w);
+    if (words.length < 1 || words.length > MAX_PICKS || !words.every(ok)) {
+      throw new AnswerError(`1 to ${MAX_PICKS} words of letters or digits`);
+    }
+    return new TextEncoder().encode(words.join(" "));
+  }
+  if (!/^(?:[0-9a-fA-F]{2}){1,512}$/.test(answer)) throw new AnswerError("a template as hex");
+  return Uint8Array.from(answer.match(/../g), (h) => parseInt(h, 16));
+}
+
+function lengthPrefixed(fields) {
+  const size = fields.reduce((n, f) => n + 2 + f.length, 0);
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const f of fields) {
+    out[at] = f.length >> 8;
+    out[at + 1] = f.length & 0xff;
+    out.set(f, at + 2);
+    at += 2 + f.length;
+  }
+  return out;
+}
+
+const hex = (bytes) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+
+// SHA-256(LP(domain) || LP(user uuid) || LP(factor) || LP(canonical answer)), as hex.
+async function factorDigest(userId, factor, answer) {
+  const text = (s) => new TextEncoder().encode(s);
+  const data = lengthPrefixed([text(DOMAIN), text(userId.toLowerCase()), text(factor),
+    canonicalAnswer(factor, answer)]);
+  return hex(await crypto.subtle.digest("SHA-256", data));
+}
+
+// The user a session belongs to: its first 16 bytes (zeropay_proto.identifiers).
+function sessionUser(sessionId) {
+  const raw = atob(sessionId.replaceAll("-", "+").replaceAll("_", "/") + "=");
+  const h = hex(Uint8Array.from(raw.slice(0, 16), (c) => c.charCodeAt(0)));
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function replayHeaders() {
+  return {
+    "Content-Type": "application/json",
+    "X-Nonce": crypto.randomUUID(),
+    "X-Timestamp": String(Date.now()),
+  };
+}
+
+async function post(path, body) {
+  const response = await fetch(path, { method: "POST", headers: replayHeaders(), body: JSON.stringify(body) });
+  return { status: response.status, body: await response.json() };
+}
+
+// An input that fits each factor type: a PIN pad, palette pickers, words, a template.
+function answerInput(factor) {
+  const box = document.createElement("fieldset");
+  box.className = "factor";
+  box.dataset.factor = factor;
+  const legend = document.createElement("legend");
+  legend.textContent = factor;
+  box.append(legend);
+  const input = document.createElement("input");
+  input.name = factor;
+  input.autocomplete = "off";
+  if (factor === "PIN") {
+    input.type = "password";
+    input.inputMode = "numeric";
+    input.placeholder = "4 to 12 digits";
+  } else if (factor === "WORDS") {
+    input.placeholder = "your words";
+  } else if (!KNOWLEDGE.includes(factor)) {
+    input.placeholder = "device template (hex)";
+  } else {
+    input.readOnly = true;
+    input.placeholder = "pick below";
+    const choices = factor === "COLOUR" ? COLOURS : Object.keys(EMOJI);
+    const pad = document.createElement("div");
+    pad.className = "palette";
+    for (const name of choices) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.pick = name;
+      button.title = name;
+      button.textContent = factor === "COLOUR" ? "" : EMOJI[name];
+      if (factor === "COLOUR") button.style.background = name === "amber" ? "#ffbf00" : name;
+      button.addEventListener("click", () => {
+        const sep = factor === "COLOUR" && input.value ? "," : "";
+        input.value += sep + (factor === "COLOUR" ? name : EMOJI[name]);
+      });
+      pad.append(button);
+    }
+    const clear = document.createElement("button");
+    clear.type = "button";
+    clear.textContent = "clear";
+    clear.addEventListener("click", () => { input.value = ""; });
+    pad.append(clear);
+    box.append(input, pad);
+    return box;
+  }
+  box.append(input);
+  return box;
+}
+
+async function digestsOf(form, userId, factors) {
+  const out = {};
+  for (const factor of factors) out[factor] = await factorDigest(userId, factor, form.elements[factor].value);
+  return out;
+}
+
+function say(text, kind) {
+  const result = document.getElementById("result");
+  result.textContent = text;
+  result.className = kind;
+}
+
+async function payPage() {
+  const sessionId = decodeURIComponent(location.pathname.split("/").pop());
+  const userId = sessionUser(sessionId);
+  const status = await fetch(`/v1/verification/status/${sessionId}`);
+  const session = await status.json();
+  if (status.status !== 200) return say("This payment link is not valid.", "error");
+  const p = session.payment;
+  document.getElementById("amount").textContent = p.amount === null ? "—" : `${p.amount} ${p.currency || ""}`;
+  document.getElementById("payee").textContent = p.payee || "—";
+  const form = document.getElementById("answers");
+  for (const factor of session.required_factors) form.querySelector(".factors").append(answerInput(factor));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    let factors;
+    try {
+      factors = await digestsOf(form, userId, session.required_factors);
+    } catch (error) {
+      if (error instanceof AnswerError) return say(error.message, "error");
+      throw error;
+    }
+    const done = await post("/v1/verification/verify", { session_id: sessionId, user_uuid: userId, factors });
+    if (done.status === 200) return say("Payment authorised.", "ok");
+    if (done.status === 401) {
+      const left = done.body.attempts_remaining;
+      return say(`Verification failed. Attempts left: ${left}.`, "error");
+    }
+    if (done.status === 429) return say("Too many failed attempts: try again later.", "error");
+    return say("The service could not check your answers now: try again shortly.", "error");
+  });
+}
+
+function enrollPage() {
+  const form = document.getElementById("enrollment");
+  const user = form.elements.user_uuid;
+  if (!user.value) user.value = crypto.randomUUID();
+  const chosen = form.querySelector(".factors");
+  for (const factor of KNOWLEDGE) chosen.append(answerInput(factor));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const named = KNOWLEDGE.filter((f) => form.elements[f].value !== "");
+    if (named.length < 3) return say("Answer at least three factors.", "error");
+    let factors;
+    try {
+      factors = await digestsOf(form, user.value, named);
+    } catch (error) {
+      if (error instanceof AnswerError) return say(error.message, "error");
+      throw error;
+    }
+    const done = await post("/v1/enrollment/store", { user_uuid: user.value, device_id: "browser", factors });
+    if (done.status === 201) return say(`Enrolled ${done.body.factor_count} factors.`, "ok");
+    return say(done.body.error || "Enrollment failed.", "error");
+  });
+}
+
+window.zeropay = { factorDigest, canonicalAnswer, sessionUser };
+if (document.body.dataset.page === "pay") payPage();
+if (document.body.dataset.page === "enroll") enrollPage();
