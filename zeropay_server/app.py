@@ -36,15 +36,17 @@ from .runtime import Runtime
 
 log = logging.getLogger("zeropay.http")
 
-#: The payer's pages and their assets, read once: name -> (bytes, content type).
-PAGES = {
-    name: ((resources.files("zeropay_server") / "static" / name).read_bytes(), kind)
-    for name, kind in (
-        ("pay.html", "text/html; charset=utf-8"),
-        ("enroll.html", "text/html; charset=utf-8"),
-        ("zeropay.js", "text/javascript; charset=utf-8"),
-        ("style.css", "text/css; charset=utf-8"),
-    )
+
+def _static(name: str, kind: str) -> tuple[bytes, str]:
+    return (resources.files("zeropay_server") / "static" / name).read_bytes(), kind
+
+
+_HTML = "text/html; charset=utf-8"
+#: The payer's pages, by route (read once), and the assets they load, by name.
+PAGES = {"/enroll": _static("enroll.html", _HTML), "/pay/{session_id}": _static("pay.html", _HTML)}
+ASSETS = {
+    "zeropay.js": _static("zeropay.js", "text/javascript; charset=utf-8"),
+    "style.css": _static("style.css", "text/css; charset=utf-8"),
 }
 #: Machine codes of the errors the framework raises before a handler runs.
 HTTP_ERROR_CODES = {
@@ -177,21 +179,26 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
         runtime.refresh_fast_gauges()
         return Response(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
-    async def page_endpoint(**params: str) -> Response:
-        """The payer's pages: static files, the same for everyone (the page asks the API)."""
-        name = params.get("name") or ("enroll.html" if "session_id" not in params else "pay.html")
-        content = PAGES.get(name)
-        if content is None:
-            return json_response(404, error_body("NOT_FOUND", "no such page"))
-        body, content_type = content
-        return Response(body, content_type=content_type)
+    def static_view(path: str) -> Callable[..., Awaitable[Response]]:
+        """The page at ``path``, or for ``/static/{name}`` the asset named: files, the same
+        for everyone (a page asks the API, which judges the session id)."""
+
+        async def view(**params: str) -> Response:
+            content = PAGES.get(path) or ASSETS.get(params.get("name", ""))
+            if content is None:
+                return json_response(404, error_body("NOT_FOUND", "no such page"))
+            body, content_type = content
+            return Response(body, content_type=content_type)
+
+        return view
 
     for entry in ROUTES:  # the one table the OpenAPI document describes
         if entry.handler == "metrics":
             app.add_url_rule(entry.path, view_func=metrics_endpoint, methods=[entry.method])
         elif entry.handler == "page" and api:
             rule = entry.path.replace("{", "<").replace("}", ">")
-            app.add_url_rule(rule, endpoint=entry.path, view_func=page_endpoint, methods=["GET"])
+            view = static_view(entry.path)
+            app.add_url_rule(rule, endpoint=entry.path, view_func=view, methods=["GET"])
         elif api or not entry.api:
             route(entry.method, entry.path, entry.handler)
 

@@ -183,7 +183,7 @@ async def open_runtime(
                 reclaim_idle_ms=settings.audit_reclaim_idle_ms,
             ),
             policy=Policy(session_ttl_seconds=settings.session_ttl),
-            limits=limits_of(settings),
+            limits=_limits(settings),
             decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
             decoy_record=_decoy_record(settings, entropy),
             merchants=MerchantDirectory(stores.durable),
@@ -246,7 +246,7 @@ async def _open_production_stores(
     return _Stores(state=state, durable=durable, postgres=postgres, redis_stats=state)
 
 
-def limits_of(settings: Settings) -> Limits:
+def _limits(settings: Settings) -> Limits:
     """The limiters' settings (``RATE_LIMIT_*``, per minute; the merchant lock cap, per
     hour)."""
     return Limits(
