@@ -148,9 +148,12 @@ async def serve(
             )
             if runtime.demo_merchant_key is not None:
                 # Printed, never logged: the one place a key is shown, as a CLI shows it.
+                port = settings.bind.rpartition(":")[2]
                 print(
                     f"\nEMBEDDED MODE demo merchant key (send it as X-API-Key):\n"
-                    f"  {runtime.demo_merchant_key}\n",
+                    f"  {runtime.demo_merchant_key}\n"
+                    f"The payer's pages: http://localhost:{port}/enroll and "
+                    f"http://localhost:{port}/pay/<session_id>\n",
                     file=sys.stderr,
                     flush=True,
                 )
