@@ -1,4 +1,5 @@
-"""The payer's pages in a real browser, against a real server process (embedded default).
+"""The payer's pages in a real browser, against real server processes: the embedded default,
+and Redis with PostgreSQL.
 
 - the page's WebCrypto digests equal the core's test vectors;
 - a user enrolls on the enroll page, then pays on the pay page, which shows the amount and
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +26,54 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests.browser.conftest import CHROMIUM, SCREENSHOTS
-from tests.e2e.servers import DEMO_MERCHANT_KEY, ServerProcess, running_server
+from tests.e2e.servers import (
+    DEMO_MERCHANT_KEY,
+    ServerProcess,
+    add_merchant,
+    production_keys,
+    running_server,
+)
+from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "factor_digests.json"
 ANSWERS = {"PIN": "4827", "COLOUR": "teal,amber", "WORDS": "blue harbour"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"PBKDF2_ITERATIONS": "1000", "ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}
-    with running_server(env, tmp_path_factory.mktemp("browser")) as running:
-        yield running
+@dataclass(frozen=True)
+class Shop:
+    """A running server, the merchant key that opens its sessions, and that merchant's id."""
+
+    server: ServerProcess
+    merchant_key: str
+    payee: str
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis+postgresql"])
+def shop(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shop]:
+    """The pages against the embedded default, and against Redis and PostgreSQL."""
+    workdir = tmp_path_factory.mktemp("browser")
+    if request.param == "embedded":
+        env = {"PBKDF2_ITERATIONS": "1000", "ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}
+        with running_server(env, workdir) as running:
+            yield Shop(running, DEMO_MERCHANT_KEY, "demo-shop")
+        return
+    prefix = unique_prefix()
+    with temporary_database() as database_url:
+        env = {
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": prefix,
+            "DATABASE_URL": database_url,
+            "DB_AUTO_MIGRATE": "true",
+            "PBKDF2_ITERATIONS": "1000",
+            "CRYPTO_WORKERS": "1",
+            **production_keys(),
+        }
+        key = add_merchant(env, "browser-shop")
+        with running_server(env, workdir) as running:
+            yield Shop(running, key, "browser-shop")
+    delete_prefix(REDIS_URL, prefix)
 
 
 class BrowserThread:
@@ -122,22 +161,21 @@ def enroll_on_page(page: Page, server: ServerProcess, user: str) -> None:
     page.wait_for_selector("#result.ok")
 
 
-def initiate(server: ServerProcess, user: str) -> dict[str, Any]:
+def initiate(shop: Shop, user: str) -> dict[str, Any]:
     headers = {
-        "X-API-Key": DEMO_MERCHANT_KEY,
+        "X-API-Key": shop.merchant_key,
         "X-Nonce": str(uuid.uuid4()),
         "X-Timestamp": str(int(time.time() * 1000)),
     }
     body = {"user_uuid": user, "transaction_amount": 42.5, "currency": "EUR"}
-    made = httpx.post(f"{server.url}/v1/verification/initiate", json=body, headers=headers)
+    made = httpx.post(f"{shop.server.url}/v1/verification/initiate", json=body, headers=headers)
     assert made.status_code == 200, made.text
     started: dict[str, Any] = made.json()
     return started
 
 
-def test_the_pages_digests_equal_the_test_vectors(
-    server: ServerProcess, browser: BrowserThread
-) -> None:
+def test_the_pages_digests_equal_the_test_vectors(shop: Shop, browser: BrowserThread) -> None:
+    server = shop.server
     vectors = json.loads(VECTORS.read_text(encoding="utf-8"))["vectors"]
 
     def steps(page: Page) -> None:
@@ -152,37 +190,35 @@ def test_the_pages_digests_equal_the_test_vectors(
     browser.on_page(steps)
 
 
-def test_enroll_then_pay_on_the_pages(server: ServerProcess, browser: BrowserThread) -> None:
-    user = str(uuid.uuid4())
+def test_enroll_then_pay_on_the_pages(shop: Shop, browser: BrowserThread) -> None:
+    server, user = shop.server, str(uuid.uuid4())
 
     def steps(page: Page) -> None:
         enroll_on_page(page, server, user)
         assert page.text_content("#result") == "Enrolled 3 factors."
-        shot(page, "1-enrolled")
-        started = initiate(server, user)
+        shot(page, f"1-enrolled-{shop.payee}")
+        started = initiate(shop, user)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("fieldset.factor")
         assert page.text_content("#amount") == "42.5 EUR"
-        assert page.text_content("#payee") == "demo-shop"
-        shot(page, "2-payment-shown")
+        assert page.text_content("#payee") == shop.payee
+        shot(page, f"2-payment-shown-{shop.payee}")
         for factor in started["required_factors"]:
             answer(page, factor, ANSWERS[factor])
         page.click("button[type=submit]")
         page.wait_for_selector("#result.ok")
         assert page.text_content("#result") == "Payment authorised."
-        shot(page, "3-authorised")
+        shot(page, f"3-authorised-{shop.payee}")
 
     browser.on_page(steps)
 
 
-def test_a_wrong_pin_shows_the_generic_failure(
-    server: ServerProcess, browser: BrowserThread
-) -> None:
-    user = str(uuid.uuid4())
+def test_a_wrong_pin_shows_the_generic_failure(shop: Shop, browser: BrowserThread) -> None:
+    server, user = shop.server, str(uuid.uuid4())
 
     def steps(page: Page) -> None:
         enroll_on_page(page, server, user)
-        started = initiate(server, user)
+        started = initiate(shop, user)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("fieldset.factor")
         for factor in started["required_factors"]:
@@ -192,6 +228,6 @@ def test_a_wrong_pin_shows_the_generic_failure(
         text = page.text_content("#result") or ""
         assert text == "Verification failed. Attempts left: 2."
         assert not any(factor in text for factor in ANSWERS)
-        shot(page, "4-wrong-pin")
+        shot(page, f"4-wrong-pin-{shop.payee}")
 
     browser.on_page(steps)
