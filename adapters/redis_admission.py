@@ -32,6 +32,7 @@ from zeropay_proto.admission import (
     SharedLimitsDecided,
     SlidingDecision,
     UserBucketDecided,
+    count_merchant_lock,
     decide_shared_limits,
     decide_user_bucket,
     nonce_kept_until_ms,
@@ -64,10 +65,14 @@ class RedisAdmission(ScriptRunner):
 
     @redis_call
     async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
-        (count,) = await self._run(
+        ((start, count, expires_at_ms, read),) = await self._run(
             [("count_lock", [self.keys.merchant_locks(merchant_id)], [epoch_ms(now), window_ms])]
         )
-        return int(count)
+        kept = count_merchant_lock(_fixed_fields(read), now=now, window_ms=window_ms)
+        script = (FixedWindowState(window_start_ms=start, count=count), expires_at_ms)
+        if script != (kept.state, kept.expires_at_ms):
+            raise ScriptDisagreement(f"count_lock decided {script}, the core {kept}")
+        return kept.state.count
 
 
 def shared_limits_call(keys: KeySpace, request: AdmissionRequest) -> Call:
@@ -187,9 +192,14 @@ def checked_user_bucket(
 
 
 def _fixed_read(reply: Sequence[Any]) -> FixedWindowState | None:
-    if not reply or reply[-1][0] is None:
+    return _fixed_fields(reply[-1]) if reply else None
+
+
+def _fixed_fields(fields: Sequence[Any]) -> FixedWindowState | None:
+    """A fixed window's ``s`` and ``c`` as HMGET read them (``None``: nothing stored)."""
+    if fields[0] is None:
         return None
-    start, count = reply[-1]
+    start, count = fields
     return FixedWindowState(window_start_ms=int(start), count=int(count))
 
 

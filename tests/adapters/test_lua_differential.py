@@ -377,6 +377,12 @@ MUTANTS = {
         "  if u <= t then",
         None,
     ),
+    "count_lock: the lock window is kept twice as long": (
+        "count_lock",
+        "local kept = w[2] + window",
+        "local kept = w[2] + 2 * window",
+        lambda lua, store: lua.run(store.count_merchant_lock("shop", start_ms() / 1000, W)),
+    ),
     "release: any later attempt is given back": (
         "release",
         "and used == attempt then",
