@@ -353,6 +353,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("ZEROPAY_ROLE api or audit needs Redis and PostgreSQL (shared streams)")
     if role == "audit" and workers > 1:
         raise ConfigError("ZEROPAY_ROLE audit runs one process: ZEROPAY_WORKERS must be 1")
+    bind = _bind(env.get("ZEROPAY_BIND", DEFAULT_BIND))
     return Settings(
         redis_url=redis_url,
         redis_cluster_nodes=nodes,
@@ -390,7 +391,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "CRYPTO_WORKERS", max(1, (os.cpu_count() or 1) // workers), minimum=1
         ),
         trusted_proxies=_proxies(env.get("TRUSTED_PROXIES", "")),
-        bind=_bind(env.get("ZEROPAY_BIND", DEFAULT_BIND)),
+        bind=bind,
         workers=workers,
         role=role,
         record_cache_ttl=_int(env, "RECORD_CACHE_TTL", DEFAULT_RECORD_CACHE_TTL, minimum=1),
@@ -403,8 +404,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read_timeout=_int(env, "HTTP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, minimum=1),
         max_connections=_int(env, "HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1),
         log_level=_log_level(env.get("LOG_LEVEL", "INFO")),
-        relying_party=_relying_party(
-            env, embedded=embedded, bind=_bind(env.get("ZEROPAY_BIND", DEFAULT_BIND))
-        ),
+        relying_party=_relying_party(env, embedded=embedded, bind=bind),
         secrets=_secrets(env, embedded=embedded),
     )

@@ -294,7 +294,7 @@ def configure_logging(level: str) -> None:
     _json_handler = handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    root.setLevel(level)  # a level load_settings accepted (it refuses any other)
     for noisy in ("hypercorn.access", "hypercorn.error", "quart.app", "quart.serving"):
         logging.getLogger(noisy).handlers[:] = []
         logging.getLogger(noisy).propagate = noisy != "hypercorn.access"
