@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from tests.e2e.servers import (
     production_keys,
     running_server,
 )
+from tests.faults.history import headers
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "factor_digests.json"
@@ -162,13 +162,9 @@ def enroll_on_page(page: Page, server: ServerProcess, user: str) -> None:
 
 
 def initiate(shop: Shop, user: str) -> dict[str, Any]:
-    headers = {
-        "X-API-Key": shop.merchant_key,
-        "X-Nonce": str(uuid.uuid4()),
-        "X-Timestamp": str(int(time.time() * 1000)),
-    }
     body = {"user_uuid": user, "transaction_amount": 42.5, "currency": "EUR"}
-    made = httpx.post(f"{shop.server.url}/v1/verification/initiate", json=body, headers=headers)
+    url = f"{shop.server.url}/v1/verification/initiate"
+    made = httpx.post(url, json=body, headers=headers(shop.merchant_key))
     assert made.status_code == 200, made.text
     started: dict[str, Any] = made.json()
     return started
