@@ -19,6 +19,7 @@ from zeropay_proto import (
 )
 from zeropay_proto.answers import example_answer, factor_digest
 from zeropay_proto.enrollment import EnrollmentPlanned
+from zeropay_proto.passkeys import PossessionPolicy
 from zeropay_proto.session import DEFAULT_POLICY, ChallengeIssued, Policy
 
 #: 2027-01-15T08:00:00Z, well inside a challenge window's first half.
@@ -88,8 +89,11 @@ def issue(
     risk: RiskLevel = RiskLevel.MEDIUM,
     label: str = "s",
     policy: Policy = DEFAULT_POLICY,
+    possession: PossessionPolicy | None = None,
+    passkey_ids: tuple[bytes, ...] = (),
+    merchant_asks_possession: bool = False,
 ) -> ChallengeIssued:
-    """Open a session with fixed entropy."""
+    """Open a session with fixed entropy (passkeys off unless ``possession`` is given)."""
     from decimal import Decimal
 
     return open_session(
@@ -105,4 +109,7 @@ def issue(
         entropy=entropy(32, "window" + label),
         decoy_key=DECOY_KEY,
         policy=policy,
+        possession=possession,
+        passkey_ids=passkey_ids,
+        merchant_asks_possession=merchant_asks_possession,
     )

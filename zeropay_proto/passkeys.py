@@ -16,10 +16,16 @@ WebAuthn carries no time, so no ``now`` is needed.
 Decisions:
 
 - :func:`check_registration` makes a :class:`Passkey` of a registration response, or refuses it.
+- :func:`requires_possession` decides whether a session challenges the passkey, and
+  :func:`decoy_credential_ids` gives an unknown user passkeys as common as real ones.
 - :func:`check_assertion` decides an assertion. It is :class:`PossessionProven` with the sign
   count to store, or :class:`PossessionRefused` (counted as a failed attempt, like a wrong
   answer), or :class:`CloneSuspected`. The last is a signature that verifies but whose sign
   count did not rise, which is how a cloned authenticator shows; it is refused and audited.
+
+The linked data names the attempt too: each of a session's attempts signs its own challenge,
+so an assertion made for one attempt (proving possession, with a wrong answer beside it) is
+refused at the next, whether or not the authenticator keeps a sign count.
 """
 
 from __future__ import annotations
@@ -77,18 +83,27 @@ class RelyingParty:
 
 @dataclass(frozen=True, kw_only=True)
 class LinkedData:
-    """What a payment's passkey signature covers: shown to the payer before they sign."""
+    """What a payment's passkey signature covers: shown to the payer before they sign.
+    ``attempt`` is the session's attempt (1-based) the signature is good for."""
 
     session_id: str
     amount: Decimal | None
     currency: str | None
     payee: str | None
+    attempt: int
 
     def canonical(self) -> bytes:
         """The length-prefixed fields the challenge hashes (amounts without trailing zeros:
         42.50 and 42.5 are one amount)."""
         amount = "" if self.amount is None else format(self.amount.normalize(), "f")
-        fields = (LINKING_DOMAIN, self.session_id, amount, self.currency or "", self.payee or "")
+        fields = (
+            LINKING_DOMAIN,
+            self.session_id,
+            amount,
+            self.currency or "",
+            self.payee or "",
+            str(self.attempt),
+        )
         return b"".join(_field(f if isinstance(f, bytes) else f.encode()) for f in fields)
 
     def challenge(self) -> bytes:
@@ -102,6 +117,7 @@ class LinkedData:
             "amount": None if self.amount is None else format(self.amount, "f"),
             "currency": self.currency,
             "payee": self.payee,
+            "attempt": self.attempt,
         }
 
 
@@ -137,12 +153,35 @@ class PossessionRefused:
 
 @dataclass(frozen=True, kw_only=True)
 class CloneSuspected:
-    """The signature verified but the sign count did not rise: refused, and audited."""
+    """The signature verified but the sign count did not rise: refused, and audited.
+    ``stored_count`` ``None``: the durable store refused the count (:func:`count_refused`)."""
 
     credential_id: bytes
-    stored_count: int
+    stored_count: int | None
     presented_count: int
 
+
+#: What :func:`check_assertion` decides.
+Possession = PossessionProven | PossessionRefused | CloneSuspected
+
+
+def count_refused(proven: PossessionProven) -> CloneSuspected:
+    """The decision when the durable store, the source of truth for sign counts, did not take
+    a proven assertion's count: it had risen there meanwhile (a cache held an older count), so
+    the assertion was replayed or made by a clone."""
+    return CloneSuspected(
+        credential_id=proven.credential_id, stored_count=None, presented_count=proven.sign_count
+    )
+
+
+#: A fixed P-256 public key (COSE; its private scalar is 0x5eed, no secret): what an assertion
+#: for a credential the user does not have is checked against, and refused even if it verifies.
+STAND_IN_KEY = bytes.fromhex(
+    "a50102032620012158205cd4cecc42489e98ed3ff71498051f780f36486d4d44d867d998185784e7da5722"
+    "5820eef71a40d6a6ad113d47bbf3110bf1185c3ae463317ab00673043abcbcd4054b"
+)
+#: What py_webauthn raises for a response it cannot parse or verify.
+_MALFORMED = (WebAuthnException, ValueError, KeyError, TypeError)
 
 #: A WebAuthn credential id is at most 1023 bytes.
 MAX_CREDENTIAL_ID_BYTES = 1023
@@ -171,6 +210,18 @@ DEFAULT_POSSESSION_THRESHOLD = Decimal(30)
 DEFAULT_DECOY_PASSKEY_PERCENT = 33
 
 
+@dataclass(frozen=True, kw_only=True)
+class PossessionPolicy:
+    """When sessions challenge passkeys (a deployment with a relying party has one)."""
+
+    threshold: Decimal = DEFAULT_POSSESSION_THRESHOLD
+    decoy_percent: int = DEFAULT_DECOY_PASSKEY_PERCENT
+
+    def __post_init__(self) -> None:
+        if self.threshold < 0 or not 0 <= self.decoy_percent <= 100:
+            raise LocalProtocolError("a threshold is not negative, a share is a percentage")
+
+
 def requires_possession(
     *,
     has_passkey: bool,
@@ -185,15 +236,11 @@ def requires_possession(
     return has_passkey and (merchant_asks or high_risk or big)
 
 
-def decoy_credential_ids(
-    decoy_key: bytes, user_id: str, *, percent: int = DEFAULT_DECOY_PASSKEY_PERCENT
-) -> tuple[bytes, ...]:
+def decoy_credential_ids(decoy_key: bytes, user_id: str, *, percent: int) -> tuple[bytes, ...]:
     """An unknown user's passkeys, as their decoy session shows them: stable for the user,
     unpredictable without the server's key, as common as real ones, and shaped like real
     credential ids (32 bytes). So whether a session asks for a passkey, and which ids it
     allows, do not tell an enrolled user from an unknown one."""
-    if not 0 <= percent <= 100:
-        raise LocalProtocolError("a share is a percentage")
     seed = hmac.new(
         decoy_key, b"zeropay/decoy-passkeys/v1\x00" + user_id.encode(), hashlib.sha256
     ).digest()
@@ -258,7 +305,7 @@ def check_registration(
             expected_origin=list(rp.origins),
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+    except _MALFORMED as exc:
         raise RemoteProtocolError(
             "the passkey registration did not verify", code="PASSKEY_INVALID", field="credential"
         ) from exc
@@ -271,7 +318,7 @@ def check_registration(
 
 
 def assertion_options(
-    rp: RelyingParty, linked: LinkedData, passkeys: Sequence[Passkey]
+    rp: RelyingParty, linked: LinkedData, credential_ids: Sequence[bytes]
 ) -> dict[str, Any]:
     """``PublicKeyCredentialRequestOptions`` as JSON for ``navigator.credentials.get``: the
     challenge is the linked data's hash, the allowed credentials the user's passkeys."""
@@ -279,7 +326,7 @@ def assertion_options(
         rp_id=rp.rp_id,
         challenge=linked.challenge(),
         timeout=CEREMONY_TIMEOUT_MS,
-        allow_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in passkeys],
+        allow_credentials=[PublicKeyCredentialDescriptor(id=i) for i in credential_ids],
         user_verification=UserVerificationRequirement.REQUIRED,
     )
     parsed: dict[str, Any] = json.loads(options_to_json(options))
@@ -292,26 +339,30 @@ def check_assertion(
     *,
     linked: LinkedData,
     passkeys: Sequence[Passkey],
-) -> PossessionProven | PossessionRefused | CloneSuspected:
+) -> Possession:
     """Decide an assertion against the session's own linked data and the user's passkeys:
     the signature, the challenge, the origin and RP id, user presence and verification, and a
-    sign count that rises (both zero: the authenticator keeps no count)."""
+    sign count that rises (both zero: the authenticator keeps no count).
+
+    An assertion for a credential that is not the user's (an unknown user's decoy passkey, or
+    none at all) is checked against :data:`STAND_IN_KEY`: the same work, and a refusal, so the
+    time taken does not tell a decoy from a real user."""
     by_id = {b64url(p.credential_id): p for p in passkeys}
     passkey = by_id.get(str(response.get("rawId") or response.get("id") or ""))
-    if passkey is None:
-        return PossessionRefused(reason="not one of the user's passkeys")
     try:
         verified = verify_authentication_response(
             credential=dict(response),
             expected_challenge=linked.challenge(),
             expected_rp_id=rp.rp_id,
             expected_origin=list(rp.origins),
-            credential_public_key=passkey.public_key,
+            credential_public_key=STAND_IN_KEY if passkey is None else passkey.public_key,
             credential_current_sign_count=0,  # the core decides on the count, below
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+    except _MALFORMED as exc:
         return PossessionRefused(reason=type(exc).__name__)
+    if passkey is None:
+        return PossessionRefused(reason="not one of the user's passkeys")
     count = verified.new_sign_count
     if not rises(passkey.sign_count, count):
         return CloneSuspected(

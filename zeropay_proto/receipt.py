@@ -6,9 +6,12 @@
   stored, so a Redis dump yields no usable token, and it lives for
   :data:`DEFAULT_AUTH_TOKEN_TTL_SECONDS`.
 - A **receipt** binds the verified session to the payment it authorised: session, user, amount,
-  currency, merchant and time, which is PSD2's "dynamic linking" (RTS article 5). The core
-  fixes the canonical bytes; the server signs them with Ed25519 and publishes the public key,
-  so anyone can check a receipt offline.
+  currency, merchant and time. It names the categories of element the verification proved
+  (``sca``: knowledge, and possession when a passkey signed), and then the challenge the
+  passkey signed, the hash of the linked data (PSD2's dynamic linking, RTS article 5:
+  :class:`zeropay_proto.passkeys.LinkedData`). The core fixes the canonical bytes; the
+  server signs them with Ed25519 and publishes the public key, so anyone can check a receipt
+  offline.
 """
 
 from __future__ import annotations
@@ -104,17 +107,30 @@ class Receipt:
     user_id: str
     binding: PaymentBinding
     issued_at_ms: int
+    #: The passkey's challenge (the linked data's hash) when possession was proven.
+    linked_challenge: bytes | None = None
 
-    def as_dict(self) -> dict[str, str | int | None]:
+    @property
+    def sca(self) -> tuple[str, ...]:
+        """The categories of element proven (PSD2 article 4(30))."""
+        if self.linked_challenge is None:
+            return ("knowledge",)
+        return ("knowledge", "possession")
+
+    def as_dict(self) -> dict[str, object]:
         """The receipt's fields as JSON values (the amount as a decimal string)."""
-        return {
+        fields: dict[str, object] = {
             "session_id": self.session_id,
             "user_uuid": self.user_id,
             "amount": _amount_text(self.binding.amount),
             "currency": self.binding.currency,
             "merchant_id": self.binding.merchant_id,
             "issued_at_ms": self.issued_at_ms,
+            "sca": list(self.sca),
         }
+        if self.linked_challenge is not None:
+            fields["linked_challenge"] = b64url(self.linked_challenge)
+        return fields
 
     def canonical_bytes(self) -> bytes:
         """Domain-separated, key-sorted, whitespace-free ASCII JSON: one byte string per receipt."""

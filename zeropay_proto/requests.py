@@ -53,6 +53,8 @@ class InitiateRequest:
     binding: PaymentBinding
     risk: RiskLevel
     psp_config: Mapping[str, Any] | None
+    #: The merchant asks for the possession factor (a passkey), whatever the amount.
+    require_passkey: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +64,9 @@ class VerifyRequest:
     session_id: str
     user_id: str
     factors: Mapping[Factor, bytes]
+    #: The browser's assertion (``PublicKeyCredential`` as JSON), checked by
+    #: :func:`zeropay_proto.passkeys.check_assertion`, not here.
+    passkey: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,7 +182,8 @@ def _psp_config(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def parse_initiate(body: bytes) -> InitiateRequest:
-    """``{user_uuid, transaction_amount?, currency?, merchant_id?, risk_level?, psp_config?}``."""
+    """``{user_uuid, transaction_amount?, currency?, merchant_id?, risk_level?, psp_config?,
+    require_passkey?}``."""
     obj = load_json_object(body)
     user_id = parse_user_id(_required(obj, "user_uuid"))
     risk_text = obj.get("risk_level", RiskLevel.MEDIUM.value)
@@ -185,8 +191,15 @@ def parse_initiate(body: bytes) -> InitiateRequest:
         risk = RiskLevel(risk_text)
     except (ValueError, TypeError):
         raise RemoteProtocolError("must be LOW, MEDIUM or HIGH", field="risk_level") from None
+    require_passkey = obj.get("require_passkey", False)
+    if not isinstance(require_passkey, bool):
+        raise RemoteProtocolError("must be true or false", field="require_passkey")
     return InitiateRequest(
-        user_id=user_id, binding=_binding(obj), risk=risk, psp_config=_psp_config(obj)
+        user_id=user_id,
+        binding=_binding(obj),
+        risk=risk,
+        psp_config=_psp_config(obj),
+        require_passkey=require_passkey,
     )
 
 
@@ -205,7 +218,7 @@ def parse_psp_create(body: bytes) -> PspCreateRequest:
 
 
 def parse_verify(body: bytes) -> VerifyRequest:
-    """``{session_id, user_uuid, factors: {NAME: 64-hex}}``."""
+    """``{session_id, user_uuid, factors: {NAME: 64-hex}, passkey?: {...}}``."""
     obj = load_json_object(body)
     session_id, session_user = parse_session_id(_required(obj, "session_id"))
     user_id = parse_user_id(_required(obj, "user_uuid"))
@@ -216,7 +229,15 @@ def parse_verify(body: bytes) -> VerifyRequest:
     factors = parse_factor_digests(
         _required(obj, "factors"), field="factors", minimum=1, maximum=MAX_ENROLLED_FACTORS
     )
-    return VerifyRequest(session_id=session_id, user_id=user_id, factors=factors)
+    passkey = obj.get("passkey")
+    if passkey is not None and not isinstance(passkey, dict):
+        raise RemoteProtocolError("must be the browser's PublicKeyCredential", field="passkey")
+    return VerifyRequest(
+        session_id=session_id,
+        user_id=user_id,
+        factors=factors,
+        passkey=None if passkey is None else MappingProxyType(passkey),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

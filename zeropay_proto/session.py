@@ -37,6 +37,13 @@ failure it counted is removed, a lock it engaged is lifted (one escalation level
 the session gets the attempt back if no later attempt was reserved meanwhile. Nothing that
 was compared is ever given back, so the 5-failure bound holds for evaluated attempts.
 
+A session may also challenge the user's passkey, the possession factor
+(:mod:`zeropay_proto.passkeys`): :func:`open_session` decides whether (the user has one and
+the payment needs it), and keeps the credential ids it allows. Each attempt then signs its own
+challenge, the hash of the session's :meth:`Session.linked_data` (amount, currency, payee,
+attempt), and an attempt is proven only if the factors matched *and* the assertion verified
+(:func:`attempt_proven`): a failed assertion is one more failed attempt, as a wrong answer is.
+
 An unknown user gets a *decoy* session: challenges drawn, window by window, from a stable
 pseudo-enrollment (:func:`~zeropay_proto.challenge.decoy_enrollment`), so they overlap across
 windows as a real user's do; the same reservations against the same lockout counter, the same
@@ -70,6 +77,14 @@ from .challenge import (
 )
 from .crypto import EnrollmentRecord, compute_verifier, verifiers_equal
 from .factors import DIGEST_BYTES, Factor
+from .passkeys import (
+    LinkedData,
+    Possession,
+    PossessionPolicy,
+    PossessionProven,
+    decoy_credential_ids,
+    requires_possession,
+)
 from .receipt import (
     AUTH_TOKEN_BYTES,
     DEFAULT_AUTH_TOKEN_TTL_SECONDS,
@@ -200,10 +215,14 @@ class Session:
     attempts_used: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     decoy: bool = False
+    #: The passkeys an assertion may come from; empty: the session challenges knowledge only.
+    passkey_ids: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.challenged or len(set(self.challenged)) != len(self.challenged):
             raise LocalProtocolError("a session challenges distinct factors")
+        if len(set(self.passkey_ids)) != len(self.passkey_ids):
+            raise LocalProtocolError("a session allows distinct passkeys")
         if not 0 <= self.attempts_used <= self.max_attempts:
             raise LocalProtocolError("attempts_used out of range")
 
@@ -218,6 +237,21 @@ class Session:
     def attempts_remaining(self) -> int:
         """Attempts not yet reserved."""
         return self.max_attempts - self.attempts_used
+
+    @property
+    def challenges_possession(self) -> bool:
+        """Whether an attempt needs a passkey assertion too."""
+        return bool(self.passkey_ids)
+
+    def linked_data(self, attempt: int) -> LinkedData:
+        """What attempt number ``attempt``'s passkey signs: this payment, for that attempt."""
+        return LinkedData(
+            session_id=self.session_id,
+            amount=self.binding.amount,
+            currency=self.binding.currency,
+            payee=self.binding.merchant_id,
+            attempt=attempt,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -391,11 +425,18 @@ def open_session(
     entropy: bytes,
     decoy_key: bytes,
     policy: Policy = DEFAULT_POLICY,
+    possession: PossessionPolicy | None = None,
+    passkey_ids: tuple[bytes, ...] = (),
+    merchant_asks_possession: bool = False,
 ) -> ChallengeIssued:
     """Open a session for ``user_id``; ``enrolled`` is ``None`` for an unknown user.
 
     ``window`` is the user's stored challenge window, if any. ``entropy`` is 32 CSPRNG bytes
     (used only when a new window is drawn); ``decoy_key`` seeds decoy draws.
+
+    ``possession`` ``None``: passkeys are off here. Otherwise the session also challenges the
+    user's passkeys (``passkey_ids``; an unknown user's are decoys) when
+    :func:`~zeropay_proto.passkeys.requires_possession` says so.
     """
     size = challenge_size(binding.amount, risk)
     expires_at_ms = epoch_ms(now) + 1000 * policy.session_ttl_seconds
@@ -414,6 +455,18 @@ def open_session(
         window_seconds=policy.challenge_window_seconds,
     )
     chosen = stored.factors[:size]
+    allowed: tuple[bytes, ...] = ()
+    if possession is not None:
+        if decoy:
+            passkey_ids = decoy_credential_ids(decoy_key, user_id, percent=possession.decoy_percent)
+        needed = requires_possession(
+            has_passkey=bool(passkey_ids),
+            amount=binding.amount,
+            high_risk=risk is RiskLevel.HIGH,
+            merchant_asks=merchant_asks_possession,
+            threshold=possession.threshold,
+        )
+        allowed = passkey_ids if needed else ()
     session = Session(
         session_id=session_id,
         user_id=user_id,
@@ -422,6 +475,7 @@ def open_session(
         binding=binding,
         max_attempts=policy.max_attempts,
         decoy=decoy,
+        passkey_ids=allowed,
     )
     return ChallengeIssued(session=session, window=stored, window_opened=opened)
 
@@ -529,6 +583,15 @@ def compare_factors(
     return FactorsMismatched()
 
 
+def attempt_proven(session: Session, *, key_unwrapped: bool, possession: Possession | None) -> bool:
+    """Whether an attempt proved what its session challenges: the factors matched and the data
+    key unwrapped, and, if the session challenges a passkey, the assertion proved possession
+    (``possession`` ``None``: none was checked). This is conclusion's ``key_unwrapped``."""
+    if not session.challenges_possession:
+        return key_unwrapped
+    return key_unwrapped and isinstance(possession, PossessionProven)
+
+
 def conclude_attempt(
     stored: Session,
     *,
@@ -540,9 +603,11 @@ def conclude_attempt(
 ) -> VerificationSucceeded | VerificationFailed | SessionClosed:
     """Step 3: settle attempt number ``attempt`` on the session as stored *now*.
 
-    ``key_unwrapped`` is true only when the factors matched (step 2) and the data key
-    unwrapped; anything else is a failure. The driver persists the result only if the stored
-    session is still pending (compare-and-set), which makes a second success impossible.
+    ``key_unwrapped`` is true only when the attempt proved everything the session challenges
+    (:func:`attempt_proven`); anything else is a failure. A receipt of a session that
+    challenged a passkey names the challenge it signed. The driver persists the result only if
+    the stored session is still pending (compare-and-set), which makes a second success
+    impossible.
     """
     token = issue_token(stored.user_id, token_entropy, now=now, policy=policy)
     if not 1 <= attempt <= stored.attempts_used:
@@ -555,6 +620,9 @@ def conclude_attempt(
             user_id=stored.user_id,
             binding=stored.binding,
             issued_at_ms=token.issued_at_ms,
+            linked_challenge=stored.linked_data(attempt).challenge()
+            if stored.challenges_possession
+            else None,
         )
         return VerificationSucceeded(
             session=replace(stored, state=transition(stored.state, SessionInput.ACCEPT_ATTEMPT)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -24,6 +25,35 @@ factor_maps = st.dictionaries(
     st.one_of(st.text(alphabet="0123456789abcdefABCDEFx", min_size=60, max_size=68), json_values),
     max_size=16,
 )
+b64_texts = st.one_of(
+    st.binary(max_size=300).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+    st.sampled_from(["ZnV6eg", "", "===="]),
+)
+#: A PublicKeyCredential as a browser hands it over, with any field wrong.
+credentials = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(b64_texts, json_values),
+        "rawId": st.one_of(b64_texts, json_values),
+        "type": st.one_of(st.just("public-key"), json_values),
+        "response": st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    key: st.one_of(b64_texts, json_values)
+                    for key in (
+                        "clientDataJSON",
+                        "authenticatorData",
+                        "signature",
+                        "userHandle",
+                        "attestationObject",
+                    )
+                },
+            ),
+            json_values,
+        ),
+    },
+)
 near_valid = st.fixed_dictionaries(
     {},
     optional={
@@ -38,6 +68,9 @@ near_valid = st.fixed_dictionaries(
         "merchant_id": st.one_of(st.text(max_size=70), json_values),
         "risk_level": st.one_of(st.sampled_from(["LOW", "MEDIUM", "HIGH", "low"]), json_values),
         "psp_config": json_values,
+        "passkey": st.one_of(credentials, json_values),
+        "credential": st.one_of(credentials, json_values),
+        "require_passkey": st.one_of(st.booleans(), json_values),
     },
 )
 
@@ -52,3 +85,18 @@ def test_arbitrary_bytes_only_parse_or_raise_remote_protocol_error(data: bytes) 
 @given(near_valid)
 def test_near_valid_json_only_parses_or_raises_remote_protocol_error(obj: dict[str, Any]) -> None:
     fuzz_one_input(json.dumps(obj, default=str).encode())
+
+
+SESSION = "Ej5FZ-ibQtOkVkJmFBdAALmXUaNeNiJGzfarUzmi8k8"
+USER = "123e4567-e89b-42d3-a456-426614174000"
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.one_of(credentials, json_values))
+def test_any_assertion_in_a_valid_verify_is_decided_and_any_credential_refused(
+    credential: Any,
+) -> None:
+    verify = {"session_id": SESSION, "user_uuid": USER, "factors": {"PIN": "0" * 64}}
+    registration = {"user_uuid": USER, "credential": credential}
+    fuzz_one_input(json.dumps({**verify, "passkey": credential}, default=str).encode())
+    fuzz_one_input(json.dumps(registration, default=str).encode())

@@ -20,6 +20,7 @@ payments = st.builds(
     amount=amounts,
     currency=texts,
     payee=texts,
+    attempt=st.integers(1, 5),
 )
 
 
@@ -34,6 +35,7 @@ def test_two_payments_link_alike_only_if_they_are_one(a: LinkedData, b: LinkedDa
             and amounts_equal
             and (x.currency or "") == (y.currency or "")
             and (x.payee or "") == (y.payee or "")
+            and x.attempt == y.attempt
         )
 
     assert (a.challenge() == b.challenge()) == same(a, b)

@@ -11,7 +11,9 @@ flight at once, as concurrent requests are. Checked at every step:
 - nothing is admitted by a terminal (verified, failed or expired) session;
 - outages lock nobody: reservations that met an outage (a dependency failed before any
   comparison) are released, and a user with nothing but released outages since the last
-  success has no failure counted.
+  success has no failure counted;
+- a session that challenges a passkey verifies only by an attempt whose assertion proved
+  possession, and its receipt names both categories and that attempt's linked challenge.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from zeropay_proto import (
     VerificationFailed,
     VerificationSucceeded,
     WrappedKey,
+    attempt_proven,
     compare_factors,
     conclude_attempt,
     derive_and_unwrap,
@@ -49,6 +52,7 @@ from zeropay_proto import (
     release_attempt,
     reserve_attempt,
 )
+from zeropay_proto.passkeys import PossessionPolicy, PossessionProven, PossessionRefused
 from zeropay_proto.session import DEFAULT_LOCKOUT_THRESHOLD
 
 USERS = (
@@ -66,6 +70,7 @@ class InFlight:
     user: str
     attempt: int
     unwrapped: bool
+    possession_proven: bool = False
 
 
 class VerificationMachine(RuleBasedStateMachine):
@@ -85,6 +90,7 @@ class VerificationMachine(RuleBasedStateMachine):
         # Reservations that met an outage and are not yet released, and per user how many.
         self.outages: list[InFlight] = []
         self.steps = 0
+        self.with_passkey: set[str] = set()
 
     def _lockout(self, user: str) -> Lockout:
         return self.lockouts.get(user, Lockout())
@@ -106,14 +112,22 @@ class VerificationMachine(RuleBasedStateMachine):
         self.records[user] = (plan.record, plan.wrapped_key(wrapped))
         self.windows.pop(user, None)
 
+    @rule(user=st.sampled_from(ENROLLABLE))
+    def register_passkey(self, user: str) -> None:
+        self.with_passkey.add(user)
+
     @rule(
         user=st.sampled_from(USERS),
         risk=st.sampled_from(RiskLevel),
         amount=st.sampled_from([None, Decimal(5), Decimal(100)]),
+        merchant_asks=st.booleans(),
     )
-    def initiate(self, user: str, risk: RiskLevel, amount: Decimal | None) -> None:
+    def initiate(
+        self, user: str, risk: RiskLevel, amount: Decimal | None, merchant_asks: bool = False
+    ) -> None:
         self.counter += 1
         record = self.records.get(user)
+        passkey_ids = (b"key-" + user.encode(),) if user in self.with_passkey else ()
         out = open_session(
             session_id=make_session_id(user, entropy(16, f"sid{self.counter}")),
             user_id=user,
@@ -124,7 +138,12 @@ class VerificationMachine(RuleBasedStateMachine):
             now=self.now,
             entropy=entropy(32, f"draw{self.counter}"),
             decoy_key=DECOY_KEY,
+            possession=PossessionPolicy(),
+            passkey_ids=passkey_ids,
+            merchant_asks_possession=merchant_asks,
         )
+        if out.session.challenges_possession:
+            event("session challenges a passkey")
         if out.window_opened:
             assert out.window is not None
             self.windows[user] = out.window
@@ -132,9 +151,10 @@ class VerificationMachine(RuleBasedStateMachine):
         self.sessions[out.session.session_id] = out.session
 
     @precondition(lambda self: bool(self.sessions))
-    @rule(data=st.data(), right=st.booleans())
-    def start_attempt(self, data: st.DataObject, right: bool) -> None:
-        self._attempt(data.draw(st.sampled_from(sorted(self.sessions))), right=right)
+    @rule(data=st.data(), right=st.booleans(), signed=st.booleans())
+    def start_attempt(self, data: st.DataObject, right: bool, signed: bool) -> None:
+        session_id = data.draw(st.sampled_from(sorted(self.sessions)))
+        self._attempt(session_id, right=right, signed=signed)
 
     @rule(user=st.sampled_from(USERS), guesses=st.integers(min_value=1, max_value=3))
     def burst_of_wrong_guesses(self, user: str, guesses: int) -> None:
@@ -144,7 +164,7 @@ class VerificationMachine(RuleBasedStateMachine):
         for _ in range(guesses):
             self._attempt(session_id, right=False)
 
-    def _attempt(self, session_id: str, *, right: bool) -> None:
+    def _attempt(self, session_id: str, *, right: bool, signed: bool = False) -> None:
         self._lapse_locks()
         session = self.sessions[session_id]
         user = session.user_id
@@ -183,7 +203,16 @@ class VerificationMachine(RuleBasedStateMachine):
                 compared.material, row.salt, row.iterations, row.wrapped, user
             )
             assert unwrapped
-        self.in_flight.append(InFlight(session_id, user, out.attempt, unwrapped))
+        # The user's device signs this attempt's linked data; a decoy's passkeys sign nothing.
+        possession: PossessionProven | PossessionRefused | None = None
+        if session.challenges_possession:
+            if signed and not session.decoy:
+                possession = PossessionProven(credential_id=session.passkey_ids[0], sign_count=1)
+            else:
+                possession = PossessionRefused(reason="not signed")
+        proven = attempt_proven(out.session, key_unwrapped=unwrapped, possession=possession)
+        flight = InFlight(session_id, user, out.attempt, proven, possession is not None and signed)
+        self.in_flight.append(flight)
 
     @precondition(lambda self: bool(self.sessions))
     @rule(data=st.data())
@@ -241,6 +270,14 @@ class VerificationMachine(RuleBasedStateMachine):
             return
         if isinstance(out, VerificationSucceeded):
             event("session verified")
+            if stored.challenges_possession:
+                event("session verified with a passkey")
+                assert flight.possession_proven, "verified without the challenged passkey"
+                assert out.receipt.sca == ("knowledge", "possession")
+                linked = stored.linked_data(flight.attempt).challenge()
+                assert out.receipt.linked_challenge == linked
+            else:
+                assert out.receipt.sca == ("knowledge",)
             self.successes[flight.session_id] += 1
             self.sessions[flight.session_id] = out.session
             self.lockouts[flight.user] = out.lockout

@@ -9,21 +9,25 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.authenticator import UP, UV, SoftAuthenticator
 from tests.helpers import T0, entropy
 from zeropay_proto import LocalProtocolError, RemoteProtocolError, b64url
 from zeropay_proto.passkeys import (
     MAX_PASSKEYS_PER_USER,
+    STAND_IN_KEY,
     CloneSuspected,
     LinkedData,
     Passkey,
+    PossessionPolicy,
     PossessionProven,
     PossessionRefused,
     RelyingParty,
     assertion_options,
     check_assertion,
     check_registration,
+    count_refused,
     decoy_credential_ids,
     parse_credential_id,
     registration_options,
@@ -39,6 +43,7 @@ LINKED = LinkedData(
     amount=Decimal("42.50"),
     currency="EUR",
     payee="shop-1",
+    attempt=1,
 )
 
 
@@ -96,7 +101,7 @@ def test_registration_options_exclude_what_is_registered_and_cap_the_count() -> 
 
 def test_the_assertion_challenge_is_the_linked_datas_hash() -> None:
     passkey = registered(SoftAuthenticator(credential_id=b"cred-1"))
-    options = assertion_options(RP, LINKED, [passkey])
+    options = assertion_options(RP, LINKED, [passkey.credential_id])
     assert options["challenge"] == b64url(LINKED.challenge())
     assert options["allowCredentials"] == [{"id": b64url(b"cred-1"), "type": "public-key"}]
     assert options["userVerification"] == "required"
@@ -105,6 +110,7 @@ def test_the_assertion_challenge_is_the_linked_datas_hash() -> None:
         "amount": "42.50",
         "currency": "EUR",
         "payee": "shop-1",
+        "attempt": 1,
     }
 
 
@@ -117,6 +123,7 @@ def test_one_amount_links_alike_however_written_and_any_change_links_otherwise()
         replace(LINKED, payee="shop-2"),
         replace(LINKED, payee=None),
         replace(LINKED, session_id=LINKED.session_id[:-1] + "A"),
+        replace(LINKED, attempt=2),
     ]
     assert len({o.challenge() for o in others} | {LINKED.challenge()}) == len(others) + 1
 
@@ -136,6 +143,29 @@ def test_a_signature_over_another_amount_or_payee_is_refused() -> None:
         response = device.sign(RP.rp_id, ORIGIN, signed.challenge())
         decided = check_assertion(RP, response, linked=LINKED, passkeys=[passkey])
         assert isinstance(decided, PossessionRefused)
+
+
+def test_an_assertion_made_for_another_attempt_of_the_session_is_refused() -> None:
+    device = SoftAuthenticator(credential_id=b"cred-1")
+    passkey = registered(device)
+    first = device.sign(RP.rp_id, ORIGIN, LINKED.challenge())
+    second = replace(LINKED, attempt=2)
+    decided = check_assertion(RP, first, linked=second, passkeys=[passkey])
+    assert isinstance(decided, PossessionRefused)
+
+
+def test_a_signature_by_the_stand_in_key_is_refused_though_it_verifies() -> None:
+    # An unknown credential is checked against STAND_IN_KEY, whose private scalar is public:
+    # a perfect signature by it proves nothing.
+    holder = SoftAuthenticator(
+        credential_id=b"decoy", key=ec.derive_private_key(0x5EED, ec.SECP256R1())
+    )
+    assert holder.cose_key() == STAND_IN_KEY
+    response = holder.sign(RP.rp_id, ORIGIN, LINKED.challenge())
+    passkey = registered(SoftAuthenticator(credential_id=b"cred-1"))
+    for passkeys in ([], [passkey]):
+        decided = check_assertion(RP, response, linked=LINKED, passkeys=passkeys)
+        assert decided == PossessionRefused(reason="not one of the user's passkeys")
 
 
 def test_wrong_origin_rp_flags_key_or_credential_are_refused() -> None:
@@ -164,6 +194,13 @@ def test_a_count_that_does_not_rise_is_a_suspected_clone() -> None:
     response = device.sign(RP.rp_id, ORIGIN, LINKED.challenge())  # presents 7
     decided = check_assertion(RP, response, linked=LINKED, passkeys=[passkey])
     assert decided == CloneSuspected(credential_id=b"cred-1", stored_count=7, presented_count=7)
+
+
+def test_a_count_the_durable_store_refused_is_a_suspected_clone_of_unknown_count() -> None:
+    proven = PossessionProven(credential_id=b"cred-1", sign_count=4)
+    assert count_refused(proven) == CloneSuspected(
+        credential_id=b"cred-1", stored_count=None, presented_count=4
+    )
 
 
 def test_an_authenticator_without_a_counter_stays_at_zero() -> None:
@@ -207,15 +244,18 @@ def test_possession_is_asked_only_of_users_with_a_passkey_when_the_payment_needs
 def test_decoy_passkeys_are_stable_shaped_like_real_ones_and_as_common() -> None:
     key = entropy(32, "decoy")
     users = [f"00000000-0000-4000-8000-{n:012d}" for n in range(3000)]
-    drawn = [decoy_credential_ids(key, u) for u in users]
-    assert drawn == [decoy_credential_ids(key, u) for u in users]  # stable
+    third = PossessionPolicy().decoy_percent
+    drawn = [decoy_credential_ids(key, u, percent=third) for u in users]
+    assert drawn == [decoy_credential_ids(key, u, percent=third) for u in users]  # stable
     having = [ids for ids in drawn if ids]
     assert 0.28 < len(having) / len(users) < 0.38  # the default third, give or take
     assert {len(ids) for ids in having} == {1, 2}
     assert all(len(i) == 32 for ids in having for i in ids)
     holder = next(u for u, ids in zip(users, drawn, strict=True) if ids)
-    assert decoy_credential_ids(entropy(32, "other"), holder) != decoy_credential_ids(key, holder)
+    other = entropy(32, "other")
+    assert decoy_credential_ids(other, holder, percent=third) != drawn[users.index(holder)]
     assert all(decoy_credential_ids(key, u, percent=0) == () for u in users[:50])
     assert all(decoy_credential_ids(key, u, percent=100) for u in users[:50])
-    with pytest.raises(LocalProtocolError):
-        decoy_credential_ids(key, users[0], percent=101)
+    for bad in ({"decoy_percent": 101}, {"decoy_percent": -1}, {"threshold": Decimal(-1)}):
+        with pytest.raises(LocalProtocolError):
+            PossessionPolicy(**bad)

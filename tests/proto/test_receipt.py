@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from zeropay_proto import (
     PaymentBinding,
     Receipt,
     RemoteProtocolError,
+    b64url,
 )
 from zeropay_proto.receipt import encode_token, parse_bearer, token_digest
 
@@ -48,13 +50,14 @@ def test_receipt_canonical_bytes_are_stable_and_bind_every_field() -> None:
     expected = (
         b"zeropay-receipt/v1\n"
         b'{"amount":"12.50","currency":"EUR","issued_at_ms":1,"merchant_id":"shop-7",'
-        b'"session_id":"s","user_uuid":"' + USER.encode() + b'"}'
+        b'"sca":["knowledge"],"session_id":"s","user_uuid":"' + USER.encode() + b'"}'
     )
     assert receipt.canonical_bytes() == expected
     others = [
         Receipt(session_id="t", user_id=USER, binding=binding, issued_at_ms=1),
         Receipt(session_id="s", user_id=USER, binding=PaymentBinding(), issued_at_ms=1),
         Receipt(session_id="s", user_id=USER, binding=binding, issued_at_ms=2),
+        replace(receipt, linked_challenge=bytes(32)),
     ]
     assert all(o.canonical_bytes() != expected for o in others)
     assert (
@@ -66,3 +69,14 @@ def test_receipt_canonical_bytes_are_stable_and_bind_every_field() -> None:
         ).as_dict()["amount"]
         == "100"
     )
+
+
+def test_a_receipt_with_a_passkey_names_both_categories_and_the_signed_challenge() -> None:
+    binding = PaymentBinding(amount=Decimal("42.50"), currency="EUR", merchant_id="shop-1")
+    receipt = Receipt(
+        session_id="s", user_id=USER, binding=binding, issued_at_ms=1, linked_challenge=b"\x01" * 32
+    )
+    fields = receipt.as_dict()
+    assert fields["sca"] == ["knowledge", "possession"]
+    assert fields["linked_challenge"] == b64url(b"\x01" * 32)
+    assert b'"sca":["knowledge","possession"]' in receipt.canonical_bytes()

@@ -36,6 +36,7 @@ from zeropay_proto import (
     SessionState,
     VerificationFailed,
     VerificationSucceeded,
+    attempt_proven,
     authorizes_enrollment_change,
     compare_factors,
     conclude_attempt,
@@ -49,6 +50,12 @@ from zeropay_proto import (
     token_digest,
 )
 from zeropay_proto.crypto import EnrollmentRecord
+from zeropay_proto.passkeys import (
+    CloneSuspected,
+    PossessionPolicy,
+    PossessionProven,
+    PossessionRefused,
+)
 from zeropay_proto.session import (
     DEFAULT_LOCKOUT_DURATIONS_SECONDS,
     TRANSITIONS,
@@ -181,6 +188,93 @@ def test_session_validates_its_fields() -> None:
         replace(session, challenged=(Factor.PIN, Factor.PIN))
     with pytest.raises(LocalProtocolError):
         replace(session, attempts_used=4)
+    with pytest.raises(LocalProtocolError):
+        replace(session, passkey_ids=(b"cred-1", b"cred-1"))
+
+
+# --- possession: a passkey beside the factors ------------------------------------------------
+
+KEYS = (b"cred-1", b"cred-2")
+PASSKEYS = PossessionPolicy()
+
+
+def test_a_user_with_a_passkey_is_challenged_it_when_the_payment_needs_it() -> None:
+    def allowed(**kwargs: object) -> tuple[bytes, ...]:
+        defaults: dict[str, object] = {"possession": PASSKEYS, "passkey_ids": KEYS}
+        return issue(**{**defaults, **kwargs}).session.passkey_ids  # type: ignore[arg-type]
+
+    assert allowed(amount="30") == KEYS  # the threshold
+    assert allowed(amount="29.99") == ()
+    assert allowed(amount="5", risk=RiskLevel.HIGH) == KEYS
+    assert allowed(amount=None, merchant_asks_possession=True) == KEYS
+    assert allowed(amount="1000", passkey_ids=()) == ()  # no passkey, no possession
+    assert allowed(amount="1000", possession=None) == ()  # passkeys off here
+    lower = PossessionPolicy(threshold=Decimal(10))
+    assert allowed(amount="10", possession=lower) == KEYS
+    session = issue(possession=PASSKEYS, passkey_ids=KEYS).session
+    assert session.challenges_possession
+    assert not issue().session.challenges_possession
+
+
+def test_an_unknown_users_decoy_shows_decoy_passkeys_as_often_as_real_users_have_them() -> None:
+    users = [f"00000000-0000-4000-8000-{n:012d}" for n in range(300)]
+    sessions = [
+        issue(user=u, enrolled=None, possession=PASSKEYS, amount="100").session for u in users
+    ]
+    having = [s for s in sessions if s.challenges_possession]
+    assert 0.2 < len(having) / len(users) < 0.46
+    again = issue(user=having[0].user_id, enrolled=None, possession=PASSKEYS, amount="100")
+    assert again.session.passkey_ids == having[0].passkey_ids  # stable
+    assert all(len(i) == 32 for s in having for i in s.passkey_ids)
+    small = issue(user=having[0].user_id, enrolled=None, possession=PASSKEYS, amount="5")
+    assert not small.session.challenges_possession  # the same rule as a real user's
+
+
+def test_each_attempt_links_the_payment_and_its_own_number() -> None:
+    session = issue(possession=PASSKEYS, passkey_ids=KEYS).session
+    first, second = session.linked_data(1), session.linked_data(2)
+    assert (first.session_id, first.amount, first.currency, first.payee) == (
+        session.session_id,
+        Decimal("100.00"),
+        "EUR",
+        "m-1",
+    )
+    assert first.challenge() != second.challenge()
+
+
+def test_an_attempt_proves_possession_only_with_a_proven_assertion() -> None:
+    with_passkey = issue(possession=PASSKEYS, passkey_ids=KEYS).session
+    plain = issue().session
+    proven = PossessionProven(credential_id=b"cred-1", sign_count=2)
+    refused = PossessionRefused(reason="signature")
+    clone = CloneSuspected(credential_id=b"cred-1", stored_count=5, presented_count=5)
+    assert attempt_proven(with_passkey, key_unwrapped=True, possession=proven)
+    for possession in (refused, clone, None):
+        assert not attempt_proven(with_passkey, key_unwrapped=True, possession=possession)
+    assert not attempt_proven(with_passkey, key_unwrapped=False, possession=proven)
+    assert attempt_proven(plain, key_unwrapped=True, possession=None)
+    assert not attempt_proven(plain, key_unwrapped=False, possession=proven)
+
+
+def test_a_success_with_a_passkey_receipts_both_categories_and_the_signed_challenge() -> None:
+    session = issue(possession=PASSKEYS, passkey_ids=KEYS).session
+    step1 = reserved(reserved(session).session)  # the second attempt
+    out = conclude_attempt(
+        step1.session, attempt=2, key_unwrapped=True, now=T0 + 1, token_entropy=TOKEN
+    )
+    assert isinstance(out, VerificationSucceeded)
+    assert out.receipt.sca == ("knowledge", "possession")
+    assert out.receipt.linked_challenge == session.linked_data(2).challenge()
+    plain = conclude_attempt(
+        reserved(issue().session).session,
+        attempt=1,
+        key_unwrapped=True,
+        now=T0 + 1,
+        token_entropy=TOKEN,
+    )
+    assert isinstance(plain, VerificationSucceeded)
+    assert plain.receipt.sca == ("knowledge",)
+    assert plain.receipt.linked_challenge is None
 
 
 def test_policy_rejects_non_positive_numbers() -> None:
