@@ -60,7 +60,10 @@ class MemoryDurable:
         return True
 
     async def load_enrollment(self, user_id: str) -> StoredEnrollment | None:
-        return self._enrollments.get(user_id)
+        stored = self._enrollments.get(user_id)
+        if stored is None:
+            return None
+        return replace(stored, passkeys=tuple(await self.passkeys(user_id)))
 
     async def delete_enrollment(self, user_id: str) -> bool:
         self._passkeys.pop(user_id, None)

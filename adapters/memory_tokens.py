@@ -59,10 +59,16 @@ class MemoryTokens(MemoryAuditStream):
         data: dict[str, Any] | None = self._get(f"psp:{psp_session_id}")
         return None if data is None else dict(data)
 
-    async def store_passkey_challenge(self, user_id: str, challenge: bytes, ttl_ms: int) -> None:
-        self._set(f"pkc:{user_id}", challenge, self._now_ms() + ttl_ms)
+    async def store_passkey_challenge(
+        self, user_id: str, challenge: bytes, ttl_ms: int, *, enrollment: bool = False
+    ) -> None:
+        kind = "pke" if enrollment else "pkc"
+        self._set(f"{kind}:{user_id}", challenge, self._now_ms() + ttl_ms)
 
-    async def take_passkey_challenge(self, user_id: str) -> bytes | None:
-        challenge: bytes | None = self._get(f"pkc:{user_id}")
-        self._delete(f"pkc:{user_id}")
+    async def take_passkey_challenge(
+        self, user_id: str, *, enrollment: bool = False
+    ) -> bytes | None:
+        key = f"{'pke' if enrollment else 'pkc'}:{user_id}"
+        challenge: bytes | None = self._get(key)
+        self._delete(key)
         return challenge

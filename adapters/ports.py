@@ -69,6 +69,9 @@ class CachedEnrollment:
 
     sealed_record: bytes | None
     wrapped_key: WrappedKey | None
+    #: The user's passkeys (their sign counts as PostgreSQL had them then, which only the
+    #: durable store's conditional write trusts: ``PasskeyPort.record_sign_count``).
+    passkeys: tuple[Passkey, ...] = ()
 
     @property
     def usable_by_verify(self) -> bool:
@@ -308,6 +311,8 @@ class StoredEnrollment:
     device_id: str
     created_at_ms: int
     updated_at_ms: int
+    #: The user's passkeys, read with the row (``load_enrollment``); not written with it.
+    passkeys: tuple[Passkey, ...] = ()
 
 
 class EnrollmentPort(Protocol):
@@ -393,11 +398,17 @@ class HealthPort(Protocol):
 class PasskeyCeremonyPort(Protocol):
     """A passkey registration's challenge, between its options and its response."""
 
-    async def store_passkey_challenge(self, user_id: str, challenge: bytes, ttl_ms: int) -> None:
-        """Keep the user's registration challenge (a new one replaces the last)."""
+    async def store_passkey_challenge(
+        self, user_id: str, challenge: bytes, ttl_ms: int, *, enrollment: bool = False
+    ) -> None:
+        """Keep the user's registration challenge (a new one replaces the last). An
+        ``enrollment`` one is kept apart: it is the grant an enrollment gives its client to
+        register a passkey without a token."""
         ...
 
-    async def take_passkey_challenge(self, user_id: str) -> bytes | None:
+    async def take_passkey_challenge(
+        self, user_id: str, *, enrollment: bool = False
+    ) -> bytes | None:
         """The user's registration challenge, removed: each is good for one response."""
         ...
 

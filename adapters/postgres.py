@@ -92,6 +92,17 @@ def _at(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
+def _passkey(text: str) -> Passkey:
+    """One passkey of :meth:`PostgresStore.load_enrollment`'s row."""
+    credential_id, public_key, count, created = text.split(".")
+    return Passkey(
+        credential_id=bytes.fromhex(credential_id),
+        public_key=bytes.fromhex(public_key),
+        sign_count=int(count),
+        created_at_ms=int(created),
+    )
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """``(version, name, sql)`` of every migration, in order."""
     folder = resources.files("adapters") / "migrations"
@@ -347,15 +358,21 @@ class PostgresStore:
         "SELECT encode(wrapped_key, 'hex'), encode(salt, 'hex'), iterations, key_version,"
         " factor_count, encode(sealed_record, 'hex'), device_id,"
         " round(extract(epoch FROM created_at) * 1000)::bigint,"
-        " round(extract(epoch FROM updated_at) * 1000)::bigint"
-        " FROM wrapped_keys WHERE user_id = '{user_id}'"
+        " round(extract(epoch FROM updated_at) * 1000)::bigint,"
+        " (SELECT string_agg(encode(p.credential_id, 'hex') || '.' || encode(p.public_key, 'hex')"
+        "   || '.' || p.sign_count || '.' || round(extract(epoch FROM p.created_at) * 1000),"
+        "   ' ' ORDER BY p.created_at, p.credential_id)"
+        "  FROM passkeys p WHERE p.user_id = w.user_id)"
+        " FROM wrapped_keys w WHERE user_id = '{user_id}'"
     )
 
     @_unavailable_as_dependency_error
     async def load_enrollment(self, user_id: str) -> StoredEnrollment | None:
         """One round trip, even without a statement cache (behind PgBouncer): a simple-protocol
         ``COPY ... TO STDOUT``, where a parameterised query would first be prepared (a second
-        round trip). The id is inlined only once it is proven to be a canonical UUID."""
+        round trip). The id is inlined only once it is proven to be a canonical UUID. The
+        user's passkeys come in the same row (``id.key.count.created`` in hex and decimals,
+        space-separated), so the record cache can hold them too."""
         if str(uuid.UUID(user_id)) != user_id:
             raise ValueError("user ids are canonical UUIDs")
         chunks: list[bytes] = []
@@ -370,7 +387,7 @@ class PostgresStore:
         rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
         if not rows:
             return None
-        wrapped, salt, iterations, version, count, sealed, device, created, updated = rows[0]
+        wrapped, salt, iterations, version, count, sealed, device, created, updated, keys = rows[0]
         return StoredEnrollment(
             wrapped_key=WrappedKey(
                 user_id=user_id,
@@ -384,6 +401,7 @@ class PostgresStore:
             device_id=device,
             created_at_ms=int(created),
             updated_at_ms=int(updated),
+            passkeys=tuple(_passkey(text) for text in keys.split()),
         )
 
     @_unavailable_as_dependency_error

@@ -26,7 +26,14 @@ well under 300 bytes of Redis memory. Byte offsets (0-based; the Lua scripts use
 13     n, number of challenged factors
 14..   n factor indexes, then three length-prefixed
        ASCII strings: amount, currency, merchant id
+       (format 2 only) k, the number of passkeys the
+       session allows, then k ids, each after its
+       length (2 bytes, big-endian)
 ====== ============================================
+
+Format 1 is a session without a passkey, format 2 one that challenges a passkey: an instance
+that knows only format 1 refuses a format 2 session (an error) rather than verify it without
+its passkey during a rolling upgrade. The scripts read and rewrite only the head.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from zeropay_proto import (
     SessionState,
     WrappedKey,
 )
+from zeropay_proto.passkeys import Passkey
 
 from .ports import NOT_ENROLLED, CachedEnrollment
 
@@ -62,7 +70,7 @@ STATES = {code: state for state, code in STATE_CODES.items()}
 #: The session head: its fields in order, and their layout.
 SESSION_HEAD = ("format", "state", "used", "max", "decoy", "expires_at_ms", "factor_count")
 _HEAD = struct.Struct(">BBBBBQB")
-_FORMAT = 1
+_FORMAT, _FORMAT_WITH_PASSKEYS = 1, 2
 
 
 def session_head_offsets() -> dict[str, int]:
@@ -98,7 +106,8 @@ class KeySpace:
         return f"{{{self.prefix}:g{group}}}"
 
     def user(self, user_id: str, kind: str) -> str:
-        """``rec`` (record cache), ``win``, ``lock``, ``tb`` (bucket), ``tokidx``."""
+        """``rec`` (record cache), ``win``, ``lock``, ``tb`` (bucket), ``tokidx``, ``pkc`` and
+        ``pke`` (passkey registration challenges: after a token's step-up, after enrolling)."""
         return f"{self._tag(self.group_of(user_id))}:{kind}:{user_id}"
 
     def session(self, session_id: str, user_id: str) -> str:
@@ -156,7 +165,7 @@ def _text(value: str | None) -> bytes:
 def encode_session(session: Session) -> bytes:
     """The stored form of a session (see the module docstring)."""
     head = _HEAD.pack(
-        _FORMAT,
+        _FORMAT_WITH_PASSKEYS if session.passkey_ids else _FORMAT,
         STATE_CODES[session.state],
         session.attempts_used,
         session.max_attempts,
@@ -171,13 +180,20 @@ def encode_session(session: Session) -> bytes:
         + _text(None if amount is None else format(amount, "f"))
         + _text(session.binding.currency)
         + _text(session.binding.merchant_id)
+        + _passkey_ids(session.passkey_ids)
     )
+
+
+def _passkey_ids(ids: tuple[bytes, ...]) -> bytes:
+    if not ids:
+        return b""
+    return bytes([len(ids)]) + b"".join(len(i).to_bytes(2, "big") + i for i in ids)
 
 
 def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
     """Inverse of :func:`encode_session`."""
     fmt, state, used, maximum, decoy, expires, count = _HEAD.unpack_from(data)
-    if fmt != _FORMAT:
+    if fmt not in (_FORMAT, _FORMAT_WITH_PASSKEYS):
         raise ValueError("unknown session format")
     pos = _HEAD.size
     factors = tuple(CATALOGUE[i] for i in data[pos : pos + count])
@@ -188,6 +204,13 @@ def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
         texts.append(data[pos + 1 : pos + 1 + length].decode("ascii") or None)
         pos += 1 + length
     amount, currency, merchant = texts
+    passkey_ids: list[bytes] = []
+    if fmt == _FORMAT_WITH_PASSKEYS:
+        pos += 1
+        for _ in range(data[pos - 1]):
+            length = int.from_bytes(data[pos : pos + 2], "big")
+            passkey_ids.append(data[pos + 2 : pos + 2 + length])
+            pos += 2 + length
     return Session(
         session_id=session_id,
         user_id=user_id,
@@ -202,6 +225,7 @@ def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
         attempts_used=used,
         max_attempts=maximum,
         decoy=bool(decoy),
+        passkey_ids=tuple(passkey_ids),
     )
 
 
@@ -223,14 +247,18 @@ def decode_window(data: bytes) -> ChallengeWindow:
 
 
 #: Record cache entries: a tag byte, then the entry.
-_NOT_ENROLLED, _RECORD_ONLY, _WITH_KEY = b"\x00", b"\x01", b"\x02"
+_NOT_ENROLLED, _RECORD_ONLY, _WITH_KEY, _WITH_PASSKEYS = b"\x00", b"\x01", b"\x02", b"\x03"
 #: After ``_WITH_KEY``: iterations, key version, factor count, salt length, wrapped length.
 _KEY_HEADER = struct.Struct(">IHHBH")
+#: Each passkey of ``_WITH_PASSKEYS``: id length, key length, sign count, created (ms).
+_PASSKEY_HEADER = struct.Struct(">HHQQ")
 
 
 def encode_cached(entry: CachedEnrollment) -> bytes:
     """A record cache value: ``\\x00`` not enrolled; ``\\x02``, the wrapped key and the
-    sealed record. (``\\x01`` + record, the earlier format, is still read.)"""
+    sealed record; ``\\x03``, the same with the user's passkeys between them (their count,
+    then each passkey's header, id and public key). (``\\x01`` + record, the earliest format,
+    is still read.) A user without passkeys keeps ``\\x02``, which every version reads."""
     if entry.sealed_record is None:
         return _NOT_ENROLLED
     key = entry.wrapped_key
@@ -239,7 +267,15 @@ def encode_cached(entry: CachedEnrollment) -> bytes:
     header = _KEY_HEADER.pack(
         key.iterations, key.key_version, key.factor_count, len(key.salt), len(key.wrapped)
     )
-    return _WITH_KEY + header + key.salt + key.wrapped + entry.sealed_record
+    if not entry.passkeys:
+        return _WITH_KEY + header + key.salt + key.wrapped + entry.sealed_record
+    passkeys = bytes([len(entry.passkeys)]) + b"".join(
+        _PASSKEY_HEADER.pack(len(p.credential_id), len(p.public_key), p.sign_count, p.created_at_ms)
+        + p.credential_id
+        + p.public_key
+        for p in entry.passkeys
+    )
+    return _WITH_PASSKEYS + header + key.salt + key.wrapped + passkeys + entry.sealed_record
 
 
 def decode_cached(user_id: str, data: bytes) -> CachedEnrollment | None:
@@ -250,14 +286,31 @@ def decode_cached(user_id: str, data: bytes) -> CachedEnrollment | None:
         return NOT_ENROLLED
     if tag == _RECORD_ONLY:
         return CachedEnrollment(sealed_record=body, wrapped_key=None)
-    if tag != _WITH_KEY:
+    if tag not in (_WITH_KEY, _WITH_PASSKEYS):
         return None
     iterations, version, factors, salt_length, wrapped_length = _KEY_HEADER.unpack_from(body)
     start = _KEY_HEADER.size
     salt = body[start : start + salt_length]
     wrapped = body[start + salt_length : start + salt_length + wrapped_length]
+    pos = start + salt_length + wrapped_length
+    passkeys: list[Passkey] = []
+    if tag == _WITH_PASSKEYS:
+        pos += 1
+        for _ in range(body[pos - 1]):
+            id_length, key_length, count, created = _PASSKEY_HEADER.unpack_from(body, pos)
+            pos += _PASSKEY_HEADER.size
+            passkeys.append(
+                Passkey(
+                    credential_id=body[pos : pos + id_length],
+                    public_key=body[pos + id_length : pos + id_length + key_length],
+                    sign_count=count,
+                    created_at_ms=created,
+                )
+            )
+            pos += id_length + key_length
     return CachedEnrollment(
-        sealed_record=body[start + salt_length + wrapped_length :],
+        sealed_record=body[pos:],
+        passkeys=tuple(passkeys),
         wrapped_key=WrappedKey(
             user_id=user_id,
             wrapped=wrapped,

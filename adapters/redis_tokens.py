@@ -108,10 +108,16 @@ class RedisTokens(ScriptRunner):
         return data
 
     @redis_call
-    async def store_passkey_challenge(self, user_id: str, challenge: bytes, ttl_ms: int) -> None:
-        await self._client.set(self.keys.user(user_id, "pkc"), challenge, px=ttl_ms)
+    async def store_passkey_challenge(
+        self, user_id: str, challenge: bytes, ttl_ms: int, *, enrollment: bool = False
+    ) -> None:
+        key = self.keys.user(user_id, "pke" if enrollment else "pkc")
+        await self._client.set(key, challenge, px=ttl_ms)
 
     @redis_call
-    async def take_passkey_challenge(self, user_id: str) -> bytes | None:
-        challenge = await self._client.getdel(self.keys.user(user_id, "pkc"))
+    async def take_passkey_challenge(
+        self, user_id: str, *, enrollment: bool = False
+    ) -> bytes | None:
+        key = self.keys.user(user_id, "pke" if enrollment else "pkc")
+        challenge = await self._client.getdel(key)
         return None if challenge is None else as_bytes(challenge)

@@ -43,6 +43,8 @@ class EnrollmentRequest:
     user_id: str
     factors: Mapping[Factor, bytes]
     device_id: str
+    #: Ask for a passkey's registration options with the new enrollment.
+    register_passkey: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +153,8 @@ def _amount(value: Any) -> Decimal | None:
 
 
 def parse_enrollment(body: bytes) -> EnrollmentRequest:
-    """``{user_uuid, factors: {NAME: 64-hex}, device_id}`` with 3-15 distinct factors."""
+    """``{user_uuid, factors: {NAME: 64-hex}, device_id, register_passkey?}`` with 3-15
+    distinct factors."""
     obj = load_json_object(body)
     user_id = parse_user_id(_required(obj, "user_uuid"))
     factors = parse_factor_digests(
@@ -163,7 +166,19 @@ def parse_enrollment(body: bytes) -> EnrollmentRequest:
     device_id = _required(obj, "device_id")
     if not isinstance(device_id, str) or not _DEVICE.match(device_id):
         raise RemoteProtocolError("must be 1-128 printable ASCII characters", field="device_id")
-    return EnrollmentRequest(user_id=user_id, factors=factors, device_id=device_id)
+    return EnrollmentRequest(
+        user_id=user_id,
+        factors=factors,
+        device_id=device_id,
+        register_passkey=_flag(obj, "register_passkey"),
+    )
+
+
+def _flag(obj: Mapping[str, Any], name: str) -> bool:
+    value = obj.get(name, False)
+    if not isinstance(value, bool):
+        raise RemoteProtocolError("must be true or false", field=name)
+    return value
 
 
 def _binding(obj: Mapping[str, Any]) -> PaymentBinding:
@@ -191,15 +206,12 @@ def parse_initiate(body: bytes) -> InitiateRequest:
         risk = RiskLevel(risk_text)
     except (ValueError, TypeError):
         raise RemoteProtocolError("must be LOW, MEDIUM or HIGH", field="risk_level") from None
-    require_passkey = obj.get("require_passkey", False)
-    if not isinstance(require_passkey, bool):
-        raise RemoteProtocolError("must be true or false", field="require_passkey")
     return InitiateRequest(
         user_id=user_id,
         binding=_binding(obj),
         risk=risk,
         psp_config=_psp_config(obj),
-        require_passkey=require_passkey,
+        require_passkey=_flag(obj, "require_passkey"),
     )
 
 

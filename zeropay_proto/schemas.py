@@ -44,6 +44,11 @@ ENROLLMENT: dict[str, Any] = {
         "user_uuid": USER_UUID,
         "factors": _factor_map(MIN_ENROLLED_FACTORS),
         "device_id": {"type": "string", "pattern": schema_pattern(patterns.DEVICE_ID)},
+        "register_passkey": {
+            "type": "boolean",
+            "description": "Answer a passkey's registration options with the enrollment, "
+            "good for one registration without a token (POST /v1/passkeys) for 2 minutes.",
+        },
     },
     "examples": [
         {
@@ -74,6 +79,10 @@ INITIATE: dict[str, Any] = {
         },
         "risk_level": {"enum": ["LOW", "MEDIUM", "HIGH"]},
         "psp_config": {"type": ["object", "null"]},
+        "require_passkey": {
+            "type": "boolean",
+            "description": "Challenge the user's passkey whatever the amount (if they have one).",
+        },
     },
     "examples": [
         {
@@ -105,6 +114,11 @@ VERIFY: dict[str, Any] = {
         "session_id": {"type": "string", "pattern": SESSION_ID_PATTERN},
         "user_uuid": USER_UUID,
         "factors": _factor_map(1),
+        "passkey": {
+            "type": ["object", "null"],
+            "description": "the PublicKeyCredential of navigator.credentials.get, as JSON, when "
+            "the session's required_factors end in PASSKEY",
+        },
     },
     "examples": [
         {

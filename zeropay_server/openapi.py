@@ -265,7 +265,8 @@ ROUTES: tuple[Route, ...] = (
         path="/v1/verification/verify",
         handler="verify",
         operation=_operation(
-            "Verify the challenged factors; a token and a signed receipt on success",
+            "Verify the challenged factors (and the passkey's assertion, if the session "
+            "challenges one); a token and a signed receipt on success",
             body=schemas.VERIFY,
             statuses=(400, 401, 403, 404),
             state_changing=True,
@@ -276,7 +277,9 @@ ROUTES: tuple[Route, ...] = (
         path="/v1/verification/status/{session_id}",
         handler="status",
         operation=_operation(
-            "A session's state and attempts", statuses=(400, 404), path_params=(_SESSION_PARAM,)
+            "A session's state, attempts and payment, and the passkey request of its next attempt",
+            statuses=(400, 404),
+            path_params=(_SESSION_PARAM,),
         ),
     ),
     Route(

@@ -42,6 +42,7 @@ from zeropay_proto.merchants import (
     issue_api_key,
     parse_api_key,
 )
+from zeropay_proto.passkeys import PossessionPolicy
 
 from .config import ConfigError, Settings
 from .crypto import CryptoPool, ReceiptSigner, RunSync
@@ -92,6 +93,8 @@ class Runtime:
     draining: bool = False
     #: The embedded default's merchant key, printed at start (``None`` in production).
     demo_merchant_key: str | None = None
+    #: When sessions challenge passkeys (``None``: no relying party here, passkeys are off).
+    possession: PossessionPolicy | None = None
 
     async def ready(self) -> dict[str, bool]:
         """Readiness of each dependency: whether it accepts writes now (the in-memory store
@@ -191,6 +194,7 @@ async def open_runtime(
             entropy=entropy,
             postgres=stores.postgres,
             redis_stats=stores.redis_stats,
+            possession=None if settings.relying_party is None else PossessionPolicy(),
         )
         if settings.embedded:
             runtime.demo_merchant_key = await _add_demo_merchant(

@@ -22,6 +22,7 @@ from zeropay_proto import (
     open_session,
 )
 from zeropay_proto.audit import AuditAction, AuditEvent, new_event_id
+from zeropay_proto.passkeys import Passkey, PossessionPolicy
 
 ENROLLED = frozenset({Factor.PIN, Factor.COLOUR, Factor.EMOJI, Factor.FACE})
 
@@ -41,7 +42,14 @@ def event(user: str | None, action: AuditAction = AuditAction.SESSION_INITIATED)
     )
 
 
-def new_session(user: str, *, now: float | None = None, enrolled: bool = True) -> ChallengeIssued:
+def new_session(
+    user: str,
+    *,
+    now: float | None = None,
+    enrolled: bool = True,
+    passkey_ids: tuple[bytes, ...] = (),
+) -> ChallengeIssued:
+    """A session of 42.00 EUR to shop-1; one that challenges ``passkey_ids`` if given."""
     return open_session(
         session_id=make_session_id(user, secrets.token_bytes(16)),
         user_id=user,
@@ -52,6 +60,9 @@ def new_session(user: str, *, now: float | None = None, enrolled: bool = True) -
         now=time.time() if now is None else now,
         entropy=secrets.token_bytes(32),
         decoy_key=b"d" * 32,
+        possession=PossessionPolicy() if passkey_ids else None,
+        passkey_ids=passkey_ids,
+        merchant_asks_possession=True,
     )
 
 
@@ -60,9 +71,10 @@ def lock_event(user: str) -> AuditEvent:
     return event(user, AuditAction.ACCOUNT_LOCKED)
 
 
-def cached_entry(user: str) -> CachedEnrollment:
+def cached_entry(user: str, passkeys: tuple[Passkey, ...] = ()) -> CachedEnrollment:
     """A record cache entry as initiate caches it: a (fake) sealed record and a wrapped key."""
     return CachedEnrollment(
+        passkeys=passkeys,
         sealed_record=secrets.token_bytes(180),
         wrapped_key=WrappedKey(
             user_id=user,

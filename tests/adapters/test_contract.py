@@ -417,6 +417,43 @@ async def test_success_mints_a_token_clears_the_lockout_and_closes_the_session(
 
 
 @state
+async def test_a_session_keeps_the_passkeys_it_allows_through_every_step(
+    state_backend: dict[str, Any],
+) -> None:
+    """The scripts rewrite a session's head only: what follows it (the payment and the
+    passkeys the session allows) survives the reservation and the conclusion."""
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+        ids = (b"\x01" * 16, b"\x02" * 64)
+        issued = new_session(user, now=now, passkey_ids=ids)
+        assert issued.session.passkey_ids == ids
+        sid = issued.session.session_id
+        await store.store_session(issued, 0, event(user), 60_000)
+        assert await store.load_session(sid, user) == issued.session
+        reserved = await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, event(user))
+        assert isinstance(reserved, AttemptReserved)
+        assert reserved.session.passkey_ids == ids
+        done = await conclude(store, sid, user, attempt=1, unwrapped=True, now=now)
+        assert isinstance(done, VerificationSucceeded)
+        assert done.receipt.sca == ("knowledge", "possession")
+        stored = await store.load_session(sid, user)
+        assert stored is not None
+        assert (stored.state, stored.passkey_ids) == (SessionState.VERIFIED, ids)
+
+
+@state
+async def test_a_record_cache_entry_keeps_the_users_passkeys(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        entry = cached_entry(user, passkeys=(passkey(b"\x07" * 32, 9), passkey(b"\x08", 0)))
+        await store.cache_record(user, entry, 60_000)
+        assert (await store.load_for_initiate(user)).cached == entry
+
+
+@state
 async def test_three_failures_fail_the_session(state_backend: dict[str, Any]) -> None:
     async with open_state_store(state_backend) as store:
         user = new_user()
@@ -632,6 +669,9 @@ async def test_passkeys_belong_to_an_enrolled_user_up_to_the_limit(
         assert await store.passkeys(user) == [passkey(a), passkey(bb)]
         assert await store.passkeys(other) == []
         assert not await store.delete_passkey(other, a)
+        loaded = await store.load_enrollment(user)  # the record cache's source
+        assert loaded is not None
+        assert loaded.passkeys == (passkey(a), passkey(bb))
         assert await store.delete_passkey(user, a)
         assert await store.passkeys(user) == [passkey(bb)]
         assert await store.delete_enrollment(user)  # its passkeys go with it

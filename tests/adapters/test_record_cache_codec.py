@@ -1,15 +1,20 @@
-"""The record cache's value format in Redis: round trips, the earlier format, a later one."""
+"""Value formats in Redis: the record cache's (round trips, the earlier format, a later one)
+and a session's."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.ports import NOT_ENROLLED, CachedEnrollment
-from adapters.redis_keys import decode_cached, encode_cached
-from zeropay_proto import WrappedKey
+from adapters.redis_keys import decode_cached, decode_session, encode_cached, encode_session
+from zeropay_proto import Factor, PaymentBinding, Session, WrappedKey
+from zeropay_proto.passkeys import Passkey
 
 USER = "123e4567-e89b-42d3-a456-426614174000"
+SESSION = "Ej5FZ-ibQtOkVkJmFBdAALmXUaNeNiJGzfarUzmi8k8"
 
 keys = st.builds(
     WrappedKey,
@@ -20,9 +25,22 @@ keys = st.builds(
     key_version=st.integers(0, 2**16 - 1),
     factor_count=st.integers(0, 2**16 - 1),
 )
+passkeys = st.builds(
+    Passkey,
+    credential_id=st.binary(min_size=1, max_size=1023),
+    public_key=st.binary(min_size=1, max_size=300),
+    sign_count=st.integers(0, 2**32 - 1),
+    created_at_ms=st.integers(0, 2**63 - 1),
+)
 entries = st.one_of(
     st.just(NOT_ENROLLED),
     st.builds(CachedEnrollment, sealed_record=st.binary(max_size=400), wrapped_key=keys),
+    st.builds(
+        CachedEnrollment,
+        sealed_record=st.binary(max_size=400),
+        wrapped_key=keys,
+        passkeys=st.lists(passkeys, max_size=10).map(tuple),
+    ),
     st.builds(CachedEnrollment, sealed_record=st.binary(max_size=400), wrapped_key=st.none()),
 )
 
@@ -41,3 +59,34 @@ def test_the_earlier_format_is_read_but_not_trusted_by_verify() -> None:
 
 def test_a_later_format_is_a_miss_never_not_enrolled() -> None:
     assert decode_cached(USER, b"\x07whatever") is None
+
+
+@given(keys)
+def test_a_user_without_passkeys_keeps_the_format_every_version_reads(key: WrappedKey) -> None:
+    entry = CachedEnrollment(sealed_record=b"sealed", wrapped_key=key)
+    assert encode_cached(entry)[:1] == b"\x02"
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=1023), max_size=10, unique=True).map(tuple),
+    st.sampled_from(["12.50", None]),
+)
+def test_a_session_round_trips_with_the_passkeys_it_allows(
+    ids: tuple[bytes, ...], amount: str | None
+) -> None:
+    binding = PaymentBinding(
+        amount=None if amount is None else Decimal(amount), currency="EUR", merchant_id="m-1"
+    )
+    session = Session(
+        session_id=SESSION,
+        user_id=USER,
+        challenged=(Factor.PIN, Factor.EMOJI),
+        expires_at_ms=1_800_000_000_000,
+        binding=binding,
+        passkey_ids=ids,
+    )
+    data = encode_session(session)
+    assert decode_session(SESSION, USER, data) == session
+    # Format 2 only with passkeys: a version that knows format 1 alone refuses the session
+    # rather than verify it without its passkey.
+    assert data[0] == (2 if ids else 1)

@@ -82,4 +82,8 @@ def cached_form(stored: StoredEnrollment | None) -> CachedEnrollment:
     """What the record cache holds of a PostgreSQL row (or of its absence)."""
     if stored is None:
         return NOT_ENROLLED
-    return CachedEnrollment(sealed_record=stored.sealed_record, wrapped_key=stored.wrapped_key)
+    return CachedEnrollment(
+        sealed_record=stored.sealed_record,
+        wrapped_key=stored.wrapped_key,
+        passkeys=stored.passkeys,
+    )

@@ -29,6 +29,8 @@ class EnrollmentFlows(FlowSteps):
     async def enroll(self) -> Reply:
         enrollment = parse_enrollment(self.ctx.body)
         user_id = enrollment.user_id
+        if enrollment.register_passkey:
+            self.relying_party()  # before anything is stored: a 404 where passkeys are off
         headers = await self.admit(user_id, state_changing=True)
         stored = await self._plan_and_wrap(enrollment)
         if not await self.rt.durable.insert_enrollment(stored):
@@ -37,6 +39,8 @@ class EnrollmentFlows(FlowSteps):
         count = len(enrollment.factors)
         await self.rt.state.append(self.event(AuditAction.ENROLLED, user_id, factor_count=count))
         body = {"user_uuid": user_id, "factor_count": count, "enrolled_at_ms": stored.created_at_ms}
+        if enrollment.register_passkey:
+            body["passkey_options"] = await self.passkey_registration(user_id, enrollment=True)
         return Reply(201, {"success": True, **body}, headers)
 
     async def update_enrollment(self) -> Reply:
@@ -45,7 +49,7 @@ class EnrollmentFlows(FlowSteps):
         await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
         stored = await self._plan_and_wrap(enrollment)
-        await self._invalidate_record(user_id)
+        await self.invalidate_record(user_id)
         if not await self.rt.durable.replace_enrollment(stored):
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
         # No token outlives the factors it proved: every token of the user goes.
@@ -58,7 +62,7 @@ class EnrollmentFlows(FlowSteps):
         user_id = parse_user_id(raw_user, field="uuid")
         await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True)
-        await self._invalidate_record(user_id)
+        await self.invalidate_record(user_id)
         if not await self.rt.durable.delete_enrollment(user_id):
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
         audit = self.event(AuditAction.ENROLLMENT_DELETED, user_id)
@@ -101,12 +105,6 @@ class EnrollmentFlows(FlowSteps):
             updated_at_ms=now_ms,
         )
 
-    async def _invalidate_record(self, user_id: str) -> None:
-        """Drop the user's record cache entry and hold it, so that no request caches a row
-        it read before the change (verify trusts the cache). An update or a delete calls it
-        before the change, which is not made if Redis cannot do this (503)."""
-        await self.rt.state.invalidate_record(user_id, self.rt.settings.record_hold_ms)
-
     async def _invalidate_after_insert(self, user_id: str) -> None:
         """A cached "not enrolled" goes, after the insert: anyone may ask to enroll a user,
         and only a real change may hold a user's cache. Exact all the same: an entry cached
@@ -115,7 +113,7 @@ class EnrollmentFlows(FlowSteps):
         client, answered 503, enrolls again. No record is pre-filled: a new user's first
         initiate reads PostgreSQL as an unknown user's does."""
         try:
-            await self._invalidate_record(user_id)
+            await self.invalidate_record(user_id)
         except DependencyUnavailable:
             with contextlib.suppress(DependencyUnavailable):
                 await self.rt.durable.delete_enrollment(user_id)

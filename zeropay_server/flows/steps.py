@@ -1,9 +1,11 @@
 """The steps every flow shares: audit events, the door (replay check and rate limits), the
-merchant and the bearer token a request presents, and the user's record."""
+merchant and the bearer token a request presents, the user's record and its cache, and a
+passkey registration's options."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from adapters.ports import TokenInfo
 from zeropay_proto import (
@@ -19,6 +21,12 @@ from zeropay_proto import (
 from zeropay_proto.admission import Admission, AdmissionRequest
 from zeropay_proto.audit import AuditAction, AuditEvent, anonymise_client, new_event_id
 from zeropay_proto.crypto import EnrollmentRecord
+from zeropay_proto.passkeys import (
+    CEREMONY_TIMEOUT_MS,
+    REGISTRATION_CHALLENGE_BYTES,
+    RelyingParty,
+    registration_options,
+)
 
 from ..runtime import DECOY_RECORD_USER, Runtime
 from .context import ApiError, RequestContext, retry_after
@@ -30,6 +38,13 @@ class FlowSteps:
     def __init__(self, runtime: Runtime, ctx: RequestContext) -> None:
         self.rt = runtime
         self.ctx = ctx
+
+    async def invalidate_record(self, user_id: str) -> None:
+        """Drop the user's record cache entry and hold it, so that no request caches a row
+        it read before the change (verify trusts the cache). A change of the enrollment or
+        of its passkeys calls it before the change, which is not made if Redis cannot do
+        this (503)."""
+        await self.rt.state.invalidate_record(user_id, self.rt.settings.record_hold_ms)
 
     def event(
         self, action: AuditAction, user_id: str | None, **details: str | int | bool | None
@@ -138,3 +153,24 @@ class FlowSteps:
             open_record(keyring, user_id=DECOY_RECORD_USER, envelope=self.rt.decoy_record)
             return None
         return open_record(keyring, user_id=user_id, envelope=sealed)
+
+    def relying_party(self) -> RelyingParty:
+        """Where passkeys are on: the relying party (a 404 where they are off)."""
+        rp = self.rt.settings.relying_party
+        if rp is None:
+            message = "passkeys are not configured here (WEBAUTHN_RP_ID)"
+            raise ApiError(404, "PASSKEYS_DISABLED", message)
+        return rp
+
+    async def passkey_registration(self, user_id: str, *, enrollment: bool) -> dict[str, Any]:
+        """Registration options, their challenge kept for the response."""
+        rp = self.relying_party()
+        challenge = self.rt.entropy(REGISTRATION_CHALLENGE_BYTES)
+        registered = await self.rt.durable.passkeys(user_id)
+        options = registration_options(
+            rp, user_id=user_id, user_name=user_id, challenge=challenge, registered=registered
+        )
+        await self.rt.state.store_passkey_challenge(
+            user_id, challenge, CEREMONY_TIMEOUT_MS, enrollment=enrollment
+        )
+        return options

@@ -4,6 +4,13 @@ Initiate is two round trips: admission with the user's cached record and challen
 then the session stored (with the record cached, if it was read from PostgreSQL). Verify is
 admission with the reservation of an attempt (one round trip standalone), the comparison and
 key unwrap (PBKDF2 in the crypto pool), and the conclusion.
+
+A session that challenges a passkey (the record cache holds the user's passkeys, so deciding
+costs no round trip) answers WebAuthn request options whose challenge is the hash of the
+payment's linked data for the next attempt; initiate and status both give them. Verify checks
+the assertion beside the factors, and a proven assertion's sign count is written to
+PostgreSQL under its own condition (one round trip) before anything else is compared: the
+durable count, not the cached one, decides a replay or a clone.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from zeropay_proto import (
     VerificationFailed,
     VerificationSucceeded,
     VerifyRequest,
+    attempt_proven,
     compare_factors,
     describe_session,
     epoch_ms,
@@ -43,6 +51,15 @@ from zeropay_proto import (
 )
 from zeropay_proto.audit import AuditAction
 from zeropay_proto.identifiers import SESSION_ENTROPY_BYTES
+from zeropay_proto.passkeys import (
+    CloneSuspected,
+    Possession,
+    PossessionProven,
+    PossessionRefused,
+    assertion_options,
+    check_assertion,
+    count_refused,
+)
 
 from ..psp import PSP_DEADLINE_SECONDS, PspCheckout, PspError
 from ..runtime import SESSION_GRACE_MS
@@ -78,11 +95,15 @@ class VerificationFlows(FlowSteps):
         headers = self.checked(admission)
         attempt = await self._reserved(reserved, headers)
         cached = await self._record_for_verify(req, attempt, cached)
+        possession = await self._possession(req, attempt, cached)
+        unwrapped = await self._compare(req, attempt, cached)
         outcome = await self.rt.state.conclude_attempt(
             req.session_id,
             req.user_id,
             attempt=attempt.attempt,
-            key_unwrapped=await self._compare(req, attempt, cached),
+            key_unwrapped=attempt_proven(
+                attempt.session, key_unwrapped=unwrapped, possession=possession
+            ),
             now=self.ctx.now,
             token_entropy=self.rt.entropy(32),
             policy=self.rt.policy,
@@ -97,7 +118,7 @@ class VerificationFlows(FlowSteps):
         if session is None:
             raise ApiError(404, "SESSION_NOT_FOUND", "session not found", field="session_id")
         report = describe_session(session, now=self.ctx.now)
-        body = {
+        body: dict[str, Any] = {
             "success": True,
             "session_id": session_id,
             "status": report.state.value,
@@ -106,7 +127,7 @@ class VerificationFlows(FlowSteps):
             "expires_in": math.ceil(report.expires_in_ms / 1000),
             # What the payer's page shows before anything is answered (what you see is what
             # you sign): the holder of a session id is the payer, or their merchant.
-            "required_factors": [f.value for f in session.challenged],
+            "required_factors": _required_factors(session),
             "payment": {
                 "amount": None
                 if session.binding.amount is None
@@ -115,6 +136,8 @@ class VerificationFlows(FlowSteps):
                 "payee": session.binding.merchant_id,
             },
         }
+        if report.attempts_remaining:
+            body.update(self._passkey_request(session))
         return Reply(200, body, headers)
 
     # ---------------------------------------------------------------- initiate's steps
@@ -148,6 +171,9 @@ class VerificationFlows(FlowSteps):
             entropy=self.rt.entropy(32),
             decoy_key=self.rt.decoy_key,
             policy=self.rt.policy,
+            possession=self.rt.possession,
+            passkey_ids=tuple(p.credential_id for p in cached.passkeys),
+            merchant_asks_possession=req.require_passkey,
         )
 
     async def _store_session(
@@ -202,13 +228,24 @@ class VerificationFlows(FlowSteps):
         body: dict[str, Any] = {
             "success": True,
             "session_id": session.session_id,
-            "required_factors": [f.value for f in session.challenged],
+            "required_factors": _required_factors(session),
             "expires_in": self.rt.settings.session_ttl,
             "psp_ready": checkout is not None,
+            **self._passkey_request(session),
         }
         if checkout is not None:
             body["psp_session"] = checkout.as_dict()
         return body
+
+    def _passkey_request(self, session: Session) -> dict[str, Any]:
+        """For a session that challenges a passkey: the request options of its next attempt
+        (``navigator.credentials.get``) and the linked data they sign, to show the payer."""
+        rp = self.rt.settings.relying_party
+        if not session.challenges_possession or rp is None:
+            return {}
+        linked = session.linked_data(session.attempts_used + 1)
+        options = assertion_options(rp, linked, session.passkey_ids)
+        return {"passkey": {"options": options, "linked_data": linked.as_dict()}}
 
     # ---------------------------------------------------------------- verify's steps
 
@@ -264,6 +301,49 @@ class VerificationFlows(FlowSteps):
         except DependencyUnavailable:
             log.warning("reservation not released: redis unavailable", extra={"fields": {}})
 
+    async def _possession(
+        self, req: VerifyRequest, attempt: AttemptReserved, cached: CachedEnrollment
+    ) -> Possession | None:
+        """The assertion decided against this attempt's linked data (``None``: the session
+        challenges no passkey). A proven one's count is written to PostgreSQL, where it must
+        still rise; if PostgreSQL is down the attempt is given back (nothing of the
+        knowledge was compared yet) and the client gets a 503."""
+        session = attempt.session
+        rp = self.rt.settings.relying_party
+        if not session.challenges_possession:
+            return None
+        if rp is None:  # a session opened where passkeys were on
+            return PossessionRefused(reason="passkeys are not configured here")
+        decided = check_assertion(
+            rp,
+            req.passkey or {},
+            linked=session.linked_data(attempt.attempt),
+            passkeys=[p for p in cached.passkeys if p.credential_id in session.passkey_ids],
+        )
+        if isinstance(decided, PossessionProven):
+            try:
+                risen = await self.rt.durable.record_sign_count(
+                    req.user_id, decided.credential_id, decided.sign_count
+                )
+            except DependencyUnavailable:
+                await self._give_back(req.session_id, req.user_id, attempt.attempt)
+                raise
+            decided = decided if risen else count_refused(decided)
+        if isinstance(decided, CloneSuspected):
+            await self._clone_suspected(req.user_id, decided)
+        return decided
+
+    async def _clone_suspected(self, user_id: str, clone: CloneSuspected) -> None:
+        """Audit a passkey whose count did not rise: a cloned authenticator, or a replay."""
+        details: dict[str, str | int | bool | None] = {"presented_count": clone.presented_count}
+        if clone.stored_count is not None:
+            details["stored_count"] = clone.stored_count
+        log.warning("passkey sign count did not rise", extra={"fields": {}})
+        with contextlib.suppress(DependencyUnavailable):  # the attempt fails all the same
+            await self.rt.state.append(
+                self.event(AuditAction.PASSKEY_CLONE_SUSPECTED, user_id, **details)
+            )
+
     async def _compare(
         self, req: VerifyRequest, attempt: AttemptReserved, cached: CachedEnrollment
     ) -> bool:
@@ -313,3 +393,9 @@ class VerificationFlows(FlowSteps):
             headers=headers,
             extra={"attempts_remaining": remaining},
         )
+
+
+def _required_factors(session: Session) -> list[str]:
+    """The factors a session asks for, ``PASSKEY`` last if it challenges one."""
+    names = [f.value for f in session.challenged]
+    return [*names, "PASSKEY"] if session.challenges_possession else names
