@@ -4,7 +4,10 @@ and Redis with PostgreSQL.
 - the page's WebCrypto digests equal the core's test vectors;
 - a user enrolls on the enroll page, then pays on the pay page, which shows the amount and
   the payee before anything is answered;
-- a wrong PIN shows the one generic failure, with the attempts left and no factor named.
+- a wrong PIN shows the one generic failure, with the attempts left and no factor named;
+- with a passkey (Chromium's virtual authenticator, through CDP): the enroll page registers
+  one, the pay page shows what it will sign and pays with both factors, and a signature over
+  another amount (a tampered page) is one more failed attempt.
 
 Each step leaves a screenshot in ``.run/screenshots``.
 """
@@ -17,12 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, sync_playwright
 
 from tests.browser.conftest import CHROMIUM, SCREENSHOTS
 from tests.e2e.servers import (
@@ -34,6 +38,8 @@ from tests.e2e.servers import (
 )
 from tests.faults.history import headers
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
+from zeropay_proto import b64url
+from zeropay_proto.passkeys import LinkedData
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "factor_digests.json"
 ANSWERS = {"PIN": "4827", "COLOUR": "teal,amber", "WORDS": "blue harbour"}
@@ -68,6 +74,7 @@ def shop(
             "DB_AUTO_MIGRATE": "true",
             "PBKDF2_ITERATIONS": "1000",
             "CRYPTO_WORKERS": "1",
+            "WEBAUTHN_RP_ID": "localhost",  # origins: http://localhost:<the bound port>
             **production_keys(),
         }
         key = add_merchant(env, "browser-shop")
@@ -161,6 +168,32 @@ def enroll_on_page(page: Page, server: ServerProcess, user: str) -> None:
     page.wait_for_selector("#result.ok")
 
 
+def with_authenticator(page: Page) -> None:
+    """A platform authenticator with user verification, as a phone's: Chromium's virtual
+    one (CDP), which answers navigator.credentials without a person."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    options = {
+        "protocol": "ctap2",
+        "transport": "internal",
+        "hasResidentKey": True,
+        "hasUserVerification": True,
+        "isUserVerified": True,
+        "automaticPresenceSimulation": True,
+    }
+    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
+
+
+def enroll_with_passkey(page: Page, server: ServerProcess, user: str) -> None:
+    page.goto(f"{origin(server)}/enroll")
+    page.fill("input[name=user_uuid]", user)
+    for factor, value in ANSWERS.items():
+        answer(page, factor, value)
+    page.check("input[name=passkey]")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#result.ok")
+
+
 def initiate(shop: Shop, user: str) -> dict[str, Any]:
     body = {"user_uuid": user, "transaction_amount": 42.5, "currency": "EUR"}
     url = f"{shop.server.url}/v1/verification/initiate"
@@ -225,5 +258,76 @@ def test_a_wrong_pin_shows_the_generic_failure(shop: Shop, browser: BrowserThrea
         assert text == "Verification failed. Attempts left: 2."
         assert not any(factor in text for factor in ANSWERS)
         shot(page, f"4-wrong-pin-{shop.payee}")
+
+    browser.on_page(steps)
+
+
+def test_enroll_with_a_passkey_and_pay_with_both_factors(
+    shop: Shop, browser: BrowserThread
+) -> None:
+    server, user = shop.server, str(uuid.uuid4())
+
+    def steps(page: Page) -> None:
+        with_authenticator(page)
+        enroll_with_passkey(page, server, user)
+        assert page.text_content("#result") == "Enrolled 3 factors and a passkey."
+        shot(page, f"5-enrolled-with-passkey-{shop.payee}")
+        started = initiate(shop, user)
+        assert started["required_factors"][-1] == "PASSKEY"
+        page.goto(f"{origin(server)}/pay/{started['session_id']}")
+        page.wait_for_selector("#passkey:not([hidden])")
+        signed = page.text_content("#passkey")
+        assert signed == f"Your passkey will sign: 42.5 EUR to {shop.payee}."
+        shot(page, f"6-passkey-will-sign-{shop.payee}")
+        for factor in started["required_factors"][:-1]:
+            answer(page, factor, ANSWERS[factor])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#result.ok")
+        assert page.text_content("#result") == "Payment authorised."
+        shot(page, f"7-authorised-with-passkey-{shop.payee}")
+        status = httpx.get(f"{server.url}/v1/verification/status/{started['session_id']}")
+        assert status.json()["status"] == "verified"
+
+    browser.on_page(steps)
+
+
+def test_a_passkey_signature_over_another_amount_is_refused(
+    shop: Shop, browser: BrowserThread
+) -> None:
+    """A tampered page (its status answer rewritten in flight) has the passkey sign 4250 EUR
+    for a session of 42.5 EUR: the server refuses it as one more failed attempt."""
+    server, user = shop.server, str(uuid.uuid4())
+
+    def tamper(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        linked = body["passkey"]["linked_data"]
+        forged = LinkedData(
+            session_id=linked["session_id"],
+            amount=Decimal("4250"),
+            currency=linked["currency"],
+            payee=linked["payee"],
+            attempt=linked["attempt"],
+        )
+        body["passkey"]["options"]["challenge"] = b64url(forged.challenge())
+        body["passkey"]["linked_data"] = {**linked, "amount": "4250"}
+        route.fulfill(response=response, json=body)
+
+    def steps(page: Page) -> None:
+        with_authenticator(page)
+        enroll_with_passkey(page, server, user)
+        started = initiate(shop, user)
+        page.route("**/v1/verification/status/*", tamper)
+        page.goto(f"{origin(server)}/pay/{started['session_id']}")
+        page.wait_for_selector("#passkey:not([hidden])")
+        assert "4250 EUR" in (page.text_content("#passkey") or "")
+        for factor in started["required_factors"][:-1]:
+            answer(page, factor, ANSWERS[factor])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#result.error")
+        assert page.text_content("#result") == "Verification failed. Attempts left: 2."
+        shot(page, f"8-other-amount-refused-{shop.payee}")
+        status = httpx.get(f"{server.url}/v1/verification/status/{started['session_id']}")
+        assert (status.json()["status"], status.json()["attempts_used"]) == ("pending", 1)
 
     browser.on_page(steps)

@@ -1,5 +1,6 @@
 // The payer's side of ZeroPay: the client-side digest protocol (zeropay_proto/answers.py),
-// and the enroll and pay pages. No framework: the pages are two forms.
+// passkeys (WebAuthn) whose signature covers the payment, and the enroll and pay pages.
+// No framework: the pages are two forms.
 "use strict";
 
 const DOMAIN = "zeropay/factor-digest/v1";
@@ -94,6 +95,60 @@ async function post(path, body) {
   return { status: response.status, body: await response.json() };
 }
 
+// WebAuthn's JSON forms (the server's options, the credential the server checks): binary
+// fields travel as unpadded base64url.
+const fromB64url = (text) => Uint8Array.from(
+  atob(text.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - (text.length % 4)) % 4)),
+  (c) => c.charCodeAt(0));
+const toB64url = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
+  .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+const descriptors = (list) => (list || []).map((c) => ({ ...c, id: fromB64url(c.id) }));
+
+// navigator.credentials.create for the server's registration options.
+async function createPasskey(options) {
+  const publicKey = {
+    ...options,
+    challenge: fromB64url(options.challenge),
+    user: { ...options.user, id: fromB64url(options.user.id) },
+    excludeCredentials: descriptors(options.excludeCredentials),
+  };
+  const credential = await navigator.credentials.create({ publicKey });
+  return {
+    id: credential.id,
+    rawId: toB64url(credential.rawId),
+    type: credential.type,
+    response: {
+      clientDataJSON: toB64url(credential.response.clientDataJSON),
+      attestationObject: toB64url(credential.response.attestationObject),
+      transports: credential.response.getTransports ? credential.response.getTransports() : [],
+    },
+    clientExtensionResults: {},
+  };
+}
+
+// navigator.credentials.get for a session's request options: the passkey signs the payment.
+async function signWithPasskey(options) {
+  const publicKey = {
+    ...options,
+    challenge: fromB64url(options.challenge),
+    allowCredentials: descriptors(options.allowCredentials),
+  };
+  const credential = await navigator.credentials.get({ publicKey });
+  const r = credential.response;
+  return {
+    id: credential.id,
+    rawId: toB64url(credential.rawId),
+    type: credential.type,
+    response: {
+      clientDataJSON: toB64url(r.clientDataJSON),
+      authenticatorData: toB64url(r.authenticatorData),
+      signature: toB64url(r.signature),
+      userHandle: r.userHandle ? toB64url(r.userHandle) : null,
+    },
+    clientExtensionResults: {},
+  };
+}
+
 // An input that fits each factor type: a PIN pad, palette pickers, words, a template.
 function answerInput(factor) {
   const box = document.createElement("fieldset");
@@ -156,29 +211,55 @@ function say(text, kind) {
   result.className = kind;
 }
 
+async function sessionStatus(sessionId) {
+  const status = await fetch(`/v1/verification/status/${sessionId}`);
+  return status.status === 200 ? status.json() : null;
+}
+
+// What the passkey will sign, in words: the linked data of the session's next attempt.
+function showSigned(passkey) {
+  const note = document.getElementById("passkey");
+  note.hidden = !passkey;
+  if (!passkey) return;
+  const d = passkey.linked_data;
+  const amount = d.amount === null ? "this payment" : `${d.amount} ${d.currency || ""}`.trim();
+  note.textContent = `Your passkey will sign: ${amount} to ${d.payee || "—"}.`;
+}
+
 async function payPage() {
   const sessionId = decodeURIComponent(location.pathname.split("/").pop());
   const userId = sessionUser(sessionId);
-  const status = await fetch(`/v1/verification/status/${sessionId}`);
-  const session = await status.json();
-  if (status.status !== 200) return say("This payment link is not valid.", "error");
+  let session = await sessionStatus(sessionId);
+  if (session === null) return say("This payment link is not valid.", "error");
   const p = session.payment;
   document.getElementById("amount").textContent = p.amount === null ? "—" : `${p.amount} ${p.currency || ""}`;
   document.getElementById("payee").textContent = p.payee || "—";
+  const knowledge = session.required_factors.filter((f) => f !== "PASSKEY");
   const form = document.getElementById("answers");
-  for (const factor of session.required_factors) form.querySelector(".factors").append(answerInput(factor));
+  for (const factor of knowledge) form.querySelector(".factors").append(answerInput(factor));
+  showSigned(session.passkey);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    let factors;
+    const body = { session_id: sessionId, user_uuid: userId };
     try {
-      factors = await digestsOf(form, userId, session.required_factors);
+      body.factors = await digestsOf(form, userId, knowledge);
     } catch (error) {
       if (error instanceof AnswerError) return say(error.message, "error");
       throw error;
     }
-    const done = await post("/v1/verification/verify", { session_id: sessionId, user_uuid: userId, factors });
+    if (session.passkey) {
+      try {
+        body.passkey = await signWithPasskey(session.passkey.options);
+      } catch {  // cancelled, or no passkey here: nothing was sent, nothing counted
+        return say("The passkey did not sign: try again.", "error");
+      }
+    }
+    const done = await post("/v1/verification/verify", body);
     if (done.status === 200) return say("Payment authorised.", "ok");
     if (done.status === 401) {
+      // Each attempt signs its own challenge: the next one comes with the session's status.
+      session = (await sessionStatus(sessionId)) || session;
+      showSigned(session.passkey);
       const left = done.body.attempts_remaining;
       return say(`Verification failed. Attempts left: ${left}.`, "error");
     }
@@ -204,9 +285,21 @@ function enrollPage() {
       if (error instanceof AnswerError) return say(error.message, "error");
       throw error;
     }
-    const done = await post("/v1/enrollment/store", { user_uuid: user.value, device_id: "browser", factors });
-    if (done.status === 201) return say(`Enrolled ${done.body.factor_count} factors.`, "ok");
-    return say(done.body.error || "Enrollment failed.", "error");
+    const withPasskey = form.elements.passkey.checked;
+    const done = await post("/v1/enrollment/store",
+      { user_uuid: user.value, device_id: "browser", factors, register_passkey: withPasskey });
+    if (done.status !== 201) return say(done.body.error || "Enrollment failed.", "error");
+    const enrolled = `Enrolled ${done.body.factor_count} factors`;
+    if (!withPasskey) return say(`${enrolled}.`, "ok");
+    let credential;
+    try {
+      credential = await createPasskey(done.body.passkey_options);
+    } catch {
+      return say(`${enrolled}; the passkey was not created.`, "error");
+    }
+    const added = await post("/v1/passkeys", { user_uuid: user.value, credential });
+    if (added.status === 201) return say(`${enrolled} and a passkey.`, "ok");
+    return say(`${enrolled}; the passkey was refused.`, "error");
   });
 }
 
