@@ -8,6 +8,7 @@ purpose, to test each refusal.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -85,6 +86,12 @@ class SoftAuthenticator:
             userHandle=None,
         )
 
+    def answer(self, origin: str, request: dict[str, Any]) -> dict[str, Any]:
+        """What ``navigator.credentials.get`` returns for a session's passkey request (the
+        ``passkey`` of an initiate or status answer)."""
+        options = request["options"]
+        return self.sign(options["rpId"], origin, b64decode(options["challenge"]))
+
     def _credential(self, **response: str | None) -> dict[str, Any]:
         """A PublicKeyCredential as the page hands it to the server (JSON)."""
         credential_id = b64url(self.credential_id)
@@ -94,3 +101,8 @@ class SoftAuthenticator:
             "type": "public-key",
             "response": response,
         }
+
+
+def b64decode(text: str) -> bytes:
+    """Unpadded base64url, as WebAuthn's JSON carries binary fields."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

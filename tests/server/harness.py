@@ -103,6 +103,21 @@ class Harness:
             {"session_id": session_id, "user_uuid": user, "factors": factors},
         )
 
+    async def pay(
+        self, user: str, started: Mapping[str, Any], passkey: dict[str, Any] | None = None
+    ) -> Response:
+        """Verify the session ``started`` (an initiate's answer) with the right answers to its
+        knowledge factors, and ``passkey`` (an assertion) if given."""
+        knowledge = [f for f in started["required_factors"] if f != "PASSKEY"]
+        body: dict[str, Any] = {
+            "session_id": started["session_id"],
+            "user_uuid": user,
+            "factors": answers(user, knowledge),
+        }
+        if passkey is not None:
+            body["passkey"] = passkey
+        return await self.call("POST", "/v1/verification/verify", body)
+
     async def verified_token(self, user: str) -> tuple[str, Response]:
         return await self.verified_token_with(user, "right")
 

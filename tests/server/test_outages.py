@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.errors import DependencyUnavailable
+from tests.authenticator import SoftAuthenticator, b64decode
 from tests.helpers import answers
 from tests.server.harness import running_app
 from tests.server.test_api import new_user
+from tests.server.test_passkeys import ORIGIN
 
 
 class Outage:
@@ -108,3 +110,38 @@ async def test_an_enrollment_redis_could_not_announce_is_undone() -> None:
         outage.down = False
         assert (await h.enroll(user)).status == 201
         assert await h.runtime.durable.load_enrollment(user) is not None
+
+
+async def test_a_postgresql_outage_at_the_passkeys_count_gives_the_attempt_back() -> None:
+    """The proven assertion's count must reach PostgreSQL before the answers are compared;
+    when it cannot, the client gets a 503 and the attempt is not counted."""
+    async with running_app() as h:
+        user = new_user()
+        enrolled = await h.call(
+            "POST",
+            "/v1/enrollment/store",
+            {
+                "user_uuid": user,
+                "factors": answers(user, ["PIN", "COLOUR", "EMOJI"]),
+                "device_id": "phone-1",
+                "register_passkey": True,
+            },
+        )
+        device = SoftAuthenticator(credential_id=b"outage-passkey")
+        challenge = b64decode(enrolled.body["passkey_options"]["challenge"])
+        credential = device.register("localhost", ORIGIN, challenge)
+        registered = await h.call(
+            "POST", "/v1/passkeys", {"user_uuid": user, "credential": credential}
+        )
+        assert registered.status == 201
+        started = await h.initiate(user, transaction_amount=100)
+        outage = Outage(h.runtime.durable, "postgresql", only={"record_sign_count"})
+        h.runtime.durable = outage
+        outage.down = True
+        refused = await h.pay(user, started.body, device.answer(ORIGIN, started.body["passkey"]))
+        assert (refused.status, refused.body["code"]) == (503, "DEPENDENCY_UNAVAILABLE")
+        outage.down = False
+        status = await h.call("GET", f"/v1/verification/status/{started.body['session_id']}")
+        assert (status.body["status"], status.body["attempts_used"]) == ("pending", 0)
+        done = await h.pay(user, started.body, device.answer(ORIGIN, status.body["passkey"]))
+        assert done.status == 200, done.text

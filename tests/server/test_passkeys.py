@@ -4,7 +4,6 @@ software authenticator plays the browser."""
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from decimal import Decimal
@@ -12,7 +11,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tests.authenticator import SoftAuthenticator
+from tests.authenticator import SoftAuthenticator, b64decode
 from tests.helpers import answers
 from tests.server.harness import Harness, running_app
 from zeropay_proto import b64url
@@ -42,15 +41,11 @@ async def _register(
     options = await h.call("POST", "/v1/passkeys/options", {"user_uuid": user}, headers=auth)
     assert options.status == 200, options.text
     challenge = options.body["options"]["challenge"]
-    response = device.register("localhost", origin, _b64decode(challenge))
+    response = device.register("localhost", origin, b64decode(challenge))
     done = await h.call(
         "POST", "/v1/passkeys", {"user_uuid": user, "credential": response}, headers=auth
     )
     return options.body["options"], done.status, done.body
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 async def test_register_list_and_delete_a_passkey() -> None:
@@ -132,33 +127,14 @@ async def _with_passkey(h: Harness) -> tuple[str, SoftAuthenticator]:
     return user, device
 
 
-async def _pay(
-    h: Harness, user: str, started: dict[str, Any], passkey: dict[str, Any] | None
-) -> Any:
-    knowledge = [f for f in started["required_factors"] if f != "PASSKEY"]
-    body: dict[str, Any] = {
-        "session_id": started["session_id"],
-        "user_uuid": user,
-        "factors": answers(user, knowledge),
-    }
-    if passkey is not None:
-        body["passkey"] = passkey
-    return await h.call("POST", "/v1/verification/verify", body)
-
-
-def _signed(device: SoftAuthenticator, request: dict[str, Any]) -> dict[str, Any]:
-    """What navigator.credentials.get returns for the session's request options."""
-    return device.sign("localhost", ORIGIN, _b64decode(request["options"]["challenge"]))
-
-
 def _receipt_verifies(receipt: dict[str, Any], jwk: dict[str, Any]) -> bool:
     """A third party's check of a receipt: the JWK from /v1/keys over the canonical fields."""
     fields = {k: v for k, v in receipt.items() if k not in ("signature", "key_id", "alg")}
     canonical = RECEIPT_DOMAIN + json.dumps(
         fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True
     ).encode("ascii")
-    public = Ed25519PublicKey.from_public_bytes(_b64decode(jwk["x"]))
-    public.verify(_b64decode(receipt["signature"]), canonical)
+    public = Ed25519PublicKey.from_public_bytes(b64decode(jwk["x"]))
+    public.verify(b64decode(receipt["signature"]), canonical)
     return True
 
 
@@ -179,7 +155,7 @@ async def test_a_payment_over_the_threshold_is_signed_by_the_passkey_and_receipt
         options = request["options"]
         assert [c["id"] for c in options["allowCredentials"]] == [b64url(device.credential_id)]
         assert (options["rpId"], options["userVerification"]) == ("localhost", "required")
-        done = await _pay(h, user, started.body, _signed(device, request))
+        done = await h.pay(user, started.body, device.answer(ORIGIN, request))
         assert done.status == 200, done.text
         receipt = done.body["receipt"]
         assert receipt["sca"] == ["knowledge", "possession"]
@@ -204,11 +180,11 @@ async def test_a_signature_over_another_amount_is_one_more_failed_attempt() -> N
             attempt=1,
         )  # fmt: skip
         forged = device.sign("localhost", ORIGIN, other.challenge())
-        failed = await _pay(h, user, started.body, forged)
+        failed = await h.pay(user, started.body, forged)
         assert (failed.status, failed.body["code"]) == (401, "VERIFICATION_FAILED")
         assert failed.body["attempts_remaining"] == 2
         for missing in (None, {"id": "x"}):
-            refused = await _pay(h, user, started.body, missing)
+            refused = await h.pay(user, started.body, missing)
             assert (refused.status, refused.body["code"]) == (401, "VERIFICATION_FAILED")
         status = await h.call("GET", f"/v1/verification/status/{session}")
         assert (status.body["status"], status.body["attempts_remaining"]) == ("failed", 0)
@@ -219,7 +195,7 @@ async def test_an_assertion_is_good_for_its_own_attempt_only() -> None:
     async with running_app() as h:
         user, device = await _with_passkey(h)
         started = await h.initiate(user, transaction_amount=100, currency="EUR")
-        first = _signed(device, started.body["passkey"])
+        first = device.answer(ORIGIN, started.body["passkey"])
         body = dict(started.body)
         wrong = await h.call(
             "POST",
@@ -234,13 +210,13 @@ async def test_an_assertion_is_good_for_its_own_attempt_only() -> None:
             },
         )
         assert wrong.status == 401  # possession proven, knowledge wrong
-        replayed = await _pay(h, user, started.body, first)
+        replayed = await h.pay(user, started.body, first)
         assert replayed.status == 401  # the same assertion, the right answers: refused
         status = await h.call("GET", f"/v1/verification/status/{body['session_id']}")
         request = status.body["passkey"]
         assert request["linked_data"]["attempt"] == 3
         assert request["options"]["challenge"] != started.body["passkey"]["options"]["challenge"]
-        done = await _pay(h, user, started.body, _signed(device, request))
+        done = await h.pay(user, started.body, device.answer(ORIGIN, request))
         assert done.status == 200, done.text
 
 
@@ -249,11 +225,11 @@ async def test_a_count_that_did_not_rise_is_refused_and_audited_as_a_clone() -> 
         user, device = await _with_passkey(h)
         started = await h.initiate(user, transaction_amount=50, currency="EUR")
         assert (
-            await _pay(h, user, started.body, _signed(device, started.body["passkey"]))
+            await h.pay(user, started.body, device.answer(ORIGIN, started.body["passkey"]))
         ).status == 200
         clone = SoftAuthenticator(credential_id=device.credential_id, key=device.key)  # count 0
         again = await h.initiate(user, transaction_amount=50, currency="EUR")
-        refused = await _pay(h, user, again.body, _signed(clone, again.body["passkey"]))
+        refused = await h.pay(user, again.body, clone.answer(ORIGIN, again.body["passkey"]))
         assert (refused.status, refused.body["code"]) == (401, "VERIFICATION_FAILED")
         await h.runtime.flusher.drain()
         trail = await h.runtime.durable.user_trail(user, 100)
@@ -287,7 +263,7 @@ async def test_a_deleted_passkey_is_no_longer_asked_for() -> None:
         after = await h.initiate(user, transaction_amount=100)
         assert "PASSKEY" not in after.body["required_factors"]
         # A session opened before the deletion no longer accepts the passkey.
-        stale = await _pay(h, user, asked.body, _signed(device, asked.body["passkey"]))
+        stale = await h.pay(user, asked.body, device.answer(ORIGIN, asked.body["passkey"]))
         assert stale.status == 401
 
 
@@ -312,7 +288,7 @@ async def test_an_unknown_users_decoy_asks_for_passkeys_as_a_real_user_does() ->
             == (shown[1].body["passkey"]["options"]["allowCredentials"])
         )  # stable, as a real user's passkeys are
         holder = SoftAuthenticator(credential_id=uuid.uuid4().bytes)
-        refused = await _pay(h, decoy, shown[1].body, _signed(holder, shown[1].body["passkey"]))
+        refused = await h.pay(decoy, shown[1].body, holder.answer(ORIGIN, shown[1].body["passkey"]))
         assert refused.status == 401
 
 
@@ -325,7 +301,7 @@ async def test_an_enrollment_may_register_one_passkey_without_a_token() -> None:
         assert enrolled.status == 201, enrolled.text
         options = enrolled.body["passkey_options"]
         device = SoftAuthenticator(credential_id=b"first-passkey")
-        response = device.register("localhost", ORIGIN, _b64decode(options["challenge"]))
+        response = device.register("localhost", ORIGIN, b64decode(options["challenge"]))
         registration = {"user_uuid": user, "credential": response}
         done = await h.call("POST", "/v1/passkeys", registration)
         assert done.status == 201, done.text
