@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             for label in ("base", "head")
         ]
         achieved = "/".join(f"{rate:g}" for rate in rates)
-        if limit and scenario in {"verify", "enroll"}:
+        if limit and scenario in {"verify", "verify-passkey", "enroll"}:
             achieved += " (" + "/".join(f"{rate / limit:.2f}" for rate in rates) + " x limit)"
         print(f"| {scenario} {rate:g}/s | {' | '.join(cells)} | {achieved} |")
 

@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument(
-        "--scenario", choices=["initiate", "verify", "enroll", "mix", "live"], default="initiate"
+        "--scenario",
+        choices=["initiate", "verify", "verify-passkey", "enroll", "mix", "live"],
+        default="initiate",
     )
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s, below saturation")
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -1,4 +1,6 @@
-"""Crypto throughput: PBKDF2, AES-256-GCM and Ed25519, inline, in threads, in the process pool.
+"""Crypto throughput: PBKDF2, AES-256-GCM and Ed25519, inline, in threads, in the process pool;
+and a passkey's assertion check (ES256 through py_webauthn), the possession factor's cost,
+against the user's key and against the stand-in key a decoy's assertion meets.
 
     python -m benchmarks.crypto [--seconds S] [--iterations N] [--json]
 
@@ -25,7 +27,16 @@ import trio_parallel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tests.authenticator import SoftAuthenticator
 from zeropay_proto.crypto import derive_kek
+from zeropay_proto.passkeys import (
+    STAND_IN_KEY,
+    LinkedData,
+    Passkey,
+    RelyingParty,
+    assertion_options,
+    check_assertion,
+)
 
 SALT = b"s" * 16
 MATERIAL = secrets.token_bytes(3 * 33)
@@ -88,6 +99,33 @@ async def _pool_rate(iterations: int, workers: int, seconds: float) -> float:
         return done / (trio.current_time() - start)
 
 
+def passkey_rates(seconds: float) -> dict[str, float]:
+    """Checks per second of one assertion (ES256): the user's passkey, and a decoy's (an
+    unknown credential, checked against the stand-in key); and request options built."""
+    rp = RelyingParty(rp_id="localhost", name="bench", origins=("http://localhost:8080",))
+    device = SoftAuthenticator(credential_id=secrets.token_bytes(16))
+    passkey = Passkey(
+        credential_id=device.credential_id,
+        public_key=device.cose_key(),
+        sign_count=0,
+        created_at_ms=0,
+    )
+    linked = LinkedData(session_id="s", amount=None, currency="EUR", payee="p", attempt=1)
+    response = device.sign(rp.rp_id, rp.origins[0], linked.challenge())
+    assert passkey.public_key != STAND_IN_KEY
+    return {
+        "assertion_check_per_s": rate(
+            lambda: check_assertion(rp, response, linked=linked, passkeys=[passkey]), seconds
+        ),
+        "decoy_check_per_s": rate(
+            lambda: check_assertion(rp, response, linked=linked, passkeys=[]), seconds
+        ),
+        "request_options_per_s": rate(
+            lambda: assertion_options(rp, linked, [passkey.credential_id]), seconds
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.crypto",
@@ -126,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "open_per_s": rate(lambda: key.decrypt(nonce, sealed, b"aad"), s / 3),
         },
         "ed25519_sign_per_s": rate(lambda: signer.sign(payload), s / 3),
+        "passkey": passkey_rates(s / 3),
     }
     if args.json:
         print(json.dumps(results, indent=2))
@@ -143,6 +182,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"open {results['aes_gcm_600B']['open_per_s']:,.0f}/s"
     )
     print(f"Ed25519 sign: {results['ed25519_sign_per_s']:,.0f}/s")
+    passkey = results["passkey"]
+    print(
+        "passkey assertion check (ES256, py_webauthn): "
+        f"{passkey['assertion_check_per_s']:,.0f}/s "
+        f"({1e6 / passkey['assertion_check_per_s']:.0f} us each); a decoy's "
+        f"{1e6 / passkey['decoy_check_per_s']:.0f} us; request options "
+        f"{1e6 / passkey['request_options_per_s']:.0f} us"
+    )
     return results
 
 

@@ -1,5 +1,10 @@
 """Open-loop load against a running ZeroPay server: initiate, verify, enroll, a mix, or
 `live` (the trivial /health/live route: the stack's own floor, for a same-run baseline).
+`verify-passkey` is verify by users who registered a passkey when they enrolled: each session
+(42.5 EUR) also challenges the passkey, and the generator signs each attempt's challenge as a
+browser's authenticator would (ES256), so verify-passkey beside verify is the added cost of
+the possession factor. The server needs WEBAUTHN_RP_ID=localhost (``benchmarks.server`` sets
+it).
 
     python -m benchmarks.load --url http://127.0.0.1:8080 --scenario initiate --rate 1000
     python -m benchmarks.load --scenario initiate --ramp 250:2000:250 --seconds 8
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from tests.authenticator import SoftAuthenticator, b64decode
 from zeropay_proto import Factor
 from zeropay_proto.answers import example_answer, factor_digest
 
@@ -147,18 +153,38 @@ Op = Callable[[Connection], Awaitable[int]]
 class Scenario:
     """Prepares users and sessions through the API, then yields one request per arrival."""
 
-    def __init__(self, name: str, users: int) -> None:
+    def __init__(self, name: str, users: int, origin: str = "") -> None:
         self.name = name
         self.users = [str(uuid.uuid4()) for _ in range(users)]
-        self.sessions: list[tuple[str, str, list[str]]] = []
+        #: user, session id, factors, and the passkey request if the session has one.
+        self.sessions: list[tuple[str, str, list[str], dict[str, Any] | None]] = []
+        #: verify-passkey: each user's authenticator, and the origin it signs for.
+        self.devices: dict[str, SoftAuthenticator] = {}
+        self.origin = origin
 
     async def enroll(self, conn: Connection, user: str) -> int:
+        with_passkey = self.name == "verify-passkey"
         body = {
             "user_uuid": user,
             "device_id": "bench",
             "factors": {f: digest(user, f) for f in FACTORS},
+            "register_passkey": with_passkey,
         }
-        status, _ = await conn.request("POST", "/v1/enrollment/store", json.dumps(body).encode())
+        status, payload = await conn.request(
+            "POST", "/v1/enrollment/store", json.dumps(body).encode()
+        )
+        if status == 201 and with_passkey:
+            status = await self._register(conn, user, json.loads(payload)["passkey_options"])
+        return status
+
+    async def _register(self, conn: Connection, user: str, options: dict[str, Any]) -> int:
+        device = SoftAuthenticator(credential_id=uuid.uuid4().bytes)
+        credential = device.register(
+            options["rp"]["id"], self.origin, b64decode(options["challenge"])
+        )
+        body = json.dumps({"user_uuid": user, "credential": credential}).encode()
+        status, _ = await conn.request("POST", "/v1/passkeys", body)
+        self.devices[user] = device
         return status
 
     async def initiate(self, conn: Connection, user: str | None = None) -> tuple[int, bytes]:
@@ -171,12 +197,14 @@ class Scenario:
         return await conn.request("POST", "/v1/verification/initiate", json.dumps(body).encode())
 
     async def verify(self, conn: Connection) -> int:
-        user, sid, factors = self.sessions.pop()
-        body = {
+        user, sid, factors, passkey = self.sessions.pop()
+        body: dict[str, Any] = {
             "session_id": sid,
             "user_uuid": user,
-            "factors": {f: digest(user, f) for f in factors},
+            "factors": {f: digest(user, f) for f in factors if f != "PASSKEY"},
         }
+        if passkey is not None:
+            body["passkey"] = self.devices[user].answer(self.origin, passkey)
         status, _ = await conn.request("POST", "/v1/verification/verify", json.dumps(body).encode())
         return status
 
@@ -187,7 +215,14 @@ class Scenario:
                 status, payload = await self.initiate(conn, user)
                 if status == 200:
                     data = json.loads(payload)
-                    self.sessions.append((user, data["session_id"], data["required_factors"]))
+                    self.sessions.append(
+                        (
+                            user,
+                            data["session_id"],
+                            data["required_factors"],
+                            data.get("passkey"),
+                        )
+                    )
 
         share = -(-count // len(conns))
         await asyncio.gather(*(one(c, share) for c in conns))
@@ -197,7 +232,7 @@ class Scenario:
             return lambda conn: self._status(conn.request("GET", "/health/live", None))
         if self.name == "initiate":
             return lambda conn: self._status(self.initiate(conn))
-        if self.name == "verify":
+        if self.name in ("verify", "verify-passkey"):
             return self.verify
         if self.name == "enroll":
             return lambda conn: self.enroll(conn, str(uuid.uuid4()))
@@ -256,7 +291,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         Connection(url.hostname or "127.0.0.1", url.port or 80, key)
         for _ in range(args.connections)
     ]
-    scenario = Scenario(args.scenario, args.users)
+    origin = f"http://localhost:{url.port or 80}"  # the passkeys' relying party
+    scenario = Scenario(args.scenario, args.users, origin)
 
     async def each_user(step: Callable[[Connection, str], Awaitable[object]]) -> None:
         """``step`` once for every user, as many at once as there are connections."""
@@ -273,7 +309,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         await asyncio.sleep(args.settle)
         print("setup: one initiate per user (their records are cached now) ...", flush=True)
         await each_user(scenario.initiate)
-    if args.scenario in {"verify", "mix"}:
+    if args.scenario in {"verify", "verify-passkey", "mix"}:
         needed = int(sum(t.target * t.seconds for t in tiers) * 1.1) + 10
         print(f"setup: opening {needed} sessions ...", flush=True)
         await scenario.open_sessions(conns, needed)
@@ -320,7 +356,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument(
-        "--scenario", choices=["initiate", "verify", "enroll", "mix", "live"], default="initiate"
+        "--scenario",
+        choices=["initiate", "verify", "verify-passkey", "enroll", "mix", "live"],
+        default="initiate",
     )
     parser.add_argument("--rate", type=float, help="one tier at this many requests/s")
     parser.add_argument("--tiers", help="comma-separated rates, e.g. 1000,2000,5000")

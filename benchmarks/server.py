@@ -57,6 +57,8 @@ def production_env(database_url: str, iterations: int) -> dict[str, str]:
         "ZEROPAY_PEPPER": key(),
         "ZEROPAY_RECEIPT_SIGNING_KEY": key(),
         "LOG_LEVEL": "INFO",  # production's: an access log line per request
+        # Passkeys on (origins http://localhost:<port>), for the verify-passkey scenario.
+        "WEBAUTHN_RP_ID": "localhost",
     }
 
 
