@@ -15,6 +15,7 @@ reached, so the server fails closed.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -435,4 +436,36 @@ class ServerStatsPort(Protocol):
 
     async def server_stats(self) -> tuple[int, int, float]:
         """``used_memory``, ``maxmemory`` and CPU seconds, summed over the nodes."""
+        ...
+
+
+# ------------------------------------------------------------------------------ maintenance
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaintenanceReport:
+    """What one maintenance run did. ``ran`` false: another instance held the lock.
+    ``horizon``: the end of the last monthly audit partition."""
+
+    ran: bool
+    horizon: dt.datetime | None
+    partitions_created: int = 0
+    rows_moved: int = 0
+    partitions_dropped: int = 0
+    retention_applied: bool = False
+
+
+class MaintenancePort(Protocol):
+    """The durable store's upkeep (PostgreSQL: audit partitions ahead, retention), one
+    instance at a time."""
+
+    async def maintain(
+        self,
+        now: dt.datetime,
+        *,
+        months_ahead: int = ...,
+        keep_days: int = ...,
+        retention_every: dt.timedelta = ...,
+    ) -> MaintenanceReport:
+        """Do what is due at ``now``; ``ran`` is false if another instance is doing it."""
         ...

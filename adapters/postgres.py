@@ -37,7 +37,7 @@ from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey
 
 from .errors import DependencyUnavailable
-from .ports import DurableStore, StoredEnrollment
+from .ports import DurableStore, MaintenancePort, MaintenanceReport, StoredEnrollment
 
 #: Pool sizes, design document "Recommendation 3" (DB_POOL_SIZE 50, DB_POOL_MIN 5) and its
 #: replica settings (DB_REPLICA_POOL_MAX 10, DB_REPLICA_POOL_MIN 2).
@@ -49,6 +49,12 @@ DEFAULT_REPLICA_POOL_MIN = 2
 PARTITION_MONTHS_AHEAD = 3
 #: Advisory lock key serialising migrations across instances ("zeropay" in ASCII).
 _MIGRATION_LOCK = 0x7A65726F706179
+#: Maintenance's lock: one instance at a time keeps partitions and applies retention.
+MAINTENANCE_LOCK = 0x7A65726F706D6E
+#: The audit log's retention (days), applied at most once per RETENTION_EVERY.
+RETENTION_DAYS = 90
+RETENTION_EVERY = dt.timedelta(days=1)
+
 
 #: Errors that mean "PostgreSQL cannot serve us now" (answer 503), not a bug: unreachable,
 #: shutting down or starting (57P01-57P03), a query cancelled by its timeout (57014), out of
@@ -121,6 +127,9 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 async def _create_pool(dsn: str, min_size: int, max_size: int, cache: int) -> asyncpg.Pool:
+    # Sessions in UTC, whatever the server's default: the audit log's monthly partitions are
+    # UTC months, and a date becomes a bound in the session's time zone (PgBouncer passes the
+    # TimeZone startup parameter on).
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -128,6 +137,7 @@ async def _create_pool(dsn: str, min_size: int, max_size: int, cache: int) -> as
         statement_cache_size=cache,
         max_inactive_connection_lifetime=0,
         reset=_keep_session,
+        server_settings={"timezone": "UTC"},
     )
 
 
@@ -286,6 +296,55 @@ class PostgresStore:
                 PARTITION_MONTHS_AHEAD,
             )
         return applied
+
+    @_unavailable_as_dependency_error
+    async def maintain(
+        self,
+        now: dt.datetime,
+        *,
+        months_ahead: int = PARTITION_MONTHS_AHEAD,
+        keep_days: int = RETENTION_DAYS,
+        retention_every: dt.timedelta = RETENTION_EVERY,
+    ) -> MaintenanceReport:
+        """Keep the audit partitions ``months_ahead`` months ahead of ``now`` (moving rows the
+        default partition holds into their month's new partition), and apply the retention
+        of ``keep_days`` if it last ran ``retention_every`` ago or more.
+
+        One instance at a time: the work is one transaction under a transaction-scoped
+        advisory lock, taken without waiting (another instance holding it: nothing is done,
+        ``ran`` is false). Transaction-scoped, so it holds behind PgBouncer in transaction
+        mode, and ends with the transaction: an instance that dies mid-way holds nothing.
+        Every step is idempotent, so whichever instance runs next finds the work done."""
+        async with self._primary.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MAINTENANCE_LOCK):
+                return MaintenanceReport(ran=False, horizon=None)
+            created, moved = await conn.fetchrow(
+                "SELECT * FROM audit_log_ensure_partitions($1, $2)", now.date(), months_ahead
+            )
+            last = await conn.fetchval(
+                "SELECT last_run_at FROM maintenance_runs WHERE task = 'retention'"
+            )
+            dropped, retained = 0, last is None or now - last >= retention_every
+            if retained:
+                dropped = await conn.fetchval(
+                    "SELECT audit_log_apply_retention($1, make_interval(days => $2))",
+                    now,
+                    keep_days,
+                )
+                await conn.execute(
+                    "INSERT INTO maintenance_runs (task, last_run_at) VALUES ('retention', $1)"
+                    " ON CONFLICT (task) DO UPDATE SET last_run_at = excluded.last_run_at",
+                    now,
+                )
+            horizon = await conn.fetchval("SELECT audit_log_partition_horizon()")
+        return MaintenanceReport(
+            ran=True,
+            partitions_created=created,
+            rows_moved=moved,
+            partitions_dropped=dropped,
+            retention_applied=retained,
+            horizon=horizon,
+        )
 
     @_unavailable_as_dependency_error
     async def apply_retention(self, now: dt.datetime, keep_days: int = 90) -> int:
@@ -564,4 +623,7 @@ class PostgresStore:
 if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
 
     def _is_durable_store(store: PostgresStore) -> DurableStore:
+        return store
+
+    def _is_maintenance_port(store: PostgresStore) -> MaintenancePort:
         return store

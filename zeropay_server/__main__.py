@@ -2,6 +2,7 @@
 
     zeropay-server [--bind HOST:PORT] [--workers N] [--role all|api|audit]
     zeropay-server migrate
+    zeropay-server maintain
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
     zeropay-server digest USER_UUID FACTOR ANSWER
 
@@ -25,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
         "DATABASE_URL it runs on in-memory storage (one instance).",
     )
     parser.add_argument(
-        "command", nargs="?", choices=["serve", "migrate", "merchants", "digest"], default="serve"
+        "command",
+        nargs="?",
+        choices=["serve", "migrate", "maintain", "merchants", "digest"],
+        default="serve",
     )
     parser.add_argument(
         "arguments",
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from .migrate import migrate
 
         return migrate(settings)
+    if args.command == "maintain":
+        from .migrate import maintain
+
+        return maintain(settings)
     if args.command == "merchants":
         from .migrate import merchants
 

@@ -1,9 +1,13 @@
-"""Commands on PostgreSQL: ``migrate`` (pending migrations, audit partitions) and ``merchants``
-(issue, list and revoke merchant API keys; a key is printed once, only its hash is stored)."""
+"""Commands on PostgreSQL: ``migrate`` (pending migrations, audit partitions), ``maintain``
+(one maintenance run, for those who schedule it with cron rather than leave it to the
+servers) and ``merchants`` (issue, list and revoke merchant API keys; a key is printed once,
+only its hash is stored)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import secrets
 import sys
 import time
@@ -13,6 +17,7 @@ import trio_asyncio
 
 from adapters.bridge import aio
 from adapters.errors import DependencyUnavailable
+from adapters.ports import MaintenanceReport
 from adapters.postgres import PostgresStore, ensure_database
 from zeropay_proto import LocalProtocolError
 from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
@@ -43,6 +48,34 @@ def migrate(settings: Settings) -> int:
         print("zeropay-server migrate: PostgreSQL is unavailable", file=sys.stderr)
         return 1
     print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
+    return 0
+
+
+async def _maintain(url: str) -> MaintenanceReport:
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=1)
+        try:
+            report: MaintenanceReport = await aio(store.maintain)(dt.datetime.now(dt.UTC))
+        finally:
+            await aio(store.aclose)()
+    return report
+
+
+def maintain(settings: Settings) -> int:
+    """One maintenance run; prints what it did as one JSON object."""
+    if settings.database_url is None:
+        print("zeropay-server maintain: DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    try:
+        report = trio.run(_maintain, settings.database_url)
+    except DependencyUnavailable:
+        print("zeropay-server maintain: PostgreSQL is unavailable", file=sys.stderr)
+        return 1
+    fields = dataclasses.asdict(report)
+    fields["horizon"] = None if report.horizon is None else report.horizon.isoformat()
+    if not report.ran:
+        fields["note"] = "another instance is maintaining now; nothing was done"
+    print(json.dumps(fields))
     return 0
 
 

@@ -137,6 +137,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.partition_horizon = Gauge(
+            "zeropay_audit_partition_horizon_seconds",
+            "End of the last monthly audit partition (Unix time): events before it have one",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.dependency_up = Gauge(
             "zeropay_dependency_up",
             "1 when the dependency answered its last check",

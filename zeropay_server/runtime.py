@@ -8,6 +8,7 @@ reverse order. With Redis and PostgreSQL configured it must run inside
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -26,6 +27,8 @@ from adapters.memory import MemoryStore
 from adapters.ports import (
     DurableStore,
     HealthPort,
+    MaintenancePort,
+    MaintenanceReport,
     MerchantPort,
     ServerStatsPort,
     StateStore,
@@ -64,6 +67,11 @@ MERCHANT_LOCK_WINDOW_MS = 3_600_000
 SESSION_GRACE_MS = 60_000
 #: How often gauges that need a round trip (Redis memory, audit backlog) are refreshed.
 GAUGE_INTERVAL = 15.0
+#: Maintenance (audit partitions, retention): how often it is tried, how soon again after
+#: PostgreSQL was unavailable, and its deadline (moving stranded rows may take a while).
+MAINTENANCE_INTERVAL = 3600.0
+MAINTENANCE_RETRY = 300.0
+MAINTENANCE_TIMEOUT = 120.0
 
 
 @dataclass
@@ -95,6 +103,8 @@ class Runtime:
     demo_merchant_key: str | None = None
     #: When sessions challenge passkeys (``None``: no relying party here, passkeys are off).
     possession: PossessionPolicy | None = None
+    #: PostgreSQL's upkeep, through the bridge (``None`` in the embedded default).
+    maintenance: MaintenancePort | None = None
 
     async def ready(self) -> dict[str, bool]:
         """Readiness of each dependency: whether it accepts writes now (the in-memory store
@@ -140,6 +150,35 @@ class Runtime:
                     self.metrics.redis_cpu.set(cpu)
             await trio.sleep(GAUGE_INTERVAL)
 
+    async def maintain_forever(self) -> None:
+        """PostgreSQL's upkeep, a background task: audit partitions kept
+        PARTITION_MONTHS_AHEAD months ahead (rows stranded in the default partition moved into
+        theirs) every MAINTENANCE_INTERVAL, and retention once a day; one instance of the
+        cluster at a time does it (:meth:`adapters.postgres.PostgresStore.maintain`). The
+        partition horizon is a gauge, with an alert (deploy/prometheus/alerts.yml)."""
+        if self.maintenance is None:
+            return
+        while True:
+            wait = MAINTENANCE_INTERVAL
+            try:
+                await self.maintain_once()
+            except DependencyUnavailable:
+                log.warning("maintenance postponed: postgresql unavailable")
+                wait = MAINTENANCE_RETRY
+            await trio.sleep(wait)
+
+    async def maintain_once(self) -> MaintenanceReport | None:
+        """One maintenance run at the runtime's clock; the horizon gauge follows it."""
+        if self.maintenance is None:
+            return None
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        report = await self.maintenance.maintain(now)
+        if report.horizon is not None:
+            self.metrics.partition_horizon.set(report.horizon.timestamp())
+        if report.partitions_created or report.partitions_dropped or report.rows_moved:
+            log.info("maintenance", extra={"fields": dataclasses.asdict(report)})
+        return report
+
 
 @dataclass(frozen=True)
 class _Stores:
@@ -149,6 +188,7 @@ class _Stores:
     durable: DurableStore
     postgres: PostgresStore | None = None
     redis_stats: ServerStatsPort | None = None
+    maintenance: MaintenancePort | None = None
 
 
 @contextlib.asynccontextmanager
@@ -195,6 +235,7 @@ async def open_runtime(
             postgres=stores.postgres,
             redis_stats=stores.redis_stats,
             possession=None if settings.relying_party is None else PossessionPolicy(),
+            maintenance=stores.maintenance,
         )
         if settings.embedded:
             runtime.demo_merchant_key = await _add_demo_merchant(
@@ -247,7 +288,14 @@ async def _open_production_stores(
         timeout=settings.db_timeout,
         observe=latency.labels("postgresql").observe,
     )
-    return _Stores(state=state, durable=durable, postgres=postgres, redis_stats=state)
+    maintenance = bridged(postgres, dependency="postgresql", timeout=MAINTENANCE_TIMEOUT)
+    return _Stores(
+        state=state,
+        durable=durable,
+        postgres=postgres,
+        redis_stats=state,
+        maintenance=maintenance,
+    )
 
 
 def _limits(settings: Settings) -> Limits:

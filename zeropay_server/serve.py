@@ -2,8 +2,8 @@
 
 Serve from code (NOTES-stack.md): ``trio.run`` -> the crypto worker context -> the
 trio-asyncio loop (only with Redis and PostgreSQL) -> the runtime -> Hypercorn's Trio worker,
-with the audit flusher (where the role and worker number say so) and the gauge refresher
-beside it in one nursery. On SIGTERM or SIGINT
+with the audit flusher and PostgreSQL's maintenance (where the role and worker number say so)
+and the gauge refresher beside it in one nursery. On SIGTERM or SIGINT
 Hypercorn stops accepting, lets in-flight requests finish (``graceful_timeout``), and then the
 audit buffer is drained before the background tasks are cancelled.
 
@@ -106,6 +106,7 @@ async def serve(
             failed = runtime.metrics.background_failed
             if flushes:
                 nursery.start_soon(supervise, "audit-flusher", runtime.flusher.run, failed)
+                nursery.start_soon(supervise, "maintenance", runtime.maintain_forever, failed)
             nursery.start_soon(supervise, "gauges", runtime.refresh_gauges_forever, failed)
             nursery.start_soon(supervise, "merchant-keys", runtime.merchants.keep_fresh, failed)
             finished = trio.Event()

@@ -15,8 +15,13 @@ import trio_asyncio
 
 from adapters.bridge import aio, bridged
 from adapters.errors import DependencyUnavailable
-from adapters.ports import StoredEnrollment
-from adapters.postgres import PostgresStore, ensure_database, migrations
+from adapters.ports import MaintenanceReport, StoredEnrollment
+from adapters.postgres import (
+    MAINTENANCE_LOCK,
+    PostgresStore,
+    ensure_database,
+    migrations,
+)
 from tests.adapters.helpers import new_user
 from tests.adapters.test_contract import stored_enrollment
 from tests.services import DATABASE_URL, PrivatePostgres, private_postgres, temporary_database
@@ -64,9 +69,12 @@ async def test_migrate_is_versioned_idempotent_and_creates_partitions_ahead(
             versions = await query(url, "SELECT version FROM schema_migrations")
         finally:
             await aio(store.aclose)()
-    assert first == ["0001_initial.sql", "0002_merchant_keys.sql", "0003_passkeys.sql"]
+    assert first == [
+        "0001_initial.sql", "0002_merchant_keys.sql", "0003_passkeys.sql",
+        "0004_maintenance.sql",
+    ]  # fmt: skip
     assert second == []
-    assert [r[0] for r in versions] == [1, 2, 3]
+    assert [r[0] for r in versions] == [1, 2, 3, 4]
     assert [r[0] for r in rows] == [
         "audit_log_2027_01", "audit_log_2027_02", "audit_log_2027_03", "audit_log_2027_04",
         "audit_log_default",
@@ -112,6 +120,96 @@ async def test_retention_drops_partitions_older_than_ninety_days(fresh_database:
     assert [r[0] for r in kept] == [events[2].event_id]
     assert "audit_log_2027_01" not in {r[0] for r in parts}
     assert "audit_log_2027_03" in {r[0] for r in parts}
+
+
+PARTITIONS = (
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+    " WHERE i.inhparent = 'audit_log'::regclass ORDER BY 1"
+)
+
+
+async def test_maintenance_keeps_partitions_ahead_across_the_year_and_moves_stranded_rows(
+    fresh_database: str,
+) -> None:
+    """Migrated in January, then nothing for months: events of May landed in the default
+    partition. Maintenance in December (the injected clock) creates every month up to March
+    of the next year, May among them, and moves May's rows there: none lost, none twice."""
+    url = fresh_database
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=2)
+        try:
+            await aio(store.migrate)(today=dt.date(2027, 1, 15))  # partitions Jan-Apr 2027
+            stranded = [old_event(dt.datetime(2027, 5, day, 12, tzinfo=dt.UTC)) for day in (1, 31)]
+            kept = old_event(dt.datetime(2027, 2, 3, tzinfo=dt.UTC))
+            assert await aio(store.write_events)([*stranded, kept]) == 3
+            in_default = await query(url, "SELECT count(*) FROM audit_log_default")
+            december = dt.datetime(2027, 12, 31, 23, 0, tzinfo=dt.UTC)
+            report = await aio(store.maintain)(december, keep_days=10_000)
+            parts = [r[0] for r in await query(url, PARTITIONS)]
+            may = await query(url, "SELECT event_id::text FROM audit_log_2027_05 ORDER BY at")
+            total = await query(url, "SELECT count(*) FROM audit_log")
+            left = await query(url, "SELECT count(*) FROM audit_log_default")
+            again = await aio(store.maintain)(december, keep_days=10_000)
+        finally:
+            await aio(store.aclose)()
+    assert in_default[0][0] == 2
+    assert report.ran
+    assert report.rows_moved == 2
+    assert report.partitions_created == 4 + 1  # December to March 2028, and May 2027
+    assert [r[0] for r in may] == [e.event_id for e in stranded]
+    assert (total[0][0], left[0][0]) == (3, 0)
+    assert {
+        "audit_log_2027_05",
+        "audit_log_2027_12",
+        "audit_log_2028_01",
+        "audit_log_2028_03",
+    } <= set(parts)
+    assert "audit_log_2027_06" not in parts  # months with no rows are not made backwards
+    assert report.horizon == dt.datetime(2028, 4, 1, tzinfo=dt.UTC)
+    assert (again.partitions_created, again.rows_moved, again.retention_applied) == (0, 0, False)
+
+
+async def test_maintenance_applies_retention_once_a_day_and_one_instance_at_a_time(
+    fresh_database: str,
+) -> None:
+    url = fresh_database
+    async with trio_asyncio.open_loop():
+        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=3)
+        try:
+            await aio(store.migrate)(today=dt.date(2027, 1, 1))
+            old = old_event(dt.datetime(2027, 1, 10, tzinfo=dt.UTC))
+            assert await aio(store.write_events)([old]) == 1
+            june = dt.datetime(2027, 6, 20, tzinfo=dt.UTC)
+            first = await aio(store.maintain)(june)
+            newer = old_event(dt.datetime(2027, 3, 1, tzinfo=dt.UTC))  # 111 days before June 20
+            assert await aio(store.write_events)([newer]) == 1
+            later = await aio(store.maintain)(june + dt.timedelta(hours=23))
+            kept_then = await query(url, "SELECT count(*) FROM audit_log")
+            next_day = await aio(store.maintain)(june + dt.timedelta(days=1))
+            kept_after = await query(url, "SELECT count(*) FROM audit_log")
+
+            async def hold_the_lock() -> Any:
+                conn = await asyncpg.connect(url)
+                transaction = conn.transaction()
+                await transaction.start()
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MAINTENANCE_LOCK)
+                return conn, transaction
+
+            conn, transaction = await aio(hold_the_lock)()
+            try:
+                skipped = await aio(store.maintain)(june + dt.timedelta(days=2))
+            finally:
+                await aio(transaction.rollback)()
+                await aio(conn.close)()
+        finally:
+            await aio(store.aclose)()
+    assert first.retention_applied
+    assert first.partitions_dropped >= 1
+    assert not later.retention_applied  # within a day of the last run
+    assert kept_then[0][0] == 1
+    assert next_day.retention_applied
+    assert kept_after[0][0] == 0
+    assert skipped == MaintenanceReport(ran=False, horizon=None)
 
 
 async def replicated(store: Any, user: str) -> bool:

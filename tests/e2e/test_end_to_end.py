@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -355,7 +357,37 @@ async def test_api_instances_leave_the_audit_to_an_audit_instance(
         with trio.fail_after(30):  # the audit instance flushes what the api one left
             while not await flushed():
                 await trio.sleep(0.1)
+        horizon = await partition_horizon(audit)
         assert audit.stop() == 0
+    # ... and keeps the audit partitions ahead: three months after this one.
+    today = dt.datetime.now(dt.UTC)
+    months = today.year * 12 + today.month - 1 + 4
+    assert horizon == dt.datetime(months // 12, months % 12 + 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+async def partition_horizon(server: ServerProcess) -> float:
+    """The horizon gauge, once the instance's first maintenance run has set it."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        with trio.fail_after(30):
+            while True:
+                for line in (await client.get("/metrics")).text.splitlines():
+                    if line.startswith("zeropay_audit_partition_horizon_seconds "):
+                        return float(line.rsplit(" ", 1)[1])
+                await trio.sleep(0.1)
+
+
+def test_maintain_runs_once_from_the_command_line(stack_env: dict[str, str]) -> None:
+    """For cron users: one run, its report as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-m", "zeropay_server", "maintain"],
+        env={**os.environ, **stack_env},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ran"] is True
+    assert dt.datetime.fromisoformat(report["horizon"]) > dt.datetime.now(dt.UTC)
 
 
 def test_production_refuses_to_start_without_configured_keys(stack_env: dict[str, str]) -> None:
