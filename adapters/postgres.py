@@ -556,6 +556,55 @@ class PostgresStore:
         )
         return row is not None
 
+    # ------------------------------------------------------------------ key rotation
+
+    @_unavailable_as_dependency_error
+    async def key_versions(self) -> dict[int, int]:
+        """How many enrollment records each master key version seals."""
+        rows = await self._on_primary.fetch(
+            "SELECT key_version, count(*) FROM wrapped_keys GROUP BY 1 ORDER BY 1"
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    @_unavailable_as_dependency_error
+    async def records_to_reseal(
+        self, current: int, after: str | None, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` records not sealed under ``current``, in user order after
+        ``after``: ``(user id, sealed record)``."""
+        rows = await self._on_primary.fetch(
+            "SELECT user_id, sealed_record FROM wrapped_keys"
+            " WHERE key_version <> $1 AND ($2::uuid IS NULL OR user_id > $2::uuid)"
+            " ORDER BY user_id LIMIT $3",
+            current,
+            after,
+            limit,
+        )
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    @_unavailable_as_dependency_error
+    async def reseal_records(
+        self, current: int, resealed: Sequence[tuple[str, bytes, bytes]]
+    ) -> int:
+        """Store each ``(user id, record as read, record resealed under current)`` in one
+        statement, only where the record is still the one read: an enrollment changed
+        meanwhile keeps its newer record (sealed under the current version already).
+        Returns how many were stored."""
+        if not resealed:
+            return 0
+        users, old, new = zip(*resealed, strict=True)
+        stored = await self._on_primary.fetchval(
+            "WITH done AS (UPDATE wrapped_keys w SET sealed_record = v.new, key_version = $4"
+            " FROM unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS v(user_id, old, new)"
+            " WHERE w.user_id = v.user_id AND w.sealed_record = v.old RETURNING 1)"
+            " SELECT count(*) FROM done",
+            list(users),
+            list(old),
+            list(new),
+            current,
+        )
+        return int(stored)
+
     # ------------------------------------------------------------------ PasskeyPort
 
     @_unavailable_as_dependency_error

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -211,6 +211,24 @@ def open_record(keyring: MasterKeyring, *, user_id: str, envelope: bytes) -> Enr
     """Open a sealed record; raises IntegrityError if it was altered or is not this user's."""
     plaintext = open_sealed(keyring, purpose=PURPOSE_ENROLLMENT, user_id=user_id, envelope=envelope)
     return EnrollmentRecord.decode(user_id, plaintext)
+
+
+def reseal_record(
+    keyring: MasterKeyring, *, user_id: str, envelope: bytes, nonce: bytes
+) -> bytes | None:
+    """Key rotation's step: the record sealed again under the current key version, or
+    ``None`` if it already is. The record's content is unchanged; IntegrityError if it does
+    not open (altered, another user's, or sealed under a version no longer configured)."""
+    if envelope_key_version(envelope) == keyring.current:
+        return None
+    record = open_record(keyring, user_id=user_id, envelope=envelope)
+    return seal_record(keyring, record, nonce=nonce)
+
+
+def unconfigured_versions(keyring: MasterKeyring, in_use: Iterable[int]) -> list[int]:
+    """Key versions that seal stored records but are not in the keyring: rotation (and every
+    request of those users) cannot open them, so it must not start."""
+    return sorted(set(in_use) - set(keyring.keys))
 
 
 def derive_kek(material: bytes, salt: bytes, iterations: int) -> bytes:

@@ -3,6 +3,7 @@
     zeropay-server [--bind HOST:PORT] [--workers N] [--role all|api|audit]
     zeropay-server migrate
     zeropay-server maintain
+    zeropay-server rotate-keys [--batch N]
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
     zeropay-server digest USER_UUID FACTOR ANSWER
 
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["serve", "migrate", "maintain", "merchants", "digest"],
+        choices=["serve", "migrate", "maintain", "rotate-keys", "merchants", "digest"],
         default="serve",
     )
     parser.add_argument(
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'; "
         "digest: 'USER_UUID FACTOR ANSWER' (the client-side digest, for curl)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=500, help="rotate-keys: records per batch (500)"
     )
     parser.add_argument("--bind", help="HOST:PORT to listen on (ZEROPAY_BIND; 127.0.0.1:8080)")
     parser.add_argument("--workers", type=int, help="server processes (ZEROPAY_WORKERS; 1)")
@@ -69,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from .migrate import maintain
 
         return maintain(settings)
+    if args.command == "rotate-keys":
+        from .rotate import rotate_keys
+
+        return rotate_keys(settings, max(1, args.batch))
     if args.command == "merchants":
         from .migrate import merchants
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import secrets
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
+import asyncpg
 import trio
 import trio_asyncio
 
@@ -23,6 +27,52 @@ from zeropay_proto import LocalProtocolError
 from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 
 from .config import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class NotMigrated(Exception):
+    """The database lacks the schema a command needs: ``zeropay-server migrate`` first."""
+
+
+def not_migrated(command: str) -> int:
+    """A command's answer to :class:`NotMigrated`: a message and exit status 2."""
+    print(
+        f"zeropay-server {command}: the database is not migrated: run zeropay-server migrate",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def run_command(function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``trio.run`` for a command, with the error its work raised, not a group of one:
+    trio-asyncio's loop (a nursery) wraps whatever ends it in an exception group, and a
+    command answers each error with a message and an exit status, never a traceback. A
+    refused connection is an unavailable dependency like any other."""
+    try:
+        return trio.run(functools.partial(function, *args, **kwargs))
+    except BaseExceptionGroup as group:
+        leaf = _only_leaf(group)
+        if leaf is None:
+            raise
+        if isinstance(leaf, OSError):
+            raise DependencyUnavailable("a dependency") from leaf
+        if isinstance(leaf, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
+            raise NotMigrated(str(leaf)) from leaf
+        raise leaf from None
+    except OSError as exc:
+        raise DependencyUnavailable("a dependency") from exc
+
+
+def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception at the bottom of nested groups, if there is exactly one."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        if len(found.exceptions) != 1:
+            return None
+        found = found.exceptions[0]
+    return found
 
 
 async def _migrate(url: str) -> list[str]:
@@ -43,7 +93,7 @@ def migrate(settings: Settings) -> int:
         print("zeropay-server migrate: DATABASE_URL is not set", file=sys.stderr)
         return 2
     try:
-        applied = trio.run(_migrate, settings.database_url)
+        applied = run_command(_migrate, settings.database_url)
     except DependencyUnavailable:
         print("zeropay-server migrate: PostgreSQL is unavailable", file=sys.stderr)
         return 1
@@ -67,10 +117,12 @@ def maintain(settings: Settings) -> int:
         print("zeropay-server maintain: DATABASE_URL is not set", file=sys.stderr)
         return 2
     try:
-        report = trio.run(_maintain, settings.database_url)
+        report = run_command(_maintain, settings.database_url)
     except DependencyUnavailable:
         print("zeropay-server maintain: PostgreSQL is unavailable", file=sys.stderr)
         return 1
+    except NotMigrated:
+        return not_migrated("maintain")
     fields = dataclasses.asdict(report)
     fields["horizon"] = None if report.horizon is None else report.horizon.isoformat()
     if not report.ran:
@@ -127,10 +179,12 @@ def merchants(settings: Settings, words: list[str]) -> int:
         )
         return 2
     try:
-        lines = trio.run(_merchants, settings.database_url, words)
+        lines = run_command(_merchants, settings.database_url, words)
     except DependencyUnavailable:
         print("zeropay-server merchants: PostgreSQL is unavailable", file=sys.stderr)
         return 1
+    except NotMigrated:
+        return not_migrated("merchants")
     except (ValueError, LocalProtocolError) as exc:
         print(f"zeropay-server merchants: {exc}", file=sys.stderr)
         return 2

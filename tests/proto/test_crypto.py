@@ -21,7 +21,9 @@ from zeropay_proto.crypto import (
     derive_kek,
     envelope_key_version,
     open_sealed,
+    reseal_record,
     seal,
+    unconfigured_versions,
     unwrap_data_key,
     wrap_data_key,
 )
@@ -159,3 +161,24 @@ def test_kek_is_pbkdf2_hmac_sha256() -> None:
     assert derive_kek(b"material", SALT, 1000) == hashlib.pbkdf2_hmac(
         "sha256", b"material", SALT, 1000, 32
     )
+
+
+def test_a_record_is_resealed_under_the_current_version_with_its_content_unchanged() -> None:
+    old = MasterKeyring(keys={1: b"a" * 32}, current=1)
+    rotated = MasterKeyring(keys={1: b"a" * 32, 2: b"b" * 32}, current=2)
+    record = EnrollmentRecord(user_id=USER, verifiers={Factor.PIN: b"v" * 32}, enrolled_at_s=7)
+    sealed = seal_record(old, record, nonce=b"n" * 12)
+    resealed = reseal_record(rotated, user_id=USER, envelope=sealed, nonce=b"m" * 12)
+    assert resealed is not None
+    assert envelope_key_version(resealed) == 2
+    only_new = MasterKeyring(keys={2: b"b" * 32}, current=2)
+    assert open_record(only_new, user_id=USER, envelope=resealed) == record
+    assert reseal_record(rotated, user_id=USER, envelope=resealed, nonce=b"o" * 12) is None
+    with pytest.raises(IntegrityError):  # another user's record never moves to this one
+        reseal_record(rotated, user_id=OTHER_USER, envelope=sealed, nonce=b"p" * 12)
+
+
+def test_rotation_names_the_versions_in_use_that_are_not_configured() -> None:
+    keyring = MasterKeyring(keys={2: b"b" * 32, 3: b"c" * 32}, current=3)
+    assert unconfigured_versions(keyring, [1, 2, 3, 1]) == [1]
+    assert unconfigured_versions(keyring, [2, 3]) == []
