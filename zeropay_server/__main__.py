@@ -3,6 +3,7 @@
     zeropay-server [--bind HOST:PORT] [--workers N] [--role all|api|audit]
     zeropay-server migrate
     zeropay-server maintain
+    zeropay-server check-config
     zeropay-server rotate-keys [--batch N]
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
     zeropay-server digest USER_UUID FACTOR ANSWER
@@ -13,11 +14,12 @@ Everything else is configured through the environment (``zeropay_server.config``
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
-from .config import ROLES, ConfigError, load_settings
+from .config import ROLES, ConfigError, described, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["serve", "migrate", "maintain", "rotate-keys", "merchants", "digest"],
+        choices=[
+            "serve",
+            "migrate",
+            "maintain",
+            "rotate-keys",
+            "check-config",
+            "merchants",
+            "digest",
+        ],
         default="serve",
     )
     parser.add_argument(
@@ -63,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(env)
     except ConfigError as exc:
-        print(f"zeropay-server: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"zeropay-server: configuration error: {problem}", file=sys.stderr)
         return 2
+    if args.command == "check-config":
+        print(json.dumps(described(settings), indent=2, sort_keys=True))
+        return 0
     if args.command == "migrate":
         from .migrate import migrate
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import ipaddress
 import os
 import secrets
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from adapters.audit import DEFAULT_AUDIT_BUFFER_SIZE, DEFAULT_RECLAIM_IDLE_MS
 from adapters.postgres import (
@@ -87,8 +89,35 @@ DEFAULT_RATE_LIMIT_PER_MERCHANT = 600
 DEFAULT_MERCHANT_LOCKS_PER_HOUR = 20
 
 
+T = TypeVar("T")
+
+
 class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
+    """The configuration is invalid: ``problems`` names each variable at fault (the
+    message is all of them, one per line)."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Problems:
+    """What :func:`load_settings` found wrong, every problem rather than the first."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def check(self, parse: Callable[[], T], fallback: T) -> T:
+        """``parse()``, or ``fallback`` with its problem noted."""
+        try:
+            return parse()
+        except ConfigError as exc:
+            self.found.extend(exc.problems)
+            return fallback
+
+    def require(self, holds: bool, problem: str) -> None:
+        if not holds:
+            self.found.append(problem)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -279,22 +308,19 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def _secrets(env: Mapping[str, str], *, embedded: bool) -> Secrets:
-    names = ("ZEROPAY_MASTER_KEYS", "ZEROPAY_PEPPER", "ZEROPAY_RECEIPT_SIGNING_KEY")
-    missing = [n for n in names if not env.get(n)]
-    if missing and not embedded:
-        raise ConfigError(
-            f"{', '.join(missing)} must be set when Redis or PostgreSQL is configured: "
-            "keys are never generated outside the embedded default"
-        )
-    if missing:
-        return Secrets(
-            keyring=MasterKeyring(keys={1: secrets.token_bytes(32)}, current=1),
-            pepper=secrets.token_bytes(32),
-            signing_seed=secrets.token_bytes(32),
-            signing_key_id="embedded",
-            generated=True,
-        )
+def _generated_secrets() -> Secrets:
+    """The embedded default's keys, drawn at start (and what stands in for keys that failed
+    to parse until :func:`load_settings` raises)."""
+    return Secrets(
+        keyring=MasterKeyring(keys={1: secrets.token_bytes(32)}, current=1),
+        pepper=secrets.token_bytes(32),
+        signing_seed=secrets.token_bytes(32),
+        signing_key_id="embedded",
+        generated=True,
+    )
+
+
+def _keyring(env: Mapping[str, str]) -> MasterKeyring:
     keys: dict[int, bytes] = {}
     for item in env["ZEROPAY_MASTER_KEYS"].split(","):
         version, _, material = item.strip().partition(":")
@@ -309,101 +335,191 @@ def _secrets(env: Mapping[str, str], *, embedded: bool) -> Secrets:
     current = _int(env, "ZEROPAY_MASTER_KEY_CURRENT", max(keys), minimum=1)
     if current not in keys:
         raise ConfigError("ZEROPAY_MASTER_KEY_CURRENT names a version not in ZEROPAY_MASTER_KEYS")
+    return MasterKeyring(keys=keys, current=current)
+
+
+def _pepper(env: Mapping[str, str]) -> bytes:
     pepper = _b64("ZEROPAY_PEPPER", env["ZEROPAY_PEPPER"])
     if len(pepper) < 32:
         raise ConfigError("ZEROPAY_PEPPER must be at least 32 bytes")
+    return pepper
+
+
+def _signing_seed(env: Mapping[str, str]) -> bytes:
     seed = _b64("ZEROPAY_RECEIPT_SIGNING_KEY", env["ZEROPAY_RECEIPT_SIGNING_KEY"])
     if len(seed) != 32:
         raise ConfigError("ZEROPAY_RECEIPT_SIGNING_KEY must be a 32-byte Ed25519 seed")
-    key_id = env.get("ZEROPAY_RECEIPT_KEY_ID", "receipt-1")
+    return seed
+
+
+def _secrets(env: Mapping[str, str], *, embedded: bool, problems: _Problems) -> Secrets | None:
+    """The configured keys (generated only in the embedded default), or ``None`` with every
+    problem noted."""
+    names = ("ZEROPAY_MASTER_KEYS", "ZEROPAY_PEPPER", "ZEROPAY_RECEIPT_SIGNING_KEY")
+    missing = [n for n in names if not env.get(n)]
+    if missing and embedded:
+        return _generated_secrets()
+    if missing:
+        problems.require(
+            False,
+            f"{', '.join(missing)} must be set when Redis or PostgreSQL is configured: "
+            "keys are never generated outside the embedded default",
+        )
+        return None
+    keyring = problems.check(lambda: _keyring(env), None)
+    pepper = problems.check(lambda: _pepper(env), None)
+    seed = problems.check(lambda: _signing_seed(env), None)
+    if keyring is None or pepper is None or seed is None:
+        return None
     return Secrets(
-        keyring=MasterKeyring(keys=keys, current=current),
+        keyring=keyring,
         pepper=pepper,
         signing_seed=seed,
-        signing_key_id=key_id,
+        signing_key_id=env.get("ZEROPAY_RECEIPT_KEY_ID", "receipt-1"),
         generated=False,
     )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the configuration; raises :class:`ConfigError`."""
+    """Read and validate the configuration; raises :class:`ConfigError` naming every
+    problem found, not only the first."""
     env = os.environ if env is None else env
-    cluster = _bool(env, "REDIS_CLUSTER_ENABLED", False)
-    nodes = _nodes(env.get("REDIS_CLUSTER_NODES", "")) if cluster else ()
-    if cluster and not nodes:
-        raise ConfigError("REDIS_CLUSTER_NODES is required when REDIS_CLUSTER_ENABLED is true")
+    problems = _Problems()
+
+    def integer(name: str, default: int, *, minimum: int = 0) -> int:
+        return problems.check(lambda: _int(env, name, default, minimum=minimum), default)
+
+    def boolean(name: str, default: bool) -> bool:
+        return problems.check(lambda: _bool(env, name, default), default)
+
+    cluster = boolean("REDIS_CLUSTER_ENABLED", False)
+    nodes: tuple[tuple[str, int], ...] = ()
+    if cluster:
+        nodes = problems.check(lambda: _nodes(env.get("REDIS_CLUSTER_NODES", "")), nodes)
+    problems.require(
+        not cluster or bool(nodes),
+        "REDIS_CLUSTER_NODES is required when REDIS_CLUSTER_ENABLED is true",
+    )
     redis_url = None if cluster else (env.get("REDIS_URL") or None)
     database_url = env.get("DATABASE_URL") or None
     uses_redis = redis_url is not None or cluster
-    if uses_redis != (database_url is not None):
-        raise ConfigError(
-            "REDIS_URL (or REDIS_CLUSTER_ENABLED) and DATABASE_URL go together: set both, "
-            "or neither for the embedded in-memory default"
-        )
+    problems.require(
+        uses_redis == (database_url is not None),
+        "REDIS_URL (or REDIS_CLUSTER_ENABLED) and DATABASE_URL go together: set both, "
+        "or neither for the embedded in-memory default",
+    )
     embedded = not uses_redis
-    workers = _int(env, "ZEROPAY_WORKERS", 1, minimum=1)
-    if embedded and workers > 1:
-        raise ConfigError(
-            "ZEROPAY_WORKERS above 1 needs Redis and PostgreSQL (memory is per process)"
-        )
+    workers = integer("ZEROPAY_WORKERS", 1, minimum=1)
+    problems.require(
+        not (embedded and workers > 1),
+        "ZEROPAY_WORKERS above 1 needs Redis and PostgreSQL (memory is per process)",
+    )
     role = env.get("ZEROPAY_ROLE", "all")
-    if role not in ROLES:
-        raise ConfigError(f"ZEROPAY_ROLE must be one of {', '.join(ROLES)}, not {role!r}")
-    if embedded and role != "all":
-        raise ConfigError("ZEROPAY_ROLE api or audit needs Redis and PostgreSQL (shared streams)")
-    if role == "audit" and workers > 1:
-        raise ConfigError("ZEROPAY_ROLE audit runs one process: ZEROPAY_WORKERS must be 1")
-    bind = _bind(env.get("ZEROPAY_BIND", DEFAULT_BIND))
-    return Settings(
+    problems.require(role in ROLES, f"ZEROPAY_ROLE must be one of {', '.join(ROLES)}, not {role!r}")
+    problems.require(
+        not (embedded and role != "all"),
+        "ZEROPAY_ROLE api or audit needs Redis and PostgreSQL (shared streams)",
+    )
+    problems.require(
+        not (role == "audit" and workers > 1),
+        "ZEROPAY_ROLE audit runs one process: ZEROPAY_WORKERS must be 1",
+    )
+    bind = problems.check(lambda: _bind(env.get("ZEROPAY_BIND", DEFAULT_BIND)), DEFAULT_BIND)
+    keys = _secrets(env, embedded=embedded, problems=problems)
+    settings = Settings(
         redis_url=redis_url,
         redis_cluster_nodes=nodes,
         redis_prefix=env.get("REDIS_PREFIX", "zp"),
-        session_ttl=_int(env, "REDIS_SESSION_TTL", DEFAULT_SESSION_TTL_SECONDS, minimum=1),
+        session_ttl=integer("REDIS_SESSION_TTL", DEFAULT_SESSION_TTL_SECONDS, minimum=1),
         database_url=database_url,
-        db_pool_size=_int(env, "DB_POOL_SIZE", DEFAULT_POOL_SIZE, minimum=1),
-        db_pool_min=_int(env, "DB_POOL_MIN", DEFAULT_POOL_MIN),
+        db_pool_size=integer("DB_POOL_SIZE", DEFAULT_POOL_SIZE, minimum=1),
+        db_pool_min=integer("DB_POOL_MIN", DEFAULT_POOL_MIN),
         db_replica_url=env.get("DB_REPLICA_URL") or None,
-        db_replica_pool_max=_int(env, "DB_REPLICA_POOL_MAX", DEFAULT_REPLICA_POOL_MAX, minimum=1),
-        db_replica_pool_min=_int(env, "DB_REPLICA_POOL_MIN", DEFAULT_REPLICA_POOL_MIN),
-        db_statement_cache_size=_int(env, "DB_STATEMENT_CACHE_SIZE", 0),
-        db_auto_migrate=_bool(env, "DB_AUTO_MIGRATE", False),
-        rate_limit_global=_int(env, "RATE_LIMIT_GLOBAL", DEFAULT_RATE_LIMIT_GLOBAL),
-        rate_limit_per_ip=_int(env, "RATE_LIMIT_PER_IP", DEFAULT_RATE_LIMIT_PER_IP),
-        rate_limit_per_user=_int(env, "RATE_LIMIT_PER_USER", DEFAULT_RATE_LIMIT_PER_USER),
-        rate_limit_per_merchant=_int(
-            env, "RATE_LIMIT_PER_MERCHANT", DEFAULT_RATE_LIMIT_PER_MERCHANT
+        db_replica_pool_max=integer("DB_REPLICA_POOL_MAX", DEFAULT_REPLICA_POOL_MAX, minimum=1),
+        db_replica_pool_min=integer("DB_REPLICA_POOL_MIN", DEFAULT_REPLICA_POOL_MIN),
+        db_statement_cache_size=integer("DB_STATEMENT_CACHE_SIZE", 0),
+        db_auto_migrate=boolean("DB_AUTO_MIGRATE", False),
+        rate_limit_global=integer("RATE_LIMIT_GLOBAL", DEFAULT_RATE_LIMIT_GLOBAL),
+        rate_limit_per_ip=integer("RATE_LIMIT_PER_IP", DEFAULT_RATE_LIMIT_PER_IP),
+        rate_limit_per_user=integer("RATE_LIMIT_PER_USER", DEFAULT_RATE_LIMIT_PER_USER),
+        rate_limit_per_merchant=integer("RATE_LIMIT_PER_MERCHANT", DEFAULT_RATE_LIMIT_PER_MERCHANT),
+        merchant_locks_per_hour=integer("MERCHANT_LOCKS_PER_HOUR", DEFAULT_MERCHANT_LOCKS_PER_HOUR),
+        demo_merchant_key=problems.check(lambda: _demo_merchant_key(env, embedded=embedded), None),
+        audit_buffer_size=integer("AUDIT_BUFFER_SIZE", DEFAULT_AUDIT_BUFFER_SIZE, minimum=1),
+        audit_flush_interval_ms=integer(
+            "AUDIT_FLUSH_INTERVAL", DEFAULT_AUDIT_FLUSH_INTERVAL_MS, minimum=1
         ),
-        merchant_locks_per_hour=_int(
-            env, "MERCHANT_LOCKS_PER_HOUR", DEFAULT_MERCHANT_LOCKS_PER_HOUR
-        ),
-        demo_merchant_key=_demo_merchant_key(env, embedded=embedded),
-        audit_buffer_size=_int(env, "AUDIT_BUFFER_SIZE", DEFAULT_AUDIT_BUFFER_SIZE, minimum=1),
-        audit_flush_interval_ms=_int(
-            env, "AUDIT_FLUSH_INTERVAL", DEFAULT_AUDIT_FLUSH_INTERVAL_MS, minimum=1
-        ),
-        audit_reclaim_idle_ms=_int(
-            env, "AUDIT_RECLAIM_IDLE_MS", DEFAULT_RECLAIM_IDLE_MS, minimum=1
-        ),
-        psp_session_ttl=_int(env, "PSP_SESSION_TTL", DEFAULT_PSP_SESSION_TTL, minimum=1),
-        pbkdf2_iterations=_int(env, "PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS, minimum=1),
+        audit_reclaim_idle_ms=integer("AUDIT_RECLAIM_IDLE_MS", DEFAULT_RECLAIM_IDLE_MS, minimum=1),
+        psp_session_ttl=integer("PSP_SESSION_TTL", DEFAULT_PSP_SESSION_TTL, minimum=1),
+        pbkdf2_iterations=integer("PBKDF2_ITERATIONS", DEFAULT_PBKDF2_ITERATIONS, minimum=1),
         # Each server process has its own pool: together they use the cores once.
-        crypto_workers=_int(
-            env, "CRYPTO_WORKERS", max(1, (os.cpu_count() or 1) // workers), minimum=1
+        crypto_workers=integer(
+            "CRYPTO_WORKERS", max(1, (os.cpu_count() or 1) // workers), minimum=1
         ),
-        trusted_proxies=_proxies(env.get("TRUSTED_PROXIES", "")),
+        trusted_proxies=problems.check(lambda: _proxies(env.get("TRUSTED_PROXIES", "")), ()),
         bind=bind,
         workers=workers,
         role=role,
-        record_cache_ttl=_int(env, "RECORD_CACHE_TTL", DEFAULT_RECORD_CACHE_TTL, minimum=1),
-        redis_timeout=_int(env, "REDIS_TIMEOUT_MS", DEFAULT_DEPENDENCY_TIMEOUT_MS, minimum=1)
-        / 1000,
-        db_timeout=_int(env, "DB_TIMEOUT_MS", DEFAULT_DEPENDENCY_TIMEOUT_MS, minimum=1) / 1000,
-        keep_alive_timeout=_int(
-            env, "HTTP_KEEP_ALIVE_TIMEOUT", DEFAULT_KEEP_ALIVE_TIMEOUT, minimum=1
+        record_cache_ttl=integer("RECORD_CACHE_TTL", DEFAULT_RECORD_CACHE_TTL, minimum=1),
+        redis_timeout=integer("REDIS_TIMEOUT_MS", DEFAULT_DEPENDENCY_TIMEOUT_MS, minimum=1) / 1000,
+        db_timeout=integer("DB_TIMEOUT_MS", DEFAULT_DEPENDENCY_TIMEOUT_MS, minimum=1) / 1000,
+        keep_alive_timeout=integer(
+            "HTTP_KEEP_ALIVE_TIMEOUT", DEFAULT_KEEP_ALIVE_TIMEOUT, minimum=1
         ),
-        read_timeout=_int(env, "HTTP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, minimum=1),
-        max_connections=_int(env, "HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1),
-        log_level=_log_level(env.get("LOG_LEVEL", "INFO")),
-        relying_party=_relying_party(env, embedded=embedded, bind=bind),
-        secrets=_secrets(env, embedded=embedded),
+        read_timeout=integer("HTTP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, minimum=1),
+        max_connections=integer("HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1),
+        log_level=problems.check(lambda: _log_level(env.get("LOG_LEVEL", "INFO")), "INFO"),
+        relying_party=problems.check(
+            lambda: _relying_party(env, embedded=embedded, bind=bind), None
+        ),
+        secrets=keys if keys is not None else _generated_secrets(),  # (raised below if None)
     )
+    if problems.found:
+        raise ConfigError(*problems.found)
+    return settings
+
+
+#: What :func:`described` prints in place of a secret.
+REDACTED = "<redacted>"
+
+
+def described(settings: Settings) -> dict[str, object]:
+    """The effective configuration as JSON values, every secret redacted: key material, the
+    demo merchant key, and passwords in URLs (``zeropay-server check-config``)."""
+    fields: dict[str, object] = {}
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        if item.name == "secrets":
+            keys: Secrets = value
+            value = {
+                "master_key_versions": sorted(keys.keyring.keys),
+                "master_key_current": keys.keyring.current,
+                "master_keys": REDACTED,
+                "pepper": REDACTED,
+                "receipt_signing_key": REDACTED,
+                "receipt_key_id": keys.signing_key_id,
+                "generated": keys.generated,
+            }
+        elif item.name == "demo_merchant_key" and value is not None:
+            value = REDACTED
+        elif item.name.endswith("_url") and value is not None:
+            value = _without_password(value)
+        elif item.name == "redis_cluster_nodes":
+            value = [f"{host}:{port}" for host, port in value]
+        elif item.name == "trusted_proxies":
+            value = [str(network) for network in value]
+        elif item.name == "relying_party" and value is not None:
+            value = {"rp_id": value.rp_id, "name": value.name, "origins": list(value.origins)}
+        fields[item.name] = value
+    return fields
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:{REDACTED}@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import pytest
 
 from tests.e2e.servers import DEMO_MERCHANT_KEY
+from zeropay_server.__main__ import main
 from zeropay_server.config import ConfigError, load_settings
 
 PRODUCTION = {
@@ -136,3 +138,53 @@ def test_passkeys_default_to_localhost_embedded_and_are_off_elsewhere_until_conf
             load_settings(
                 {**PRODUCTION, "WEBAUTHN_RP_ID": "pay.example", "WEBAUTHN_ORIGINS": origins}
             )
+
+
+def test_every_problem_is_named_not_only_the_first() -> None:
+    broken = {
+        **PRODUCTION,
+        "ZEROPAY_WORKERS": "many",
+        "LOG_LEVEL": "LOUD",
+        "ZEROPAY_PEPPER": "c2hvcnQ=",  # 5 bytes
+        "ZEROPAY_RECEIPT_SIGNING_KEY": "not base64!",
+        "HTTP_READ_TIMEOUT": "0",
+    }
+    with pytest.raises(ConfigError) as refused:
+        load_settings(broken)
+    named = "\n".join(refused.value.problems)
+    for variable in (
+        "ZEROPAY_WORKERS",
+        "LOG_LEVEL",
+        "ZEROPAY_PEPPER",
+        "ZEROPAY_RECEIPT_SIGNING_KEY",
+        "HTTP_READ_TIMEOUT",
+    ):
+        assert variable in named
+    assert len(refused.value.problems) == 5
+
+
+def test_check_config_prints_the_effective_configuration_with_secrets_redacted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {
+        **PRODUCTION,
+        "REDIS_URL": "redis://:redis-secret@127.0.0.1:6379/0",
+        "DATABASE_URL": "postgresql://zeropay:db-secret@127.0.0.1:6432/zeropay",
+        "ZEROPAY_MASTER_KEYS": "1:" + "A" * 43 + "=,2:" + "D" * 43 + "=",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    for secret in ("redis-secret", "db-secret", "A" * 43, "B" * 43, "C" * 43, "D" * 43):
+        assert secret not in out
+    assert shown["secrets"]["master_key_versions"] == [1, 2]
+    assert shown["secrets"]["master_key_current"] == 2
+    assert shown["database_url"] == "postgresql://zeropay:<redacted>@127.0.0.1:6432/zeropay"
+    assert shown["redis_url"] == "redis://:<redacted>@127.0.0.1:6379/0"
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    monkeypatch.setenv("DB_POOL_SIZE", "-1")
+    assert main(["check-config"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert [e.split(": ")[2].split()[0] for e in errors] == ["DB_POOL_SIZE", "LOG_LEVEL"]
