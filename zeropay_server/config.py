@@ -12,6 +12,10 @@ Secrets are base64 (standard or URL-safe alphabet):
   ``ZEROPAY_MASTER_KEY_CURRENT`` (default: the highest version). Old versions keep opening.
 - ``ZEROPAY_PEPPER``: at least 32 bytes, the HMAC key of the verifiers.
 - ``ZEROPAY_RECEIPT_SIGNING_KEY``: a 32-byte Ed25519 seed; ``ZEROPAY_RECEIPT_KEY_ID`` names it.
+- ``ZEROPAY_RECEIPT_RETIRED_KEYS`` (public, not secret): ``KID:PUBLIC_KEY:UNTIL,...``, the keys
+  a rotation retired, each published by ``/v1/keys`` until ``UNTIL`` (ISO 8601 with a time
+  zone) so that the receipts it signed can still be checked. ``check-config`` prints the
+  current key's public half to copy here when it is replaced.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import datetime as dt
 import ipaddress
 import os
 import secrets
@@ -26,6 +31,9 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from adapters.audit import DEFAULT_AUDIT_BUFFER_SIZE, DEFAULT_RECLAIM_IDLE_MS
 from adapters.postgres import (
@@ -41,6 +49,7 @@ from zeropay_proto import (
     DEFAULT_RATE_LIMIT_PER_USER,
     MasterKeyring,
     RemoteProtocolError,
+    b64url,
 )
 from zeropay_proto.merchants import parse_api_key
 from zeropay_proto.passkeys import RelyingParty
@@ -90,6 +99,40 @@ DEFAULT_MERCHANT_LOCKS_PER_HOUR = 20
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetiredReceiptKey:
+    """A receipt key no longer signing, still published until ``until_ms`` so that receipts
+    it signed can be checked (``ZEROPAY_RECEIPT_RETIRED_KEYS``)."""
+
+    key_id: str
+    public_key: bytes
+    until_ms: int
+
+
+def _retired_receipt_keys(raw: str) -> tuple[RetiredReceiptKey, ...]:
+    found = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key_id, _, rest = item.partition(":")
+        material, _, until = rest.partition(":")
+        problem = ConfigError(
+            "ZEROPAY_RECEIPT_RETIRED_KEYS must be KID:BASE64_PUBLIC_KEY:ISO_8601_TIME,... "
+            "(a 32-byte Ed25519 public key, a time with its zone)"
+        )
+        try:
+            moment = dt.datetime.fromisoformat(until)
+        except ValueError:
+            raise problem from None
+        public = _b64("ZEROPAY_RECEIPT_RETIRED_KEYS", material) if material else b""
+        if not key_id or len(public) != 32 or moment.tzinfo is None:
+            raise problem
+        found.append(
+            RetiredReceiptKey(
+                key_id=key_id, public_key=public, until_ms=int(moment.timestamp() * 1000)
+            )
+        )
+    return tuple(found)
 
 
 class ConfigError(ValueError):
@@ -176,6 +219,7 @@ class Settings:
     log_level: str = "INFO"
     #: Passkeys' relying party (``WEBAUTHN_RP_ID``, ``WEBAUTHN_ORIGINS``); ``None``: off.
     relying_party: RelyingParty | None = None
+    retired_receipt_keys: tuple[RetiredReceiptKey, ...] = ()
     secrets: Secrets = field(repr=False)
 
     @property
@@ -472,6 +516,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         relying_party=problems.check(
             lambda: _relying_party(env, embedded=embedded, bind=bind), None
         ),
+        retired_receipt_keys=problems.check(
+            lambda: _retired_receipt_keys(env.get("ZEROPAY_RECEIPT_RETIRED_KEYS", "")), ()
+        ),
         secrets=keys if keys is not None else _generated_secrets(),  # (raised below if None)
     )
     if problems.found:
@@ -498,6 +545,7 @@ def described(settings: Settings) -> dict[str, object]:
                 "pepper": REDACTED,
                 "receipt_signing_key": REDACTED,
                 "receipt_key_id": keys.signing_key_id,
+                "receipt_public_key": b64url(receipt_public_key(keys.signing_seed)),
                 "generated": keys.generated,
             }
         elif item.name == "demo_merchant_key" and value is not None:
@@ -508,10 +556,22 @@ def described(settings: Settings) -> dict[str, object]:
             value = [f"{host}:{port}" for host, port in value]
         elif item.name == "trusted_proxies":
             value = [str(network) for network in value]
+        elif item.name == "retired_receipt_keys":
+            value = [
+                {"kid": k.key_id, "until_ms": k.until_ms, "public_key": b64url(k.public_key)}
+                for k in value
+            ]
         elif item.name == "relying_party" and value is not None:
             value = {"rp_id": value.rp_id, "name": value.name, "origins": list(value.origins)}
         fields[item.name] = value
     return fields
+
+
+def receipt_public_key(seed: bytes) -> bytes:
+    """The public half of a receipt signing seed: what ``/v1/keys`` publishes, and what
+    ``ZEROPAY_RECEIPT_RETIRED_KEYS`` names once the seed is replaced."""
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def _without_password(url: str) -> str:

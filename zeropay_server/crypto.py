@@ -15,9 +15,10 @@ from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from zeropay_proto import KeyWrapRequested, Receipt, b64url, derive_and_unwrap, derive_and_wrap
+
+from .config import RetiredReceiptKey, receipt_public_key
 
 RunSync = Callable[..., Awaitable[Any]]
 
@@ -64,21 +65,34 @@ class CryptoPool:
         return int(self._limiter.statistics().borrowed_tokens)
 
 
-class ReceiptSigner:
-    """Signs receipts with Ed25519 and publishes the public key as a JWK."""
+def _jwk(public_key: bytes, key_id: str) -> dict[str, str]:
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": b64url(public_key),
+        "kid": key_id,
+        "use": "sig",
+        "alg": "EdDSA",
+    }
 
-    def __init__(self, seed: bytes, key_id: str) -> None:
+
+class ReceiptSigner:
+    """Signs receipts with Ed25519 and publishes the public key as a JWK, beside the retired
+    keys whose receipts may still be checked (a rotation's overlap)."""
+
+    def __init__(
+        self, seed: bytes, key_id: str, retired: tuple[RetiredReceiptKey, ...] = ()
+    ) -> None:
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self.key_id = key_id
-        public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.jwk = {
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": b64url(public),
-            "kid": key_id,
-            "use": "sig",
-            "alg": "EdDSA",
-        }
+        self.jwk = _jwk(receipt_public_key(seed), key_id)
+        self._retired = retired
+
+    def published(self, now_ms: int) -> list[dict[str, str]]:
+        """The key set ``/v1/keys`` serves at ``now_ms``: the signing key, then each retired
+        key until its time is up."""
+        still = [_jwk(k.public_key, k.key_id) for k in self._retired if now_ms < k.until_ms]
+        return [self.jwk, *still]
 
     def sign(self, receipt: Receipt) -> dict[str, Any]:
         """The receipt as returned to the client: its fields, the key id and the signature

@@ -214,7 +214,9 @@ async def open_runtime(
             state=stores.state,
             durable=stores.durable,
             crypto=CryptoPool(run_sync, settings.crypto_workers),
-            signer=ReceiptSigner(keys.signing_seed, keys.signing_key_id),
+            signer=ReceiptSigner(
+                keys.signing_seed, keys.signing_key_id, settings.retired_receipt_keys
+            ),
             psp=SandboxProvider(entropy),
             metrics=metrics,
             flusher=AuditFlusher(

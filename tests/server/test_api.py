@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
 import uuid
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tests.helpers import answers, digest
 from tests.server.harness import FACTORS, running_app
 from zeropay_proto import PaymentBinding, Receipt, open_record
+from zeropay_server.config import receipt_public_key
 from zeropay_server.runtime import DEMO_MERCHANT_ID
 
 #: A user no test enrolls (bodies refused before any user matters).
@@ -724,3 +726,18 @@ async def test_a_merchant_whose_sessions_lock_accounts_is_throttled() -> None:
         assert f'zeropay_account_locks_total{{merchant="{DEMO_MERCHANT_ID}"}} 2.0' in metrics
         h.clock.advance(3600)
         assert (await h.initiate(new_user())).status == 200
+
+
+async def test_a_retired_receipt_key_is_published_beside_the_new_one_until_its_time() -> None:
+    old_seed = b"o" * 32
+    old_public = base64.urlsafe_b64encode(receipt_public_key(old_seed)).decode().rstrip("=")
+    async with running_app() as h:
+        until = dt.datetime.fromtimestamp(h.clock.now + 3600, dt.UTC).isoformat()
+    retired = f"receipt-old:{old_public}:{until}"
+    async with running_app(ZEROPAY_RECEIPT_RETIRED_KEYS=retired) as h:
+        keys = (await h.call("GET", "/v1/keys")).body["keys"]
+        assert [k["kid"] for k in keys] == ["embedded", "receipt-old"]
+        assert keys[1]["x"] == old_public
+        h.clock.advance(3600)
+        later = (await h.call("GET", "/v1/keys")).body["keys"]
+        assert [k["kid"] for k in later] == ["embedded"]

@@ -148,6 +148,7 @@ def test_every_problem_is_named_not_only_the_first() -> None:
         "ZEROPAY_PEPPER": "c2hvcnQ=",  # 5 bytes
         "ZEROPAY_RECEIPT_SIGNING_KEY": "not base64!",
         "HTTP_READ_TIMEOUT": "0",
+        "ZEROPAY_RECEIPT_RETIRED_KEYS": "old:" + "A" * 43 + ":2027-03-01",  # no time zone
     }
     with pytest.raises(ConfigError) as refused:
         load_settings(broken)
@@ -158,9 +159,10 @@ def test_every_problem_is_named_not_only_the_first() -> None:
         "ZEROPAY_PEPPER",
         "ZEROPAY_RECEIPT_SIGNING_KEY",
         "HTTP_READ_TIMEOUT",
+        "ZEROPAY_RECEIPT_RETIRED_KEYS",
     ):
         assert variable in named
-    assert len(refused.value.problems) == 5
+    assert len(refused.value.problems) == 6
 
 
 def test_check_config_prints_the_effective_configuration_with_secrets_redacted(

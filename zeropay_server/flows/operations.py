@@ -3,6 +3,8 @@ document. They serve on every role (an ``audit``-role instance too) and need no 
 
 from __future__ import annotations
 
+from zeropay_proto import epoch_ms
+
 from ..openapi import openapi_document
 from .context import Reply
 from .steps import FlowSteps
@@ -13,7 +15,7 @@ RETRY_AFTER_UNAVAILABLE = 5
 
 class OperationFlows(FlowSteps):
     async def keys(self) -> Reply:
-        return Reply(200, {"keys": [self.rt.signer.jwk]})
+        return Reply(200, {"keys": self.rt.signer.published(epoch_ms(self.ctx.now))})
 
     async def live(self) -> Reply:
         return Reply(200, {"status": "ok"})
