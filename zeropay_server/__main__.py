@@ -4,6 +4,7 @@
     zeropay-server migrate
     zeropay-server maintain
     zeropay-server check-config
+    zeropay-server stack up|down|status [--instances N] [--lb-port PORT] [--state-dir DIR]
     zeropay-server rotate-keys [--batch N]
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
     zeropay-server digest USER_UUID FACTOR ANSWER
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .config import ROLES, ConfigError, described, load_settings
 
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
             "check-config",
             "merchants",
             "digest",
+            "stack",
         ],
         default="serve",
     )
@@ -46,10 +49,18 @@ def _parser() -> argparse.ArgumentParser:
         "arguments",
         nargs="*",
         help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'; "
-        "digest: 'USER_UUID FACTOR ANSWER' (the client-side digest, for curl)",
+        "digest: 'USER_UUID FACTOR ANSWER' (the client-side digest, for curl); "
+        "stack: 'up', 'down' or 'status'",
     )
     parser.add_argument(
         "--batch", type=int, default=500, help="rotate-keys: records per batch (500)"
+    )
+    parser.add_argument("--instances", type=int, default=2, help="stack: API instances (2)")
+    parser.add_argument(
+        "--lb-port", type=int, default=8080, help="stack: the load balancer's port (8080)"
+    )
+    parser.add_argument(
+        "--state-dir", help="stack: its PIDs, files and data (a folder of the temporary dir)"
     )
     parser.add_argument("--bind", help="HOST:PORT to listen on (ZEROPAY_BIND; 127.0.0.1:8080)")
     parser.add_argument("--workers", type=int, help="server processes (ZEROPAY_WORKERS; 1)")
@@ -66,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "digest":
         return _digest(args.arguments)
+    if args.command == "stack":
+        from .stack import launcher
+
+        return launcher.main(
+            args.arguments,
+            directory=Path(args.state_dir) if args.state_dir else launcher.DEFAULT_STATE_DIR,
+            instances=args.instances,
+            lb_port=args.lb_port,
+        )
     # Flags win over the environment; they are read like it (one validation), and passed on
     # to worker processes with it, never written into this process's environment.
     flags = {"ZEROPAY_BIND": args.bind, "ZEROPAY_WORKERS": args.workers, "ZEROPAY_ROLE": args.role}

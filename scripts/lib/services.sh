@@ -91,6 +91,8 @@ ensure_test_binaries() {
     command -v redis-cli >/dev/null || missing+=(redis-tools)
     [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
     command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks the alert rules
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)  # the stack
+    command -v docker-compose >/dev/null || missing+=(docker-compose)  # validates deploy/compose
     if [ ${#missing[@]} -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
@@ -99,10 +101,30 @@ ensure_test_binaries() {
     if [ ! -x /usr/bin/chromium ]; then
         apt_install chromium || say "NO CHROMIUM: THE BROWSER TESTS WILL BE SKIPPED"
     fi
-    # Debian's packages may start a PgBouncer (6432) and a Prometheus (9090) of their own;
-    # the tests need only the binaries.
+    # Debian's packages may start a PgBouncer (6432), a Prometheus (9090) and an HAProxy of
+    # their own; the tests need only the binaries.
     local unit
-    for unit in pgbouncer prometheus; do
+    for unit in pgbouncer prometheus haproxy; do
+        if command -v service >/dev/null && [ -f "/etc/init.d/$unit" ]; then
+            service "$unit" stop >/dev/null 2>&1 || true
+        fi
+    done
+}
+
+ensure_stack_binaries() {
+    # What `zeropay-server stack up` runs: PostgreSQL's server binaries, PgBouncer, Redis and
+    # HAProxy (no Docker).
+    local missing=()
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
+    [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    local unit
+    for unit in pgbouncer haproxy; do  # the packages' own services; the stack runs its own
         if command -v service >/dev/null && [ -f "/etc/init.d/$unit" ]; then
             service "$unit" stop >/dev/null 2>&1 || true
         fi

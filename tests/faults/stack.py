@@ -88,7 +88,7 @@ def running_stack(
     """A private Redis (or the given Cluster) and PostgreSQL, the database migrated, a
     merchant, ``instances`` API server processes."""
     redis_server = PrivateRedis(workdir)
-    postgres = PrivatePostgres()
+    postgres = PrivatePostgres().initdb()
     try:
         if cluster is None:
             redis_server.start()
