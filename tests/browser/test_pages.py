@@ -159,11 +159,14 @@ def answer(page: Page, factor: str, value: str) -> None:
         page.fill(f"input[name={factor}]", value)
 
 
-def enroll_on_page(page: Page, server: ServerProcess, user: str) -> None:
+def enroll_on_page(page: Page, server: ServerProcess, user: str, *, passkey: bool = False) -> None:
+    """Enroll the ANSWERS on the enroll page, and a passkey too if ``passkey``."""
     page.goto(f"{origin(server)}/enroll")
     page.fill("input[name=user_uuid]", user)
     for factor, value in ANSWERS.items():
         answer(page, factor, value)
+    if passkey:
+        page.check("input[name=passkey]")
     page.click("button[type=submit]")
     page.wait_for_selector("#result.ok")
 
@@ -182,16 +185,6 @@ def with_authenticator(page: Page) -> None:
         "automaticPresenceSimulation": True,
     }
     cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
-
-
-def enroll_with_passkey(page: Page, server: ServerProcess, user: str) -> None:
-    page.goto(f"{origin(server)}/enroll")
-    page.fill("input[name=user_uuid]", user)
-    for factor, value in ANSWERS.items():
-        answer(page, factor, value)
-    page.check("input[name=passkey]")
-    page.click("button[type=submit]")
-    page.wait_for_selector("#result.ok")
 
 
 def initiate(shop: Shop, user: str) -> dict[str, Any]:
@@ -269,7 +262,7 @@ def test_enroll_with_a_passkey_and_pay_with_both_factors(
 
     def steps(page: Page) -> None:
         with_authenticator(page)
-        enroll_with_passkey(page, server, user)
+        enroll_on_page(page, server, user, passkey=True)
         assert page.text_content("#result") == "Enrolled 3 factors and a passkey."
         shot(page, f"5-enrolled-with-passkey-{shop.payee}")
         started = initiate(shop, user)
@@ -315,7 +308,7 @@ def test_a_passkey_signature_over_another_amount_is_refused(
 
     def steps(page: Page) -> None:
         with_authenticator(page)
-        enroll_with_passkey(page, server, user)
+        enroll_on_page(page, server, user, passkey=True)
         started = initiate(shop, user)
         page.route("**/v1/verification/status/*", tamper)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")

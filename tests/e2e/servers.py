@@ -36,19 +36,23 @@ def production_keys() -> dict[str, str]:
 DEMO_MERCHANT_KEY = "zpk_0123456789ab_" + "A" * 43
 
 
+def command(env: Mapping[str, str], *words: str) -> subprocess.CompletedProcess[str]:
+    """``zeropay-server WORDS...`` with ``env`` over this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "zeropay_server", *words],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def add_merchant(env: Mapping[str, str], merchant_id: str = "e2e-shop") -> str:
     """Migrate the database and add a merchant key, the operator's way (``zeropay-server
     migrate`` and ``zeropay-server merchants add``); returns the key the command printed."""
-    full_env = {**os.environ, **env}
-    for command in (["migrate"], ["merchants", "add", merchant_id]):
-        done = subprocess.run(
-            [sys.executable, "-m", "zeropay_server", *command],
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+    for words in (["migrate"], ["merchants", "add", merchant_id]):
+        done = command(env, *words)
+        assert done.returncode == 0, done.stderr
     key = done.stdout.strip().splitlines()[-1]
     assert key.startswith("zpk_"), done.stdout
     return key

@@ -18,7 +18,13 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.servers import ServerProcess, add_merchant, production_keys, running_server
+from tests.e2e.servers import (
+    ServerProcess,
+    add_merchant,
+    command,
+    production_keys,
+    running_server,
+)
 from tests.helpers import answers
 from tests.services import (
     REDIS_URL,
@@ -378,17 +384,8 @@ async def partition_horizon(server: ServerProcess) -> float:
 
 def test_maintain_runs_once_from_the_command_line(stack_env: dict[str, str]) -> None:
     """For cron users: one run, its report as JSON."""
-
-    def command(name: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [sys.executable, "-m", "zeropay_server", name],
-            env={**os.environ, **stack_env},
-            capture_output=True,
-            timeout=60,
-        )
-
-    assert command("migrate").returncode == 0
-    result = command("maintain")
+    assert command(stack_env, "migrate").returncode == 0
+    result = command(stack_env, "maintain")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ran"] is True
@@ -439,18 +436,11 @@ async def test_several_worker_processes_share_one_port_and_their_metrics(
     assert sum('"audit_flusher": true' in line for line in flushers) == 1
 
 
-@pytest.mark.parametrize("command", ["migrate", "maintain", "rotate-keys"])
+@pytest.mark.parametrize("words", ["migrate", "maintain", "rotate-keys"])
 def test_a_command_meets_an_unreachable_database_with_a_message(
-    stack_env: dict[str, str], command: str
+    stack_env: dict[str, str], words: str
 ) -> None:
-    env = {**os.environ, **stack_env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
-    result = subprocess.run(
-        [sys.executable, "-m", "zeropay_server", command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = command({**stack_env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/n"}, words)
     assert result.returncode == 1
     assert "unavailable" in result.stderr
     assert "Traceback" not in result.stderr
@@ -458,14 +448,8 @@ def test_a_command_meets_an_unreachable_database_with_a_message(
 
 def test_a_command_on_a_database_never_migrated_says_so() -> None:
     with temporary_database() as empty:
-        env = {**os.environ, **production_keys(), "REDIS_URL": REDIS_URL, "DATABASE_URL": empty}
-        result = subprocess.run(
-            [sys.executable, "-m", "zeropay_server", "maintain"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        env = {**production_keys(), "REDIS_URL": REDIS_URL, "DATABASE_URL": empty}
+        result = command(env, "maintain")
     assert result.returncode == 2
     assert "not migrated" in result.stderr
     assert "Traceback" not in result.stderr
