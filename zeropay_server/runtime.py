@@ -155,9 +155,8 @@ class Runtime:
         PARTITION_MONTHS_AHEAD months ahead (rows stranded in the default partition moved into
         theirs) every MAINTENANCE_INTERVAL, and retention once a day; one instance of the
         cluster at a time does it (:meth:`adapters.postgres.PostgresStore.maintain`). The
-        partition horizon is a gauge, with an alert (deploy/prometheus/alerts.yml)."""
-        if self.maintenance is None:
-            return
+        partition horizon is a gauge, with an alert (deploy/prometheus/alerts.yml). Started
+        only where there is PostgreSQL (``maintenance`` is set)."""
         while True:
             wait = MAINTENANCE_INTERVAL
             try:

@@ -106,7 +106,8 @@ async def serve(
             failed = runtime.metrics.background_failed
             if flushes:
                 nursery.start_soon(supervise, "audit-flusher", runtime.flusher.run, failed)
-                nursery.start_soon(supervise, "maintenance", runtime.maintain_forever, failed)
+                if runtime.maintenance is not None:  # PostgreSQL's (none in the embedded default)
+                    nursery.start_soon(supervise, "maintenance", runtime.maintain_forever, failed)
             nursery.start_soon(supervise, "gauges", runtime.refresh_gauges_forever, failed)
             nursery.start_soon(supervise, "merchant-keys", runtime.merchants.keep_fresh, failed)
             finished = trio.Event()
