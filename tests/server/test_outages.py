@@ -145,3 +145,22 @@ async def test_a_postgresql_outage_at_the_passkeys_count_gives_the_attempt_back(
         assert (status.body["status"], status.body["attempts_used"]) == ("pending", 0)
         done = await h.pay(user, started.body, device.answer(ORIGIN, status.body["passkey"]))
         assert done.status == 200, done.text
+
+
+async def test_an_enrollment_stands_when_its_passkey_grant_cannot_be_kept() -> None:
+    async with running_app() as h:
+        user = new_user()
+        outage = Outage(h.runtime.state, "redis", only={"store_passkey_challenge"})
+        h.runtime.state = outage
+        outage.down = True
+        body = {
+            "user_uuid": user,
+            "factors": answers(user, ["PIN", "COLOUR", "EMOJI"]),
+            "device_id": "phone-1",
+            "register_passkey": True,
+        }
+        enrolled = await h.call("POST", "/v1/enrollment/store", body)
+        assert enrolled.status == 201, enrolled.text
+        assert enrolled.body["passkey_options"] is None
+        outage.down = False
+        assert (await h.initiate(user)).status == 200  # enrolled all the same

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from adapters.errors import DependencyUnavailable
@@ -20,6 +21,8 @@ from zeropay_proto.audit import AuditAction, AuditEvent
 
 from .context import ApiError, Reply
 from .steps import FlowSteps
+
+log = logging.getLogger("zeropay.flows")
 
 #: The most audit events an export carries.
 EXPORTED_EVENTS = 1000
@@ -40,7 +43,7 @@ class EnrollmentFlows(FlowSteps):
         await self.rt.state.append(self.event(AuditAction.ENROLLED, user_id, factor_count=count))
         body = {"user_uuid": user_id, "factor_count": count, "enrolled_at_ms": stored.created_at_ms}
         if enrollment.register_passkey:
-            body["passkey_options"] = await self.passkey_registration(user_id, enrollment=True)
+            body["passkey_options"] = await self._enrollment_grant(user_id)
         return Reply(201, {"success": True, **body}, headers)
 
     async def update_enrollment(self) -> Reply:
@@ -104,6 +107,16 @@ class EnrollmentFlows(FlowSteps):
             created_at_ms=now_ms,
             updated_at_ms=now_ms,
         )
+
+    async def _enrollment_grant(self, user_id: str) -> dict[str, Any] | None:
+        """The passkey registration options an enrollment answers with; ``None`` if Redis
+        or PostgreSQL cannot start the ceremony now: the enrollment stands all the same, and
+        a passkey can be added later with a token."""
+        try:
+            return await self.passkey_registration(user_id, enrollment=True)
+        except DependencyUnavailable:
+            log.warning("enrolled without a passkey grant: a dependency is unavailable")
+            return None
 
     async def _invalidate_after_insert(self, user_id: str) -> None:
         """A cached "not enrolled" goes, after the insert: anyone may ask to enroll a user,
