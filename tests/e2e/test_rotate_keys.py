@@ -33,7 +33,7 @@ from tests.e2e.servers import production_keys
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
 from zeropay_proto import EnrollmentRecord, Factor, MasterKeyring, WrappedKey
 from zeropay_proto.crypto import envelope_key_version, open_record, seal_record
-from zeropay_server.rotate import RotationReport, UnconfiguredVersions, rotate
+from zeropay_server.rotate import Progress, RotationReport, UnconfiguredVersions, rotate
 
 OLD = MasterKeyring(keys={1: b"1" * 32}, current=1)
 ROTATING = MasterKeyring(keys={1: b"1" * 32, 2: b"2" * 32}, current=2)
@@ -208,3 +208,25 @@ async def test_the_command_names_the_missing_version_and_exits_non_zero(database
     )
     assert result.returncode == 2, result.stderr
     assert "key version(s) 1" in result.stderr
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_with_an_eta_on_a_terminal_and_json_lines_otherwise() -> None:
+    terminal = Terminal()
+    bar = Progress(1_000, terminal, clock=iter([100.0, 102.0]).__next__)
+    bar.update(250)  # 2 s in: 125/s, 750 left: 6 s
+    bar.close()
+    shown = terminal.getvalue()
+    assert shown == "\r[#######.......................] 250/1,000 records, 125/s, ETA 00:06 \n"
+    lines = io.StringIO()
+    Progress(1_000, lines, clock=iter([100.0, 104.0]).__next__).update(500)
+    assert json.loads(lines.getvalue()) == {
+        "resealed": 500,
+        "total": 1_000,
+        "per_s": 125.0,
+        "eta_s": 4.0,
+    }
