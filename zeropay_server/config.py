@@ -1,7 +1,7 @@
 """Configuration from the environment, with the design document's variable names.
 
-Every value is validated at start-up; a bad one stops the server with a message naming the
-variable (never its value, which may be a secret). With neither ``REDIS_URL`` /
+Every value is validated at start-up; bad ones stop the server with a message naming each
+variable at fault (never its value, which may be a secret). With neither ``REDIS_URL`` /
 ``REDIS_CLUSTER_ENABLED`` nor ``DATABASE_URL`` the server runs on the in-memory adapters (the
 embedded default) with keys generated at start-up; with either, it needs both, and refuses to
 start without configured master keys, pepper and receipt key.
@@ -101,6 +101,34 @@ DEFAULT_MERCHANT_LOCKS_PER_HOUR = 20
 T = TypeVar("T")
 
 
+class ConfigError(ValueError):
+    """The configuration is invalid: ``problems`` names each variable at fault (the
+    message is all of them, one per line)."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Problems:
+    """What :func:`load_settings` found wrong, every problem rather than the first."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def check(self, parse: Callable[[], T], fallback: T) -> T:
+        """``parse()``, or ``fallback`` with its problem noted."""
+        try:
+            return parse()
+        except ConfigError as exc:
+            self.found.extend(exc.problems)
+            return fallback
+
+    def require(self, holds: bool, problem: str) -> None:
+        if not holds:
+            self.found.append(problem)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RetiredReceiptKey:
     """A receipt key no longer signing, still published until ``until_ms`` so that receipts
@@ -133,34 +161,6 @@ def _retired_receipt_keys(raw: str) -> tuple[RetiredReceiptKey, ...]:
             )
         )
     return tuple(found)
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid: ``problems`` names each variable at fault (the
-    message is all of them, one per line)."""
-
-    def __init__(self, *problems: str) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-class _Problems:
-    """What :func:`load_settings` found wrong, every problem rather than the first."""
-
-    def __init__(self) -> None:
-        self.found: list[str] = []
-
-    def check(self, parse: Callable[[], T], fallback: T) -> T:
-        """``parse()``, or ``fallback`` with its problem noted."""
-        try:
-            return parse()
-        except ConfigError as exc:
-            self.found.extend(exc.problems)
-            return fallback
-
-    def require(self, holds: bool, problem: str) -> None:
-        if not holds:
-            self.found.append(problem)
 
 
 @dataclass(frozen=True, kw_only=True)
