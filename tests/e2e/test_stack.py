@@ -108,3 +108,22 @@ def test_a_second_stack_on_a_taken_port_is_refused_with_a_message(state: Path) -
     assert "is taken" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert os.path.exists(state) is False
+
+
+def test_a_state_directory_that_is_not_this_users_own_is_never_read(tmp_path: Path) -> None:
+    """``down`` signals the PIDs a state file lists: a planted directory (a symlink, or
+    another user's) is refused, not read."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "state.json").write_text(
+        json.dumps({"directory": str(elsewhere), "urls": {}, "processes": [
+            {"name": "victim", "pid": os.getpid(), "stop_signal": "SIGTERM"}
+        ]})
+    )  # fmt: skip
+    planted = tmp_path / "planted"
+    planted.symlink_to(elsewhere)
+    for words in ("down", "status"):
+        refused = stack(words, state=planted)
+        assert refused.returncode == 1
+        assert "not this user's own directory" in refused.stderr
+    assert (elsewhere / "state.json").exists()  # and this process is still here to say so

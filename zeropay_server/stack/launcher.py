@@ -74,6 +74,12 @@ class State:
 
     @classmethod
     def load(cls, directory: Path) -> State | None:
+        """The state recorded in ``directory``, if any. Only a directory of this user's own
+        is read: its PIDs are what ``down`` signals."""
+        if directory.is_symlink() or (
+            directory.exists() and directory.stat().st_uid != os.getuid()
+        ):
+            raise RuntimeError(f"{directory} is not this user's own directory: use --state-dir")
         path = directory / "state.json"
         if not path.exists():
             return None
@@ -116,13 +122,11 @@ def up(directory: Path, instances: int, lb_port: int) -> State:
     """Start the topology; on any failure, stop what was started and raise."""
     if not 1 <= instances <= MAX_INSTANCES:
         raise ValueError(f"1 to {MAX_INSTANCES} API instances (haproxy.cfg names four)")
-    existing = State.load(directory)
+    existing = State.load(directory)  # (refuses a directory that is not this user's)
     if existing is not None and any(alive(p.pid) for p in existing.processes):
         raise RuntimeError(f"a stack is already up in {directory}: stack status, stack down")
     if not bindable(lb_port):
         raise RuntimeError(f"127.0.0.1:{lb_port} is taken: choose another with --lb-port")
-    if directory.is_symlink() or (directory.exists() and directory.stat().st_uid != os.getuid()):
-        raise RuntimeError(f"{directory} is not this user's own directory: choose --state-dir")
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, mode=0o711)
     directory.chmod(0o711)
@@ -315,11 +319,19 @@ def main(words: list[str], *, directory: Path, instances: int, lb_port: int) -> 
             print("stop it with: scripts/stack down")
             return 0
         case ["down"]:
-            stopped = down(directory)
+            try:
+                stopped = down(directory)
+            except RuntimeError as exc:
+                print(f"zeropay-server stack down: {exc}", file=sys.stderr)
+                return 1
             print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
             return 0
         case ["status"]:
-            report = status(directory)
+            try:
+                report = status(directory)
+            except RuntimeError as exc:
+                print(f"zeropay-server stack status: {exc}", file=sys.stderr)
+                return 1
             print(json.dumps(report, indent=2))
             return 0 if report.get("up") else 1
         case _:
