@@ -35,6 +35,7 @@ Assumptions, stated because the answer depends on them:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ USER_BYTES = 200
 
 @dataclass(frozen=True, kw_only=True)
 class Peak:
+    """The load to plan for: ``sessions`` opened in ``seconds``, each verified
+    ``verifies_per_session`` times, ``passkey_share`` of the verifies with a passkey."""
+
     sessions: int = 100_000
     seconds: float = 60.0
     verifies_per_session: float = 1.1
@@ -80,6 +84,8 @@ class Peak:
 
 @dataclass(frozen=True, kw_only=True)
 class Machine:
+    """What one unit of each component is planned to give (the docstring's assumptions)."""
+
     cores_per_instance: int = 2
     utilisation: float = 0.6
     redis_master_cpu: float = 0.5
@@ -217,12 +223,7 @@ def main(argv: list[str] | None = None) -> list[Plan]:
         verifies_per_session=args.verifies_per_session,
         passkey_share=args.passkey_share,
     )
-    ten = Peak(
-        sessions=10 * args.sessions,
-        seconds=args.seconds,
-        verifies_per_session=args.verifies_per_session,
-        passkey_share=args.passkey_share,
-    )
+    ten = dataclasses.replace(peak, sessions=10 * peak.sessions)
     plans = [plan(peak, machine, cpu), plan(ten, machine, cpu)]
     print("CPU ms per request: " + json.dumps(cpu))
     print(

@@ -304,14 +304,18 @@ def status(directory: Path) -> dict[str, object]:
 
 
 def main(words: list[str], *, directory: Path, instances: int, lb_port: int) -> int:
-    """The ``stack`` command."""
+    """The ``stack`` command: 0, or 1 with the reason (never a traceback)."""
+    try:
+        return _run(words, directory=directory, instances=instances, lb_port=lb_port)
+    except (RuntimeError, ValueError, FileNotFoundError, TimeoutError) as exc:
+        print(f"zeropay-server stack {' '.join(words)}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(words: list[str], *, directory: Path, instances: int, lb_port: int) -> int:
     match words:
         case ["up"]:
-            try:
-                state = up(directory, instances, lb_port)
-            except (RuntimeError, ValueError, FileNotFoundError, TimeoutError) as exc:
-                print(f"zeropay-server stack up: {exc}", file=sys.stderr)
-                return 1
+            state = up(directory, instances, lb_port)
             width = max(len(k) for k in state.urls)
             for name, url in state.urls.items():
                 print(f"{name:>{width}}  {url}")
@@ -319,19 +323,11 @@ def main(words: list[str], *, directory: Path, instances: int, lb_port: int) -> 
             print("stop it with: scripts/stack down")
             return 0
         case ["down"]:
-            try:
-                stopped = down(directory)
-            except RuntimeError as exc:
-                print(f"zeropay-server stack down: {exc}", file=sys.stderr)
-                return 1
+            stopped = down(directory)
             print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
             return 0
         case ["status"]:
-            try:
-                report = status(directory)
-            except RuntimeError as exc:
-                print(f"zeropay-server stack status: {exc}", file=sys.stderr)
-                return 1
+            report = status(directory)
             print(json.dumps(report, indent=2))
             return 0 if report.get("up") else 1
         case _:
