@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from .config import ROLES, ConfigError, described, load_settings
+from .config import ROLES, ConfigError, Settings, described, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,26 +100,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(described(settings), indent=2, sort_keys=True))
         return 0
-    if args.command == "migrate":
-        from .migrate import migrate
-
-        return migrate(settings)
-    if args.command == "maintain":
-        from .migrate import maintain
-
-        return maintain(settings)
-    if args.command == "rotate-keys":
-        from .rotate import rotate_keys
-
-        return rotate_keys(settings, max(1, args.batch))
-    if args.command == "merchants":
-        from .migrate import merchants
-
-        return merchants(settings, args.arguments)
+    if args.command in ("migrate", "maintain", "rotate-keys", "merchants"):
+        return _postgres_command(args, settings)
     from .serve import run
 
     run(settings, env)
     return 0
+
+
+def _postgres_command(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands on PostgreSQL (and Redis, for rotate-keys): each failure a message."""
+    from .migrate import command_failures, maintain, merchants, migrate
+    from .rotate import rotate_keys
+
+    commands: dict[str, Callable[[], int]] = {
+        "migrate": lambda: migrate(settings),
+        "maintain": lambda: maintain(settings),
+        "rotate-keys": lambda: rotate_keys(settings, max(1, args.batch)),
+        "merchants": lambda: merchants(settings, args.arguments),
+    }
+    return command_failures(args.command, commands[args.command])
 
 
 def _digest(arguments: list[str]) -> int:

@@ -1,19 +1,19 @@
 """Commands on PostgreSQL: ``migrate`` (pending migrations, audit partitions), ``maintain``
 (one maintenance run, for those who schedule it with cron rather than leave it to the
 servers) and ``merchants`` (issue, list and revoke merchant API keys; a key is printed once,
-only its hash is stored)."""
+only its hash is stored); and what every command shares: :func:`on_postgres` runs its work
+on PostgreSQL, and a failure is a :class:`CommandFailed`, a message and an exit status."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
 import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import trio
@@ -28,41 +28,74 @@ from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 
 from .config import Settings
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class NotMigrated(Exception):
-    """The database lacks the schema a command needs: ``zeropay-server migrate`` first."""
+class CommandFailed(Exception):
+    """What a command answers instead of a traceback: ``message`` and the exit status
+    (1: a dependency is unavailable, try again; 2: the command or its setup is wrong)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
-def not_migrated(command: str) -> int:
-    """A command's answer to :class:`NotMigrated`: a message and exit status 2."""
-    print(
-        f"zeropay-server {command}: the database is not migrated: run zeropay-server migrate",
-        file=sys.stderr,
-    )
-    return 2
-
-
-def run_command(function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``trio.run`` for a command, with the error its work raised, not a group of one:
-    trio-asyncio's loop (a nursery) wraps whatever ends it in an exception group, and a
-    command answers each error with a message and an exit status, never a traceback. A
-    refused connection is an unavailable dependency like any other."""
+def command_failures(command: str, run: Callable[[], int]) -> int:
+    """``run()``'s exit status, with any :class:`CommandFailed` printed as
+    ``zeropay-server COMMAND: message``."""
     try:
-        return trio.run(functools.partial(function, *args, **kwargs))
+        return run()
+    except CommandFailed as failed:
+        print(f"zeropay-server {command}: {failed.message}", file=sys.stderr)
+        return failed.status
+
+
+def on_postgres(
+    url: str | None,
+    work: Callable[[PostgresStore], Awaitable[T]],
+    *,
+    create_missing: bool = False,
+    unset: str = "DATABASE_URL is not set",
+) -> T:
+    """``work`` on a one-connection PostgresStore at ``url`` (created first if
+    ``create_missing``), in trio-asyncio's loop; an unreachable or unmigrated database is a
+    :class:`CommandFailed`."""
+    if url is None:
+        raise CommandFailed(2, unset)
+    database: str = url
+
+    async def run() -> T:
+        async with trio_asyncio.open_loop():
+            if create_missing and await aio(ensure_database)(database):
+                print(f"created database {database.rsplit('/', 1)[-1].split('?')[0]}")
+            store = await aio(PostgresStore.connect)(database, min_size=1, max_size=1)
+            try:
+                return await work(store)
+            finally:
+                await aio(store.aclose)()
+
+    try:
+        return trio.run(run)
     except BaseExceptionGroup as group:
-        leaf = _only_leaf(group)
-        if leaf is None:
+        # trio-asyncio's loop (a nursery) wraps whatever ended the work in a group of one.
+        error = _only_leaf(group)
+        if error is None:
             raise
-        if isinstance(leaf, OSError):
-            raise DependencyUnavailable("a dependency") from leaf
-        if isinstance(leaf, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
-            raise NotMigrated(str(leaf)) from leaf
-        raise leaf from None
-    except OSError as exc:
-        raise DependencyUnavailable("a dependency") from exc
+    raise _as_failure(error) from None
+
+
+def _as_failure(error: BaseException) -> BaseException:
+    """A command's answer to ``error``: an unreachable store (a refused connection too) or an
+    unmigrated database is a :class:`CommandFailed`; anything else is itself."""
+    if isinstance(error, DependencyUnavailable):
+        name = "Redis" if error.dependency == "redis" else "PostgreSQL"
+        return CommandFailed(1, f"{name} is unavailable")
+    if isinstance(error, OSError):
+        return CommandFailed(1, "PostgreSQL is unavailable")
+    if isinstance(error, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
+        return CommandFailed(2, "the database is not migrated: run zeropay-server migrate")
+    return error
 
 
 def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -75,69 +108,31 @@ def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None
     return found
 
 
-async def _migrate(url: str) -> list[str]:
-    async with trio_asyncio.open_loop():
-        if await aio(ensure_database)(url):
-            print(f"created database {url.rsplit('/', 1)[-1].split('?')[0]}")
-        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=1)
-        try:
-            today = dt.datetime.now(dt.UTC).date()  # the command's clock
-            applied: list[str] = await aio(store.migrate)(today=today)
-        finally:
-            await aio(store.aclose)()
-    return applied
-
-
 def migrate(settings: Settings) -> int:
-    if settings.database_url is None:
-        print("zeropay-server migrate: DATABASE_URL is not set", file=sys.stderr)
-        return 2
-    try:
-        applied = run_command(_migrate, settings.database_url)
-    except DependencyUnavailable:
-        print("zeropay-server migrate: PostgreSQL is unavailable", file=sys.stderr)
-        return 1
+    async def work(store: PostgresStore) -> list[str]:
+        today = dt.datetime.now(dt.UTC).date()  # the command's clock
+        applied: list[str] = await aio(store.migrate)(today=today)
+        return applied
+
+    applied = on_postgres(settings.database_url, work, create_missing=True)
     print(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
     return 0
 
 
-async def _maintain(url: str) -> MaintenanceReport:
-    async with trio_asyncio.open_loop():
-        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=1)
-        try:
-            report: MaintenanceReport = await aio(store.maintain)(dt.datetime.now(dt.UTC))
-        finally:
-            await aio(store.aclose)()
-    return report
-
-
 def maintain(settings: Settings) -> int:
     """One maintenance run; prints what it did as one JSON object."""
-    if settings.database_url is None:
-        print("zeropay-server maintain: DATABASE_URL is not set", file=sys.stderr)
-        return 2
-    try:
-        report = run_command(_maintain, settings.database_url)
-    except DependencyUnavailable:
-        print("zeropay-server maintain: PostgreSQL is unavailable", file=sys.stderr)
-        return 1
-    except NotMigrated:
-        return not_migrated("maintain")
+
+    async def work(store: PostgresStore) -> MaintenanceReport:
+        report: MaintenanceReport = await aio(store.maintain)(dt.datetime.now(dt.UTC))
+        return report
+
+    report = on_postgres(settings.database_url, work)
     fields = dataclasses.asdict(report)
     fields["horizon"] = None if report.horizon is None else report.horizon.isoformat()
     if not report.ran:
         fields["note"] = "another instance is maintaining now; nothing was done"
     print(json.dumps(fields))
     return 0
-
-
-async def _merchants(url: str, words: list[str]) -> list[str]:
-    async with trio_asyncio.open_loop():
-        store = await aio(PostgresStore.connect)(url, min_size=1, max_size=1)
-        try:
-            return await _merchant_command(store, words)
-        finally:
-            await aio(store.aclose)()
 
 
 async def _merchant_command(store: PostgresStore, words: list[str]) -> list[str]:
@@ -171,22 +166,12 @@ def _iso(ms: int) -> str:
 
 
 def merchants(settings: Settings, words: list[str]) -> int:
-    if settings.database_url is None:
-        print(
-            "zeropay-server merchants: DATABASE_URL is not set (the embedded default has one "
-            "demo merchant, printed at start)",
-            file=sys.stderr,
-        )
-        return 2
+    unset = "DATABASE_URL is not set (the embedded default has one demo merchant, printed at start)"
     try:
-        lines = run_command(_merchants, settings.database_url, words)
-    except DependencyUnavailable:
-        print("zeropay-server merchants: PostgreSQL is unavailable", file=sys.stderr)
-        return 1
-    except NotMigrated:
-        return not_migrated("merchants")
+        lines = on_postgres(
+            settings.database_url, lambda store: _merchant_command(store, words), unset=unset
+        )
     except (ValueError, LocalProtocolError) as exc:
-        print(f"zeropay-server merchants: {exc}", file=sys.stderr)
-        return 2
+        raise CommandFailed(2, str(exc)) from None
     print("\n".join(lines))
     return 0

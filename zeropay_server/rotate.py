@@ -29,10 +29,8 @@ from collections.abc import Callable
 from typing import Protocol, TextIO
 
 import trio
-import trio_asyncio
 
 from adapters.bridge import aio, bridged
-from adapters.errors import DependencyUnavailable
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
@@ -40,7 +38,7 @@ from zeropay_proto import MasterKeyring
 from zeropay_proto.crypto import NONCE_BYTES, reseal_record, unconfigured_versions
 
 from .config import Settings
-from .migrate import NotMigrated, not_migrated, run_command
+from .migrate import CommandFailed, on_postgres
 
 #: Records per batch (one SELECT, one UPDATE, and the batch's cache invalidations).
 DEFAULT_BATCH = 500
@@ -194,50 +192,38 @@ async def _invalidate(cache: CacheInvalidation, users: list[str], hold_ms: int) 
             nursery.start_soon(one, user)
 
 
-async def _rotate_with(settings: Settings, database_url: str, batch: int) -> RotationReport:
-    async with trio_asyncio.open_loop():
-        postgres = await aio(PostgresStore.connect)(database_url, min_size=1, max_size=2)
-        try:
-            redis = await aio(RedisStore.connect)(
-                url=settings.redis_url,
-                cluster_nodes=settings.redis_cluster_nodes,
-                keys=KeySpace(settings.redis_prefix),
-            )
-            try:
-                return await rotate(
-                    bridged(postgres, dependency="postgresql", timeout=60),
-                    bridged(redis, dependency="redis", timeout=settings.redis_timeout),
-                    settings.secrets.keyring,
-                    hold_ms=settings.record_hold_ms,
-                    out=sys.stdout if not sys.stderr.isatty() else sys.stderr,
-                    batch=batch,
-                )
-            finally:
-                await aio(redis.aclose)()
-        finally:
-            await aio(postgres.aclose)()
-
-
 def rotate_keys(settings: Settings, batch: int = DEFAULT_BATCH) -> int:
     """The command: 0 when every record is sealed under the current version."""
-    if settings.database_url is None or settings.embedded:
-        print("zeropay-server rotate-keys: needs REDIS_URL and DATABASE_URL", file=sys.stderr)
-        return 2
-    try:
-        report = run_command(_rotate_with, settings, settings.database_url, batch)
-    except UnconfiguredVersions as exc:
-        print(
-            f"zeropay-server rotate-keys: records are sealed under key version(s) "
-            f"{', '.join(map(str, exc.versions))}, missing from ZEROPAY_MASTER_KEYS: add them "
-            "back before rotating",
-            file=sys.stderr,
+    if settings.embedded:
+        raise CommandFailed(2, "needs REDIS_URL and DATABASE_URL")
+
+    async def work(postgres: PostgresStore) -> RotationReport:
+        redis = await aio(RedisStore.connect)(
+            url=settings.redis_url,
+            cluster_nodes=settings.redis_cluster_nodes,
+            keys=KeySpace(settings.redis_prefix),
         )
-        return 2
-    except DependencyUnavailable as exc:
-        print(f"zeropay-server rotate-keys: {exc} is unavailable; run it again", file=sys.stderr)
-        return 1
-    except NotMigrated:
-        return not_migrated("rotate-keys")
+        try:
+            return await rotate(
+                bridged(postgres, dependency="postgresql", timeout=60),
+                bridged(redis, dependency="redis", timeout=settings.redis_timeout),
+                settings.secrets.keyring,
+                hold_ms=settings.record_hold_ms,
+                out=sys.stdout if not sys.stderr.isatty() else sys.stderr,
+                batch=batch,
+            )
+        finally:
+            await aio(redis.aclose)()
+
+    try:
+        report = on_postgres(settings.database_url, work)
+    except UnconfiguredVersions as exc:
+        versions = ", ".join(map(str, exc.versions))
+        raise CommandFailed(
+            2,
+            f"records are sealed under key version(s) {versions}, missing from "
+            "ZEROPAY_MASTER_KEYS: add them back before rotating",
+        ) from None
     summary = {
         "resealed": report.resealed,
         "kept_newer": report.kept_newer,
