@@ -104,18 +104,23 @@ def _key() -> str:
 
 
 def _server_env(directory: Path) -> dict[str, str]:
-    """The instances' keys, generated once and kept in the state directory (mode 0600)."""
-    path = directory / "zeropay.env"
-    if not path.exists():
-        keys = {
-            "ZEROPAY_MASTER_KEYS": f"1:{_key()}",
-            "ZEROPAY_PEPPER": _key(),
-            "ZEROPAY_RECEIPT_SIGNING_KEY": _key(),
-            "ZEROPAY_RECEIPT_KEY_ID": "stack-1",
-        }
-        path.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
-        path.chmod(0o600)
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    """The instances' keys, fresh for each stack, also kept in the state directory's
+    ``zeropay.env`` (mode 0600) for the operator's own commands."""
+    keys = {
+        "ZEROPAY_MASTER_KEYS": f"1:{_key()}",
+        "ZEROPAY_PEPPER": _key(),
+        "ZEROPAY_RECEIPT_SIGNING_KEY": _key(),
+        "ZEROPAY_RECEIPT_KEY_ID": "stack-1",
+    }
+    _write_private(directory / "zeropay.env", "".join(f"{k}={v}\n" for k, v in keys.items()))
+    return keys
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A file only this user can read, from its creation on (the state directory is 0711:
+    others cannot list it, but could open a file whose name they guess)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
 
 
 def up(directory: Path, instances: int, lb_port: int) -> State:
@@ -181,8 +186,7 @@ def _start(state: State, directory: Path, instances: int, lb_port: int) -> None:
     _command(["migrate"], {**base, "DATABASE_URL": database})  # creates the database
     added = _command(["merchants", "add", "stack-shop"], {**base, "DATABASE_URL": database})
     merchant_key = added.strip().splitlines()[-1]  # the key, on a line of its own
-    (directory / "merchant-key").write_text(merchant_key + "\n")
-    (directory / "merchant-key").chmod(0o600)
+    _write_private(directory / "merchant-key", merchant_key + "\n")
 
     api_ports = [free_port() for _ in range(instances)]
     server_env = {
