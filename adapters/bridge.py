@@ -8,6 +8,11 @@ request step). The deadline is set here, on the Trio side: a call that has not a
 ``timeout`` seconds is cancelled (asyncpg cancels the query on the server; redis-py drops the
 connection) and raises :class:`~adapters.errors.DependencyUnavailable`.
 
+An adapter may also offer a Trio face (``native``): an object whose coroutine methods named in
+``native_methods`` already run on Trio (the Redis store's request path on its own Trio pool,
+:mod:`adapters.redis_trio`). Those are awaited directly, with no crossing and no asyncio
+task, under the same deadline and observation; everything else crosses.
+
 Only for use inside ``trio_asyncio.open_loop()``; the adapters must be created inside the same
 loop (``await bridge.aio(RedisStore.connect)(...)``).
 """
@@ -71,7 +76,8 @@ def aio(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 class TrioBridge:
     """Proxy an asyncio adapter: coroutine methods become Trio coroutines with a deadline.
 
-    ``observe``, if given, is called with each call's duration in seconds (a metric)."""
+    ``observe``, if given, is called with each call's duration in seconds (a metric).
+    ``native_methods`` are awaited on ``native`` (the adapter's Trio face) without crossing."""
 
     def __init__(
         self,
@@ -80,11 +86,15 @@ class TrioBridge:
         dependency: str,
         timeout: float,
         observe: Callable[[float], None] | None = None,
+        native: object | None = None,
+        native_methods: frozenset[str] = frozenset(),
     ) -> None:
         self._target = target
         self._dependency = dependency
         self._timeout = timeout
         self._observe = observe
+        self._native = native
+        self._native_methods = native_methods if native is not None else frozenset()
         self._cache: dict[str, Any] = {}
 
     @property
@@ -99,7 +109,10 @@ class TrioBridge:
         attribute = getattr(self._target, name)
         if not inspect.iscoroutinefunction(attribute):
             return attribute
-        crossing = trio_asyncio.aio_as_trio(attribute)
+        if name in self._native_methods:
+            crossing = getattr(self._native, name)
+        else:
+            crossing = trio_asyncio.aio_as_trio(attribute)
         dependency, timeout, observe = self._dependency, self._timeout, self._observe
 
         @functools.wraps(attribute)
@@ -123,9 +136,21 @@ def bridged(
     dependency: str,
     timeout: float,
     observe: Callable[[float], None] | None = None,
+    native: T | None = None,
+    native_methods: frozenset[str] = frozenset(),
 ) -> T:
     """``target`` behind a :class:`TrioBridge`, typed as ``target`` itself: each coroutine
     method keeps its signature (only the loop it runs on and the deadline change), so
     assigning the result to a port (``state: StateStore = bridged(redis, ...)``) has mypy
     check that the adapter satisfies it."""
-    return cast(T, TrioBridge(target, dependency=dependency, timeout=timeout, observe=observe))
+    return cast(
+        T,
+        TrioBridge(
+            target,
+            dependency=dependency,
+            timeout=timeout,
+            observe=observe,
+            native=native,
+            native_methods=native_methods,
+        ),
+    )

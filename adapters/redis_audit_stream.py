@@ -29,6 +29,7 @@ from .redis_scripts import (
     Call,
     ScriptRunner,
     as_bytes,
+    event_pairs,
     redis_call,
 )
 
@@ -62,7 +63,9 @@ class RedisAuditStream(ScriptRunner):
 
     @redis_call
     async def append(self, event: AuditEvent) -> None:
-        await self._client.xadd(self.keys.stream_of(event.user_id), event.to_fields())  # type: ignore[arg-type]
+        await self._run(
+            [("XADD", [self.keys.stream_of(event.user_id)], ["*", *event_pairs(event)])]
+        )
         self.journal.record(event)
 
     @redis_call

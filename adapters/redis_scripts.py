@@ -11,14 +11,16 @@ head's byte offsets (:mod:`adapters.redis_keys`), the reply codes below, and the
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import hashlib
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
+import trio
 from redis.asyncio.cluster import RedisCluster
 
 from zeropay_proto.admission import UNCAPPED
@@ -155,6 +157,56 @@ def event_pairs(event: AuditEvent, *, without_action: bool = False) -> list[str]
     return [item for pair in fields.items() for item in pair]
 
 
+class RoundTrips(Protocol):
+    """Sends pre-encoded commands on one connection to a standalone Redis."""
+
+    async def round_trip(self, packed: bytes, count: int) -> list[Any]:
+        """Write ``packed`` (``count`` commands) at once and return the ``count`` replies,
+        an error reply as the exception redis-py raises for it, in its place."""
+        ...
+
+
+class RedisPyRoundTrips:
+    """Round trips on redis-py's asyncio pool, for calls that cross the bridge.
+
+    The calls are written at once on one pooled connection and their replies read back,
+    without redis-py's ``Pipeline`` object (its reset, retry and shield machinery cost
+    0.08 ms per round trip here, a third of the call; measured in BENCHMARKS.md). A
+    connection interrupted midway (cancelled, or broken) may hold unread replies, so it is
+    closed, never handed to the next caller with them.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._pool = client.connection_pool
+
+    async def round_trip(self, packed: bytes, count: int) -> list[Any]:
+        pool = self._pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(packed, check_health=False)
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(await connection.read_response())
+                except rexc.ResponseError as exc:  # an error reply; the next ones follow
+                    replies.append(exc)
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
+
+
+class _Withheld:
+    """The redis-py client of a runner's Trio face: not there (:meth:`ScriptRunner.on_trio`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(
+            f"redis-py's {name} called on Trio: only methods whose I/O is _send run natively"
+        )
+
+
 class ScriptRunner:
     """A Redis client, its gate, the key space and the scripts: what every concern of the
     Redis adapter (admission, sessions, tokens, the audit stream) sends its calls through.
@@ -164,18 +216,42 @@ class ScriptRunner:
         self, client: aioredis.Redis | RedisCluster, keys: KeySpace, max_connections: int = 64
     ) -> None:
         self._client = client
-        self._gate = asyncio.Semaphore(max_connections)
+        self._max_connections = max_connections
+        self._gate: asyncio.Semaphore | trio.Semaphore = asyncio.Semaphore(max_connections)
         self.keys = keys
         self.clustered = isinstance(client, RedisCluster)
+        self._transport: RoundTrips | None = (
+            None if isinstance(client, RedisCluster) else RedisPyRoundTrips(client)
+        )
         self._sources = {name: source(name) for name in NAMES}
         self._shas = {name: sha(text) for name, text in self._sources.items()}
         self.journal = AuditJournal()
 
     async def _load_scripts(self) -> None:
-        for name, source in self._sources.items():
-            sha = await self._client.script_load(source)
-            if sha != self._shas[name]:
+        """Load every script: on each master of a cluster, in one round trip standalone."""
+        if self._transport is None:
+            shas: list[Any] = [
+                await self._client.script_load(text) for text in self._sources.values()
+            ]
+        else:
+            shas = await self._send([("SCRIPT", (), ("LOAD", t)) for t in self._sources.values()])
+        for sha, expected in zip(shas, self._shas.values(), strict=True):
+            if isinstance(sha, BaseException):
+                raise sha
+            if (sha.decode() if isinstance(sha, bytes) else sha) != expected:
                 raise RuntimeError("Redis reported an unexpected script SHA")
+
+    def on_trio(self, transport: RoundTrips) -> Self:
+        """This runner as Trio calls it directly: the same keys, scripts and journal, with
+        every scripted call sent through ``transport`` (a :class:`~.redis_trio.TrioRedisPool`)
+        under a Trio gate. Only methods whose I/O is :meth:`_send` may run on it: its
+        redis-py client is withheld, so any other call fails loudly instead of crossing
+        loops."""
+        face = copy.copy(self)
+        face._transport = transport
+        face._gate = trio.Semaphore(self._max_connections)
+        face._client = cast(aioredis.Redis, _Withheld())
+        return face
 
     def _command(self, call: Call) -> tuple[Any, ...]:
         """The command line of one call: a script by name (EVALSHA), or an upper-case plain
@@ -188,41 +264,22 @@ class ScriptRunner:
     async def _send(self, calls: Sequence[Call]) -> list[Any]:
         """Send each call once and return its raw reply or its error, in order.
 
-        Standalone, the calls are written at once on one pooled connection and their replies
-        read back: one round trip, without redis-py's ``Pipeline`` object (its reset, retry
-        and shield machinery cost 0.08 ms per round trip here, a third of the call; measured
-        in BENCHMARKS.md), and encoded by :func:`adapters.resp.pack`. A connection
-        interrupted midway (cancelled, or broken) may hold unread replies, so it is closed,
-        never handed to the next caller with them. On a cluster, EVALSHA cannot be
-        pipelined: each call goes concurrently to its slot's node (redis-py follows
+        Standalone, the calls are one round trip on the store's transport
+        (:class:`RoundTrips`), encoded by :func:`adapters.resp.pack`. On a cluster, EVALSHA
+        cannot be pipelined: each call goes concurrently to its slot's node (redis-py follows
         MOVED/ASK).
         """
-        client = self._client
-        if isinstance(client, RedisCluster):
-            return list(
-                await asyncio.gather(
-                    *(client.execute_command(*self._command(c)) for c in calls),
-                    return_exceptions=True,
-                )
+        transport = self._transport
+        if transport is not None:
+            return await transport.round_trip(
+                resp.pack([self._command(c) for c in calls]), len(calls)
             )
-        pool = client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_packed_command(
-                resp.pack([self._command(c) for c in calls]), check_health=False
+        return list(
+            await asyncio.gather(
+                *(self._client.execute_command(*self._command(c)) for c in calls),
+                return_exceptions=True,
             )
-            replies: list[Any] = []
-            for _ in calls:
-                try:
-                    replies.append(await connection.read_response())
-                except rexc.ResponseError as exc:  # an error reply; the next ones follow
-                    replies.append(exc)
-        except BaseException:
-            await connection.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(connection)
-        return replies
+        )
 
     async def _run(self, calls: Sequence[Call]) -> list[Any]:
         """EVALSHA each call: one round trip per slot, all slots at once.

@@ -73,10 +73,12 @@ class RedisSessions(RedisAdmission):
 
     @redis_call
     async def load_for_initiate(self, user_id: str) -> InitiateSnapshot:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(self.keys.user(user_id, "rec"))
-        pipe.get(self.keys.user(user_id, "win"))
-        cached, window = await pipe.execute()
+        cached, window = await self._run(
+            [
+                ("GET", [self.keys.user(user_id, "rec")], []),
+                ("GET", [self.keys.user(user_id, "win")], []),
+            ]
+        )
         return self._snapshot(user_id, cached, window)
 
     @redis_call
@@ -230,7 +232,7 @@ class RedisSessions(RedisAdmission):
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
         if not session_names_user(session_id, user_id):
             return None
-        blob = await self._client.get(self.keys.session(session_id, user_id))
+        (blob,) = await self._run([("GET", [self.keys.session(session_id, user_id)], [])])
         return decode_session(session_id, user_id, as_bytes(blob)) if blob else None
 
     @redis_call

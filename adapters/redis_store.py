@@ -5,10 +5,13 @@ One class per concern, each in its own module, joined here with the connection's
 :mod:`.redis_admission`, :mod:`.redis_sessions`, :mod:`.redis_tokens` and
 :mod:`.redis_audit_stream`. The memory adapter mirrors the same names (``memory_*``).
 
-asyncio code on redis-py's asyncio clients; the server reaches it from Trio through
-:mod:`adapters.bridge`. Each port method is one pipeline of ``EVALSHA``/commands: one round trip
-per hash slot it touches (admission: the ``{rl}`` slot and the user's slot, concurrently in
-Cluster mode; every session step: the user's slot only).
+asyncio code on redis-py's asyncio clients, which the server reaches from Trio through
+:mod:`adapters.bridge`; on a standalone Redis, the methods a request makes
+(:data:`RedisStore.TRIO_NATIVE`, whose only I/O is the scripted round trip) run on Trio
+directly instead, on :mod:`adapters.redis_trio`'s pool (:meth:`RedisStore.trio_face`). Each
+port method is one pipeline of ``EVALSHA``/commands: one round trip per hash slot it touches
+(admission: the ``{rl}`` slot and the user's slot, concurrently in Cluster mode; every session
+step: the user's slot only).
 
 The scripts (``adapters/lua``) decide atomically inside Redis. Each returns the snapshot it
 read; the adapter replays the core's decision on that snapshot and raises
@@ -21,20 +24,22 @@ every cancelled asyncio timer alive); deadlines are set on the Trio side by the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .bridge import bridged
 from .ports import StateStore
 from .redis_audit_stream import RedisAuditStream
 from .redis_keys import KeySpace
 from .redis_scripts import redis_call
 from .redis_sessions import RedisSessions
 from .redis_tokens import RedisTokens
+from .redis_trio import TrioRedisPool
 
 #: The most script calls one port method sends at once (admission: limits, bucket, nonce).
 CALLS_PER_OPERATION = 3
@@ -44,6 +49,42 @@ HEALTH_KEY_TTL_MS = 10_000
 
 class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
     """Implements AdmissionPort, SessionPort, PspSessionPort and AuditStreamPort on Redis."""
+
+    #: The port methods whose only I/O is the scripted round trip (``_send``), which the
+    #: Trio face runs natively: every step a request makes. The audit stream's reading side
+    #: (the flusher), readiness and statistics stay on redis-py behind the bridge.
+    TRIO_NATIVE: ClassVar[frozenset[str]] = frozenset(
+        {
+            "admit",
+            "admit_and_load",
+            "admit_and_reserve",
+            "append",
+            "cache_record",
+            "conclude_attempt",
+            "count_merchant_lock",
+            "forget_user",
+            "invalidate_record",
+            "load_for_initiate",
+            "load_psp_session",
+            "load_session",
+            "release_attempt",
+            "reserve_attempt",
+            "revoke_token",
+            "revoke_user_tokens",
+            "store_passkey_challenge",
+            "store_psp_session",
+            "store_session",
+            "take_passkey_challenge",
+            "token_info",
+        }
+    )
+
+    def __init__(
+        self, client: aioredis.Redis | RedisCluster, keys: KeySpace, max_connections: int = 64
+    ) -> None:
+        super().__init__(client, keys, max_connections)
+        self._trio_pool: TrioRedisPool | None = None
+        self._face: RedisStore | None = None
 
     @classmethod
     async def connect(
@@ -99,8 +140,21 @@ class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
         await self._load_scripts()
         await self._create_groups()
 
+    def trio_face(self) -> RedisStore | None:
+        """This store as Trio calls it directly, for :data:`TRIO_NATIVE` (the bridge's
+        ``native``): on a standalone Redis the client reaches over plain TCP or a Unix socket,
+        its round trips on a :class:`~.redis_trio.TrioRedisPool`; ``None`` on a cluster or
+        TLS, whose every call crosses the bridge. One face per store, closed with it."""
+        if self._trio_pool is None and not isinstance(self._client, RedisCluster):
+            self._trio_pool = TrioRedisPool.for_client(self._client)
+            if self._trio_pool is not None:
+                self._face = self.on_trio(self._trio_pool)
+        return self._face
+
     async def aclose(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections, and the Trio face's."""
+        if self._trio_pool is not None:
+            self._trio_pool.close()
         await self._client.aclose()
 
     @redis_call
@@ -129,6 +183,21 @@ class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
         maximum = sum(int(node.get("maxmemory", 0)) for node in memories)
         seconds = sum(float(n["used_cpu_sys"]) + float(n["used_cpu_user"]) for n in cpus)
         return used, maximum, seconds
+
+
+def from_trio(
+    store: RedisStore, *, timeout: float, observe: Callable[[float], None] | None = None
+) -> RedisStore:
+    """``store`` as the server calls it from Trio: behind the bridge with Redis's deadline,
+    its request path (:data:`RedisStore.TRIO_NATIVE`) on the Trio face where there is one."""
+    return bridged(
+        store,
+        dependency="redis",
+        timeout=timeout,
+        observe=observe,
+        native=store.trio_face(),
+        native_methods=RedisStore.TRIO_NATIVE,
+    )
 
 
 if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)

@@ -28,7 +28,7 @@ class RedisTokens(ScriptRunner):
 
     @redis_call
     async def token_info(self, token: BearerToken) -> TokenInfo | None:
-        value = await self._client.get(self.keys.token(token.user_id, token.digest))
+        (value,) = await self._run([("GET", [self.keys.token(token.user_id, token.digest)], [])])
         if not value:
             return None
         session_id, expires, issued, factors = as_bytes(value).decode().rsplit(":", 3)
@@ -97,11 +97,12 @@ class RedisTokens(ScriptRunner):
     async def store_psp_session(
         self, psp_session_id: str, data: Mapping[str, Any], ttl_ms: int
     ) -> None:
-        await self._client.set(self.keys.psp(psp_session_id), json.dumps(dict(data)), px=ttl_ms)
+        key = self.keys.psp(psp_session_id)
+        await self._run([("SET", [key], [json.dumps(dict(data)), "PX", ttl_ms])])
 
     @redis_call
     async def load_psp_session(self, psp_session_id: str) -> dict[str, Any] | None:
-        raw = await self._client.get(self.keys.psp(psp_session_id))
+        (raw,) = await self._run([("GET", [self.keys.psp(psp_session_id)], [])])
         if not raw:
             return None
         data: dict[str, Any] = json.loads(as_bytes(raw))
@@ -112,12 +113,12 @@ class RedisTokens(ScriptRunner):
         self, user_id: str, challenge: bytes, ttl_ms: int, *, enrollment: bool = False
     ) -> None:
         key = self.keys.user(user_id, "pke" if enrollment else "pkc")
-        await self._client.set(key, challenge, px=ttl_ms)
+        await self._run([("SET", [key], [challenge, "PX", ttl_ms])])
 
     @redis_call
     async def take_passkey_challenge(
         self, user_id: str, *, enrollment: bool = False
     ) -> bytes | None:
         key = self.keys.user(user_id, "pke" if enrollment else "pkc")
-        challenge = await self._client.getdel(key)
+        (challenge,) = await self._run([("GETDEL", [key], [])])
         return None if challenge is None else as_bytes(challenge)

@@ -33,7 +33,7 @@ import trio
 from adapters.bridge import aio, bridged
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from zeropay_proto import MasterKeyring
 from zeropay_proto.crypto import NONCE_BYTES, reseal_record, unconfigured_versions
 
@@ -206,7 +206,7 @@ def rotate_keys(settings: Settings, batch: int = DEFAULT_BATCH) -> int:
         try:
             return await rotate(
                 bridged(postgres, dependency="postgresql", timeout=60),
-                bridged(redis, dependency="redis", timeout=settings.redis_timeout),
+                from_trio(redis, timeout=settings.redis_timeout),
                 settings.secrets.keyring,
                 hold_ms=settings.record_hold_ms,
                 out=sys.stdout if not sys.stderr.isatty() else sys.stderr,

@@ -35,7 +35,7 @@ from adapters.ports import (
 )
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from zeropay_proto import Factor, Policy, epoch_ms
 from zeropay_proto.admission import Limits
 from zeropay_proto.crypto import NONCE_BYTES, EnrollmentRecord, seal_record
@@ -277,11 +277,8 @@ async def _open_production_stores(
         applied = await aio(postgres.migrate)(today=today)
         log.info("migrations applied", extra={"fields": {"applied": applied}})
     latency = metrics.dependency_latency
-    state = bridged(
-        redis,
-        dependency="redis",
-        timeout=settings.redis_timeout,
-        observe=latency.labels("redis").observe,
+    state = from_trio(
+        redis, timeout=settings.redis_timeout, observe=latency.labels("redis").observe
     )
     durable = bridged(
         postgres,

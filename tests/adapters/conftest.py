@@ -23,7 +23,7 @@ from adapters.memory import MemoryStore
 from adapters.ports import DurableStore, StateStore
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from tests.services import (
     REDIS_URL,
     RedisCluster,
@@ -138,7 +138,7 @@ async def open_state_store(
                 cluster_nodes=backend["cluster"].nodes, keys=KeySpace(prefix)
             )
         try:
-            yield bridged(store, dependency="redis", timeout=timeout)
+            yield from_trio(store, timeout=timeout)
         finally:
             await aio(store.aclose)()
     if kind == "redis":

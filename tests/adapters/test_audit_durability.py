@@ -21,7 +21,7 @@ from adapters.audit import AuditFlusher
 from adapters.bridge import aio, bridged
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from tests.adapters.helpers import event, new_user
 from tests.services import (
     REDIS_URL,
@@ -50,7 +50,7 @@ async def open_stores(database_url: str) -> AsyncIterator[tuple[Any, Any, Postgr
         await aio(log.migrate)(today=dt.date.today())
         try:
             yield (
-                bridged(stream, dependency="redis", timeout=10),
+                from_trio(stream, timeout=10),
                 bridged(log, dependency="postgresql", timeout=5),
                 log,
             )

@@ -14,10 +14,10 @@ import redis
 import trio
 import trio_asyncio
 
-from adapters.bridge import aio, bridged
+from adapters.bridge import aio
 from adapters.errors import DependencyUnavailable
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from tests.adapters.conftest import open_state_store
 from tests.adapters.helpers import event, new_session, new_user
 from tests.services import REDIS_URL, _stop, delete_prefix, free_port, running_private_redis
@@ -104,7 +104,7 @@ async def test_session_memory_stays_within_budget_at_ten_thousand_sessions() -> 
     sessions = 10_000
     async with trio_asyncio.open_loop():
         store = await aio(RedisStore.connect)(url=REDIS_URL, keys=KeySpace(prefix))
-        on_trio = bridged(store, dependency="redis", timeout=30)
+        on_trio = from_trio(store, timeout=30)
         try:
             keys = []
             limiter = trio.Semaphore(64)
@@ -161,7 +161,7 @@ async def test_a_dead_redis_fails_closed_with_dependency_unavailable(
     url, process = private_redis
     async with trio_asyncio.open_loop():
         store = await aio(RedisStore.connect)(url=url)
-        on_trio = bridged(store, dependency="redis", timeout=5)
+        on_trio = from_trio(store, timeout=5)
         user = new_user()
         request = AdmissionRequest(
             now=time.time(),

@@ -22,11 +22,12 @@ import trio
 import trio_asyncio
 from redis.asyncio.connection import AbstractConnection
 
+from adapters import redis_trio
 from adapters.bridge import aio, bridged
 from adapters.errors import DependencyUnavailable
 from adapters.redis_errors import is_unavailable
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from tests.adapters.conftest import open_state_store
 from tests.adapters.helpers import event, new_user
 from tests.services import REDIS_URL, running_private_redis
@@ -112,12 +113,19 @@ def _request(user: str | None, nonce: str | None = None) -> AdmissionRequest:
     )
 
 
+@pytest.mark.parametrize("path", ["trio", "bridge"])
 @pytest.mark.parametrize("reply", UNAVAILABLE_REPLIES, ids=lambda r: r.split()[0])
-async def test_every_unavailable_reply_is_dependency_unavailable(reply: str) -> None:
+async def test_every_unavailable_reply_is_dependency_unavailable(reply: str, path: str) -> None:
+    """On the Trio pool (a request's steps) and across the bridge (the rest) alike."""
     async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
         url = await _erring_redis(reply, nursery)
         client = aioredis.Redis.from_url(url, socket_timeout=None)
-        store = bridged(RedisStore(client, KeySpace()), dependency="redis", timeout=5)
+        adapter = RedisStore(client, KeySpace())
+        store = (
+            from_trio(adapter, timeout=5)
+            if path == "trio"
+            else bridged(adapter, dependency="redis", timeout=5)
+        )
         user = new_user()
         with pytest.raises(DependencyUnavailable):
             await store.admit(_request(user))  # a pipeline of scripts
@@ -127,7 +135,7 @@ async def test_every_unavailable_reply_is_dependency_unavailable(reply: str) -> 
             await store.load_for_initiate(user)  # plain commands
         with pytest.raises(DependencyUnavailable):
             await store.append(event(user))
-        await aio(client.aclose)()
+        await aio(adapter.aclose)()
         nursery.cancel_scope.cancel()
 
 
@@ -146,7 +154,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
 async def _store(url: str) -> AsyncIterator[Any]:
     store = await aio(RedisStore.connect)(url=url, keys=KeySpace("faults"))
     try:
-        yield bridged(store, dependency="redis", timeout=5)
+        yield from_trio(store, timeout=5)
     finally:
         await aio(store.aclose)()
 
@@ -240,17 +248,24 @@ async def test_a_reply_lost_after_the_command_ran_is_an_outage_not_a_second_send
     cluster failover test met this). The store sends each call at most once: the lost reply
     is a 503, and the next request meets a working store."""
     armed = False
-    read = AbstractConnection.read_response
+    # Where the reply is read, and how its connection breaks there: redis-py's connection on
+    # a cluster, the Trio pool's socket standalone.
+    owner, method, lost = (
+        (AbstractConnection, "read_response", redis.exceptions.ConnectionError("closed"))
+        if state_backend["cluster"]
+        else (redis_trio._Connection, "round_trip", ConnectionResetError("reset by peer"))
+    )
+    read = getattr(owner, method)
 
-    async def lossy(connection: AbstractConnection, *args: Any, **kwargs: Any) -> Any:
+    async def lossy(connection: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal armed
         reply = await read(connection, *args, **kwargs)
         if armed:
             armed = False
-            raise redis.exceptions.ConnectionError("Connection closed by server.")
+            raise lost
         return reply
 
-    monkeypatch.setattr(AbstractConnection, "read_response", lossy)
+    monkeypatch.setattr(owner, method, lossy)
     async with open_state_store(state_backend) as store:
         nonce = str(uuid.uuid4())
         armed = True
@@ -272,7 +287,7 @@ async def test_events_redis_lost_are_replayed_from_the_instances_journal(
     admin = redis.Redis.from_url(url)
     async with trio_asyncio.open_loop():
         store = await aio(RedisStore.connect)(url=url, keys=KeySpace("journal"))
-        on_trio = bridged(store, dependency="redis", timeout=5)
+        on_trio = from_trio(store, timeout=5)
         try:
             assert await on_trio.read_batch("c1", 100, 30_000) == []  # epochs noted
             user = new_user()

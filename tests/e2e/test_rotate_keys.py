@@ -28,7 +28,7 @@ from adapters.bridge import aio, bridged
 from adapters.ports import CachedEnrollment
 from adapters.postgres import PostgresStore
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from tests.e2e.servers import production_keys
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
 from zeropay_proto import EnrollmentRecord, Factor, MasterKeyring, WrappedKey
@@ -62,7 +62,7 @@ async def stores(database: str, prefix: str) -> AsyncIterator[tuple[Any, Any]]:
             await aio(postgres.migrate)(today=dt.date.today())
             yield (
                 bridged(postgres, dependency="postgresql", timeout=60),
-                bridged(redis, dependency="redis", timeout=5),
+                from_trio(redis, timeout=5),
             )
         finally:
             await aio(redis.aclose)()

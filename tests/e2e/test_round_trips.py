@@ -1,7 +1,8 @@
 """Defect 7: the original made 9-11 Redis and 5 PostgreSQL round trips per verify.
 
-Counted, not timed: every Redis round trip passes through redis-py's ``send_packed_command``
-(one command or one pipeline on one connection); PostgreSQL statements are counted at the
+Counted, not timed: every Redis round trip passes through the Trio pool's ``round_trip`` (a
+request's steps on standalone Redis) or redis-py's ``send_packed_command`` (one command or one
+pipeline on one connection, behind the bridge); PostgreSQL statements are counted at the
 adapter's pool. Real Redis and PostgreSQL, standalone Redis. A verify reads PostgreSQL only when
 the user's record is not in the record cache (issue 8).
 """
@@ -23,6 +24,7 @@ import trio_asyncio
 import trio_parallel
 
 from adapters.redis_keys import KeySpace
+from adapters.redis_trio import TrioRedisPool
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
 from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 from zeropay_server.app import create_app
@@ -49,6 +51,14 @@ async def test_initiate_and_verify_take_two_redis_round_trips_and_at_most_one_qu
         await send(self, command, check_health)
 
     monkeypatch.setattr(redis_connection.AbstractConnection, "send_packed_command", counting_send)
+    trio_round_trip = TrioRedisPool.round_trip
+
+    async def counting_round_trip(self: TrioRedisPool, packed: bytes, count: int) -> list[Any]:
+        trips["redis"] += 1
+        trips["on trio"] += 1
+        return await trio_round_trip(self, packed, count)
+
+    monkeypatch.setattr(TrioRedisPool, "round_trip", counting_round_trip)
 
     def key() -> str:
         return base64.b64encode(secrets.token_bytes(32)).decode()
@@ -107,6 +117,7 @@ async def test_initiate_and_verify_take_two_redis_round_trips_and_at_most_one_qu
                 trips.clear()
                 queries.clear()
                 started = await post("/v1/verification/initiate", {"user_uuid": user})
+                assert trips["on trio"] == trips["redis"], "an initiate step crossed the bridge"
                 initiate = trips["redis"], queries["load_enrollment"]
                 trips.clear()
                 queries.clear()
@@ -118,6 +129,7 @@ async def test_initiate_and_verify_take_two_redis_round_trips_and_at_most_one_qu
                         "factors": {f: digests[f] for f in started["required_factors"]},
                     },
                 )
+                assert trips["on trio"] == trips["redis"], "a verify step crossed the bridge"
                 return (*initiate, trips["redis"], queries["load_enrollment"])
 
             # Just enrolled: the record is held (nothing cached), so PostgreSQL is read.
