@@ -6,8 +6,9 @@ Drives the real app in-process (its test client; real Redis and PostgreSQL behin
 bridge the server uses) and measures per request:
 
 - Redis commands: ``INFO commandstats`` deltas (script-internal commands included);
-- Redis round trips: calls to redis-py's ``send_packed_command`` (one per command or pipeline
-  sent on one connection, i.e. one per round trip and hash slot);
+- Redis round trips: calls to the Trio pool's ``round_trip`` (a request's steps on a
+  standalone Redis) and to redis-py's ``send_packed_command`` (what crosses the bridge): one
+  per command or pipeline sent on one connection, i.e. one per round trip and hash slot;
 - PostgreSQL statements: ``pg_stat_database.xact_commit`` deltas (every statement here is an
   autocommit transaction), with the audit flusher's batched writes counted separately;
 - Redis memory per verification session at ``--sessions`` sessions (``MEMORY USAGE`` of the
@@ -38,6 +39,7 @@ import trio
 import trio_asyncio
 import trio_parallel
 
+from adapters.redis_trio import TrioRedisPool
 from tests.services import DATABASE_URL, REDIS_URL, delete_prefix, temporary_database
 from zeropay_proto import Factor
 from zeropay_proto.answers import example_answer, factor_digest
@@ -52,12 +54,18 @@ ROUND_TRIPS = Counter[str]()
 
 def _count_round_trips() -> None:
     original = redis_connection.AbstractConnection.send_packed_command
+    on_trio = TrioRedisPool.round_trip
 
     async def counting(self: Any, command: Any, check_health: bool = True) -> None:
         ROUND_TRIPS["redis"] += 1
         await original(self, command, check_health)
 
+    async def counting_on_trio(self: TrioRedisPool, packed: bytes, count: int) -> list[Any]:
+        ROUND_TRIPS["redis"] += 1
+        return await on_trio(self, packed, count)
+
     redis_connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    TrioRedisPool.round_trip = counting_on_trio  # type: ignore[method-assign]
 
 
 def digest(user: str, factor: str) -> str:
