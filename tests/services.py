@@ -88,9 +88,14 @@ def _answers(client: redis.Redis) -> bool:
 
 
 @contextlib.contextmanager
-def running_private_redis(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of the test's own (which it may kill): yields its URL and process."""
-    port = free_port()
+def running_private_redis(
+    workdir: Path, *, unix_socket: bool = False
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own (which it may kill): yields its URL and process. With
+    ``unix_socket`` it listens on a Unix socket in ``workdir`` only (no TCP port)."""
+    port = 0 if unix_socket else free_port()
+    path = workdir / "redis.sock"
+    listen = ["--unixsocket", str(path), "--unixsocketperm", "700"] if unix_socket else []
     process = subprocess.Popen(
         [
             "redis-server",
@@ -98,6 +103,7 @@ def running_private_redis(workdir: Path) -> Iterator[tuple[str, subprocess.Popen
             str(port),
             "--bind",
             "127.0.0.1",
+            *listen,
             "--save",
             "",
             "--appendonly",
@@ -108,9 +114,15 @@ def running_private_redis(workdir: Path) -> Iterator[tuple[str, subprocess.Popen
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(host="127.0.0.1", port=port)
+        if unix_socket:
+            client = redis.Redis(unix_socket_path=str(path))
+            url = f"unix://{path}?db=0"
+        else:
+            client = redis.Redis(host="127.0.0.1", port=port)
+            url = f"redis://127.0.0.1:{port}/0"
         wait_until(functools.partial(_answers, client), timeout=20, what="private redis")
-        yield f"redis://127.0.0.1:{port}/0", process
+        client.close()
+        yield url, process
     finally:
         _stop(process)
 

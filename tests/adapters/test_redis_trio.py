@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import secrets
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import trio_asyncio
 
 from adapters.bridge import aio
 from adapters.redis_keys import KeySpace
-from adapters.redis_store import RedisStore
+from adapters.redis_store import RedisStore, from_trio
 from adapters.redis_trio import ServerAddress, TrioRedisPool
 from adapters.resp import pack
 from tests.services import free_port, running_private_redis
@@ -139,6 +140,24 @@ async def test_it_logs_in_with_the_urls_password_and_database(
     finally:
         wrong.close()
         admin.close()
+
+
+async def test_it_reaches_a_redis_on_a_unix_socket(tmp_path: Path) -> None:
+    with running_private_redis(tmp_path, unix_socket=True) as (url, _):
+        pool = _pool(url)
+        try:
+            assert pool.address.path == str(tmp_path / "redis.sock")
+            assert await _call(pool, "ECHO", "over the socket") == b"over the socket"
+        finally:
+            pool.close()
+        async with trio_asyncio.open_loop():  # the store as the server wires it
+            store = await aio(RedisStore.connect)(url=url, keys=KeySpace("unix"))
+            try:
+                assert store.trio_face() is not None
+                user = str(uuid.uuid4())
+                assert (await from_trio(store, timeout=5).load_for_initiate(user)).cached is None
+            finally:
+                await aio(store.aclose)()
 
 
 async def test_an_unreachable_or_closed_pool_is_a_redis_connection_error() -> None:
