@@ -171,6 +171,19 @@ def enroll_on_page(page: Page, server: ServerProcess, user: str, *, passkey: boo
     page.wait_for_selector("#result.ok")
 
 
+def pay_on_page(
+    page: Page, started: dict[str, Any], *, answers: dict[str, str] = ANSWERS, outcome: str = "ok"
+) -> str:
+    """Answer the session's challenged factors on the pay page (a passkey signs by itself)
+    and submit; wait for the ``outcome`` result and return its text."""
+    for factor in started["required_factors"]:
+        if factor != "PASSKEY":
+            answer(page, factor, answers[factor])
+    page.click("button[type=submit]")
+    page.wait_for_selector(f"#result.{outcome}")
+    return page.text_content("#result") or ""
+
+
 def with_authenticator(page: Page) -> None:
     """A platform authenticator with user verification, as a phone's: Chromium's virtual
     one (CDP), which answers navigator.credentials without a person."""
@@ -225,11 +238,7 @@ def test_enroll_then_pay_on_the_pages(shop: Shop, browser: BrowserThread) -> Non
         assert page.text_content("#amount") == "42.5 EUR"
         assert page.text_content("#payee") == shop.payee
         shot(page, f"2-payment-shown-{shop.payee}")
-        for factor in started["required_factors"]:
-            answer(page, factor, ANSWERS[factor])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#result.ok")
-        assert page.text_content("#result") == "Payment authorised."
+        assert pay_on_page(page, started) == "Payment authorised."
         shot(page, f"3-authorised-{shop.payee}")
 
     browser.on_page(steps)
@@ -243,11 +252,7 @@ def test_a_wrong_pin_shows_the_generic_failure(shop: Shop, browser: BrowserThrea
         started = initiate(shop, user)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("fieldset.factor")
-        for factor in started["required_factors"]:
-            answer(page, factor, "0000" if factor == "PIN" else ANSWERS[factor])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#result.error")
-        text = page.text_content("#result") or ""
+        text = pay_on_page(page, started, answers={**ANSWERS, "PIN": "0000"}, outcome="error")
         assert text == "Verification failed. Attempts left: 2."
         assert not any(factor in text for factor in ANSWERS)
         shot(page, f"4-wrong-pin-{shop.payee}")
@@ -272,11 +277,7 @@ def test_enroll_with_a_passkey_and_pay_with_both_factors(
         signed = page.text_content("#passkey")
         assert signed == f"Your passkey will sign: 42.5 EUR to {shop.payee}."
         shot(page, f"6-passkey-will-sign-{shop.payee}")
-        for factor in started["required_factors"][:-1]:
-            answer(page, factor, ANSWERS[factor])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#result.ok")
-        assert page.text_content("#result") == "Payment authorised."
+        assert pay_on_page(page, started) == "Payment authorised."
         shot(page, f"7-authorised-with-passkey-{shop.payee}")
         status = httpx.get(f"{server.url}/v1/verification/status/{started['session_id']}")
         assert status.json()["status"] == "verified"
@@ -314,11 +315,8 @@ def test_a_passkey_signature_over_another_amount_is_refused(
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("#passkey:not([hidden])")
         assert "4250 EUR" in (page.text_content("#passkey") or "")
-        for factor in started["required_factors"][:-1]:
-            answer(page, factor, ANSWERS[factor])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#result.error")
-        assert page.text_content("#result") == "Verification failed. Attempts left: 2."
+        refused = pay_on_page(page, started, outcome="error")
+        assert refused == "Verification failed. Attempts left: 2."
         shot(page, f"8-other-amount-refused-{shop.payee}")
         status = httpx.get(f"{server.url}/v1/verification/status/{started['session_id']}")
         assert (status.json()["status"], status.json()["attempts_used"]) == ("pending", 1)
