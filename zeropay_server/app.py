@@ -48,6 +48,32 @@ ASSETS = {
     "zeropay.js": _static("zeropay.js", "text/javascript; charset=utf-8"),
     "style.css": _static("style.css", "text/css; charset=utf-8"),
 }
+#: What every answer carries, pages and API alike: the pages run only their own script and
+#: style sheet (no inline code, so an injected tag runs nothing), talk only to this origin,
+#: and are never framed (a pay page inside another site's frame is clickjacking); no answer is
+#: sniffed into another type, and no URL leaks into a Referer.
+PAGE_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": PAGE_POLICY,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+#: Answers that may be kept by a cache: the public key set and the pages' assets (the same
+#: for everyone). Every other answer (pages, sessions, tokens, receipts, errors) is
+#: ``no-store``: a shared or browser cache must never replay one.
+CACHEABLE = ("/v1/keys", "/static/")
 #: Machine codes of the errors the framework raises before a handler runs.
 HTTP_ERROR_CODES = {
     404: "NOT_FOUND",
@@ -217,6 +243,14 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
         next request to a closing server) or when the body was not read (413, 408)."""
         if runtime.draining or not g.get("body_read", False):
             response.headers["Connection"] = "close"
+        return response
+
+    @app.after_request
+    async def lock_down(response: Response) -> Response:
+        """The security headers on every answer, and ``no-store`` on all but the cacheable."""
+        response.headers.update(SECURITY_HEADERS)
+        if not request.path.startswith(CACHEABLE):
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     @app.errorhandler(HTTPException)
