@@ -10,12 +10,15 @@ microseconds and runs inline.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+import trio_parallel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from adapters.errors import DependencyUnavailable
 from zeropay_proto import KeyWrapRequested, Receipt, b64url, derive_and_unwrap, derive_and_wrap
 
 from .config import RetiredReceiptKey, receipt_public_key
@@ -28,32 +31,48 @@ RunSync = Callable[..., Awaitable[Any]]
 CRYPTO_WORKER_NICENESS = 10
 
 
-def lower_worker_priority() -> None:
-    """trio-parallel's ``init`` for crypto workers (runs once in each worker process)."""
+def init_crypto_worker() -> None:
+    """trio-parallel's ``init`` for crypto workers (runs once in each worker process).
+
+    A worker runs at a lower priority, and ignores SIGTERM and SIGINT: the parent owns
+    shutdown. systemd's default ``KillMode=control-group`` (like ``kill -- -PGID`` or a
+    Ctrl-C on a terminal) signals every process of the group; a worker that died of it would
+    fail the derivations of the requests the parent is still finishing. The parent closes the
+    workers' pipes when it stops, and they exit on that.
+    """
     os.nice(CRYPTO_WORKER_NICENESS)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class CryptoPool:
-    """Runs the slow key derivations in worker processes."""
+    """Runs the slow key derivations in worker processes.
+
+    A worker that dies mid-derivation (killed, out of memory) is an outage of the pool, not a
+    bug: it raises :class:`DependencyUnavailable`, which answers 503, and the request gives
+    back whatever it reserved. trio-parallel starts a new worker for the next derivation.
+    """
 
     def __init__(self, run_sync: RunSync, workers: int) -> None:
         self._run_sync = run_sync
         self._limiter = trio.CapacityLimiter(workers)
 
+    async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self._run_sync(function, *args, limiter=self._limiter)
+        except trio_parallel.BrokenWorkerError as exc:
+            raise DependencyUnavailable("crypto") from exc
+
     async def wrap(self, request: KeyWrapRequested) -> bytes:
         """PBKDF2 + AES-GCM wrap of a new data key (enrollment)."""
-        wrapped: bytes = await self._run_sync(
-            derive_and_wrap, *request.arguments(), limiter=self._limiter
-        )
+        wrapped: bytes = await self._run(derive_and_wrap, *request.arguments())
         return wrapped
 
     async def unwrap(
         self, material: bytes, salt: bytes, iterations: int, wrapped: bytes, user_id: str
     ) -> bool:
         """PBKDF2 + AES-GCM unwrap (verification's "double decryption")."""
-        ok: bool = await self._run_sync(
-            derive_and_unwrap, material, salt, iterations, wrapped, user_id, limiter=self._limiter
-        )
+        ok: bool = await self._run(derive_and_unwrap, material, salt, iterations, wrapped, user_id)
         return ok
 
     def queue_depth(self) -> int:

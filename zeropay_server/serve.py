@@ -34,7 +34,7 @@ from adapters.bridge import open_loop
 
 from .app import create_app
 from .config import Settings, load_settings
-from .crypto import lower_worker_priority
+from .crypto import init_crypto_worker
 from .listener import serve_http, shielded_sends
 from .observability import configure_logging
 from .runtime import Runtime, open_runtime
@@ -94,7 +94,7 @@ async def serve(
         )
     async with contextlib.AsyncExitStack() as stack:
         context = await stack.enter_async_context(
-            trio_parallel.open_worker_context(init=lower_worker_priority)
+            trio_parallel.open_worker_context(init=init_crypto_worker)
         )
         if not settings.embedded:
             await stack.enter_async_context(open_loop())

@@ -354,9 +354,15 @@ class VerificationFlows(FlowSteps):
         key = cached.wrapped_key
         if not isinstance(compared, KeyDerivationRequested) or key is None:
             return False
-        unwrapped = await self.rt.crypto.unwrap(
-            compared.material, key.salt, key.iterations, key.wrapped, req.user_id
-        )
+        try:
+            unwrapped = await self.rt.crypto.unwrap(
+                compared.material, key.salt, key.iterations, key.wrapped, req.user_id
+            )
+        except DependencyUnavailable:
+            # A crypto worker died (a signal to the whole process group, the OOM killer):
+            # nothing was decided, so the attempt is given back and the client retries.
+            await self._give_back(req.session_id, req.user_id, attempt.attempt)
+            raise
         if not unwrapped:
             log.error("wrapped key did not unwrap after a match", extra={"fields": {}})
         return unwrapped
