@@ -65,10 +65,17 @@ class MemoryTokens(MemoryAuditStream):
         kind = "pke" if enrollment else "pkc"
         self._set(f"{kind}:{user_id}", challenge, self._now_ms() + ttl_ms)
 
-    async def take_passkey_challenge(
+    async def load_passkey_challenge(
         self, user_id: str, *, enrollment: bool = False
     ) -> bytes | None:
-        key = f"{'pke' if enrollment else 'pkc'}:{user_id}"
-        challenge: bytes | None = self._get(key)
-        self._delete(key)
+        challenge: bytes | None = self._get(f"{'pke' if enrollment else 'pkc'}:{user_id}")
         return challenge
+
+    async def take_passkey_challenge(
+        self, user_id: str, challenge: bytes, *, enrollment: bool = False
+    ) -> bool:
+        key = f"{'pke' if enrollment else 'pkc'}:{user_id}"
+        if self._get(key) != challenge:
+            return False
+        self._delete(key)
+        return True

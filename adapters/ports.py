@@ -407,10 +407,19 @@ class PasskeyCeremonyPort(Protocol):
         register a passkey without a token."""
         ...
 
-    async def take_passkey_challenge(
+    async def load_passkey_challenge(
         self, user_id: str, *, enrollment: bool = False
     ) -> bytes | None:
-        """The user's registration challenge, removed: each is good for one response."""
+        """The user's registration challenge, left in place: a response is checked against
+        it first, and only one that verifies takes it (:meth:`take_passkey_challenge`)."""
+        ...
+
+    async def take_passkey_challenge(
+        self, user_id: str, challenge: bytes, *, enrollment: bool = False
+    ) -> bool:
+        """Remove the user's registration challenge if it is still ``challenge``, atomically;
+        ``False`` if it is gone or was replaced. Each is good for one verified response, and a
+        response that did not verify never spends it."""
         ...
 
 

@@ -46,6 +46,7 @@ NAMES = (
     "count_lock",
     "cache_record",
     "invalidate_record",
+    "take_challenge",
 )
 
 #: One script call (lower-case script name) or plain command (upper case): name, keys, args.

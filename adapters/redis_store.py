@@ -65,6 +65,7 @@ class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
             "forget_user",
             "invalidate_record",
             "load_for_initiate",
+            "load_passkey_challenge",
             "load_psp_session",
             "load_session",
             "release_attempt",

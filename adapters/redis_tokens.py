@@ -116,9 +116,17 @@ class RedisTokens(ScriptRunner):
         await self._run([("SET", [key], [challenge, "PX", ttl_ms])])
 
     @redis_call
-    async def take_passkey_challenge(
+    async def load_passkey_challenge(
         self, user_id: str, *, enrollment: bool = False
     ) -> bytes | None:
         key = self.keys.user(user_id, "pke" if enrollment else "pkc")
-        (challenge,) = await self._run([("GETDEL", [key], [])])
+        (challenge,) = await self._run([("GET", [key], [])])
         return None if challenge is None else as_bytes(challenge)
+
+    @redis_call
+    async def take_passkey_challenge(
+        self, user_id: str, challenge: bytes, *, enrollment: bool = False
+    ) -> bool:
+        key = self.keys.user(user_id, "pke" if enrollment else "pkc")
+        (taken,) = await self._run([("take_challenge", [key], [challenge])])
+        return bool(taken)

@@ -47,7 +47,16 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers import decode_credential_public_key
+from webauthn.helpers.cose import COSECRV, COSEAlgorithmIdentifier
+from webauthn.helpers.decode_credential_public_key import (
+    DecodedEC2PublicKey,
+    DecodedOKPPublicKey,
+    DecodedRSAPublicKey,
+)
+from webauthn.helpers.decoded_public_key_to_cryptography import (
+    decoded_public_key_to_cryptography,
+)
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -180,8 +189,47 @@ STAND_IN_KEY = bytes.fromhex(
     "a50102032620012158205cd4cecc42489e98ed3ff71498051f780f36486d4d44d867d998185784e7da5722"
     "5820eef71a40d6a6ad113d47bbf3110bf1185c3ae463317ab00673043abcbcd4054b"
 )
-#: What py_webauthn raises for a response it cannot parse or verify.
-_MALFORMED = (WebAuthnException, ValueError, KeyError, TypeError)
+#: What a response the library cannot parse or verify raises: anything. py_webauthn raises
+#: its own errors for what it checks, but a hostile attestation reaches code it does not
+#: guard (an ``android-safetynet`` payload that is a JSON list raised ``AttributeError``), and
+#: every one of those is the client's bad input (a 400, or a refused assertion), never a 500.
+#: The fuzz tests (``tests/fuzz``) drive every attestation format through it.
+_MALFORMED = (Exception,)
+
+#: The credential keys a passkey may have (COSE, RFC 9053): ES256 on P-256, EdDSA on Ed25519
+#: and RS256, the three every platform authenticator offers (WebAuthn Level 3, 5.8.3: "-7,
+#: -8 and -257 ... for maximum compatibility"). Options ask for these alone.
+SUPPORTED_KEY_ALGORITHMS = (
+    COSEAlgorithmIdentifier.ECDSA_SHA_256,
+    COSEAlgorithmIdentifier.EDDSA,
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
+)
+#: The smallest RSA modulus accepted (NIST SP 800-57 part 1: 2048 bits to 2030).
+MIN_RSA_BITS = 2048
+
+
+def supported_credential_key(cose_key: bytes) -> bool:
+    """Whether a registered credential's public key is one this service checks assertions
+    with: an algorithm of :data:`SUPPORTED_KEY_ALGORITHMS` on its own curve, a point on that
+    curve (an off-curve P-256 point is refused: invalid-curve attacks), an RSA modulus of at
+    least :data:`MIN_RSA_BITS`."""
+    try:
+        decoded = decode_credential_public_key(cose_key)
+        match decoded:
+            case DecodedEC2PublicKey(alg=COSEAlgorithmIdentifier.ECDSA_SHA_256, crv=COSECRV.P256):
+                pass
+            case DecodedOKPPublicKey(alg=COSEAlgorithmIdentifier.EDDSA, crv=COSECRV.ED25519):
+                pass
+            case DecodedRSAPublicKey(alg=COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256):
+                if int.from_bytes(decoded.n, "big").bit_length() < MIN_RSA_BITS:
+                    return False
+            case _:
+                return False
+        # Builds the key, which checks that an elliptic-curve point lies on its curve.
+        decoded_public_key_to_cryptography(decoded)
+    except _MALFORMED:
+        return False
+    return True
 
 #: A WebAuthn credential id is at most 1023 bytes.
 MAX_CREDENTIAL_ID_BYTES = 1023
@@ -288,6 +336,7 @@ def registration_options(
             user_verification=UserVerificationRequirement.REQUIRED,
         ),
         exclude_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in registered],
+        supported_pub_key_algs=list(SUPPORTED_KEY_ALGORITHMS),
     )
     parsed: dict[str, Any] = json.loads(options_to_json(options))
     return parsed
@@ -296,7 +345,11 @@ def registration_options(
 def check_registration(
     rp: RelyingParty, response: Mapping[str, Any], *, challenge: bytes, now_ms: int
 ) -> Passkey:
-    """The passkey a registration response creates, or a 400 if it does not verify."""
+    """The passkey a registration response creates, or a 400 if it does not verify or its key
+    is not one this service checks assertions with (:func:`supported_credential_key`)."""
+    refused = RemoteProtocolError(
+        "the passkey registration did not verify", code="PASSKEY_INVALID", field="credential"
+    )
     try:
         verified = verify_registration_response(
             credential=dict(response),
@@ -304,11 +357,12 @@ def check_registration(
             expected_rp_id=rp.rp_id,
             expected_origin=list(rp.origins),
             require_user_verification=True,
+            supported_pub_key_algs=list(SUPPORTED_KEY_ALGORITHMS),
         )
     except _MALFORMED as exc:
-        raise RemoteProtocolError(
-            "the passkey registration did not verify", code="PASSKEY_INVALID", field="credential"
-        ) from exc
+        raise refused from exc
+    if not supported_credential_key(verified.credential_public_key):
+        raise refused
     return Passkey(
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,

@@ -530,16 +530,24 @@ async def test_an_enrollment_change_revokes_every_token_of_its_user(
 
 
 @state
-async def test_a_passkey_challenge_is_taken_once(
+async def test_a_passkey_challenge_is_taken_once_and_only_as_it_was_read(
     state_backend: dict[str, Any],
 ) -> None:
     async with open_state_store(state_backend) as store:
         user = new_user()
-        assert await store.take_passkey_challenge(user) is None
+        assert await store.load_passkey_challenge(user) is None
+        assert not await store.take_passkey_challenge(user, b"first")
         await store.store_passkey_challenge(user, b"first", 60_000)
         await store.store_passkey_challenge(user, b"second", 60_000)  # replaces the first
-        assert await store.take_passkey_challenge(user) == b"second"
-        assert await store.take_passkey_challenge(user) is None  # once
+        assert await store.load_passkey_challenge(user) == b"second"
+        assert await store.load_passkey_challenge(user) == b"second"  # reading spends nothing
+        assert not await store.take_passkey_challenge(user, b"first")  # replaced: not taken
+        assert await store.take_passkey_challenge(user, b"second")
+        assert not await store.take_passkey_challenge(user, b"second")  # once
+        assert await store.load_passkey_challenge(user) is None
+        await store.store_passkey_challenge(user, b"grant", 60_000, enrollment=True)
+        assert await store.load_passkey_challenge(user) is None  # kept apart
+        assert await store.take_passkey_challenge(user, b"grant", enrollment=True)
 
 
 @state

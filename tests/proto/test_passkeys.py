@@ -5,7 +5,8 @@ them inside the core's decisions."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import pytest
@@ -32,6 +33,7 @@ from zeropay_proto.passkeys import (
     parse_credential_id,
     registration_options,
     requires_possession,
+    supported_credential_key,
 )
 
 RP = RelyingParty(rp_id="localhost", name="ZeroPay", origins=("http://localhost:8080",))
@@ -259,3 +261,80 @@ def test_decoy_passkeys_are_stable_shaped_like_real_ones_and_as_common() -> None
     for bad in ({"decoy_percent": 101}, {"decoy_percent": -1}, {"threshold": Decimal(-1)}):
         with pytest.raises(LocalProtocolError):
             PossessionPolicy(**bad)
+
+
+# ------------------------------------------------------------------ which keys are accepted
+
+
+#: (1, 1) is not a point of P-256; ES512 on P-521 is not an algorithm assertions are checked in.
+OFF_CURVE = {
+    "kty": 2,
+    "alg": -7,
+    "crv": 1,
+    "x": (1).to_bytes(32, "big"),
+    "y": (1).to_bytes(32, "big"),
+}
+ES512 = {"kty": 2, "alg": -36, "crv": 3, "x": bytes(66), "y": bytes(66)}
+
+
+def _cose(**fields: object) -> bytes:
+    import cbor2
+
+    labels = {"kty": 1, "alg": 3, "crv": -1, "x": -2, "y": -3, "n": -1, "e": -2}
+    return bytes(cbor2.dumps({labels[k]: v for k, v in fields.items()}))
+
+
+def _rsa_cose(bits: int) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    numbers = rsa.generate_private_key(65537, bits).public_key().public_numbers()
+    return _cose(kty=3, alg=-257, n=numbers.n.to_bytes(bits // 8, "big"), e=b"\x01\x00\x01")
+
+
+def _ed25519_cose() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return _cose(kty=1, alg=-8, crv=6, x=raw)
+
+
+@pytest.mark.parametrize(
+    ("key", "accepted"),
+    [
+        pytest.param(lambda: SoftAuthenticator(credential_id=b"p").cose_key(), True, id="es256"),
+        pytest.param(_ed25519_cose, True, id="eddsa"),
+        pytest.param(lambda: _rsa_cose(2048), True, id="rs256-2048"),
+        pytest.param(lambda: _rsa_cose(1024), False, id="rs256-1024"),
+        pytest.param(
+            lambda: _cose(
+                kty=2, alg=-7, crv=1, x=(1).to_bytes(32, "big"), y=(1).to_bytes(32, "big")
+            ),
+            False,
+            id="off-curve",
+        ),
+        pytest.param(lambda: _cose(**ES512), False, id="es512"),
+        pytest.param(lambda: b"\xa0", False, id="empty-map"),
+        pytest.param(lambda: b"junk", False, id="not-cbor"),
+    ],
+)
+def test_only_keys_assertions_are_checked_with_are_accepted(
+    key: Callable[[], bytes], accepted: bool
+) -> None:
+    assert supported_credential_key(key()) is accepted
+
+
+def test_a_registration_whose_key_is_too_weak_is_refused() -> None:
+    """A 1024-bit RS256 key: the library's checks pass (its algorithm is allowed), the key's
+    strength does not."""
+
+    @dataclass
+    class WeakRsa(SoftAuthenticator):
+        def cose_key(self) -> bytes:
+            return _rsa_cose(1024)
+
+    challenge = entropy(32, "weak")
+    response = WeakRsa(credential_id=b"weak").register(RP.rp_id, ORIGIN, challenge)
+    with pytest.raises(RemoteProtocolError) as refused:
+        check_registration(RP, response, challenge=challenge, now_ms=0)
+    assert refused.value.code == "PASSKEY_INVALID"

@@ -72,15 +72,21 @@ async def test_register_list_and_delete_a_passkey() -> None:
 async def test_a_challenge_answers_one_registration_and_a_wrong_origin_none() -> None:
     async with running_app() as h:
         user, auth = await _enrolled_with_token(h)
-        _, status, body = await _register(
-            h, user, auth, SoftAuthenticator(credential_id=b"x1"), origin="https://evil.example"
-        )
-        assert (status, body["code"]) == (400, "PASSKEY_INVALID")
-        replay = SoftAuthenticator(credential_id=b"x2").register("localhost", ORIGIN, bytes(32))
-        late = await h.call(
-            "POST", "/v1/passkeys", {"user_uuid": user, "credential": replay}, headers=auth
-        )
-        assert (late.status, late.body["code"]) == (409, "NO_PASSKEY_CHALLENGE")
+        options = await h.call("POST", "/v1/passkeys/options", {"user_uuid": user}, headers=auth)
+        challenge = b64decode(options.body["options"]["challenge"])
+
+        async def register(device: SoftAuthenticator, origin: str) -> tuple[int, str]:
+            credential = device.register("localhost", origin, challenge)
+            done = await h.call(
+                "POST", "/v1/passkeys", {"user_uuid": user, "credential": credential}, headers=auth
+            )
+            return done.status, done.body.get("code", "")
+
+        evil = await register(SoftAuthenticator(credential_id=b"x1"), "https://evil.example")
+        assert evil == (400, "PASSKEY_INVALID")  # refused, and the challenge is not spent
+        assert (await register(SoftAuthenticator(credential_id=b"x2"), ORIGIN))[0] == 201
+        late = await register(SoftAuthenticator(credential_id=b"x3"), ORIGIN)
+        assert late == (409, "NO_PASSKEY_CHALLENGE")
 
 
 async def test_the_limit_per_user_holds() -> None:

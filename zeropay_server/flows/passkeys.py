@@ -43,17 +43,23 @@ class PasskeyFlows(FlowSteps):
         if with_token:
             await self.step_up_for(req.user_id)
         headers = await self.admit(req.user_id, state_changing=True)
-        challenge = await self.rt.state.take_passkey_challenge(
-            req.user_id, enrollment=not with_token
-        )
-        if challenge is None and not with_token:
+        grant = not with_token
+        challenge = await self.rt.state.load_passkey_challenge(req.user_id, enrollment=grant)
+        if challenge is None and grant:
             message = "a bearer token is required, or the enrollment's registration options"
             raise ApiError(401, "UNAUTHENTICATED", message, field="Authorization")
         if challenge is None:
             message = "no registration in progress: ask for the options first"
             raise ApiError(409, "NO_PASSKEY_CHALLENGE", message)
+        # The response is checked before the challenge is spent: one that does not verify (a
+        # stranger's junk, sent to spoil the enrolling user's grant) is a 400 and leaves it.
         now_ms = epoch_ms(self.ctx.now)
         passkey = check_registration(rp, req.credential, challenge=challenge, now_ms=now_ms)
+        if not await self.rt.state.take_passkey_challenge(
+            req.user_id, challenge, enrollment=grant
+        ):
+            message = "this registration's challenge was used or replaced; ask for new options"
+            raise ApiError(409, "NO_PASSKEY_CHALLENGE", message)
         await self.invalidate_record(req.user_id)  # the record cache holds the passkeys
         if not await self.rt.durable.add_passkey(req.user_id, passkey, MAX_PASSKEYS_PER_USER):
             message = f"a known passkey, or the user has {MAX_PASSKEYS_PER_USER} already"
