@@ -9,8 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.authenticator import UP, UV, SoftAuthenticator
 from tests.helpers import T0, entropy
@@ -278,23 +281,16 @@ ES512 = {"kty": 2, "alg": -36, "crv": 3, "x": bytes(66), "y": bytes(66)}
 
 
 def _cose(**fields: object) -> bytes:
-    import cbor2
-
     labels = {"kty": 1, "alg": 3, "crv": -1, "x": -2, "y": -3, "n": -1, "e": -2}
     return bytes(cbor2.dumps({labels[k]: v for k, v in fields.items()}))
 
 
 def _rsa_cose(bits: int) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     numbers = rsa.generate_private_key(65537, bits).public_key().public_numbers()
     return _cose(kty=3, alg=-257, n=numbers.n.to_bytes(bits // 8, "big"), e=b"\x01\x00\x01")
 
 
 def _ed25519_cose() -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
     raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return _cose(kty=1, alg=-8, crv=6, x=raw)
 
