@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeropay_proto import (
+    GENERATION_KEPT_MS,
     epoch_ms,
 )
 
@@ -49,6 +50,13 @@ class MemoryKV:
             return None
         return entry.value
 
+    def _expiry(self, key: str) -> int:
+        """When a live entry expires (0: absent, or kept for ever)."""
+        entry = self._kv.get(key)
+        if entry is None or self._get(key) is None:
+            return 0
+        return entry.expires_at_ms or 0
+
     def _set(self, key: str, value: Any, expires_at_ms: int | None) -> None:
         previous = self._kv.get(key)
         self._kv[key] = _Entry(value, expires_at_ms)
@@ -77,6 +85,17 @@ class MemoryKV:
         present = self._get(key) is not None
         self._kv.pop(key, None)
         return present
+
+    def _generation(self, user_id: str) -> int:
+        """The user's generation (sessions issue tokens under it, tokens hold while it is
+        current): 0 until their enrollment first changes."""
+        generation: int = self._get(f"gen:{user_id}") or 0
+        return generation
+
+    def _next_generation(self, user_id: str) -> None:
+        """Move the user's generation on (never back), kept a day past this change."""
+        following = self._generation(user_id) + 1
+        self._set(f"gen:{user_id}", following, self._now_ms() + GENERATION_KEPT_MS)
 
     async def ping(self) -> bool:
         """Readiness: process memory is always there."""

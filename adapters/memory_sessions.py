@@ -55,6 +55,7 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
     async def invalidate_record(self, user_id: str, hold_ms: int) -> None:
         self._delete(f"rec:{user_id}")
         self._set(f"hold:{user_id}", True, self._now_ms() + hold_ms)
+        self._next_generation(user_id)
 
     async def store_session(
         self,
@@ -84,16 +85,17 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
         session_id: str,
         policy: Policy,
         lock_audit: AuditEvent,
-    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None]:
+    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None, int]:
         admission = await self.admit(request)
         if admission.refused or request.user_id is None:
-            return admission, None, None
+            return admission, None, None, 0
         reserved = await self.reserve_attempt(
             session_id, request.user_id, request.now, policy, lock_audit
         )
         if reserved is None:
-            return admission, None, None
-        return admission, reserved, self._get(f"rec:{request.user_id}")
+            return admission, None, None, 0
+        user_id = request.user_id
+        return admission, reserved, self._get(f"rec:{user_id}"), self._generation(user_id)
 
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
         session: Session | None = self._get(f"sess:{session_id}")
@@ -145,10 +147,12 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
         token_entropy: bytes,
         policy: Policy,
         audit: AuditEvent,
+        generation: int = 0,
     ) -> ConcludeOutcome | None:
         stored = await self.load_session(session_id, user_id)
         if stored is None:
             return None
+        current = self._generation(user_id)
         out = conclude_attempt(
             stored,
             attempt=attempt,
@@ -156,6 +160,8 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
             now=now,
             token_entropy=token_entropy,
             policy=policy,
+            reserved_generation=generation,
+            current_generation=current,
         )
         if isinstance(out, VerificationSucceeded):
             self._keep_session(out.session)
@@ -166,7 +172,11 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
                 expires_at_ms=out.token_expires_at_ms,
                 issued_at_ms=out.receipt.issued_at_ms,
                 factors_proven=out.factors_proven,
+                generation=current,
             )
+            if current:  # the generation outlives every token issued under it
+                kept = max(self._expiry(f"gen:{user_id}"), out.token_expires_at_ms)
+                self._set(f"gen:{user_id}", current, kept)
             self._set(f"tok:{out.token_digest.hex()}", info, out.token_expires_at_ms)
             index: set[str] = self._get(f"tokidx:{user_id}") or set()
             index.add(out.token_digest.hex())

@@ -8,6 +8,7 @@ from typing import Any
 
 from zeropay_proto import (
     BearerToken,
+    token_valid,
 )
 from zeropay_proto.audit import AuditEvent
 
@@ -24,7 +25,8 @@ class MemoryTokens(MemoryAuditStream):
         info: TokenInfo | None = self._get(f"tok:{token.digest.hex()}")
         if info is None or info.user_id != token.user_id:
             return None
-        return info
+        valid = token_valid(info.generation, self._generation(token.user_id))
+        return info if valid else None
 
     async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
         if await self.token_info(token) is None:
@@ -41,11 +43,13 @@ class MemoryTokens(MemoryAuditStream):
 
     async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
         revoked = self._drop_tokens(user_id)
+        self._next_generation(user_id)
         self._append(audit)
         return revoked
 
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
         self._drop_tokens(user_id)
+        self._next_generation(user_id)
         for kind in ("rec", "win", "lock"):
             self._delete(f"{kind}:{user_id}")
         self._append(audit)

@@ -115,6 +115,8 @@ class TokenInfo:
     expires_at_ms: int
     issued_at_ms: int
     factors_proven: int
+    #: The user's generation the token was issued under (it is valid only while current).
+    generation: int = 0
 
 
 class SessionPort(Protocol):
@@ -133,7 +135,8 @@ class SessionPort(Protocol):
         ...
 
     async def invalidate_record(self, user_id: str, hold_ms: int) -> None:
-        """Drop the user's record cache entry and refuse to cache one for ``hold_ms``.
+        """Drop the user's record cache entry and refuse to cache one for ``hold_ms``; move
+        the user's generation on (kept :data:`~zeropay_proto.GENERATION_KEPT_MS`).
 
         An update or a delete calls it before changing PostgreSQL (and makes no change if it
         fails); a new enrollment just after its insert (undone if it fails). A request that
@@ -171,12 +174,13 @@ class SessionPort(Protocol):
         session_id: str,
         policy: Policy,
         lock_audit: AuditEvent,
-    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None]:
+    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None, int]:
         """Verify's first step: admission and, only if the request was admitted (no limiter
-        refused, the nonce was fresh), :meth:`reserve_attempt` for ``request.user_id``, and
-        the user's record cache entry (``None``: not cached). The outcome is ``None`` when
+        refused, the nonce was fresh), :meth:`reserve_attempt` for ``request.user_id``, the
+        user's generation (read no later than the record: what :meth:`conclude_attempt` is
+        told) and record cache entry (``None``: not cached). The outcome is ``None`` when
         refused or when there is no such session. One atomic round trip on standalone Redis
-        (the cache read rides along); two on a Cluster, where the keys span slots."""
+        (the reads ride along); two on a Cluster, where the keys span slots."""
         ...
 
     async def load_session(self, session_id: str, user_id: str) -> Session | None:
@@ -210,14 +214,18 @@ class SessionPort(Protocol):
         token_entropy: bytes,
         policy: Policy,
         audit: AuditEvent,
+        generation: int = 0,
     ) -> ConcludeOutcome | None:
-        """Atomically: decide as :func:`zeropay_proto.conclude_attempt` on the session as
-        stored, persist it if it was pending (clearing the lockout and storing the token on
-        success), and append ``audit`` (its action is rewritten to the outcome's)."""
+        """Atomically: decide as :func:`zeropay_proto.conclude_attempt` on the session and
+        the user's generation as stored (``generation``: the one read with the reservation),
+        persist it if it was pending (clearing the lockout and storing the token, with its
+        generation, on success), and append ``audit`` (its action is rewritten to the
+        outcome's)."""
         ...
 
     async def token_info(self, token: BearerToken) -> TokenInfo | None:
-        """A live token's facts, or ``None`` (unknown, expired or revoked)."""
+        """A live token's facts, or ``None`` (unknown, expired, revoked, or issued under a
+        generation that is no longer current: :func:`zeropay_proto.token_valid`)."""
         ...
 
     async def revoke_token(self, token: BearerToken, audit: AuditEvent) -> bool:
@@ -225,13 +233,15 @@ class SessionPort(Protocol):
         ...
 
     async def revoke_user_tokens(self, user_id: str, audit: AuditEvent) -> int:
-        """Revoke every live token of a user (their enrollment changed: no token may outlive
-        the factors it proved) and append ``audit``. Returns how many were live."""
+        """Revoke every live token of a user (their enrollment or passkeys changed: no token
+        may outlive what it proved), move their generation on, and append ``audit``. Returns
+        how many were live."""
         ...
 
     async def forget_user(self, user_id: str, audit: AuditEvent) -> None:
         """Drop everything Redis holds for a user except live sessions (they expire and can no
-        longer verify, since the record is gone) and append ``audit``."""
+        longer verify, since the record is gone) and the generation, which moves on; append
+        ``audit``."""
         ...
 
 

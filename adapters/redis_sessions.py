@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from zeropay_proto import (
+    GENERATION_KEPT_MS,
     AccountLocked,
     AttemptReleased,
     AttemptReserved,
@@ -110,28 +111,34 @@ class RedisSessions(RedisAdmission):
         session_id: str,
         policy: Policy,
         lock_audit: AuditEvent,
-    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None]:
+    ) -> tuple[Admission, ReserveOutcome | None, CachedEnrollment | None, int]:
         user_id = request.user_id
         if user_id is None:
-            return await self._admit(request), None, None
-        read_cache: Call = ("GET", [self.keys.user(user_id, "rec")], [])
+            return await self._admit(request), None, None, 0
+        # The generation is read before the record: a change between the two reads moves it
+        # on again when the change is done (revoke_user), so conclude.lua refuses the proof.
+        reads: list[Call] = [
+            ("GET", [self.keys.user(user_id, "gen")], []),
+            ("GET", [self.keys.user(user_id, "rec")], []),
+        ]
         if self.clustered:
             # The keys span slots: admit first, then reserve and read the cache (two trips).
             admission = await self._admit(request)
             if admission.refused or not session_names_user(session_id, user_id):
-                return admission, None, None
+                return admission, None, None, 0
             reserve = self._reserve_call(session_id, user_id, request.now, policy, lock_audit)
-            reply, cached = await self._run([reserve, read_cache])
+            reply, generation, cached = await self._run([reserve, *reads])
         else:
             both = self._admit_and_reserve_call(request, session_id, policy, lock_audit)
-            (rl, user, reply), cached = await self._run([both, read_cache])
+            (rl, user, reply), generation, cached = await self._run([both, *reads])
             admission = decode_admission(request, [("admit_rl", rl), ("admit_user", user)])
             if reply[0] == NOT_ADMITTED or not session_names_user(session_id, user_id):
-                return admission, None, None
+                return admission, None, None, 0
         reserved = self._reserve_outcome(
             session_id, user_id, request.now, policy, lock_audit, reply
         )
-        return admission, reserved, self._decode_cached(user_id, reserved, cached)
+        cached_entry = self._decode_cached(user_id, reserved, cached)
+        return admission, reserved, cached_entry, int(generation or 0)
 
     def _admit_and_reserve_call(
         self, request: AdmissionRequest, session_id: str, policy: Policy, lock_audit: AuditEvent
@@ -185,8 +192,12 @@ class RedisSessions(RedisAdmission):
             [
                 (
                     "invalidate_record",
-                    [self.keys.user(user_id, "rec"), self.keys.user(user_id, "hold")],
-                    [hold_ms],
+                    [
+                        self.keys.user(user_id, "rec"),
+                        self.keys.user(user_id, "hold"),
+                        self.keys.user(user_id, "gen"),
+                    ],
+                    [hold_ms, GENERATION_KEPT_MS],
                 )
             ]
         )
@@ -364,12 +375,15 @@ class RedisSessions(RedisAdmission):
         token_entropy: bytes,
         policy: Policy,
         audit: AuditEvent,
+        generation: int = 0,
     ) -> ConcludeOutcome | None:
         if not session_names_user(session_id, user_id):
             return None
         token = issue_token(user_id, token_entropy, now=now, policy=policy)
-        call = self._conclude_call(session_id, user_id, attempt, key_unwrapped, token, audit)
-        ((code, blob),) = await self._run([call])
+        call = self._conclude_call(
+            session_id, user_id, attempt, key_unwrapped, token, audit, generation
+        )
+        ((code, blob, current),) = await self._run([call])
         if code == NO_SESSION:
             return None
         # An attempt that was never reserved (NEVER_RESERVED) makes the core raise
@@ -381,6 +395,8 @@ class RedisSessions(RedisAdmission):
             now=now,
             token_entropy=token_entropy,
             policy=policy,
+            reserved_generation=generation,
+            current_generation=int(current),
         )
         match out:
             case VerificationSucceeded() if code == APPLIED:
@@ -401,6 +417,7 @@ class RedisSessions(RedisAdmission):
         key_unwrapped: bool,
         token: IssuedToken,
         audit: AuditEvent,
+        generation: int,
     ) -> Call:
         keys = [
             self.keys.session(session_id, user_id),
@@ -408,6 +425,7 @@ class RedisSessions(RedisAdmission):
             self.keys.token(user_id, token.digest),
             self.keys.user(user_id, "tokidx"),
             self.keys.stream_of(user_id),
+            self.keys.user(user_id, "gen"),
         ]
         args = [
             attempt,
@@ -417,6 +435,7 @@ class RedisSessions(RedisAdmission):
             token.digest.hex(),
             AuditAction.VERIFICATION_SUCCEEDED.value,
             AuditAction.VERIFICATION_FAILED.value,
+            generation,
             *event_pairs(audit, without_action=True),
         ]
         return ("conclude", keys, args)

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from zeropay_proto import (
+    GENERATION_KEPT_MS,
     BearerToken,
+    token_valid,
 )
 from zeropay_proto.audit import AuditEvent
 
@@ -28,16 +30,24 @@ class RedisTokens(ScriptRunner):
 
     @redis_call
     async def token_info(self, token: BearerToken) -> TokenInfo | None:
-        (value,) = await self._run([("GET", [self.keys.token(token.user_id, token.digest)], [])])
+        value, current = await self._run(
+            [
+                ("GET", [self.keys.token(token.user_id, token.digest)], []),
+                ("GET", [self.keys.user(token.user_id, "gen")], []),
+            ]
+        )
         if not value:
             return None
-        session_id, expires, issued, factors = as_bytes(value).decode().rsplit(":", 3)
+        session_id, expires, issued, factors, generation = as_bytes(value).decode().rsplit(":", 4)
+        if not token_valid(int(generation), int(current or 0)):
+            return None
         return TokenInfo(
             user_id=token.user_id,
             session_id=session_id,
             expires_at_ms=int(expires),
             issued_at_ms=int(issued),
             factors_proven=int(factors),
+            generation=int(generation),
         )
 
     @redis_call
@@ -65,8 +75,12 @@ class RedisTokens(ScriptRunner):
             [
                 (
                     "revoke_user",
-                    [self.keys.user(user_id, "tokidx"), self.keys.stream_of(user_id)],
-                    [self.keys.token(user_id, b""), *event_pairs(audit)],
+                    [
+                        self.keys.user(user_id, "tokidx"),
+                        self.keys.stream_of(user_id),
+                        self.keys.user(user_id, "gen"),
+                    ],
+                    [self.keys.token(user_id, b""), GENERATION_KEPT_MS, *event_pairs(audit)],
                 )
             ]
         )
@@ -86,8 +100,9 @@ class RedisTokens(ScriptRunner):
                         self.keys.user(user_id, "lock"),
                         self.keys.user(user_id, "tokidx"),
                         self.keys.stream_of(user_id),
+                        self.keys.user(user_id, "gen"),
                     ],
-                    [token_prefix, *event_pairs(audit)],
+                    [token_prefix, GENERATION_KEPT_MS, *event_pairs(audit)],
                 )
             ]
         )

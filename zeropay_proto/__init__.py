@@ -67,6 +67,7 @@ from .requests import (
 )
 from .session import (
     DEFAULT_POLICY,
+    GENERATION_KEPT_MS,
     AccountLocked,
     AttemptReleased,
     AttemptReserved,
@@ -91,6 +92,7 @@ from .session import (
     open_session,
     release_attempt,
     reserve_attempt,
+    token_valid,
 )
 
 __all__ = [
@@ -103,6 +105,7 @@ __all__ = [
     "DEFAULT_RATE_LIMIT_PER_USER",
     "DEFAULT_RATE_WINDOW_MS",
     "ENROLLMENT_ENTROPY_BYTES",
+    "GENERATION_KEPT_MS",
     "MAX_BODY_BYTES",
     "AccountLocked",
     "AttemptReleased",
@@ -182,4 +185,5 @@ __all__ = [
     "select_window",
     "session_names_user",
     "token_digest",
+    "token_valid",
 ]

@@ -231,6 +231,7 @@ def supported_credential_key(cose_key: bytes) -> bool:
         return False
     return True
 
+
 #: A WebAuthn credential id is at most 1023 bytes.
 MAX_CREDENTIAL_ID_BYTES = 1023
 

@@ -44,6 +44,14 @@ challenge, the hash of the session's :meth:`Session.linked_data` (amount, curren
 attempt), and an attempt is proven only if the factors matched *and* the assertion verified
 (:func:`attempt_proven`): a failed assertion is one more failed attempt, as a wrong answer is.
 
+A token never outlives what it proved. Every change of a user's enrollment (its factors or
+its passkeys) moves the user's *generation* on, before the change and again after it, and
+never back. Step 1's driver reads the generation with the reservation; step 3 is told the
+generation it read and the one stored now: an attempt reserved before a change proves nothing
+after it, so it concludes as a failure, the generic one (an answer that was right for the old
+factors is wrong for the new, and saying otherwise would tell a guesser it was right). A token
+carries its generation, and is valid only while that is the current one (:func:`token_valid`).
+
 An unknown user gets a *decoy* session: challenges drawn, window by window, from a stable
 pseudo-enrollment (:func:`~zeropay_proto.challenge.decoy_enrollment`), so they overlap across
 windows as a real user's do; the same reservations against the same lockout counter, the same
@@ -399,6 +407,20 @@ class VerificationFailed:
     attempts_remaining: int
 
 
+#: How long a user's generation is kept after its last change (one day), and at least as
+#: long as any token issued under it: forgetting it sooner could let a token of an older
+#: generation match a counter that restarted from zero.
+GENERATION_KEPT_MS = 86_400_000
+
+
+def token_valid(token_generation: int, current_generation: int) -> bool:
+    """Whether a token (or a reserved attempt) still proves the user's enrollment: it was
+    issued under ``token_generation``, and holds only while that is the current generation.
+    Generations only move on (each change of the factors or passkeys), so once a change is
+    made no token from before it is valid again."""
+    return token_generation == current_generation
+
+
 @dataclass(frozen=True, kw_only=True)
 class SessionStatus:
     """What ``GET /v1/verification/status`` reports."""
@@ -600,21 +622,25 @@ def conclude_attempt(
     now: float,
     token_entropy: bytes,
     policy: Policy = DEFAULT_POLICY,
+    reserved_generation: int = 0,
+    current_generation: int = 0,
 ) -> VerificationSucceeded | VerificationFailed | SessionClosed:
     """Step 3: settle attempt number ``attempt`` on the session as stored *now*.
 
     ``key_unwrapped`` is true only when the attempt proved everything the session challenges
-    (:func:`attempt_proven`); anything else is a failure. A receipt of a session that
-    challenged a passkey names the challenge it signed. The driver persists the result only if
-    the stored session is still pending (compare-and-set), which makes a second success
-    impossible.
+    (:func:`attempt_proven`), and it proves something only of the enrollment it was reserved
+    under: if the user's generation moved on since (``reserved_generation`` is no longer
+    ``current_generation``), the factors or passkeys it proved are gone, and the attempt is a
+    failure like any other. A receipt of a session that challenged a passkey names the
+    challenge it signed. The driver persists the result only if the stored session is still
+    pending (compare-and-set), which makes a second success impossible.
     """
     token = issue_token(stored.user_id, token_entropy, now=now, policy=policy)
     if not 1 <= attempt <= stored.attempts_used:
         raise LocalProtocolError("concluding an attempt that was never reserved")
     if stored.state is not SessionState.PENDING:
         return SessionClosed(state=stored.state)
-    if key_unwrapped:
+    if key_unwrapped and token_valid(reserved_generation, current_generation):
         receipt = Receipt(
             session_id=stored.session_id,
             user_id=stored.user_id,

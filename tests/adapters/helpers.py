@@ -88,9 +88,17 @@ def cached_entry(user: str, passkeys: tuple[Passkey, ...] = ()) -> CachedEnrollm
 
 
 def conclude(
-    store: Any, session_id: str, user: str, *, attempt: int, unwrapped: bool, now: float
+    store: Any,
+    session_id: str,
+    user: str,
+    *,
+    attempt: int,
+    unwrapped: bool,
+    now: float,
+    generation: int = 0,
 ) -> Awaitable[Any]:
-    """The store's ``conclude_attempt`` with fresh token entropy and the default policy."""
+    """The store's ``conclude_attempt`` with fresh token entropy and the default policy, for
+    an attempt reserved under ``generation``."""
     concluded: Awaitable[Any] = store.conclude_attempt(
         session_id,
         user,
@@ -100,5 +108,6 @@ def conclude(
         token_entropy=secrets.token_bytes(32),
         policy=DEFAULT_POLICY,
         audit=event(user),
+        generation=generation,
     )
     return concluded

@@ -146,16 +146,16 @@ async def test_a_refused_request_never_consumes_an_attempt(state_backend: dict[s
         sid = issued.session.session_id
         await store.store_session(issued, 0, event(user), 60_000)
         nonce = str(uuid.uuid4())
-        first, reserved, _ = await store.admit_and_reserve(
+        first, reserved, _, _ = await store.admit_and_reserve(
             admission_for(user, nonce=nonce, per_user=1), sid, DEFAULT_POLICY, event(user)
         )
         assert not first.refused
         assert isinstance(reserved, AttemptReserved)
-        replayed, none, _ = await store.admit_and_reserve(
+        replayed, none, _, _ = await store.admit_and_reserve(
             admission_for(user, nonce=nonce, per_user=100), sid, DEFAULT_POLICY, event(user)
         )
         assert (replayed.refused, none) == (True, None)
-        limited, none, _ = await store.admit_and_reserve(
+        limited, none, _, _ = await store.admit_and_reserve(
             admission_for(user, nonce=str(uuid.uuid4()), per_user=1),
             sid,
             DEFAULT_POLICY,
@@ -165,7 +165,7 @@ async def test_a_refused_request_never_consumes_an_attempt(state_backend: dict[s
         stored = await store.load_session(sid, user)
         assert stored is not None
         assert stored.attempts_used == 1  # only the admitted request counted
-        missing, nothing, _ = await store.admit_and_reserve(
+        missing, nothing, _, _ = await store.admit_and_reserve(
             admission_for(user, nonce=str(uuid.uuid4())),
             make_session_id(user, secrets.token_bytes(16)),
             DEFAULT_POLICY,
@@ -183,7 +183,7 @@ async def test_admitted_reservations_lock_the_account(state_backend: dict[str, A
             issued = new_session(user)
             await store.store_session(issued, 0, event(user), 60_000)
             for _ in range(3):
-                _, reserved, _ = await store.admit_and_reserve(
+                _, reserved, _, _ = await store.admit_and_reserve(
                     admission_for(user, nonce=str(uuid.uuid4()), per_user=100),
                     issued.session.session_id,
                     DEFAULT_POLICY,
@@ -272,7 +272,7 @@ async def test_verify_reads_the_record_cache_in_its_reservation_step(
         issued = new_session(user)
         sid = issued.session.session_id
         await store.store_session(issued, 0, event(user), 60_000)
-        _, reserved, cached = await store.admit_and_reserve(
+        _, reserved, cached, _ = await store.admit_and_reserve(
             admission_for(user, nonce=str(uuid.uuid4())), sid, DEFAULT_POLICY, event(user)
         )
         assert isinstance(reserved, AttemptReserved)
@@ -280,12 +280,12 @@ async def test_verify_reads_the_record_cache_in_its_reservation_step(
         entry = cached_entry(user)
         await store.cache_record(user, entry, 60_000)
         nonce = str(uuid.uuid4())
-        _, reserved, cached = await store.admit_and_reserve(
+        _, reserved, cached, _ = await store.admit_and_reserve(
             admission_for(user, nonce=nonce), sid, DEFAULT_POLICY, event(user)
         )
         assert isinstance(reserved, AttemptReserved)
         assert cached == entry
-        refused, nothing, none = await store.admit_and_reserve(  # a replayed nonce
+        refused, nothing, none, _ = await store.admit_and_reserve(  # a replayed nonce
             admission_for(user, nonce=nonce), sid, DEFAULT_POLICY, event(user)
         )
         assert refused.refused
@@ -509,6 +509,63 @@ async def test_revoke_and_forget_remove_tokens(state_backend: dict[str, Any]) ->
         assert await store.token_info(tokens[1]) is None
         snapshot = await store.load_for_initiate(user)
         assert (snapshot.cached, snapshot.window) == (None, None)
+
+
+@state
+async def test_no_token_outlives_the_generation_it_was_issued_under(
+    state_backend: dict[str, Any],
+) -> None:
+    """Each change of an enrollment or its passkeys moves the user's generation on (before the
+    change: invalidate_record; after it: revoke_user_tokens; an erasure: forget_user). A proof
+    reserved under an older generation concludes as a failure, and a token issued under one
+    is no longer valid, even if nothing deleted it."""
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+
+        async def reserved() -> tuple[str, int]:
+            issued = new_session(user, now=now)
+            sid = issued.session.session_id
+            await store.store_session(issued, 0, event(user), 60_000)
+            _, attempt, _, generation = await store.admit_and_reserve(
+                admission_for(user, nonce=str(uuid.uuid4())), sid, DEFAULT_POLICY, event(user)
+            )
+            assert isinstance(attempt, AttemptReserved)
+            return sid, generation
+
+        sid, before = await reserved()
+        await store.invalidate_record(user, 1_000)  # an update begins while it is in flight
+        raced = await conclude(
+            store, sid, user, attempt=1, unwrapped=True, now=now, generation=before
+        )
+        assert isinstance(raced, VerificationFailed)
+        sid, during = await reserved()
+        assert during > before
+        done = await conclude(
+            store, sid, user, attempt=1, unwrapped=True, now=now, generation=during
+        )
+        assert isinstance(done, VerificationSucceeded)
+        token = parse_bearer(f"Bearer {done.auth_token}")
+        info = await store.token_info(token)
+        assert info is not None
+        assert info.generation == during
+        await store.revoke_user_tokens(user, event(user, AuditAction.ENROLLMENT_UPDATED))
+        assert await store.token_info(token) is None
+        sid, after = await reserved()
+        assert after > during
+        done = await conclude(
+            store, sid, user, attempt=1, unwrapped=True, now=now, generation=after
+        )
+        assert isinstance(done, VerificationSucceeded)
+        token = parse_bearer(f"Bearer {done.auth_token}")
+        await store.invalidate_record(user, 1_000)  # a passkey change: no revocation yet
+        assert await store.token_info(token) is None  # the generation alone refuses it
+        sid, latest = await reserved()
+        await store.forget_user(user, event(user, AuditAction.ENROLLMENT_DELETED))
+        gone = await conclude(
+            store, sid, user, attempt=1, unwrapped=True, now=now, generation=latest
+        )
+        assert isinstance(gone, VerificationFailed)
 
 
 @state

@@ -13,7 +13,10 @@ flight at once, as concurrent requests are. Checked at every step:
   comparison) are released, and a user with nothing but released outages since the last
   success has no failure counted;
 - a session that challenges a passkey verifies only by an attempt whose assertion proved
-  possession, and its receipt names both categories and that attempt's linked challenge.
+  possession, and its receipt names both categories and that attempt's linked challenge;
+- tokens never outlive what they prove: enrollment changes (update, delete, a passkey added
+  or deleted) race the attempts in flight, an attempt reserved before a change never issues a
+  token after it, and no token issued before a change is valid after it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from zeropay_proto import (
     open_session,
     release_attempt,
     reserve_attempt,
+    token_valid,
 )
 from zeropay_proto.passkeys import PossessionPolicy, PossessionProven, PossessionRefused
 from zeropay_proto.session import DEFAULT_LOCKOUT_THRESHOLD
@@ -71,6 +75,8 @@ class InFlight:
     attempt: int
     unwrapped: bool
     possession_proven: bool = False
+    #: The user's generation read with the reservation.
+    generation: int = 0
 
 
 class VerificationMachine(RuleBasedStateMachine):
@@ -91,6 +97,9 @@ class VerificationMachine(RuleBasedStateMachine):
         self.outages: list[InFlight] = []
         self.steps = 0
         self.with_passkey: set[str] = set()
+        # The driver's generation per user, and the tokens issued: (user, generation).
+        self.generation: Counter[str] = Counter()
+        self.tokens: list[tuple[str, int]] = []
 
     def _lockout(self, user: str) -> Lockout:
         return self.lockouts.get(user, Lockout())
@@ -106,15 +115,39 @@ class VerificationMachine(RuleBasedStateMachine):
     def start(self) -> None:
         self.steps = 0
 
+    def _enrollment_changed(self, user: str) -> None:
+        """What every change of an enrollment or its passkeys does first: the generation
+        moves on (the driver's invalidate, then its revoke, each move it)."""
+        self.generation[user] += 1
+
     @rule(user=st.sampled_from(ENROLLABLE))
     def enroll_user(self, user: str) -> None:
+        """Enroll, or update an enrollment (the factors the attempts in flight compared
+        against are replaced)."""
+        self._enrollment_changed(user)
         plan, wrapped = PLANS[user]
         self.records[user] = (plan.record, plan.wrapped_key(wrapped))
         self.windows.pop(user, None)
 
+    @precondition(lambda self: bool(self.records))
+    @rule(data=st.data())
+    def delete_enrollment(self, data: st.DataObject) -> None:
+        user = data.draw(st.sampled_from(sorted(self.records)))
+        self._enrollment_changed(user)
+        del self.records[user]
+        self.with_passkey.discard(user)
+
     @rule(user=st.sampled_from(ENROLLABLE))
     def register_passkey(self, user: str) -> None:
+        self._enrollment_changed(user)
         self.with_passkey.add(user)
+
+    @precondition(lambda self: bool(self.with_passkey))
+    @rule(data=st.data())
+    def delete_passkey(self, data: st.DataObject) -> None:
+        user = data.draw(st.sampled_from(sorted(self.with_passkey)))
+        self._enrollment_changed(user)
+        self.with_passkey.discard(user)
 
     @rule(
         user=st.sampled_from(USERS),
@@ -211,7 +244,14 @@ class VerificationMachine(RuleBasedStateMachine):
             else:
                 possession = PossessionRefused(reason="not signed")
         proven = attempt_proven(out.session, key_unwrapped=unwrapped, possession=possession)
-        flight = InFlight(session_id, user, out.attempt, proven, possession is not None and signed)
+        flight = InFlight(
+            session_id,
+            user,
+            out.attempt,
+            proven,
+            possession is not None and signed,
+            generation=self.generation[user],
+        )
         self.in_flight.append(flight)
 
     @precondition(lambda self: bool(self.sessions))
@@ -263,12 +303,19 @@ class VerificationMachine(RuleBasedStateMachine):
             key_unwrapped=flight.unwrapped,
             now=self.now,
             token_entropy=entropy(32, f"token{self.counter}"),
+            reserved_generation=flight.generation,
+            current_generation=self.generation[flight.user],
         )
         if stored.state is not SessionState.PENDING:
             assert out == SessionClosed(state=stored.state)
             event("late attempt refused: session already concluded")
             return
+        stale = flight.generation != self.generation[flight.user]
+        if stale and flight.unwrapped:
+            event("a proof raced an enrollment change")
         if isinstance(out, VerificationSucceeded):
+            assert not stale, "a token issued for an enrollment that changed"
+            self.tokens.append((flight.user, self.generation[flight.user]))
             event("session verified")
             if stored.challenges_possession:
                 event("session verified with a passkey")
@@ -323,6 +370,14 @@ class VerificationMachine(RuleBasedStateMachine):
                 lockout = self._lockout(user).current(now_ms)
                 assert lockout.failures == 0, "a failure counted for outages alone"
                 assert not lockout.is_locked(now_ms), "locked by outages alone"
+
+    @invariant()
+    def no_token_outlives_what_it_proved(self) -> None:
+        for user, generation in self.tokens:
+            valid = token_valid(generation, self.generation[user])
+            assert valid is (generation == self.generation[user])
+            if not valid:
+                event("a token made invalid by an enrollment change")
 
     @invariant()
     def decoys_never_verify(self) -> None:

@@ -48,6 +48,7 @@ from zeropay_proto import (
     release_attempt,
     reserve_attempt,
     token_digest,
+    token_valid,
 )
 from zeropay_proto.crypto import EnrollmentRecord
 from zeropay_proto.passkeys import (
@@ -422,6 +423,40 @@ def test_verified_session_cannot_be_verified_again() -> None:
     assert reserve_attempt(done.session, done.lockout, now=T0) == SessionClosed(
         state=SessionState.VERIFIED
     )
+
+
+def test_a_proof_of_a_changed_enrollment_is_a_failure() -> None:
+    """Reserved under generation 3; the user changed their factors (or passkeys) before the
+    attempt concluded: what it proved is gone, so it is one more generic failure."""
+    step = reserved(issue().session)
+    stale = conclude_attempt(
+        step.session,
+        attempt=1,
+        key_unwrapped=True,
+        now=T0,
+        token_entropy=TOKEN,
+        reserved_generation=3,
+        current_generation=5,
+    )
+    assert isinstance(stale, VerificationFailed)
+    assert stale.session.state is SessionState.PENDING
+    current = conclude_attempt(
+        step.session,
+        attempt=1,
+        key_unwrapped=True,
+        now=T0,
+        token_entropy=TOKEN,
+        reserved_generation=5,
+        current_generation=5,
+    )
+    assert isinstance(current, VerificationSucceeded)
+
+
+def test_a_token_is_valid_only_under_the_generation_it_was_issued_in() -> None:
+    assert token_valid(0, 0)
+    assert token_valid(7, 7)
+    assert not token_valid(0, 1)  # the enrollment changed after the token was issued
+    assert not token_valid(2, 1)  # never matched by a counter that went back
 
 
 def test_concurrent_attempts_conclude_at_most_one_success() -> None:

@@ -31,8 +31,13 @@ ORIGIN = "http://localhost:8080"
 async def _enrolled_with_token(h: Harness) -> tuple[str, dict[str, str]]:
     user = str(uuid.uuid4())
     assert (await h.enroll(user)).status == 201
+    return user, await _fresh_token(h, user)
+
+
+async def _fresh_token(h: Harness, user: str) -> dict[str, str]:
+    """A new strong token: every passkey change ends the tokens issued before it."""
     token, _ = await h.verified_token(user)
-    return user, {"Authorization": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def _register(
@@ -56,6 +61,8 @@ async def test_register_list_and_delete_a_passkey() -> None:
         assert options["rp"] == {"id": "localhost", "name": "ZeroPay"}
         assert status == 201, body
         assert body["passkey"]["credential_id"] == b64url(b"phone-passkey")
+        assert (await h.call("GET", f"/v1/passkeys/{user}", headers=auth)).status == 401
+        auth = await _fresh_token(h, user)
         listed = await h.call("GET", f"/v1/passkeys/{user}", headers=auth)
         assert [p["credential_id"] for p in listed.body["passkeys"]] == [b64url(b"phone-passkey")]
         again = await h.call("POST", "/v1/passkeys/options", {"user_uuid": user}, headers=auth)
@@ -63,10 +70,11 @@ async def test_register_list_and_delete_a_passkey() -> None:
         assert excluded == [b64url(b"phone-passkey")]
         path = f"/v1/passkeys/{user}/{b64url(b'phone-passkey')}"
         assert (await h.call("DELETE", path, headers=auth)).status == 200
-        gone = await h.call("DELETE", path, headers=auth)
-        assert (gone.status, gone.body["code"]) == (404, "PASSKEY_NOT_FOUND")
+        auth = await _fresh_token(h, user)
         listed = await h.call("GET", f"/v1/passkeys/{user}", headers=auth)
         assert listed.body["passkeys"] == []
+        gone = await h.call("DELETE", path, headers=auth)
+        assert (gone.status, gone.body["code"]) == (404, "PASSKEY_NOT_FOUND")
 
 
 async def test_a_challenge_answers_one_registration_and_a_wrong_origin_none() -> None:
@@ -85,6 +93,7 @@ async def test_a_challenge_answers_one_registration_and_a_wrong_origin_none() ->
         evil = await register(SoftAuthenticator(credential_id=b"x1"), "https://evil.example")
         assert evil == (400, "PASSKEY_INVALID")  # refused, and the challenge is not spent
         assert (await register(SoftAuthenticator(credential_id=b"x2"), ORIGIN))[0] == 201
+        auth.update(await _fresh_token(h, user))  # the registration ended the old token
         late = await register(SoftAuthenticator(credential_id=b"x3"), ORIGIN)
         assert late == (409, "NO_PASSKEY_CHALLENGE")
 
@@ -97,6 +106,7 @@ async def test_the_limit_per_user_holds() -> None:
                 h, user, auth, SoftAuthenticator(credential_id=bytes([n]))
             )
             assert status == 201
+            auth = await _fresh_token(h, user)
         full = await h.call("POST", "/v1/passkeys/options", {"user_uuid": user}, headers=auth)
         assert (full.status, full.body["code"]) == (409, "TOO_MANY_PASSKEYS")
 

@@ -1,12 +1,14 @@
 """Passkeys: register one (options, then the browser's response), list and delete them.
 
-Each needs a strong, fresh token of the user (the step-up that changing an enrollment needs):
-a possession factor is part of the enrollment, and adding one must not be open to a weaker
-proof than changing the knowledge factors. The one exception is the enrollment itself: asked
-with ``register_passkey``, it answers registration options whose challenge, kept apart from
-the token holders' (``enrollment=True``), lets the enrolling client register one passkey
-without a token within :data:`~zeropay_proto.passkeys.CEREMONY_TIMEOUT_MS`. Only that client
-saw the challenge, and the signed response must carry it.
+Each change needs a strong, fresh token of the user (the step-up that changing an enrollment
+needs), and revokes every token of the user once made, as an enrollment change does: a token
+never outlives the enrollment it proved. A possession factor is part of the enrollment, and
+adding one must not be open to a weaker proof than changing the knowledge factors. The one
+exception is the enrollment itself: asked with ``register_passkey``, it answers registration
+options whose challenge, kept apart from the token holders' (``enrollment=True``), lets the
+enrolling client register one passkey without a token within
+:data:`~zeropay_proto.passkeys.CEREMONY_TIMEOUT_MS`. Only that client saw the challenge, and
+the signed response must carry it.
 """
 
 from __future__ import annotations
@@ -55,16 +57,16 @@ class PasskeyFlows(FlowSteps):
         # stranger's junk, sent to spoil the enrolling user's grant) is a 400 and leaves it.
         now_ms = epoch_ms(self.ctx.now)
         passkey = check_registration(rp, req.credential, challenge=challenge, now_ms=now_ms)
-        if not await self.rt.state.take_passkey_challenge(
-            req.user_id, challenge, enrollment=grant
-        ):
+        if not await self.rt.state.take_passkey_challenge(req.user_id, challenge, enrollment=grant):
             message = "this registration's challenge was used or replaced; ask for new options"
             raise ApiError(409, "NO_PASSKEY_CHALLENGE", message)
         await self.invalidate_record(req.user_id)  # the record cache holds the passkeys
         if not await self.rt.durable.add_passkey(req.user_id, passkey, MAX_PASSKEYS_PER_USER):
             message = f"a known passkey, or the user has {MAX_PASSKEYS_PER_USER} already"
             raise ApiError(409, "PASSKEY_NOT_ADDED", message)
-        await self.rt.state.append(self.event(AuditAction.PASSKEY_REGISTERED, req.user_id))
+        # A strong token proved the enrollment as it was: none outlives the change.
+        audit = self.event(AuditAction.PASSKEY_REGISTERED, req.user_id)
+        await self.rt.state.revoke_user_tokens(req.user_id, audit)
         return Reply(201, {"success": True, "passkey": _described(passkey)}, headers)
 
     async def list_passkeys(self, raw_user: str) -> Reply:
@@ -82,7 +84,9 @@ class PasskeyFlows(FlowSteps):
         await self.invalidate_record(user_id)
         if not await self.rt.durable.delete_passkey(user_id, credential_id):
             raise ApiError(404, "PASSKEY_NOT_FOUND", "no such passkey", field="credential_id")
-        await self.rt.state.append(self.event(AuditAction.PASSKEY_DELETED, user_id))
+        await self.rt.state.revoke_user_tokens(
+            user_id, self.event(AuditAction.PASSKEY_DELETED, user_id)
+        )
         return Reply(200, {"success": True, "deleted": True}, headers)
 
 

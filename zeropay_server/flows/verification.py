@@ -89,7 +89,7 @@ class VerificationFlows(FlowSteps):
         asked = self.admission_request(req.user_id, state_changing=True)
         lock_audit = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id)
         # One round trip (standalone Redis): admission, then the reservation if admitted.
-        admission, reserved, cached = await self.rt.state.admit_and_reserve(
+        admission, reserved, cached, generation = await self.rt.state.admit_and_reserve(
             asked, req.session_id, self.rt.policy, lock_audit
         )
         headers = self.checked(admission)
@@ -108,6 +108,7 @@ class VerificationFlows(FlowSteps):
             token_entropy=self.rt.entropy(32),
             policy=self.rt.policy,
             audit=self.event(AuditAction.VERIFICATION_FAILED, req.user_id),
+            generation=generation,
         )
         return self._concluded(outcome, headers)
 
