@@ -33,6 +33,7 @@ from .memory_audit_stream import MemoryAuditStream
 from .ports import (
     CachedEnrollment,
     ConcludeOutcome,
+    FailureReserved,
     InitiateSnapshot,
     RecordCache,
     ReserveOutcome,
@@ -148,7 +149,12 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
         policy: Policy,
         audit: AuditEvent,
         generation: int = 0,
+        refund: FailureReserved | None = None,
     ) -> ConcludeOutcome | None:
+        if refund is not None and key_unwrapped:
+            await self.refund_merchant_failure(
+                refund.merchant_id, refund.window_start_ms, refund.limits
+            )
         stored = await self.load_session(session_id, user_id)
         if stored is None:
             return None

@@ -83,3 +83,10 @@ class MemoryTokens(MemoryAuditStream):
             return False
         self._delete(key)
         return True
+
+    async def publish_merchant_key_revoked(self, key_id: str) -> None:
+        revoked: set[str] = self._get("merchants:revoked") or set()
+        self._set("merchants:revoked", revoked | {key_id}, None)
+
+    async def revoked_merchant_keys(self) -> frozenset[str]:
+        return frozenset(self._get("merchants:revoked") or ())

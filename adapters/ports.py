@@ -34,7 +34,7 @@ from zeropay_proto import (
     VerificationSucceeded,
     WrappedKey,
 )
-from zeropay_proto.admission import Admission, AdmissionRequest
+from zeropay_proto.admission import Admission, AdmissionRequest, Limits, SlidingDecision
 from zeropay_proto.audit import AuditEvent
 from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey
@@ -43,15 +43,33 @@ from zeropay_proto.passkeys import Passkey
 
 
 class AdmissionPort(Protocol):
-    """Rate limits and nonce claims."""
+    """Rate limits, nonce claims, merchants' failure budgets and wrong keys
+    (:mod:`zeropay_proto.admission`)."""
 
     async def admit(self, request: AdmissionRequest) -> Admission:
-        """Apply every limiter and claim the nonce, atomically per hash slot."""
+        """Apply every limiter (atomically, in their one slot) and claim the nonce."""
         ...
 
-    async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
-        """A session of this merchant locked an account: count it in the merchant's lock
-        window (which admission reads against ``Limits.merchant_locks``). Returns the count."""
+    async def reserve_merchant_failure(
+        self, merchant_id: str, now: float, limits: Limits
+    ) -> SlidingDecision:
+        """Atomically: reserve one failure in the merchant's budget, or refuse (nothing
+        stored), as :func:`zeropay_proto.admission.reserve_merchant_failure` decides. The
+        admitted decision's state names the window the reservation was counted in."""
+        ...
+
+    async def refund_merchant_failure(
+        self, merchant_id: str, reserved_window_ms: int, limits: Limits
+    ) -> None:
+        """Atomically: give back a reserved failure that did not happen
+        (:func:`zeropay_proto.admission.refund_merchant_failure`)."""
+        ...
+
+    async def count_auth_failure(
+        self, client_ip: str, now: float, limits: Limits
+    ) -> SlidingDecision:
+        """A wrong merchant key from ``client_ip``: counted, or refused (nothing stored) once
+        the address has presented :attr:`Limits.auth_failures` in the window."""
         ...
 
 
@@ -102,6 +120,18 @@ class RecordCache:
 
 
 ReserveOutcome = SessionClosed | AccountLocked | AttemptReserved
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailureReserved:
+    """A failure a verify reserved in its session's merchant's budget
+    (:meth:`AdmissionPort.reserve_merchant_failure`): the window it was counted in."""
+
+    merchant_id: str
+    window_start_ms: int
+    limits: Limits
+
+
 ConcludeOutcome = VerificationSucceeded | VerificationFailed | SessionClosed
 
 
@@ -215,8 +245,12 @@ class SessionPort(Protocol):
         policy: Policy,
         audit: AuditEvent,
         generation: int = 0,
+        refund: FailureReserved | None = None,
     ) -> ConcludeOutcome | None:
-        """Atomically: decide as :func:`zeropay_proto.conclude_attempt` on the session and
+        """``refund``, when given, is a reserved merchant failure that a proven attempt gives
+        back (:meth:`AdmissionPort.refund_merchant_failure`), in the same round trip.
+
+        Atomically: decide as :func:`zeropay_proto.conclude_attempt` on the session and
         the user's generation as stored (``generation``: the one read with the reservation),
         persist it if it was pending (clearing the lockout and storing the token, with its
         generation, on success), and append ``audit`` (its action is rewritten to the
@@ -433,8 +467,22 @@ class PasskeyCeremonyPort(Protocol):
         ...
 
 
+class MerchantRevocationPort(Protocol):
+    """Merchant key revocations, published where every instance reads them within seconds
+    (Redis), so that a revocation holds while PostgreSQL, the keys' home, is unreachable."""
+
+    async def publish_merchant_key_revoked(self, key_id: str) -> None:
+        """Add ``key_id`` to the revoked keys."""
+        ...
+
+    async def revoked_merchant_keys(self) -> frozenset[str]:
+        """Every revoked key id published."""
+        ...
+
+
 class StateStore(
     AdmissionPort,
+    MerchantRevocationPort,
     SessionPort,
     PspSessionPort,
     PasskeyCeremonyPort,

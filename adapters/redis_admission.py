@@ -1,12 +1,13 @@
 """Admission on Redis: the script calls that carry out :mod:`zeropay_proto.admission`, and the
 check of every reply against it.
 
-``admit_rl`` (the shared limiters, in the ``{rl}`` slot) and ``admit_user`` (the nonce and the
-user's bucket, in the user's slot) return what they decided, what they read and the expiries
-they set. :func:`decode_admission` replays the core on what they read: a decision, a count or
-an expiry that differs raises :class:`ScriptDisagreement`, so the core stays the reference at
-run time. The Admission returned is the core's. :class:`RedisAdmission` is the port's part of
-the store.
+``admit_shared`` (every limiter of a request, in its one slot: its merchant's, or its
+address's shard) and ``claim_nonce`` (in the nonce's slot) return what they decided, what they
+read and the expiries they set; so do the merchant failure budget's ``reserve_failure`` and
+``refund_failure``, and ``auth_failure``. The core is replayed on what they read: a decision,
+a count or an expiry that differs raises :class:`ScriptDisagreement`, so the core stays the
+reference at run time. The Admission returned is the core's. :class:`RedisAdmission` is the
+port's part of the store.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from zeropay_proto.admission import (
     AdmissionRequest,
     BucketDecision,
     FixedDecision,
+    Kept,
+    Limits,
     SharedLimiterStates,
     SharedLimitsDecided,
     SlidingDecision,
-    UserBucketDecided,
-    count_merchant_lock,
+    decide_auth_failure,
     decide_shared_limits,
-    decide_user_bucket,
     nonce_kept_until_ms,
+    refund_merchant_failure,
+    reserve_merchant_failure,
 )
 from zeropay_proto.ratelimit import StateT
 
@@ -59,43 +62,85 @@ class RedisAdmission(ScriptRunner):
 
     async def _admit(self, request: AdmissionRequest) -> Admission:
         """Admission's calls, run and decoded (ungated: for use inside a gated method)."""
-        calls = admission_calls(self.keys, request, clustered=self.clustered)
+        calls = admission_calls(self.keys, request)
         results = await self._run(calls) if calls else []
         return decode_admission(request, [(c[0], r) for c, r in zip(calls, results, strict=True)])
 
     @redis_call
-    async def count_merchant_lock(self, merchant_id: str, now: float, window_ms: int) -> int:
-        ((start, count, expires_at_ms, read),) = await self._run(
-            [("count_lock", [self.keys.merchant_locks(merchant_id)], [epoch_ms(now), window_ms])]
+    async def reserve_merchant_failure(
+        self, merchant_id: str, now: float, limits: Limits
+    ) -> SlidingDecision:
+        args = [epoch_ms(now), limits.merchant_failures, limits.failure_window_ms]
+        (reply,) = await self._run(
+            [("reserve_failure", [self.keys.merchant_failures(merchant_id)], args)]
         )
-        kept = count_merchant_lock(_fixed_fields(read), now=now, window_ms=window_ms)
-        script = (FixedWindowState(window_start_ms=start, count=count), expires_at_ms)
-        if script != (kept.state, kept.expires_at_ms):
-            raise ScriptDisagreement(f"count_lock decided {script}, the core {kept}")
-        return kept.state.count
+        decided, kept = reserve_merchant_failure(_sliding_read(reply), now=now, limits=limits)
+        _check_sliding("reserve_failure", reply, decided, kept, limits.merchant_failures)
+        return decided
+
+    @redis_call
+    async def refund_merchant_failure(
+        self, merchant_id: str, reserved_window_ms: int, limits: Limits
+    ) -> None:
+        call = self._refund_call(merchant_id, reserved_window_ms, limits)
+        (reply,) = await self._run([call])
+        check_refund(reply, reserved_window_ms, limits)
+
+    def _refund_call(self, merchant_id: str, reserved_window_ms: int, limits: Limits) -> Call:
+        return (
+            "refund_failure",
+            [self.keys.merchant_failures(merchant_id)],
+            [reserved_window_ms, limits.failure_window_ms],
+        )
+
+    @redis_call
+    async def count_auth_failure(
+        self, client_ip: str, now: float, limits: Limits
+    ) -> SlidingDecision:
+        key = self.keys.auth_failures(client_ip, limits.shards)
+        args = [epoch_ms(now), limits.auth_failures, limits.window_ms]
+        (reply,) = await self._run([("auth_failure", [key], args)])
+        decided, kept = decide_auth_failure(_sliding_read(reply), now=now, limits=limits)
+        _check_sliding("auth_failure", reply, decided, kept, limits.auth_failures)
+        return decided
 
 
-def shared_limits_call(keys: KeySpace, request: AdmissionRequest) -> Call:
-    """``admit_rl``: the global, per-IP and merchant limiters, in one slot."""
-    limits, merchant = request.limits, request.merchant_id or "-"
-    return (
-        "admit_rl",
-        [
-            keys.global_limit(),
-            keys.ip_limit(request.client_ip),
-            keys.merchant_limit(merchant),
-            keys.merchant_locks(merchant),
-        ],
-        [
-            epoch_ms(request.now),
-            limits.window_ms,
-            limits.global_limit,
-            limits.per_ip,
-            request.per_merchant,
-            request.merchant_lock_cap,
-            limits.lock_window_ms,
-        ],
+def check_refund(reply: Sequence[Any], reserved_window_ms: int, limits: Limits) -> None:
+    """``refund_failure``'s reply (the expiry it wrote, what it read) against the core."""
+    written, read = reply
+    kept = refund_merchant_failure(
+        _sliding_fields(read), reserved_window_ms=reserved_window_ms, limits=limits
     )
+    if written != (0 if kept is None else kept.expires_at_ms):
+        raise ScriptDisagreement(f"refund_failure wrote until {written}, the core {kept}")
+
+
+def _check_sliding(
+    name: str,
+    reply: Sequence[Any],
+    decided: SlidingDecision,
+    kept: Kept[SlidingWindowState] | None,
+    limit: int,
+) -> None:
+    """A sliding window's script (written only when it admitted) against the core."""
+    if (_sliding(reply, limit), bool(reply[0])) != (decided, kept is not None):
+        raise ScriptDisagreement(f"{name} decided {reply}, the core {decided}")
+
+
+def limiter_args(request: AdmissionRequest) -> list[int]:
+    """``admit_shared``'s arguments, in its order."""
+    limits = request.limits
+    return [
+        epoch_ms(request.now),
+        limits.window_ms,
+        request.per_ip,
+        request.global_limit,
+        limits.global_reserve,
+        request.per_merchant,
+        request.merchant_failures,
+        limits.failure_window_ms,
+        request.per_user,
+    ]
 
 
 def nonce_until_ms(request: AdmissionRequest) -> int:
@@ -104,86 +149,65 @@ def nonce_until_ms(request: AdmissionRequest) -> int:
     return 0 if claim is None else nonce_kept_until_ms(claim, now=request.now)
 
 
-def admission_calls(keys: KeySpace, request: AdmissionRequest, *, clustered: bool) -> list[Call]:
-    """The calls that admit ``request``: each touches one slot (the nonce and the user's bucket
-    share a call where they share a slot, always standalone)."""
-    calls = [shared_limits_call(keys, request)] if request.meets_shared_limits else []
-    per_user, nonce_until = request.per_user, nonce_until_ms(request)
-    now_ms, window = epoch_ms(request.now), request.limits.window_ms
-    bucket = keys.user(request.user_id, "tb") if request.user_id else ""
-    nonce_key = keys.nonce(request.nonce.nonce) if request.nonce else bucket
-    claim = request.nonce
-    if (
-        per_user
-        and claim
-        and clustered
-        and keys.group_of(request.user_id or "") != keys.nonce_group(claim.nonce)
-    ):
-        calls.append(("admit_user", [bucket, bucket], [now_ms, window, per_user, 0]))
-        calls.append(("admit_user", [nonce_key, nonce_key], [now_ms, window, 0, nonce_until]))
-    elif per_user or nonce_until:
-        # Only the keys in use: an unused key could lie in another slot.
-        keys_used = [nonce_key, bucket if per_user else nonce_key]
-        calls.append(("admit_user", keys_used, [now_ms, window, per_user, nonce_until]))
+def admission_calls(keys: KeySpace, request: AdmissionRequest) -> list[Call]:
+    """The calls that admit ``request``: its limiters (one slot) and its nonce (its own)."""
+    calls: list[Call] = []
+    if request.meets_shared_limits:
+        calls.append(("admit_shared", keys.limiters(request), limiter_args(request)))
+    if request.nonce is not None:
+        calls.append(("claim_nonce", [keys.nonce(request.nonce.nonce)], [nonce_until_ms(request)]))
     return calls
 
 
 def decode_admission(request: AdmissionRequest, replies: Sequence[tuple[str, Any]]) -> Admission:
     """The core's admission, checked against the replies of :func:`admission_calls`."""
-    shared = user = nonce = None
+    shared = nonce = None
     for name, reply in replies:
-        if name == "admit_rl":
+        if name == "admit_shared":
             shared = checked_shared_limits(request, reply)
-            continue
-        code, bucket_reply, kept = reply
-        if code != NO_NONCE:
-            nonce = decide_nonce(already_claimed=code == NONCE_REUSED)
-        if bucket_reply:
-            user = checked_user_bucket(request, bucket_reply, kept)
-    return Admission.of(shared, user, nonce)
+        elif reply != NO_NONCE:
+            nonce = decide_nonce(already_claimed=reply == NONCE_REUSED)
+    return Admission.of(shared, nonce)
 
 
 def checked_shared_limits(request: AdmissionRequest, reply: Sequence[Any]) -> SharedLimitsDecided:
-    g, ip, m, ml, counted, (g_kept, ip_kept, m_kept) = reply
+    ip, g, m, mf, u, counted, kept = reply
     read = SharedLimiterStates(
-        global_window=_fixed_read(g),
         ip_window=_sliding_read(ip),
+        global_window=_fixed_read(g),
         merchant_bucket=_bucket_read(m),
-        merchant_locks=_fixed_read(ml),
+        merchant_failures=_sliding_read(mf),
+        user_bucket=_bucket_read(u),
     )
     decided = decide_shared_limits(read, request)
-    limits = request.limits
     script = (
-        _fixed(g, limits.global_limit),
-        _sliding(ip, limits.per_ip),
+        _sliding(ip, request.per_ip),
+        _fixed(g, request.global_limit),
         _bucket(m, request.per_merchant),
-        _fixed(ml, request.merchant_lock_cap),
+        _sliding(mf, request.merchant_failures),
+        _bucket(u, request.per_user),
         bool(counted),
-        (g_kept, ip_kept, m_kept),
+        tuple(kept),
     )
     core = (
-        decided.global_decision,
         decided.ip_decision,
+        decided.global_decision,
         decided.merchant_decision,
-        decided.merchant_locks,
+        decided.merchant_failures,
+        decided.user_decision,
         decided.counted,
         tuple(
-            0 if kept is None else kept.expires_at_ms
-            for kept in (decided.global_kept, decided.ip_kept, decided.merchant_kept)
+            0 if k is None else k.expires_at_ms
+            for k in (
+                decided.ip_kept,
+                decided.global_kept,
+                decided.merchant_kept,
+                decided.user_kept,
+            )
         ),
     )
     if script != core:
-        raise ScriptDisagreement(f"admit_rl decided {script}, the core {core}")
-    return decided
-
-
-def checked_user_bucket(
-    request: AdmissionRequest, reply: Sequence[Any], kept: int
-) -> UserBucketDecided:
-    decided = decide_user_bucket(_bucket_read(reply), request)
-    script = (_bucket(reply, request.per_user), kept)
-    if script != (decided.decision, decided.kept.expires_at_ms):
-        raise ScriptDisagreement(f"admit_user decided {script}, the core {decided}")
+        raise ScriptDisagreement(f"admit_shared decided {script}, the core {core}")
     return decided
 
 
@@ -192,21 +216,21 @@ def checked_user_bucket(
 
 
 def _fixed_read(reply: Sequence[Any]) -> FixedWindowState | None:
-    return _fixed_fields(reply[-1]) if reply else None
-
-
-def _fixed_fields(fields: Sequence[Any]) -> FixedWindowState | None:
-    """A fixed window's ``s`` and ``c`` as HMGET read them (``None``: nothing stored)."""
-    if fields[0] is None:
+    if not reply or reply[-1][0] is None:
         return None
-    start, count = fields
+    start, count = reply[-1]
     return FixedWindowState(window_start_ms=int(start), count=int(count))
 
 
 def _sliding_read(reply: Sequence[Any]) -> SlidingWindowState | None:
-    if not reply or reply[-1][0] is None:
+    return _sliding_fields(reply[-1]) if reply else None
+
+
+def _sliding_fields(fields: Sequence[Any]) -> SlidingWindowState | None:
+    """A sliding window's ``s``, ``c`` and ``p`` as HMGET read them (``None``: nothing)."""
+    if fields[0] is None:
         return None
-    start, current, previous = reply[-1]
+    start, current, previous = fields
     return SlidingWindowState(
         window_start_ms=int(start), current=int(current), previous=int(previous)
     )

@@ -53,6 +53,7 @@ from zeropay_proto import (
     SessionState,
     WrappedKey,
 )
+from zeropay_proto.admission import AdmissionRequest, shard_of
 from zeropay_proto.passkeys import Passkey
 
 from .ports import NOT_ENROLLED, CachedEnrollment
@@ -140,17 +141,38 @@ class KeySpace:
         """The slot group's epoch: set once; gone or changed when its data was lost."""
         return f"{self._tag(group)}:epoch"
 
-    def global_limit(self) -> str:
-        return f"{{{self.prefix}:rl}}:g"
+    def _limits_tag(self, request: AdmissionRequest) -> str:
+        """The one slot of a request's limiters: its merchant's, or its address's shard of
+        the global limit (so no slot holds every request's limiters)."""
+        if request.merchant_id is not None:
+            return self._merchant_tag(request.merchant_id)
+        return self._shard_tag(shard_of(request.client_ip, request.limits.shards))
 
-    def ip_limit(self, client_ip: str) -> str:
-        return f"{{{self.prefix}:rl}}:ip:{client_ip}"
+    def _merchant_tag(self, merchant_id: str) -> str:
+        return f"{{{self.prefix}:rl:m:{merchant_id}}}"
 
-    def merchant_limit(self, merchant_id: str) -> str:
-        return f"{{{self.prefix}:rl}}:m:{merchant_id}"
+    def _shard_tag(self, shard: int) -> str:
+        return f"{{{self.prefix}:rl:{shard}}}"
 
-    def merchant_locks(self, merchant_id: str) -> str:
-        return f"{{{self.prefix}:rl}}:ml:{merchant_id}"
+    def limiters(self, request: AdmissionRequest) -> list[str]:
+        """The keys of a request's limiters, all in one slot: the address's window, the
+        global shard, the merchant's bucket and failures, and the caller's bucket for the
+        user (the merchant's, or the address's when the user's own token calls)."""
+        tag, ip, user = self._limits_tag(request), request.client_ip, request.user_id or "-"
+        caller = user if request.merchant_id is not None else f"{ip}:{user}"
+        return [f"{tag}:ip:{ip}", f"{tag}:g", f"{tag}:m", f"{tag}:f", f"{tag}:u:{caller}"]
+
+    def revoked_merchant_keys(self) -> str:
+        """The key ids ``merchants revoke`` published (a set; few, kept for good)."""
+        return f"{{{self.prefix}:merchants}}:revoked"
+
+    def merchant_failures(self, merchant_id: str) -> str:
+        """A merchant's failure budget (where :meth:`limiters` has it for its requests)."""
+        return f"{self._merchant_tag(merchant_id)}:f"
+
+    def auth_failures(self, client_ip: str, shards: int) -> str:
+        """An address's wrong merchant keys, in its shard's slot."""
+        return f"{self._shard_tag(shard_of(client_ip, shards))}:af:{client_ip}"
 
     def all_prefixed(self) -> str:
         """A MATCH pattern for every key of this deployment (tests' clean-up only)."""

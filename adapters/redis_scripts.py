@@ -4,8 +4,8 @@ that disagrees with the core.
 
 Every script is ``prelude.lua`` and its own body, after a header of constants generated here
 from their one Python source (:func:`lua_constants`): the session state codes and the session
-head's byte offsets (:mod:`adapters.redis_keys`), the reply codes below, and the core's
-``UNCAPPED`` limit. No number that Python and Lua must agree on is written twice.
+head's byte offsets (:mod:`adapters.redis_keys`) and the reply codes below. No number that
+Python and Lua must agree on is written twice.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import redis.exceptions as rexc
 import trio
 from redis.asyncio.cluster import RedisCluster
 
-from zeropay_proto.admission import UNCAPPED
 from zeropay_proto.audit import AuditEvent
 
 from . import resp
@@ -33,8 +32,8 @@ from .redis_errors import is_unavailable
 from .redis_keys import STATE_CODES, KeySpace, session_head_offsets
 
 NAMES = (
-    "admit_rl",
-    "admit_user",
+    "admit_shared",
+    "claim_nonce",
     "store_session",
     "reserve",
     "conclude",
@@ -43,7 +42,9 @@ NAMES = (
     "admit_and_reserve",
     "release",
     "revoke_user",
-    "count_lock",
+    "reserve_failure",
+    "refund_failure",
+    "auth_failure",
     "cache_record",
     "invalidate_record",
     "take_challenge",
@@ -67,7 +68,7 @@ LOCKED = 1
 RESERVED = 2
 #: conclude: the outcome is applied.
 APPLIED = 1
-#: nonce replies (admit_user): no nonce, reused, accepted.
+#: nonce replies (claim_nonce, admit_and_reserve): no nonce, reused, accepted.
 NO_NONCE, NONCE_REUSED, NONCE_ACCEPTED = -1, 0, 1
 
 #: The reply codes and the limits the scripts share with Python, by their Lua names.
@@ -82,7 +83,6 @@ _SHARED = {
     "NO_NONCE": NO_NONCE,
     "NONCE_REUSED": NONCE_REUSED,
     "NONCE_ACCEPTED": NONCE_ACCEPTED,
-    "UNCAPPED": UNCAPPED,
 }
 
 

@@ -37,11 +37,19 @@ from zeropay_proto.audit import AuditAction, AuditEvent
 from .ports import (
     CachedEnrollment,
     ConcludeOutcome,
+    FailureReserved,
     InitiateSnapshot,
     RecordCache,
     ReserveOutcome,
 )
-from .redis_admission import RedisAdmission, admission_calls, decode_admission, nonce_until_ms
+from .redis_admission import (
+    RedisAdmission,
+    admission_calls,
+    check_refund,
+    decode_admission,
+    limiter_args,
+    nonce_until_ms,
+)
 from .redis_keys import (
     decode_cached,
     decode_lockout,
@@ -89,7 +97,7 @@ class RedisSessions(RedisAdmission):
             ("GET", [self.keys.user(user_id, "rec")], []),
             ("GET", [self.keys.user(user_id, "win")], []),
         ]
-        calls = admission_calls(self.keys, request, clustered=self.clustered)
+        calls = admission_calls(self.keys, request)
         results = await self._run([*calls, *reads])
         admission = decode_admission(
             request, [(c[0], r) for c, r in zip(calls, results, strict=False)]
@@ -130,8 +138,10 @@ class RedisSessions(RedisAdmission):
             reply, generation, cached = await self._run([reserve, *reads])
         else:
             both = self._admit_and_reserve_call(request, session_id, policy, lock_audit)
-            (rl, user, reply), generation, cached = await self._run([both, *reads])
-            admission = decode_admission(request, [("admit_rl", rl), ("admit_user", user)])
+            (shared, nonce, reply), generation, cached = await self._run([both, *reads])
+            admission = decode_admission(
+                request, [("admit_shared", shared), ("claim_nonce", nonce)]
+            )
             if reply[0] == NOT_ADMITTED or not session_names_user(session_id, user_id):
                 return admission, None, None, 0
         reserved = self._reserve_outcome(
@@ -144,23 +154,17 @@ class RedisSessions(RedisAdmission):
         self, request: AdmissionRequest, session_id: str, policy: Policy, lock_audit: AuditEvent
     ) -> Call:
         """Standalone only: admission and, if admitted, the reservation, in one script."""
-        limits, user_id = request.limits, request.user_id or ""
+        user_id = request.user_id or ""
         nonce = request.nonce.nonce if request.nonce is not None else "-"
         keys = [
-            self.keys.global_limit(),
-            self.keys.ip_limit(request.client_ip),
+            *self.keys.limiters(request),
             self.keys.nonce(nonce),
-            self.keys.user(user_id, "tb"),
             self.keys.session(session_id, user_id),
             self.keys.user(user_id, "lock"),
             self.keys.stream_of(user_id),
         ]
         args = [
-            epoch_ms(request.now),
-            limits.window_ms,
-            limits.global_limit,
-            limits.per_ip,
-            request.per_user,
+            *limiter_args(request),
             nonce_until_ms(request),
             *self._lock_args(policy),
             *event_pairs(lock_audit),
@@ -376,14 +380,23 @@ class RedisSessions(RedisAdmission):
         policy: Policy,
         audit: AuditEvent,
         generation: int = 0,
+        refund: FailureReserved | None = None,
     ) -> ConcludeOutcome | None:
         if not session_names_user(session_id, user_id):
             return None
         token = issue_token(user_id, token_entropy, now=now, policy=policy)
-        call = self._conclude_call(
-            session_id, user_id, attempt, key_unwrapped, token, audit, generation
-        )
-        ((code, blob, current),) = await self._run([call])
+        calls = [
+            self._conclude_call(
+                session_id, user_id, attempt, key_unwrapped, token, audit, generation
+            )
+        ]
+        if refund is not None and key_unwrapped:  # beside the conclusion: one round trip
+            calls.append(
+                self._refund_call(refund.merchant_id, refund.window_start_ms, refund.limits)
+            )
+        (code, blob, current), *refunded = await self._run(calls)
+        if refund is not None and refunded:
+            check_refund(refunded[0], refund.window_start_ms, refund.limits)
         if code == NO_SESSION:
             return None
         # An attempt that was never reserved (NEVER_RESERVED) makes the core raise

@@ -10,8 +10,8 @@ asyncio code on redis-py's asyncio clients, which the server reaches from Trio t
 (:data:`RedisStore.TRIO_NATIVE`, whose only I/O is the scripted round trip) run on Trio
 directly instead, on :mod:`adapters.redis_trio`'s pool (:meth:`RedisStore.trio_face`). Each
 port method is one pipeline of ``EVALSHA``/commands: one round trip per hash slot it touches
-(admission: the ``{rl}`` slot and the user's slot, concurrently in Cluster mode; every session
-step: the user's slot only).
+(admission: its limiters' slot, the address's shard or the merchant's, and the nonce's,
+concurrently in Cluster mode; every session step: the user's slot only).
 
 The scripts (``adapters/lua``) decide atomically inside Redis. Each returns the snapshot it
 read; the adapter replays the core's decision on that snapshot and raises
@@ -61,17 +61,21 @@ class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
             "append",
             "cache_record",
             "conclude_attempt",
-            "count_merchant_lock",
+            "count_auth_failure",
             "forget_user",
             "invalidate_record",
             "load_for_initiate",
             "load_passkey_challenge",
             "load_psp_session",
             "load_session",
+            "publish_merchant_key_revoked",
             "release_attempt",
+            "refund_merchant_failure",
             "reserve_attempt",
+            "reserve_merchant_failure",
             "revoke_token",
             "revoke_user_tokens",
+            "revoked_merchant_keys",
             "store_passkey_challenge",
             "store_psp_session",
             "store_session",
@@ -160,12 +164,11 @@ class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
 
     @redis_call
     async def ping(self) -> bool:
-        """Readiness: a write succeeds in every slot a request writes to (the limiter slot
-        and each slot group), so a full (OOM), demoted (READONLY) or loading Redis is not
+        """Readiness: a write succeeds in each slot group (spread over every master, as the
+        limiters' slots are), so a full (OOM), demoted (READONLY) or loading Redis is not
         ready although it answers PING. Raises DependencyUnavailable when it is not."""
         pipe = self._client.pipeline(transaction=False)
-        tags = [self.keys.global_limit(), *self.keys.all_streams()]
-        for tag in tags:
+        for tag in self.keys.all_streams():
             pipe.set(f"{tag}:health", b"1", px=HEALTH_KEY_TTL_MS)
         for result in await pipe.execute(raise_on_error=False):
             if isinstance(result, BaseException):

@@ -145,3 +145,12 @@ class RedisTokens(ScriptRunner):
         key = self.keys.user(user_id, "pke" if enrollment else "pkc")
         (taken,) = await self._run([("take_challenge", [key], [challenge])])
         return bool(taken)
+
+    @redis_call
+    async def publish_merchant_key_revoked(self, key_id: str) -> None:
+        await self._run([("SADD", [self.keys.revoked_merchant_keys()], [key_id])])
+
+    @redis_call
+    async def revoked_merchant_keys(self) -> frozenset[str]:
+        (members,) = await self._run([("SMEMBERS", [self.keys.revoked_merchant_keys()], [])])
+        return frozenset(as_bytes(m).decode() for m in members)

@@ -8,8 +8,9 @@ SHA-256 hash of the whole key is stored (like auth tokens, a key this strong nee
 hash); it is compared in constant time. The key itself is shown once, when it is issued.
 
 Sessions record the authenticated merchant as their payee, so limits apply per merchant and
-every lock a merchant's sessions cause is attributed to it (the server throttles a merchant
-whose sessions lock too many accounts: ``MERCHANT_LOCKS_PER_HOUR``).
+every failed verification in a merchant's sessions is charged to it (the server throttles a
+merchant whose sessions fail too often: ``MERCHANT_FAILURES_PER_HOUR``,
+:func:`zeropay_proto.admission.reserve_merchant_failure`).
 """
 
 from __future__ import annotations

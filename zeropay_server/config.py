@@ -51,9 +51,17 @@ from zeropay_proto import (
     RemoteProtocolError,
     b64url,
 )
+from zeropay_proto.admission import (
+    DEFAULT_AUTH_FAILURES_PER_IP,
+    DEFAULT_GLOBAL_RESERVE,
+    DEFAULT_MERCHANT_FAILURES,
+    DEFAULT_RATE_LIMIT_SHARDS,
+)
 from zeropay_proto.merchants import parse_api_key
 from zeropay_proto.passkeys import RelyingParty
 from zeropay_proto.session import DEFAULT_SESSION_TTL_SECONDS
+
+from .merchants import DEFAULT_MAX_STALENESS_SECONDS
 
 #: The design document's AUDIT_FLUSH_INTERVAL, in milliseconds.
 DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 5000
@@ -91,11 +99,9 @@ DEFAULT_MAX_CONNECTIONS = 1000
 #: Sessions one merchant may open per minute (``RATE_LIMIT_PER_MERCHANT``): the global limit's
 #: share of one large merchant; 0 switches it off.
 DEFAULT_RATE_LIMIT_PER_MERCHANT = 600
-#: Accounts one merchant's sessions may lock per hour before that merchant's new sessions are
-#: refused (``MERCHANT_LOCKS_PER_HOUR``; 0 switches it off). PSD2's five-attempt rule stays
-#: as it is: this does not let anyone guess more, it stops a merchant key from being used to
-#: lock account after account. A real merchant locks a handful of accounts a day.
-DEFAULT_MERCHANT_LOCKS_PER_HOUR = 20
+#: The replaced ``MERCHANT_LOCKS_PER_HOUR`` (accounts a merchant's sessions may lock an hour)
+#: is still read for one release, as that many accounts' five failures each.
+FAILURES_PER_LOCK = 5
 
 
 T = TypeVar("T")
@@ -197,7 +203,21 @@ class Settings:
     rate_limit_per_ip: int = DEFAULT_RATE_LIMIT_PER_IP
     rate_limit_per_user: int = DEFAULT_RATE_LIMIT_PER_USER
     rate_limit_per_merchant: int = DEFAULT_RATE_LIMIT_PER_MERCHANT
-    merchant_locks_per_hour: int = DEFAULT_MERCHANT_LOCKS_PER_HOUR
+    #: Verifications that may fail in one merchant's sessions per hour before its sessions
+    #: are refused (``MERCHANT_FAILURES_PER_HOUR``; 0 switches it off). PSD2's five-attempt
+    #: rule stays as it is: this does not let anyone guess more, it stops a merchant key from
+    #: being used to lock account after account.
+    merchant_failures_per_hour: int = DEFAULT_MERCHANT_FAILURES
+    #: How long merchant keys are trusted without an answer from PostgreSQL or Redis
+    #: (``MERCHANT_KEYS_MAX_STALENESS``, seconds): then every key is refused (503).
+    merchant_keys_max_staleness: int = DEFAULT_MAX_STALENESS_SECONDS
+    #: The global limit's shards (``RATE_LIMIT_SHARDS``), each with its share of the limit.
+    rate_limit_shards: int = DEFAULT_RATE_LIMIT_SHARDS
+    #: Requests an address sends per window before the global limit counts it
+    #: (``RATE_LIMIT_GLOBAL_RESERVE``).
+    rate_limit_global_reserve: int = DEFAULT_GLOBAL_RESERVE
+    #: Wrong merchant keys an address may present per window (``RATE_LIMIT_AUTH_FAILURES``).
+    rate_limit_auth_failures: int = DEFAULT_AUTH_FAILURES_PER_IP
     #: The embedded default's merchant key (generated, and printed at start, when unset).
     demo_merchant_key: str | None = field(default=None, repr=False)
     audit_buffer_size: int = DEFAULT_AUDIT_BUFFER_SIZE
@@ -487,7 +507,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_per_ip=integer("RATE_LIMIT_PER_IP", DEFAULT_RATE_LIMIT_PER_IP),
         rate_limit_per_user=integer("RATE_LIMIT_PER_USER", DEFAULT_RATE_LIMIT_PER_USER),
         rate_limit_per_merchant=integer("RATE_LIMIT_PER_MERCHANT", DEFAULT_RATE_LIMIT_PER_MERCHANT),
-        merchant_locks_per_hour=integer("MERCHANT_LOCKS_PER_HOUR", DEFAULT_MERCHANT_LOCKS_PER_HOUR),
+        merchant_failures_per_hour=integer(
+            "MERCHANT_FAILURES_PER_HOUR",
+            FAILURES_PER_LOCK * integer("MERCHANT_LOCKS_PER_HOUR", 0)
+            if "MERCHANT_LOCKS_PER_HOUR" in env
+            else DEFAULT_MERCHANT_FAILURES,
+        ),
+        merchant_keys_max_staleness=integer(
+            "MERCHANT_KEYS_MAX_STALENESS", DEFAULT_MAX_STALENESS_SECONDS, minimum=1
+        ),
+        rate_limit_shards=integer("RATE_LIMIT_SHARDS", DEFAULT_RATE_LIMIT_SHARDS, minimum=1),
+        rate_limit_global_reserve=integer("RATE_LIMIT_GLOBAL_RESERVE", DEFAULT_GLOBAL_RESERVE),
+        rate_limit_auth_failures=integer("RATE_LIMIT_AUTH_FAILURES", DEFAULT_AUTH_FAILURES_PER_IP),
         demo_merchant_key=problems.check(lambda: _demo_merchant_key(env, embedded=embedded), None),
         audit_buffer_size=integer("AUDIT_BUFFER_SIZE", DEFAULT_AUDIT_BUFFER_SIZE, minimum=1),
         audit_flush_interval_ms=integer(

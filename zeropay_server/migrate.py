@@ -18,15 +18,19 @@ from typing import TypeVar
 import asyncpg
 import trio
 import trio_asyncio
+from redis.exceptions import RedisError
 
 from adapters.bridge import aio
 from adapters.errors import DependencyUnavailable
 from adapters.ports import MaintenanceReport
 from adapters.postgres import PostgresStore, ensure_database
+from adapters.redis_keys import KeySpace
+from adapters.redis_store import RedisStore
 from zeropay_proto import LocalProtocolError
 from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 
 from .config import Settings
+from .merchants import REFRESH_SECONDS, REVOCATION_POLL_SECONDS
 
 T = TypeVar("T")
 
@@ -135,7 +139,32 @@ def maintain(settings: Settings) -> int:
     return 0
 
 
-async def _merchant_command(store: PostgresStore, words: list[str]) -> list[str]:
+async def publish_revocation(settings: Settings, key_id: str) -> str:
+    """Publish a revocation in Redis, where every instance reads it within seconds, and say
+    when the instances stop accepting the key."""
+    if settings.redis_url is None and not settings.redis_cluster_nodes:
+        return f"instances stop accepting it within {REFRESH_SECONDS:.0f} s"
+    try:
+        redis = await aio(RedisStore.connect)(
+            url=settings.redis_url,
+            cluster_nodes=settings.redis_cluster_nodes,
+            keys=KeySpace(settings.redis_prefix),
+        )
+        try:
+            await aio(redis.publish_merchant_key_revoked)(key_id)
+        finally:
+            await aio(redis.aclose)()
+    except (DependencyUnavailable, OSError, RedisError):
+        return (
+            f"Redis is unavailable: instances stop accepting it within {REFRESH_SECONDS:.0f} s, "
+            "once they reload from PostgreSQL"
+        )
+    return f"instances stop accepting it within {REVOCATION_POLL_SECONDS:.0f} s"
+
+
+async def _merchant_command(
+    settings: Settings, store: PostgresStore, words: list[str]
+) -> list[str]:
     now_ms = int(time.time() * 1000)
     match words:
         case ["add", merchant_id]:
@@ -157,7 +186,7 @@ async def _merchant_command(store: PostgresStore, words: list[str]) -> list[str]
         case ["revoke", key_id]:
             if not await aio(store.revoke_merchant_key)(key_id, now_ms):
                 raise ValueError(f"no live key {key_id}")
-            return [f"key {key_id} revoked (instances stop accepting it within 10 s)"]
+            return [f"key {key_id} revoked ({await publish_revocation(settings, key_id)})"]
     raise ValueError("usage: merchants add MERCHANT_ID | list | revoke KEY_ID")
 
 
@@ -169,7 +198,9 @@ def merchants(settings: Settings, words: list[str]) -> int:
     unset = "DATABASE_URL is not set (the embedded default has one demo merchant, printed at start)"
     try:
         lines = on_postgres(
-            settings.database_url, lambda store: _merchant_command(store, words), unset=unset
+            settings.database_url,
+            lambda store: _merchant_command(settings, store, words),
+            unset=unset,
         )
     except (ValueError, LocalProtocolError) as exc:
         raise CommandFailed(2, str(exc)) from None

@@ -60,9 +60,6 @@ log = logging.getLogger("zeropay.runtime")
 DECOY_RECORD_USER = "00000000-0000-0000-0000-000000000000"
 _DECOY_RECORD_FACTORS = (Factor.PIN, Factor.COLOUR, Factor.EMOJI, Factor.WORDS, Factor.FACE)
 
-#: The window of MERCHANT_LOCKS_PER_HOUR.
-MERCHANT_LOCK_WINDOW_MS = 3_600_000
-
 #: Sessions stay readable this long after they expire, so status can say "expired".
 SESSION_GRACE_MS = 60_000
 #: How often gauges that need a round trip (Redis memory, audit backlog) are refreshed.
@@ -230,7 +227,11 @@ async def open_runtime(
             limits=_limits(settings),
             decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
             decoy_record=_decoy_record(settings, entropy),
-            merchants=MerchantDirectory(stores.durable),
+            merchants=MerchantDirectory(
+                stores.durable,
+                stores.state,
+                max_staleness=settings.merchant_keys_max_staleness,
+            ),
             clock=clock,
             entropy=entropy,
             postgres=stores.postgres,
@@ -243,6 +244,7 @@ async def open_runtime(
                 stores.durable, settings.demo_merchant_key, entropy, clock
             )
         await runtime.merchants.refresh()
+        await runtime.merchants.read_revocations()
         yield runtime
 
 
@@ -297,16 +299,18 @@ async def _open_production_stores(
 
 
 def _limits(settings: Settings) -> Limits:
-    """The limiters' settings (``RATE_LIMIT_*``, per minute; the merchant lock cap, per
-    hour)."""
+    """The limiters' settings (``RATE_LIMIT_*``, per minute; the merchant failure budget,
+    per sliding hour)."""
     return Limits(
         global_limit=settings.rate_limit_global,
         per_ip=settings.rate_limit_per_ip,
         per_user=settings.rate_limit_per_user,
         window_ms=60_000,
         per_merchant=settings.rate_limit_per_merchant,
-        merchant_locks=settings.merchant_locks_per_hour,
-        lock_window_ms=MERCHANT_LOCK_WINDOW_MS,
+        merchant_failures=settings.merchant_failures_per_hour,
+        shards=settings.rate_limit_shards,
+        global_reserve=settings.rate_limit_global_reserve,
+        auth_failures=settings.rate_limit_auth_failures,
     )
 
 

@@ -89,76 +89,77 @@ end
 -- The bodies of the admission and reservation scripts, as functions so that one script can
 -- chain them (standalone Redis: admission and reservation in one round trip).
 
--- zeropay_proto.admission.decide_shared_limits. k: {global, ip, merchant bucket, merchant
--- locks}; a: {now, window, global_limit, ip_limit, merchant_limit, merchant_lock_cap,
--- lock_window} (missing or 0: that limiter is off). Every limiter admits and counts, or none
--- counts. The merchant-locks window is only read here (count_lock.lua counts it).
--- Returns {g, ip, m, ml, counted (1/0), {expiry of g, ip, m as written, 0 if not}}; each
--- limiter's reply ends with the fields it read.
-local function do_admit_rl(k, a)
+-- zeropay_proto.admission.decide_shared_limits. k: {ip, global, merchant bucket, merchant
+-- failures, user bucket}, all in one slot; a: {now, window, ip_limit, global_limit (this
+-- shard's share), global_reserve, merchant_limit, failure_cap, failure_window, user_limit}
+-- (0: that limiter is off). The address's window decides first; the global one only for a
+-- request beyond the address's reserve (beyond_reserve). Every limiter admits and counts, or
+-- none counts. The merchant failures are only read here (reserve_failure.lua spends them).
+-- Returns {ip, g, m, mf, u, counted (1/0), {expiry of ip, g, m, u as written, 0 if not}};
+-- each limiter's reply ends with the fields it read.
+local function sliding_kept(w, window) return w[2] + 2 * window end
+
+local function write_sliding(key, w, window)
+  redis.call('HSET', key, 's', w[2], 'c', w[3], 'p', w[4])
+  redis.call('PEXPIREAT', key, sliding_kept(w, window))
+end
+
+local function write_bucket(key, b, limit, window)
+  local kept = bucket_kept(b, limit, window)
+  redis.call('HSET', key, 'l', b[2], 'u', b[3])
+  redis.call('PEXPIREAT', key, kept)
+  return kept
+end
+
+local function do_admit_shared(k, a)
   local now, window = tonumber(a[1]), tonumber(a[2])
-  local global_limit, ip_limit = tonumber(a[3]), tonumber(a[4])
-  local merchant_limit, lock_cap = tonumber(a[5] or 0), tonumber(a[6] or 0)
-  local lock_window = tonumber(a[7] or 0)
-  local g, ip, m, ml = {}, {}, {}, {}
+  local ip_limit, global_limit, reserve = tonumber(a[3]), tonumber(a[4]), tonumber(a[5])
+  local merchant_limit, failure_cap = tonumber(a[6]), tonumber(a[7])
+  local failure_window, user_limit = tonumber(a[8]), tonumber(a[9])
+  local ip, g, m, mf, u = {}, {}, {}, {}, {}
   local counted = 1
-  if global_limit > 0 then
-    g = fixed_window(k[1], now, global_limit, window)
-    if g[1] == 0 then counted = 0 end
-  end
   if ip_limit > 0 then
-    ip = sliding_window(k[2], now, ip_limit, window)
+    ip = sliding_window(k[1], now, ip_limit, window)
     if ip[1] == 0 then counted = 0 end
+  end
+  if global_limit > 0 and (ip_limit == 0 or (ip[1] == 1 and ip[3] > reserve)) then
+    g = fixed_window(k[2], now, global_limit, window)
+    if g[1] == 0 then counted = 0 end
   end
   if merchant_limit > 0 then
     m = token_bucket(k[3], now, merchant_limit, window)
     if m[1] == 0 then counted = 0 end
   end
-  if lock_cap > 0 then
-    ml = fixed_window(k[4], now, lock_cap, lock_window)
-    if ml[1] == 0 then counted = 0 end
+  if failure_cap > 0 then
+    mf = sliding_window(k[4], now, failure_cap, failure_window)
+    if mf[1] == 0 then counted = 0 end
   end
-  local kept = {0, 0, 0}
+  if user_limit > 0 then
+    u = token_bucket(k[5], now, user_limit, window)
+    if u[1] == 0 then counted = 0 end
+  end
+  local kept = {0, 0, 0, 0}
   if counted == 1 then
-    if global_limit > 0 then
-      kept[1] = g[2] + window
-      redis.call('HSET', k[1], 's', g[2], 'c', g[3])
-      redis.call('PEXPIREAT', k[1], kept[1])
+    if ip[1] then
+      write_sliding(k[1], ip, window)
+      kept[1] = sliding_kept(ip, window)
     end
-    if ip_limit > 0 then
-      kept[2] = ip[2] + 2 * window
-      redis.call('HSET', k[2], 's', ip[2], 'c', ip[3], 'p', ip[4])
+    if g[1] then
+      kept[2] = g[2] + window
+      redis.call('HSET', k[2], 's', g[2], 'c', g[3])
       redis.call('PEXPIREAT', k[2], kept[2])
     end
-    if merchant_limit > 0 then
-      kept[3] = bucket_kept(m, merchant_limit, window)
-      redis.call('HSET', k[3], 'l', m[2], 'u', m[3])
-      redis.call('PEXPIREAT', k[3], kept[3])
-    end
+    if m[1] then kept[3] = write_bucket(k[3], m, merchant_limit, window) end
+    if u[1] then kept[4] = write_bucket(k[5], u, user_limit, window) end
   end
-  return {g, ip, m, ml, counted, kept}
+  return {ip, g, m, mf, u, counted, kept}
 end
 
--- decide_nonce and decide_user_bucket. k: {nonce, bucket}; a: {now, window, user_limit
--- (0 = off), nonce kept until (ms; 0 = no nonce)}. Two independent decisions: the nonce is
--- single-use; the bucket counts the request either way.
--- Returns {nonce (NO_NONCE, NONCE_REUSED, NONCE_ACCEPTED), bucket reply, bucket expiry (0: none)}.
-local function do_admit_user(k, a)
-  local now, window = tonumber(a[1]), tonumber(a[2])
-  local limit, nonce_until = tonumber(a[3]), tonumber(a[4])
-  local nonce = NO_NONCE
-  if nonce_until > 0 then
-    nonce = NONCE_REUSED
-    if redis.call('SET', k[1], '1', 'NX', 'PXAT', nonce_until) then nonce = NONCE_ACCEPTED end
-  end
-  local b, kept = {}, 0
-  if limit > 0 then
-    b = token_bucket(k[2], now, limit, window)
-    kept = bucket_kept(b, limit, window)
-    redis.call('HSET', k[2], 'l', b[2], 'u', b[3])
-    redis.call('PEXPIREAT', k[2], kept)
-  end
-  return {nonce, b, kept}
+-- zeropay_proto.replay.decide_nonce: single-use. k: {nonce}; a: {kept until (ms)}.
+-- Returns NONCE_REUSED or NONCE_ACCEPTED.
+local function do_claim_nonce(k, a)
+  if redis.call('SET', k[1], '1', 'NX', 'PXAT', a[1]) then return NONCE_ACCEPTED end
+  return NONCE_REUSED
 end
 
 -- The stored lockout {f, l, u, t} and Lockout.current(now): forgotten after its memory, and

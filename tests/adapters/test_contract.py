@@ -53,19 +53,32 @@ def admission_for(user: str, *, nonce: str, per_user: int = 0) -> AdmissionReque
 
 
 def admission(
-    *, user: str | None = None, ip: str = "192.0.2.1", nonce: str | None = None, **limits: int
+    *,
+    user: str | None = None,
+    ip: str = "192.0.2.1",
+    nonce: str | None = None,
+    merchant: str | None = None,
+    **limits: int,
 ) -> AdmissionRequest:
+    """A request; the caller is accountable for ``user`` where a per-user limit is given."""
     return AdmissionRequest(
         now=time.time(),
         client_ip=ip,
         user_id=user,
         nonce=None if nonce is None else NonceClaim(nonce=nonce, ttl_ms=60_000),
         limits=Limits(
-            global_limit=limits.get("global_limit", 0),
-            per_ip=limits.get("per_ip", 0),
-            per_user=limits.get("per_user", 0),
             window_ms=60_000,
+            **{
+                "global_limit": 0,
+                "per_ip": 0,
+                "per_user": 0,
+                "shards": 1,
+                "global_reserve": 0,
+                **limits,
+            },
         ),
+        merchant_id=merchant,
+        charged_user="per_user" in limits,
     )
 
 
@@ -82,10 +95,80 @@ async def test_global_and_ip_limits_admit_up_to_the_limit(state_backend: dict[st
         assert [o.rate_limited for o in outcomes] == [False, False, False, True]
         assert isinstance(outcomes[-1].ip_decision, RateLimited)
         # Refused by the IP limit, the request consumed nothing from the global limit.
-        assert isinstance(outcomes[-1].global_decision, RequestAdmitted)
+        assert outcomes[-1].global_decision is None
         after = await store.admit(admission(ip="203.0.113.9", global_limit=100, per_ip=3))
         assert isinstance(after.global_decision, RequestAdmitted)
         assert after.global_decision.remaining == 100 - 4
+
+
+@state
+async def test_limiters_spend_only_for_the_caller(state_backend: dict[str, Any]) -> None:
+    """A request refused by its address's limit spends nothing from the user's bucket; a
+    request that only names a user (anonymous) charges nobody's bucket; a merchant's bucket
+    for a user is its own; and the global limit never refuses an address within its
+    reserve, however full heavy addresses made it."""
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        ip = f"198.51.100.{secrets.randbelow(250)}"
+        for _ in range(3):
+            await store.admit(admission(user=user, ip=ip, per_ip=2, per_user=5))
+        same = await store.admit(admission(user=user, ip=ip, per_user=5))
+        assert isinstance(same.user_decision, RequestAdmitted)
+        assert same.user_decision.remaining == 5 - 1 - 2  # the refused third spent nothing
+        elsewhere = await store.admit(admission(user=user, ip=f"{ip}1", per_user=5))
+        assert isinstance(elsewhere.user_decision, RequestAdmitted)
+        assert elsewhere.user_decision.remaining == 4  # another caller's budget is its own
+        named = AdmissionRequest(
+            now=time.time(),
+            client_ip=ip,
+            user_id=user,
+            nonce=None,
+            limits=Limits(global_limit=0, per_ip=0, per_user=1, window_ms=60_000),
+        )
+        assert (await store.admit(named)).user_decision is None  # anonymous: not charged
+        shop = await store.admit(admission(user=user, merchant="shop-a", per_user=5))
+        assert isinstance(shop.user_decision, RequestAdmitted)
+        assert shop.user_decision.remaining == 4  # shop-a's budget for this user, not the IP's
+        heavy, light = f"203.0.113.{secrets.randbelow(250)}", "192.0.2.77"
+
+        def full(ip: str) -> AdmissionRequest:
+            return admission(ip=ip, global_limit=2, per_ip=100, global_reserve=1)
+
+        for _ in range(4):
+            await store.admit(full(heavy))
+        assert (await store.admit(full(heavy))).rate_limited
+        assert not (await store.admit(full(light))).rate_limited
+
+
+@state
+async def test_a_merchants_failure_budget_is_reserved_and_refunded(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        merchant, now = f"shop-{secrets.token_hex(3)}", time.time()
+        budget = Limits(global_limit=0, per_ip=0, per_user=0, window_ms=60_000, merchant_failures=2)
+        first = await store.reserve_merchant_failure(merchant, now, budget)
+        second = await store.reserve_merchant_failure(merchant, now, budget)
+        assert isinstance(first, RequestAdmitted)
+        assert isinstance(second, RequestAdmitted)
+        assert isinstance(await store.reserve_merchant_failure(merchant, now, budget), RateLimited)
+        opened = await store.admit(admission(merchant=merchant, merchant_failures=2))
+        assert isinstance(opened.merchant_failures, RateLimited)  # no new session either
+        await store.refund_merchant_failure(merchant, first.state.window_start_ms, budget)
+        again = await store.reserve_merchant_failure(merchant, now, budget)
+        assert isinstance(again, RequestAdmitted)
+        other = await store.reserve_merchant_failure("another-shop", now, budget)
+        assert isinstance(other, RequestAdmitted)  # one merchant's failures are its own
+
+
+@state
+async def test_wrong_keys_are_bounded_per_address(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        ip, now = f"192.0.2.{secrets.randbelow(250)}", time.time()
+        bound = Limits(global_limit=0, per_ip=0, per_user=0, window_ms=60_000, auth_failures=2)
+        counted = [await store.count_auth_failure(ip, now, bound) for _ in range(3)]
+        assert [isinstance(c, RequestAdmitted) for c in counted] == [True, True, False]
+        assert isinstance(await store.count_auth_failure(f"{ip}0", now, bound), RequestAdmitted)
 
 
 @state

@@ -95,8 +95,20 @@ gaps = st.lists(
 
 def limits(**kw: int) -> Limits:
     return Limits(
-        global_limit=kw.get("g", 0), per_ip=kw.get("ip", 0), per_user=kw.get("user", 0), window_ms=W
+        global_limit=kw.get("g", 0),
+        per_ip=kw.get("ip", 0),
+        per_user=kw.get("user", 0),
+        window_ms=W,
+        shards=1,
+        global_reserve=kw.get("reserve", 0),
+        merchant_failures=kw.get("failures", 0),
+        auth_failures=kw.get("auth", 0),
     )
+
+
+def limiter_key(store: RedisStore, request: AdmissionRequest, which: int) -> str:
+    """One of the request's limiter keys: 0 address, 1 global, 2 merchant, 3 failures, 4 user."""
+    return store.keys.limiters(request)[which]
 
 
 def hash_ints(lua: Lua, key: str, *fields: str) -> list[int]:
@@ -122,7 +134,7 @@ def test_fixed_window_script_equals_the_core(lua: Lua, limit: int, steps: list[i
         if isinstance(want, RequestAdmitted):
             model = want.state
         if model is not None:
-            stored = hash_ints(lua, store.keys.global_limit(), "s", "c")
+            stored = hash_ints(lua, limiter_key(store, request, 1), "s", "c")
             assert FixedWindowState(window_start_ms=stored[0], count=stored[1]) == model
 
 
@@ -144,7 +156,7 @@ def test_sliding_window_script_equals_the_core(lua: Lua, limit: int, steps: list
         if isinstance(want, RequestAdmitted):
             model = want.state
         if model is not None:
-            s, c, p = hash_ints(lua, store.keys.ip_limit("203.0.113.5"), "s", "c", "p")
+            s, c, p = hash_ints(lua, limiter_key(store, request, 0), "s", "c", "p")
             assert SlidingWindowState(window_start_ms=s, current=c, previous=p) == model
 
 
@@ -158,14 +170,82 @@ def test_token_bucket_script_equals_the_core(lua: Lua, limit: int, steps: list[i
         now_ms += gap
         now = now_ms / 1000
         request = AdmissionRequest(
-            now=now, client_ip="-", user_id=USER, nonce=None, limits=limits(user=limit)
+            now=now,
+            client_ip="-",
+            user_id=USER,
+            nonce=None,
+            limits=limits(user=limit),
+            charged_user=True,
         )
         got = lua.run(store.admit(request)).user_decision
         want = decide_token_bucket(model, now=now, limit=limit, window_ms=W)
         assert got == want
-        model = want.state
-        level, updated = hash_ints(lua, store.keys.user(USER, "tb"), "l", "u")
-        assert TokenBucketState(level=level, updated_ms=updated) == model
+        if isinstance(want, RequestAdmitted):  # a refused request spends nothing
+            model = want.state
+        if model is not None:
+            level, updated = hash_ints(lua, limiter_key(store, request, 4), "l", "u")
+            assert TokenBucketState(level=level, updated_ms=updated) == model
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    reserve=st.integers(0, 4),
+    limit=st.integers(1, 6),
+    sent=st.lists(st.sampled_from(["198.51.100.1", "198.51.100.2", "198.51.100.3"]), max_size=40),
+)
+def test_the_global_reserve_in_the_script_equals_the_core(
+    lua: Lua, reserve: int, limit: int, sent: list[str]
+) -> None:
+    """Addresses sharing one shard: each is counted by the global limit only beyond its
+    reserve, and a refusal by either limiter spends nothing."""
+    store = lua.store()
+    now = start_ms() / 1000
+    for address in sent:
+        request = AdmissionRequest(
+            now=now,
+            client_ip=address,
+            user_id=None,
+            nonce=None,
+            limits=limits(g=limit, ip=5, reserve=reserve),
+        )
+        lua.run(store.admit(request))  # checked against the core at run time
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    budget=st.integers(1, 5),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["reserve", "refund", "advance"]), st.integers(1, 40 * W)),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_the_failure_budget_scripts_equal_the_core(
+    lua: Lua, budget: int, steps: list[tuple[str, int]]
+) -> None:
+    store = lua.store()
+    now_ms = start_ms()
+    reserved: list[int] = []
+    bound = limits(failures=budget)
+    for action, gap in steps:
+        if action == "advance":
+            now_ms += gap
+        elif action == "reserve":
+            decided = lua.run(store.reserve_merchant_failure("shop", now_ms / 1000, bound))
+            if isinstance(decided, RequestAdmitted):
+                reserved.append(decided.state.window_start_ms)
+        elif reserved:
+            lua.run(store.refund_merchant_failure("shop", reserved.pop(), bound))
+
+
+def test_wrong_keys_from_an_address_are_refused_past_the_bound(lua: Lua) -> None:
+    store = lua.store()
+    now = start_ms() / 1000
+    bound = limits(auth=3)
+    counted = [lua.run(store.count_auth_failure("192.0.2.9", now, bound)) for _ in range(4)]
+    assert [isinstance(c, RequestAdmitted) for c in counted] == [True, True, True, False]
+    other = lua.run(store.count_auth_failure("192.0.2.10", now, bound))
+    assert isinstance(other, RequestAdmitted)
 
 
 @settings(max_examples=EXAMPLES)
@@ -337,6 +417,7 @@ def _admit(**kw: int) -> Any:
             user_id=USER,
             nonce=NonceClaim(nonce=secrets.token_hex(8), ttl_ms=1000),
             limits=limits(**kw),
+            charged_user=True,
         )
         for _ in range(2):
             lua.run(store.admit(request))
@@ -346,29 +427,53 @@ def _admit(**kw: int) -> Any:
 
 #: One rule of a script changed, and a scenario that reaches it.
 MUTANTS = {
-    "admit_rl: the limit admits one more": (
-        "admit_rl",
+    "admit_shared: the limit admits one more": (
+        "admit_shared",
         "  if count < limit then",
         "  if count <= limit then",
         _admit(g=1),
     ),
-    "admit_rl: a refused request counts": (
-        "admit_rl",
+    "admit_shared: a refused request counts": (
+        "admit_shared",
         "    if g[1] == 0 then counted = 0 end",
         "",
         _admit(g=1),
     ),
-    "admit_rl: the IP window is kept one window": (
-        "admit_rl",
-        "kept[2] = ip[2] + 2 * window",
-        "kept[2] = ip[2] + window",
+    "admit_shared: the IP window is kept one window": (
+        "admit_shared",
+        "local function sliding_kept(w, window) return w[2] + 2 * window end",
+        "local function sliding_kept(w, window) return w[2] + window end",
         _admit(ip=5),
     ),
-    "admit_user: the bucket is kept a millisecond longer": (
-        "admit_user",
+    "admit_shared: the global limit ignores the reserve": (
+        "admit_shared",
+        "(ip[1] == 1 and ip[3] > reserve)",
+        "(ip[1] == 1)",
+        _admit(g=1, ip=5, reserve=3),
+    ),
+    "admit_shared: the bucket is kept a millisecond longer": (
+        "admit_shared",
         "limit * window) / limit) + 1",
         "limit * window) / limit) + 2",
         _admit(user=5),
+    ),
+    "reserve_failure: the budget holds one more": (
+        "reserve_failure",
+        "tonumber(ARGV[1]), tonumber(ARGV[2]), window)",
+        "tonumber(ARGV[1]), tonumber(ARGV[2]) + 1, window)",
+        lambda lua, store: [
+            lua.run(store.reserve_merchant_failure("shop", start_ms() / 1000, limits(failures=1)))
+            for _ in range(2)
+        ],
+    ),
+    "refund_failure: an older window is refunded": (
+        "refund_failure",
+        "  return {0, s}\nend\nwrite_sliding",
+        "  prev = prev + 0\nend\nwrite_sliding",
+        lambda lua, store: [
+            lua.run(store.reserve_merchant_failure("shop", start_ms() / 1000, limits(failures=3))),
+            lua.run(store.refund_merchant_failure("shop", 0, limits(failures=3))),
+        ],
     ),
     "reserve: the lockout is stamped late": ("reserve", "  t = now\n", "  t = now + 1\n", None),
     "reserve: every reservation audits a lock": (
@@ -377,11 +482,14 @@ MUTANTS = {
         "  if u <= t then",
         None,
     ),
-    "count_lock: the lock window is kept twice as long": (
-        "count_lock",
-        "local kept = w[2] + window",
-        "local kept = w[2] + 2 * window",
-        lambda lua, store: lua.run(store.count_merchant_lock("shop", start_ms() / 1000, W)),
+    "auth_failure: one more wrong key is let through": (
+        "auth_failure",
+        "tonumber(ARGV[1]), tonumber(ARGV[2]), window)",
+        "tonumber(ARGV[1]), tonumber(ARGV[2]) + 1, window)",
+        lambda lua, store: [
+            lua.run(store.count_auth_failure("192.0.2.7", start_ms() / 1000, limits(auth=1)))
+            for _ in range(3)
+        ],
     ),
     "release: any later attempt is given back": (
         "release",

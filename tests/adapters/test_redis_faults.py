@@ -110,6 +110,7 @@ def _request(user: str | None, nonce: str | None = None) -> AdmissionRequest:
         user_id=user,
         nonce=None if nonce is None else NonceClaim(nonce=nonce, ttl_ms=330_000),
         limits=SLOW_LIMITS,
+        charged_user=True,
     )
 
 

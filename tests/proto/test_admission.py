@@ -1,13 +1,18 @@
-"""Admission at the door: the shared limiters all count a request or none does, the user's
-bucket and the nonce decide apart, and every stored state has the expiry the rules give it."""
+"""Admission at the door: limiters spend only for the caller (its address, its merchant's
+budget, its own bucket for a user it is accountable for), all of a request's limiters count
+it or none does, the global limit never refuses an address within its reserve, a merchant's
+failure budget is reserved before anything is compared and refunded when no failure
+happened, and every stored state has the expiry the rules give it."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from zeropay_proto import (
     FixedWindowState,
+    LocalProtocolError,
     NonceAccepted,
     NonceClaim,
     NonceReused,
@@ -23,97 +28,203 @@ from zeropay_proto.admission import (
     Limits,
     Quota,
     SharedLimiterStates,
-    count_merchant_lock,
+    beyond_reserve,
+    decide_auth_failure,
     decide_shared_limits,
-    decide_user_bucket,
     nonce_kept_until_ms,
+    refund_merchant_failure,
+    reserve_merchant_failure,
+    shard_of,
     token_bucket_kept,
 )
 
 W = 60_000
-T = 1_800_000_000.0  # a window starts here
+HOUR = 3_600_000
+T = 1_800_000_000.0  # a window starts here, and an hour does
 T_MS = int(T * 1000)
 USER = "7d4c8f0e-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
 
 
-def request(
-    *, user: str | None = USER, merchant: str | None = None, **limits: int
-) -> AdmissionRequest:
-    return AdmissionRequest(
-        now=T,
-        client_ip="192.0.2.1",
-        user_id=user,
-        nonce=None,
-        limits=Limits(window_ms=W, **{"global_limit": 0, "per_ip": 0, "per_user": 0, **limits}),
-        merchant_id=merchant,
+def limits(**given: int) -> Limits:
+    return Limits(
+        window_ms=W, **{"global_limit": 0, "per_ip": 0, "per_user": 0, "shards": 1, **given}
     )
 
 
-def test_limits_in_force_depend_on_who_asks() -> None:
-    anonymous = request(user=None, per_user=5, per_merchant=7, merchant_locks=3)
-    assert (anonymous.per_user, anonymous.per_merchant, anonymous.merchant_lock_cap) == (0, 0, 0)
-    assert not anonymous.meets_shared_limits
-    merchant = request(merchant="m1", per_user=5, per_merchant=7, merchant_locks=3)
-    assert (merchant.per_user, merchant.per_merchant, merchant.merchant_lock_cap) == (5, 7, 3)
-    assert merchant.meets_shared_limits
+def request(
+    *,
+    user: str | None = USER,
+    merchant: str | None = None,
+    charged: bool = False,
+    now: float = T,
+    **given: int,
+) -> AdmissionRequest:
+    return AdmissionRequest(
+        now=now,
+        client_ip="192.0.2.1",
+        user_id=user,
+        nonce=None,
+        limits=limits(**given),
+        merchant_id=merchant,
+        charged_user=charged,
+    )
+
+
+def test_limits_in_force_depend_on_who_is_accountable() -> None:
+    def every(merchant: str | None = None, *, charged: bool = False) -> AdmissionRequest:
+        return request(
+            merchant=merchant,
+            charged=charged,
+            global_limit=9,
+            per_ip=8,
+            per_user=5,
+            per_merchant=7,
+            merchant_failures=3,
+        )
+
+    anonymous = every()
+    assert (anonymous.per_ip, anonymous.global_limit, anonymous.per_user) == (8, 9, 0)
+    assert (anonymous.per_merchant, anonymous.merchant_failures) == (0, 0)
+    bearer = every(charged=True)
+    assert (bearer.per_ip, bearer.per_user) == (8, 5)
+    merchant = every("m1", charged=True)
+    assert (merchant.per_ip, merchant.global_limit) == (0, 0)  # its own budget instead
+    assert (merchant.per_merchant, merchant.merchant_failures, merchant.per_user) == (7, 3, 5)
+    assert request(user=None, charged=True, per_user=5).per_user == 0
+    assert not request().meets_shared_limits
     assert request(global_limit=1).meets_shared_limits
 
 
-def test_every_shared_limiter_counts_an_admitted_request_with_its_expiry() -> None:
+def test_the_global_limit_is_shared_out_and_its_shards_are_stable() -> None:
+    assert Limits(global_limit=1000, per_ip=0, per_user=0, window_ms=W).global_shard_limit == 125
+    assert limits(global_limit=10, shards=3).global_shard_limit == 4  # rounded up
+    assert shard_of("192.0.2.1", 8) == shard_of("192.0.2.1", 8)
+    assert len({shard_of(f"10.0.0.{n}", 8) for n in range(64)}) == 8
+    with pytest.raises(LocalProtocolError):
+        limits(shards=0)
+
+
+def test_every_limiter_counts_an_admitted_request_with_its_expiry() -> None:
     shared = decide_shared_limits(
         SharedLimiterStates(),
-        request(merchant="m1", global_limit=10, per_ip=10, per_merchant=10, merchant_locks=2),
+        request(global_limit=10, per_ip=10, per_user=10, charged=True, global_reserve=0),
     )
     assert shared.counted
     assert shared.global_kept is not None
     assert shared.global_kept.expires_at_ms == T_MS + W
     assert shared.ip_kept is not None
     assert shared.ip_kept.expires_at_ms == T_MS + 2 * W
-    assert shared.merchant_kept is not None
+    assert shared.user_kept is not None
     # A bucket one token short of full is full again after one token's refill (W / limit).
-    assert shared.merchant_kept.expires_at_ms == T_MS + W // 10 + 1
-    assert isinstance(shared.merchant_locks, RequestAdmitted)
+    assert shared.user_kept.expires_at_ms == T_MS + W // 10 + 1
+    merchant = decide_shared_limits(
+        SharedLimiterStates(), request(merchant="m1", per_merchant=10, merchant_failures=2)
+    )
+    assert merchant.merchant_kept is not None
+    assert isinstance(merchant.merchant_failures, RequestAdmitted)  # read, never counted here
 
 
-def test_a_request_refused_by_one_shared_limiter_is_counted_by_none() -> None:
-    full_ip = SlidingWindowState(window_start_ms=T_MS, current=1, previous=0)
+def test_a_request_refused_by_one_limiter_is_counted_by_none() -> None:
+    empty = TokenBucketState(level=0, updated_ms=T_MS)
     shared = decide_shared_limits(
-        SharedLimiterStates(ip_window=full_ip), request(global_limit=10, per_ip=1)
+        SharedLimiterStates(user_bucket=empty),
+        request(global_limit=10, per_ip=10, per_user=5, charged=True, global_reserve=0),
     )
     assert not shared.counted
-    assert isinstance(shared.global_decision, RequestAdmitted)
-    assert isinstance(shared.ip_decision, RateLimited)
-    assert (shared.global_kept, shared.ip_kept, shared.merchant_kept) == (None, None, None)
+    assert isinstance(shared.ip_decision, RequestAdmitted)
+    assert isinstance(shared.user_decision, RateLimited)
+    assert (shared.ip_kept, shared.global_kept, shared.user_kept) == (None, None, None)
 
 
-def test_a_merchant_at_its_lock_cap_is_refused_and_nothing_counts() -> None:
-    locks = FixedWindowState(window_start_ms=T_MS, count=2)
-    shared = decide_shared_limits(
-        SharedLimiterStates(merchant_locks=locks),
-        request(merchant="m1", global_limit=10, merchant_locks=2),
+def test_the_global_limit_counts_an_address_only_beyond_its_reserve() -> None:
+    full = FixedWindowState(window_start_ms=T_MS, count=10)
+    light = SlidingWindowState(window_start_ms=T_MS, current=2)
+    heavy = SlidingWindowState(window_start_ms=T_MS, current=3)
+    asked = request(global_limit=10, per_ip=100, global_reserve=3)
+    within = decide_shared_limits(SharedLimiterStates(ip_window=light, global_window=full), asked)
+    assert within.counted  # its third request: the full global limit is not consulted
+    assert within.global_decision is None
+    beyond = decide_shared_limits(SharedLimiterStates(ip_window=heavy, global_window=full), asked)
+    assert isinstance(beyond.global_decision, RateLimited)
+    assert not beyond.counted
+    assert beyond.ip_kept is None  # refused: the address's own window spends nothing either
+    assert beyond_reserve(None, 3)  # no per-IP limit: every request is counted
+    refused_ip = decide_shared_limits(
+        SharedLimiterStates(ip_window=SlidingWindowState(window_start_ms=T_MS, current=100)),
+        asked,
     )
-    assert isinstance(shared.merchant_locks, RateLimited)
+    assert isinstance(refused_ip.ip_decision, RateLimited)
+    assert refused_ip.global_decision is None  # the address's limit decides first
+
+
+def test_a_merchant_whose_failure_budget_is_spent_opens_no_session() -> None:
+    spent = SlidingWindowState(window_start_ms=T_MS, current=2)
+    shared = decide_shared_limits(
+        SharedLimiterStates(merchant_failures=spent),
+        request(merchant="m1", per_merchant=10, merchant_failures=2),
+    )
+    assert isinstance(shared.merchant_failures, RateLimited)
     assert not shared.counted
-    assert shared.global_kept is None
+    assert shared.merchant_kept is None
+
+
+def test_a_failure_is_reserved_until_the_budget_is_spent_then_refused() -> None:
+    budget = limits(merchant_failures=2)
+    first, kept = reserve_merchant_failure(None, now=T, limits=budget)
+    assert isinstance(first, RequestAdmitted)
+    assert kept is not None
+    assert kept.expires_at_ms == T_MS + 2 * HOUR
+    second, kept = reserve_merchant_failure(kept.state, now=T + 1, limits=budget)
+    assert isinstance(second, RequestAdmitted)
+    assert kept is not None
+    third, nothing = reserve_merchant_failure(kept.state, now=T + 2, limits=budget)
+    assert isinstance(third, RateLimited)
+    assert nothing is None
+
+
+def test_a_failure_that_did_not_happen_is_refunded_where_it_was_counted() -> None:
+    budget = limits(merchant_failures=5)
+    state = SlidingWindowState(window_start_ms=T_MS, current=2, previous=3)
+    same = refund_merchant_failure(state, reserved_window_ms=T_MS, limits=budget)
+    assert same is not None
+    assert (same.state.current, same.state.previous) == (1, 3)
+    assert same.expires_at_ms == T_MS + 2 * HOUR
+    moved_on = SlidingWindowState(window_start_ms=T_MS + HOUR, current=1, previous=2)
+    previous = refund_merchant_failure(moved_on, reserved_window_ms=T_MS, limits=budget)
+    assert previous is not None
+    assert (previous.state.current, previous.state.previous) == (1, 1)
+    assert refund_merchant_failure(None, reserved_window_ms=T_MS, limits=budget) is None
+    older = SlidingWindowState(window_start_ms=T_MS + 2 * HOUR, current=4)
+    assert refund_merchant_failure(older, reserved_window_ms=T_MS, limits=budget) is None
+    empty = SlidingWindowState(window_start_ms=T_MS, current=0, previous=0)
+    assert refund_merchant_failure(empty, reserved_window_ms=T_MS, limits=budget) is None
+    none_before = SlidingWindowState(window_start_ms=T_MS + HOUR, current=1, previous=0)
+    assert refund_merchant_failure(none_before, reserved_window_ms=T_MS, limits=budget) is None
+
+
+def test_wrong_keys_are_counted_per_address_until_refused() -> None:
+    bound = limits(auth_failures=2)
+    first, kept = decide_auth_failure(None, now=T, limits=bound)
+    assert isinstance(first, RequestAdmitted)
+    assert kept is not None
+    _, kept = decide_auth_failure(kept.state, now=T, limits=bound)
+    assert kept is not None
+    third, nothing = decide_auth_failure(kept.state, now=T, limits=bound)
+    assert isinstance(third, RateLimited)
+    assert nothing is None
 
 
 def test_switched_off_limiters_decide_nothing() -> None:
     shared = decide_shared_limits(SharedLimiterStates(), request())
     assert shared.counted
-    assert (shared.global_decision, shared.ip_decision, shared.merchant_decision) == (
-        None,
-        None,
-        None,
+    decisions = (
+        shared.ip_decision,
+        shared.global_decision,
+        shared.merchant_decision,
+        shared.merchant_failures,
+        shared.user_decision,
     )
-    assert shared.merchant_locks is None
-
-
-def test_the_users_bucket_keeps_its_state_when_it_refuses() -> None:
-    empty = TokenBucketState(level=0, updated_ms=T_MS)
-    user = decide_user_bucket(empty, request(per_user=5))
-    assert isinstance(user.decision, RateLimited)
-    assert user.kept.state == user.decision.state
-    assert user.kept.expires_at_ms == T_MS + W + 1  # empty: a whole window to refill
+    assert decisions == (None,) * 5
 
 
 @given(
@@ -146,41 +257,35 @@ def test_a_nonce_outlives_its_claims_window() -> None:
     assert nonce_kept_until_ms(claim, now=T) == T_MS + 330_000
 
 
-def test_merchant_locks_count_without_a_cap_in_their_own_window() -> None:
-    hour = 3_600_000
-    first = count_merchant_lock(None, now=T, window_ms=hour)
-    second = count_merchant_lock(first.state, now=T + 1, window_ms=hour)
-    assert second.state.count == 2
-    assert second.expires_at_ms == second.state.window_start_ms + hour
-
-
 def test_an_admission_is_refused_by_any_limiter_or_a_reused_nonce() -> None:
-    nothing = Admission.of(None, None, None)
+    nothing = Admission.of(None, None)
     assert not nothing.refused
     assert nothing.limiter_decisions == []
     refused_ip = decide_shared_limits(
         SharedLimiterStates(ip_window=SlidingWindowState(window_start_ms=T_MS, current=1)),
         request(per_ip=1),
     )
-    assert Admission.of(refused_ip, None, NonceAccepted()).rate_limited
-    user = decide_user_bucket(None, request(per_user=5))
-    admitted = Admission.of(None, user, NonceAccepted())
+    assert Admission.of(refused_ip, NonceAccepted()).rate_limited
+    user = decide_shared_limits(SharedLimiterStates(), request(per_user=5, charged=True))
+    admitted = Admission.of(user, NonceAccepted())
     assert not admitted.refused
-    assert admitted.limiter_decisions == [user.decision]
-    assert Admission.of(None, user, NonceReused()).refused
-    locked_out = decide_shared_limits(
-        SharedLimiterStates(merchant_locks=FixedWindowState(window_start_ms=T_MS, count=1)),
-        request(merchant="m1", merchant_locks=1),
+    assert admitted.limiter_decisions == [user.user_decision]
+    assert Admission.of(user, NonceReused()).refused
+    spent = decide_shared_limits(
+        SharedLimiterStates(merchant_failures=SlidingWindowState(window_start_ms=T_MS, current=1)),
+        request(merchant="m1", merchant_failures=1),
     )
-    assert Admission.of(locked_out, None, None).rate_limited
+    assert Admission.of(spent, None).rate_limited
 
 
 def test_the_quota_is_the_tightest_limiter_and_the_wait_the_longest_refusal() -> None:
-    assert Admission.of(None, None, None).quota is None
-    assert Admission.of(None, None, None).retry_after_ms == 0
-    roomy = decide_shared_limits(SharedLimiterStates(), request(global_limit=100, per_ip=10))
-    user = decide_user_bucket(None, request(per_user=3))
-    admitted = Admission.of(roomy, user, None)
+    assert Admission.of(None, None).quota is None
+    assert Admission.of(None, None).retry_after_ms == 0
+    roomy = decide_shared_limits(
+        SharedLimiterStates(),
+        request(global_limit=100, per_ip=10, per_user=3, charged=True, global_reserve=0),
+    )
+    admitted = Admission.of(roomy, None)
     assert admitted.quota == Quota(limit=3, remaining=2, reset_after_ms=W // 3 + 1 - 1)
     assert admitted.retry_after_ms == 0
     full_ip = SlidingWindowState(window_start_ms=T_MS, current=10)
@@ -188,7 +293,7 @@ def test_the_quota_is_the_tightest_limiter_and_the_wait_the_longest_refusal() ->
         SharedLimiterStates(ip_window=full_ip), request(global_limit=100, per_ip=10)
     )
     assert refused.ip_decision is not None
-    limited = Admission.of(refused, user, None)
+    limited = Admission.of(refused, None)
     assert limited.quota is not None
     assert limited.quota.remaining == 0
     assert limited.quota.limit == 10

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import secrets
 import uuid
 from decimal import Decimal
 
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tests.helpers import answers, digest
 from tests.server.harness import FACTORS, running_app
-from zeropay_proto import PaymentBinding, Receipt, open_record
+from zeropay_proto import PaymentBinding, Receipt, make_session_id, open_record
 from zeropay_server.config import receipt_public_key
 from zeropay_server.runtime import DEMO_MERCHANT_ID
 
@@ -514,20 +515,25 @@ async def test_per_ip_limit_is_429_with_headers() -> None:
         assert limited.headers["X-RateLimit-Remaining"] == "0"
 
 
+def _session_of(user: str) -> str:
+    """A well-formed session id of ``user`` that no session has."""
+    return make_session_id(user, secrets.token_bytes(16))
+
+
 async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() -> None:
-    """Defect 5: the per-IP limit was keyed on the first X-Forwarded-For entry."""
+    """The per-IP limit (of anonymous routes: a payer's status here) was once keyed on the
+    first X-Forwarded-For entry, which the client writes."""
     async with running_app(RATE_LIMIT_PER_IP="2") as h:
         statuses = []
         for i in range(3):
             response = await h.call(
-                "POST",
-                "/v1/verification/initiate",
-                {"user_uuid": new_user()},
+                "GET",
+                f"/v1/verification/status/{_session_of(new_user())}",
                 headers={"X-Forwarded-For": f"198.51.100.{i}"},
                 peer="203.0.113.50",
             )
             statuses.append(response.status)
-        assert statuses == [200, 200, 429]
+        assert statuses == [404, 404, 429]
 
 
 async def test_forwarded_for_from_a_trusted_proxy_names_the_client() -> None:
@@ -535,14 +541,13 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client() -> None:
         statuses = []
         for i in range(3):
             response = await h.call(
-                "POST",
-                "/v1/verification/initiate",
-                {"user_uuid": new_user()},
+                "GET",
+                f"/v1/verification/status/{_session_of(new_user())}",
                 headers={"X-Forwarded-For": f"1.2.3.4, 198.51.100.{i}, 10.0.0.7"},
                 peer="10.0.0.1",
             )
             statuses.append(response.status)
-        assert statuses == [200, 200, 200]  # three different clients behind the proxy
+        assert statuses == [404, 404, 404]  # three different clients behind the proxy
 
 
 async def test_per_user_limit_does_not_depend_on_a_client_header() -> None:
@@ -703,11 +708,14 @@ async def test_a_session_records_its_authenticated_merchant_never_a_claimed_one(
         assert named.status == 200
 
 
-async def test_a_merchant_whose_sessions_lock_accounts_is_throttled() -> None:
+async def test_a_merchant_whose_sessions_fail_too_often_is_throttled() -> None:
     """The measure against targeted lockout: PSD2's five attempts per account stay as they
-    are, and a merchant key whose sessions lock MERCHANT_LOCKS_PER_HOUR accounts can open
-    no more sessions until the hour is over; other merchants are unaffected."""
-    async with running_app(MERCHANT_LOCKS_PER_HOUR="2") as h:
+    are, and a merchant whose sessions failed MERCHANT_FAILURES_PER_HOUR verifications can
+    open no more sessions, nor verify in the ones it has, until the budget recovers."""
+    async with running_app(MERCHANT_FAILURES_PER_HOUR="10") as h:
+        spare = new_user()
+        await h.enroll(spare)
+        open_session = await h.initiate(spare)
         for _ in range(2):
             victim = new_user()
             await h.enroll(victim)
@@ -721,10 +729,14 @@ async def test_a_merchant_whose_sessions_lock_accounts_is_throttled() -> None:
             assert statuses == [401] * 5 + [429]  # locked at the fifth failure
         throttled = await h.initiate(new_user())
         assert (throttled.status, throttled.body["code"]) == (429, "MERCHANT_THROTTLED")
-        assert 0 < int(throttled.headers["Retry-After"]) <= 3600
+        assert 0 < int(throttled.headers["Retry-After"]) <= 7200
+        refused = await h.pay(spare, open_session.body)  # a session opened before: refused too
+        assert (refused.status, refused.body["code"]) == (429, "MERCHANT_THROTTLED")
+        status = await h.call("GET", f"/v1/verification/status/{open_session.body['session_id']}")
+        assert status.body["attempts_used"] == 0  # the payer's attempt was given back
         metrics = (await h.call("GET", "/metrics")).text
         assert f'zeropay_account_locks_total{{merchant="{DEMO_MERCHANT_ID}"}} 2.0' in metrics
-        h.clock.advance(3600)
+        h.clock.advance(7200)  # the sliding hour has forgotten every failure
         assert (await h.initiate(new_user())).status == 200
 
 

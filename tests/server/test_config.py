@@ -56,14 +56,17 @@ def test_dependency_deadlines_and_connection_bounds_come_from_the_environment() 
             "HTTP_READ_TIMEOUT": "5",
             "HTTP_MAX_CONNECTIONS": "64",
             "RATE_LIMIT_PER_MERCHANT": "10",
-            "MERCHANT_LOCKS_PER_HOUR": "3",
+            "MERCHANT_FAILURES_PER_HOUR": "15",
             "AUDIT_RECLAIM_IDLE_MS": "2000",
         }
     )
     assert (settings.redis_timeout, settings.db_timeout) == (0.25, 1.5)
     assert (settings.keep_alive_timeout, settings.read_timeout) == (30, 5)
     assert settings.max_connections == 64
-    assert (settings.rate_limit_per_merchant, settings.merchant_locks_per_hour) == (10, 3)
+    assert (settings.rate_limit_per_merchant, settings.merchant_failures_per_hour) == (10, 15)
+    # The replaced lock cap is read for one release, as that many accounts' five failures.
+    assert load_settings({"MERCHANT_LOCKS_PER_HOUR": "3"}).merchant_failures_per_hour == 15
+    assert load_settings({"MERCHANT_LOCKS_PER_HOUR": "0"}).merchant_failures_per_hour == 0
     assert settings.audit_reclaim_idle_ms == 2000
 
 

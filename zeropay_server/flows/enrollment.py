@@ -50,7 +50,7 @@ class EnrollmentFlows(FlowSteps):
         enrollment = parse_enrollment(self.ctx.body)
         user_id, count = enrollment.user_id, len(enrollment.factors)
         await self.step_up_for(user_id)
-        headers = await self.admit(user_id, state_changing=True)
+        headers = await self.admit(user_id, state_changing=True, charged_user=True)
         stored = await self._plan_and_wrap(enrollment)
         await self.invalidate_record(user_id)
         if not await self.rt.durable.replace_enrollment(stored):
@@ -64,7 +64,7 @@ class EnrollmentFlows(FlowSteps):
     async def delete_enrollment(self, raw_user: str) -> Reply:
         user_id = parse_user_id(raw_user, field="uuid")
         await self.step_up_for(user_id)
-        headers = await self.admit(user_id, state_changing=True)
+        headers = await self.admit(user_id, state_changing=True, charged_user=True)
         await self.invalidate_record(user_id)
         if not await self.rt.durable.delete_enrollment(user_id):
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")
@@ -75,7 +75,7 @@ class EnrollmentFlows(FlowSteps):
     async def export_enrollment(self, raw_user: str) -> Reply:
         user_id = parse_user_id(raw_user, field="uuid")
         await self.bearer_for(user_id)
-        headers = await self.admit(user_id, state_changing=False)
+        headers = await self.admit(user_id, state_changing=False, charged_user=True)
         stored = await self.rt.durable.export_enrollment(user_id)
         if stored is None:
             raise ApiError(404, "NOT_ENROLLED", "this user is not enrolled")

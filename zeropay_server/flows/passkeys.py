@@ -34,7 +34,7 @@ class PasskeyFlows(FlowSteps):
         user_id = parse_passkey_options(self.ctx.body)
         self.relying_party()
         await self.step_up_for(user_id)
-        headers = await self.admit(user_id, state_changing=True)
+        headers = await self.admit(user_id, state_changing=True, charged_user=True)
         options = await self.passkey_registration(user_id, enrollment=False)
         return Reply(200, {"success": True, "options": options}, headers)
 
@@ -44,7 +44,8 @@ class PasskeyFlows(FlowSteps):
         with_token = self.ctx.header("Authorization") is not None
         if with_token:
             await self.step_up_for(req.user_id)
-        headers = await self.admit(req.user_id, state_changing=True)
+        # With the enrollment's grant, the caller is anonymous: only its address is charged.
+        headers = await self.admit(req.user_id, state_changing=True, charged_user=with_token)
         grant = not with_token
         challenge = await self.rt.state.load_passkey_challenge(req.user_id, enrollment=grant)
         if challenge is None and grant:
@@ -72,7 +73,7 @@ class PasskeyFlows(FlowSteps):
     async def list_passkeys(self, raw_user: str) -> Reply:
         user_id = parse_user_id(raw_user, field="uuid")
         await self.bearer_for(user_id)
-        headers = await self.admit(user_id, state_changing=False)
+        headers = await self.admit(user_id, state_changing=False, charged_user=True)
         passkeys = [_described(p) for p in await self.rt.durable.passkeys(user_id)]
         return Reply(200, {"success": True, "passkeys": passkeys}, headers)
 
@@ -80,7 +81,7 @@ class PasskeyFlows(FlowSteps):
         user_id = parse_user_id(raw_user, field="uuid")
         credential_id = parse_credential_id(raw_credential)
         await self.step_up_for(user_id)
-        headers = await self.admit(user_id, state_changing=True)
+        headers = await self.admit(user_id, state_changing=True, charged_user=True)
         await self.invalidate_record(user_id)
         if not await self.rt.durable.delete_passkey(user_id, credential_id):
             raise ApiError(404, "PASSKEY_NOT_FOUND", "no such passkey", field="credential_id")

@@ -17,8 +17,10 @@ PSP_SESSION_PREFIX, PSP_SESSION_MAX_LENGTH = "psp_", 64
 class PaymentFlows(FlowSteps):
     async def psp_create(self) -> Reply:
         req = parse_psp_create(self.ctx.body)
-        merchant_id = self.merchant(req.binding.merchant_id)
-        headers = await self.admit(req.user_id, state_changing=True, merchant_id=merchant_id)
+        merchant_id = await self.merchant(req.binding.merchant_id)
+        headers = await self.admit(
+            req.user_id, state_changing=True, merchant_id=merchant_id, charged_user=True
+        )
         try:
             with trio.fail_after(PSP_DEADLINE_SECONDS):
                 made = await self.rt.psp.create_checkout(
@@ -36,7 +38,7 @@ class PaymentFlows(FlowSteps):
         return Reply(201, body, headers)
 
     async def psp_get(self, psp_session_id: str) -> Reply:
-        merchant_id = self.merchant()
+        merchant_id = await self.merchant()
         headers = await self.admit(None, state_changing=False, merchant_id=merchant_id)
         well_formed = (
             psp_session_id.startswith(PSP_SESSION_PREFIX)

@@ -12,6 +12,7 @@ from zeropay_proto import (
     BearerToken,
     NonceReused,
     RateLimited,
+    RemoteProtocolError,
     authorizes_enrollment_change,
     check_replay_headers,
     epoch_ms,
@@ -30,6 +31,13 @@ from zeropay_proto.passkeys import (
 
 from ..runtime import DECOY_RECORD_USER, Runtime
 from .context import ApiError, RequestContext, retry_after
+
+
+def merchant_throttled(wait_ms: int) -> ApiError:
+    """The answer once a merchant's failure budget is spent (its new sessions, and the
+    verifies of its sessions)."""
+    message = "too many verifications failed in this merchant's sessions; retry later"
+    return ApiError(429, "MERCHANT_THROTTLED", message, headers=retry_after(wait_ms))
 
 
 class FlowSteps:
@@ -59,9 +67,17 @@ class FlowSteps:
         )
 
     def admission_request(
-        self, user_id: str | None, *, state_changing: bool, merchant_id: str | None = None
+        self,
+        user_id: str | None,
+        *,
+        state_changing: bool,
+        merchant_id: str | None = None,
+        charged_user: bool = False,
     ) -> AdmissionRequest:
-        """The replay check (a 400 for bad headers) and what the limiters are asked."""
+        """The replay check (a 400 for bad headers) and what the limiters are asked: the
+        caller is charged (its address; a merchant's budget on merchant routes), and
+        ``user_id``'s bucket only where the caller is accountable for that user
+        (``charged_user``: the merchant naming its user, or the user's own token)."""
         claim = None
         if state_changing:
             nonce, timestamp = self.ctx.header("X-Nonce"), self.ctx.header("X-Timestamp")
@@ -73,6 +89,7 @@ class FlowSteps:
             nonce=claim,
             limits=self.rt.limits,
             merchant_id=merchant_id,
+            charged_user=charged_user,
         )
 
     @staticmethod
@@ -80,11 +97,8 @@ class FlowSteps:
         """Raise for a replay (403) or a refusal (429); else the X-RateLimit headers."""
         if isinstance(admission.nonce, NonceReused):
             raise ApiError(403, "NONCE_REUSED", "this X-Nonce was already used", field="X-Nonce")
-        if isinstance(locks := admission.merchant_locks, RateLimited):
-            message = "this merchant's sessions locked too many accounts; retry later"
-            raise ApiError(
-                429, "MERCHANT_THROTTLED", message, headers=retry_after(locks.retry_after_ms)
-            )
+        if isinstance(failures := admission.merchant_failures, RateLimited):
+            raise merchant_throttled(failures.retry_after_ms)
         headers = {}
         if quota := admission.quota:
             headers = {
@@ -99,20 +113,44 @@ class FlowSteps:
         return headers
 
     async def admit(
-        self, user_id: str | None, *, state_changing: bool, merchant_id: str | None = None
+        self,
+        user_id: str | None,
+        *,
+        state_changing: bool,
+        merchant_id: str | None = None,
+        charged_user: bool = False,
     ) -> dict[str, str]:
-        """Replay check and rate limits (the merchant's too, on merchant routes); returns the
+        """Replay check and rate limits (:meth:`admission_request`); returns the
         X-RateLimit headers for the answer."""
         asked = self.admission_request(
-            user_id, state_changing=state_changing, merchant_id=merchant_id
+            user_id,
+            state_changing=state_changing,
+            merchant_id=merchant_id,
+            charged_user=charged_user,
         )
         return self.checked(await self.rt.state.admit(asked))
 
-    def merchant(self, claimed: str | None = None) -> str:
+    async def merchant(self, claimed: str | None = None) -> str:
         """The merchant whose API key (``X-API-Key``) the request carries (401 without one).
         A merchant id in the body, if any, must be that merchant's: sessions record the
-        authenticated merchant as their payee, never a claimed one."""
-        merchant_id = self.rt.merchants.authenticate(self.ctx.header("X-API-Key"))
+        authenticated merchant as their payee, never a claimed one.
+
+        A wrong key is counted against the address that presented it; past
+        ``RATE_LIMIT_AUTH_FAILURES`` a window, the address's wrong keys get 429 (a right key
+        from it still works: a stranger at a merchant's address cannot lock the merchant
+        out)."""
+        try:
+            merchant_id = self.rt.merchants.authenticate(self.ctx.header("X-API-Key"))
+        except RemoteProtocolError:
+            limits = self.rt.limits
+            if not limits.auth_failures:
+                raise
+            counted = await self.rt.state.count_auth_failure(self.ctx.client, self.ctx.now, limits)
+            if isinstance(counted, RateLimited):
+                message = "too many wrong merchant keys from this address; retry later"
+                wait = retry_after(counted.retry_after_ms)
+                raise ApiError(429, "RATE_LIMITED", message, headers=wait) from None
+            raise
         if claimed is not None and claimed != merchant_id:
             message = "merchant_id is not the merchant of this API key"
             raise ApiError(403, "MERCHANT_MISMATCH", message, field="merchant_id")

@@ -14,7 +14,7 @@ from .steps import FlowSteps
 class TokenFlows(FlowSteps):
     async def validate(self) -> Reply:
         _, info = await self.bearer_for()
-        headers = await self.admit(info.user_id, state_changing=False)
+        headers = await self.admit(info.user_id, state_changing=False, charged_user=True)
         expires_in = math.ceil((info.expires_at_ms - epoch_ms(self.ctx.now)) / 1000)
         body = {
             "success": True,
@@ -27,7 +27,7 @@ class TokenFlows(FlowSteps):
 
     async def revoke(self) -> Reply:
         token, info = await self.bearer_for()
-        headers = await self.admit(info.user_id, state_changing=True)
+        headers = await self.admit(info.user_id, state_changing=True, charged_user=True)
         audit = self.event(AuditAction.TOKEN_REVOKED, info.user_id)
         if not await self.rt.state.revoke_token(token, audit):
             raise ApiError(401, "UNAUTHENTICATED", "the token is not valid")

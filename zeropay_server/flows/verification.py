@@ -25,7 +25,13 @@ from typing import Any
 import trio
 
 from adapters.errors import DependencyUnavailable
-from adapters.ports import CachedEnrollment, ConcludeOutcome, RecordCache, ReserveOutcome
+from adapters.ports import (
+    CachedEnrollment,
+    ConcludeOutcome,
+    FailureReserved,
+    RecordCache,
+    ReserveOutcome,
+)
 from zeropay_proto import (
     AccountLocked,
     AttemptReserved,
@@ -34,6 +40,7 @@ from zeropay_proto import (
     InitiateRequest,
     KeyDerivationRequested,
     PaymentBinding,
+    RateLimited,
     Session,
     SessionClosed,
     VerificationFailed,
@@ -64,7 +71,7 @@ from zeropay_proto.passkeys import (
 from ..psp import PSP_DEADLINE_SECONDS, PspCheckout, PspError
 from ..runtime import SESSION_GRACE_MS
 from .context import ApiError, Reply, cached_form, open_task_group, retry_after
-from .steps import FlowSteps
+from .steps import FlowSteps, merchant_throttled
 
 log = logging.getLogger("zeropay.flows")
 
@@ -72,9 +79,11 @@ log = logging.getLogger("zeropay.flows")
 class VerificationFlows(FlowSteps):
     async def initiate(self) -> Reply:
         req = parse_initiate(self.ctx.body)
-        merchant_id = self.merchant(req.binding.merchant_id)
+        merchant_id = await self.merchant(req.binding.merchant_id)
         binding = replace(req.binding, merchant_id=merchant_id)
-        asked = self.admission_request(req.user_id, state_changing=True, merchant_id=merchant_id)
+        asked = self.admission_request(
+            req.user_id, state_changing=True, merchant_id=merchant_id, charged_user=True
+        )
         # One round trip: admission and the user's cached record and challenge window.
         admission, snapshot = await self.rt.state.admit_and_load(asked)
         headers = self.checked(admission)
@@ -94,27 +103,35 @@ class VerificationFlows(FlowSteps):
         )
         headers = self.checked(admission)
         attempt = await self._reserved(reserved, headers)
-        cached = await self._record_for_verify(req, attempt, cached)
-        possession = await self._possession(req, attempt, cached)
-        unwrapped = await self._compare(req, attempt, cached)
-        outcome = await self.rt.state.conclude_attempt(
-            req.session_id,
-            req.user_id,
-            attempt=attempt.attempt,
-            key_unwrapped=attempt_proven(
-                attempt.session, key_unwrapped=unwrapped, possession=possession
-            ),
-            now=self.ctx.now,
-            token_entropy=self.rt.entropy(32),
-            policy=self.rt.policy,
-            audit=self.event(AuditAction.VERIFICATION_FAILED, req.user_id),
-            generation=generation,
-        )
+        failure = await self._merchant_failure_reserved(req, attempt)
+        try:
+            cached = await self._record_for_verify(req, attempt, cached)
+            possession = await self._possession(req, attempt, cached)
+            unwrapped = await self._compare(req, attempt, cached)
+            outcome = await self.rt.state.conclude_attempt(
+                req.session_id,
+                req.user_id,
+                attempt=attempt.attempt,
+                key_unwrapped=attempt_proven(
+                    attempt.session, key_unwrapped=unwrapped, possession=possession
+                ),
+                now=self.ctx.now,
+                token_entropy=self.rt.entropy(32),
+                policy=self.rt.policy,
+                audit=self.event(AuditAction.VERIFICATION_FAILED, req.user_id),
+                generation=generation,
+                refund=failure,  # given back by a proven attempt, in the same round trip
+            )
+        except DependencyUnavailable:
+            await self._merchant_failure_refunded(failure)  # an outage is nobody's failure
+            raise
         return self._concluded(outcome, headers)
 
     async def status(self, raw_session: str) -> Reply:
         session_id, user_id = parse_session_id(raw_session)
-        headers = await self.admit(user_id, state_changing=False)
+        # Charged to the caller's address only: a session id names a user, who must not pay
+        # for strangers' lookups. Found or not, the answer costs the same one read.
+        headers = await self.admit(None, state_changing=False)
         session = await self.rt.state.load_session(session_id, user_id)
         if session is None:
             raise ApiError(404, "SESSION_NOT_FOUND", "session not found", field="session_id")
@@ -267,17 +284,44 @@ class VerificationFlows(FlowSteps):
             case SessionClosed():
                 raise self._failure(0, headers)
         if reserved.locked_account:
-            await self._lock_counted(reserved.session.binding.merchant_id)
+            # The per-merchant metric feeds an alert; the budget that bounds a merchant is
+            # its failures (_merchant_failure_reserved), whoever made the fifth.
+            merchant = reserved.session.binding.merchant_id or "-"
+            self.rt.metrics.account_locks.labels(merchant).inc()
         return reserved
 
-    async def _lock_counted(self, merchant_id: str | None) -> None:
-        """This attempt locked the account: count the lock against the session's merchant
-        (the cap of MERCHANT_LOCKS_PER_HOUR; the per-merchant metric feeds an alert)."""
-        merchant = merchant_id or "-"
-        self.rt.metrics.account_locks.labels(merchant).inc()
-        window_ms = self.rt.limits.lock_window_ms
-        with contextlib.suppress(DependencyUnavailable):  # the attempt itself still counts
-            await self.rt.state.count_merchant_lock(merchant, self.ctx.now, window_ms)
+    async def _merchant_failure_reserved(
+        self, req: VerifyRequest, attempt: AttemptReserved
+    ) -> FailureReserved | None:
+        """Before anything is compared, one failure reserved in the budget of the session's
+        merchant (``MERCHANT_FAILURES_PER_HOUR``): the merchant and the window it was counted
+        in, or ``None`` where the budget is off. A spent budget refuses the verify (429), and
+        the attempt is given back: it was not the payer's doing."""
+        limits, merchant = self.rt.limits, attempt.session.binding.merchant_id
+        if not limits.merchant_failures or merchant is None:
+            return None
+        try:
+            decided = await self.rt.state.reserve_merchant_failure(merchant, self.ctx.now, limits)
+        except DependencyUnavailable:
+            await self._give_back(req.session_id, req.user_id, attempt.attempt)
+            raise
+        if isinstance(decided, RateLimited):
+            await self._give_back(req.session_id, req.user_id, attempt.attempt)
+            raise merchant_throttled(decided.retry_after_ms)
+        window_start_ms = decided.state.window_start_ms
+        return FailureReserved(merchant_id=merchant, window_start_ms=window_start_ms, limits=limits)
+
+    async def _merchant_failure_refunded(self, failure: FailureReserved | None) -> None:
+        """The reserved failure did not happen (an outage): given back to the merchant's
+        budget (best effort: an unreachable Redis leaves it counted, the safe side)."""
+        if failure is None:
+            return
+        try:
+            await self.rt.state.refund_merchant_failure(
+                failure.merchant_id, failure.window_start_ms, failure.limits
+            )
+        except DependencyUnavailable:
+            log.warning("merchant failure not refunded: redis unavailable", extra={"fields": {}})
 
     async def _record_for_verify(
         self, req: VerifyRequest, attempt: AttemptReserved, cached: CachedEnrollment | None
