@@ -94,6 +94,10 @@ DEFAULT_READ_TIMEOUT = 10
 #: Open client connections per server process (``HTTP_MAX_CONNECTIONS``); further ones wait
 #: in the listen backlog. Bounded below the process's descriptor limit (see ``serve``).
 DEFAULT_MAX_CONNECTIONS = 1000
+#: Open connections one client address may hold per process
+#: (``HTTP_MAX_CONNECTIONS_PER_PEER``; 0: no bound; trusted proxies are not bound): a tenth of
+#: the process's connections, more than a merchant's backend keeps in its pool.
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 100
 
 
 #: Sessions one merchant may open per minute (``RATE_LIMIT_PER_MERCHANT``): the global limit's
@@ -236,6 +240,7 @@ class Settings:
     keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT
     read_timeout: int = DEFAULT_READ_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
     log_level: str = "INFO"
     #: Passkeys' relying party (``WEBAUTHN_RP_ID``, ``WEBAUTHN_ORIGINS``); ``None``: off.
     relying_party: RelyingParty | None = None
@@ -543,6 +548,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         read_timeout=integer("HTTP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, minimum=1),
         max_connections=integer("HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1),
+        max_connections_per_peer=integer(
+            "HTTP_MAX_CONNECTIONS_PER_PEER", DEFAULT_MAX_CONNECTIONS_PER_PEER
+        ),
         log_level=problems.check(lambda: _log_level(env.get("LOG_LEVEL", "INFO")), "INFO"),
         relying_party=problems.check(
             lambda: _relying_party(env, embedded=embedded, bind=bind), None

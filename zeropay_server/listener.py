@@ -7,6 +7,11 @@ Hypercorn's own pieces (its lifespan, worker context and per-connection ``TCPSer
 
 - at most ``max_connections`` connections are open at once; further ones wait in the kernel's
   listen backlog until one closes (a capacity limiter taken before each accept);
+- connections are shared fairly (:class:`Fairness`): one address holds at most
+  ``max_per_peer`` of them (a further one is accepted and closed at once, so it never sits in
+  the backlog ahead of other clients), trusted proxies excepted; when the bound is near, the
+  longest-idle keep-alive connections are closed to make room, and idle time is cut to
+  :data:`PRESSED_KEEP_ALIVE` seconds;
 - on shutdown the listeners close first, then ``on_draining`` runs (the app answers
   ``Connection: close`` from then on), then idle keep-alive connections are closed at once,
   and in-flight requests get ``graceful_timeout`` to finish before they are cancelled;
@@ -19,9 +24,11 @@ Hypercorn's own pieces (its lifespan, worker context and per-connection ``TCPSer
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import re
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -81,26 +88,31 @@ class _IdleTimer:
         self._server = server
         self._idle_since: float | None = None
         self._scope: trio.CancelScope | None = None
+        self._served = False
 
     async def restart(self, task_group: Any, action: object) -> None:
         self._idle_since = trio.current_time()
+        self._server.fairness.idle(self._server, served=self._served)
         if self._scope is None:
             self._scope = trio.CancelScope()
             task_group._nursery.start_soon(self._watch, self._scope)
 
     async def stop(self) -> None:
         self._idle_since = None
+        self._served = True
+        self._server.fairness.busy(self._server)
 
     def finish(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
 
     async def _watch(self, scope: trio.CancelScope) -> None:
-        timeout = self._server.config.keep_alive_timeout
+        fairness = self._server.fairness
         terminated = self._server.context.terminated
         with scope:
             while True:
                 since = self._idle_since
+                timeout = fairness.keep_alive_timeout()  # shorter under pressure
                 wake_at = trio.current_time() + timeout if since is None else since + timeout
                 if since is not None and trio.current_time() >= wake_at:
                     break  # idle for the whole timeout
@@ -111,6 +123,109 @@ class _IdleTimer:
                     break  # idle when the server terminated
             with trio.CancelScope(shield=True):
                 await self._server.close_idle()
+
+
+#: Keep-alive idle seconds once the connections in use pass :data:`PRESSURE_SHARE` of the bound:
+#: long enough for a client's next request in a burst, short enough to free the slot.
+PRESSED_KEEP_ALIVE = 1.0
+#: The share of ``max_connections`` in use from which keep-alive idle time is cut.
+PRESSURE_SHARE = 0.75
+#: The share of ``max_connections`` kept free for new clients by closing idle connections.
+ROOM_SHARE = 0.05
+
+
+class Fairness:
+    """Who holds the connections: open connections per peer address, and the idle ones,
+    longest idle first.
+
+    One address may hold ``max_per_peer`` connections (0: no bound), except a trusted proxy
+    (``trusted``), whose connections are its many clients'. Near the global bound the idle
+    ones go first (:meth:`make_room`), and keep-alive idle time shrinks
+    (:meth:`keep_alive_timeout`), so a host holding connections open cannot starve others.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        max_per_peer: int,
+        keep_alive_timeout: float,
+        trusted: Callable[[str], bool] = lambda _: False,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
+        self._keep_alive = keep_alive_timeout
+        self._trusted = trusted
+        self.per_peer: dict[str, int] = {}
+        # Idle connections, longest idle first: since when, and whether they served a request
+        # (a keep-alive connection) or were never sent one.
+        self._idle: dict[_TCPServer, tuple[float, bool]] = {}
+        self.open = 0
+        self._closing = 0  # idle connections told to close, not closed yet
+        self.refused = 0
+        self.evicted = 0
+        #: Where evictions run (the connections' nursery, set when serving starts).
+        self.nursery: trio.Nursery | None = None
+
+    def admit(self, peer: str) -> bool:
+        """Count a new connection from ``peer``; ``False`` if it is over its bound."""
+        held = self.per_peer.get(peer, 0)
+        if self.max_per_peer and held >= self.max_per_peer and not self._trusted(peer):
+            self.refused += 1
+            return False
+        self.per_peer[peer] = held + 1
+        self.open += 1
+        return True
+
+    def closed(self, peer: str, server: _TCPServer | None) -> None:
+        left = self.per_peer.get(peer, 1) - 1
+        if left > 0:
+            self.per_peer[peer] = left
+        else:
+            self.per_peer.pop(peer, None)
+        self.open -= 1
+        if server is not None:
+            self._idle.pop(server, None)
+
+    def idle(self, server: _TCPServer, *, served: bool) -> None:
+        self._idle.pop(server, None)
+        self._idle[server] = (trio.current_time(), served)
+        self.make_room()
+
+    def busy(self, server: _TCPServer) -> None:
+        self._idle.pop(server, None)
+
+    def keep_alive_timeout(self) -> float:
+        """The idle time a keep-alive connection gets now."""
+        if self.open >= PRESSURE_SHARE * self.max_connections:
+            return min(self._keep_alive, PRESSED_KEEP_ALIVE)
+        return self._keep_alive
+
+    def make_room(self) -> None:
+        """Close the longest-idle connections while fewer than :data:`ROOM_SHARE` of the
+        bound (at least one) are free: a new client is never kept waiting by connections
+        that only wait themselves."""
+        nursery, room = self.nursery, max(1, int(ROOM_SHARE * self.max_connections))
+        if nursery is None:
+            return
+        # A connection never sent a request is spared for PRESSED_KEEP_ALIVE: it may be a
+        # client that has just connected (the newcomer the room is for).
+        patience = trio.current_time() - PRESSED_KEEP_ALIVE
+        for server, (since, served) in list(self._idle.items()):
+            if self.max_connections - self.open + self._closing >= room:
+                return
+            if served or since <= patience:
+                del self._idle[server]
+                self.evicted += 1
+                self._closing += 1
+                nursery.start_soon(self._evict, server)
+
+    async def _evict(self, server: _TCPServer) -> None:
+        try:
+            with trio.CancelScope(shield=True):
+                await server.close_idle()
+        finally:
+            self._closing -= 1
 
 
 #: How a final (not 1xx) HTTP/1.1 response head begins, as h11 writes it.
@@ -133,8 +248,9 @@ class _TCPServer(TCPServer):
     goes out with it. A 1xx head (``100 Continue``, which the client waits for before it
     sends the body) is never held; empty writes are skipped."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, fairness: Fairness, *args: Any) -> None:
         super().__init__(*args)
+        self.fairness = fairness
         self.idle_task = self._idle_timer = _IdleTimer(self)  # type: ignore[assignment]
         self._held_head: bytes | None = None
 
@@ -159,6 +275,25 @@ class _TCPServer(TCPServer):
         await self._initiate_server_close()
 
 
+def _peer(stream: trio.SocketStream) -> str:
+    """The connection's peer address (``-`` if it has already gone)."""
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return "-"
+    return str(address[0]) if isinstance(address, tuple) else "-"
+
+
+def _abort(stream: trio.SocketStream) -> None:
+    """Close a refused connection at once: an RST (SO_LINGER 0), so that no socket lingers
+    in TIME-WAIT or FIN-WAIT for a client that floods."""
+    with contextlib.suppress(OSError):
+        stream.socket.setsockopt(
+            trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+    stream.socket.close()
+
+
 async def serve_http(
     app: Any,
     config: Config,
@@ -167,6 +302,8 @@ async def serve_http(
     shutdown_trigger: Callable[[], Awaitable[object]],
     max_connections: int,
     on_draining: Callable[[], None],
+    max_per_peer: int = 0,
+    trusted_peer: Callable[[str], bool] = lambda _: False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` (an ASGI app wrapped by ``hypercorn.utils.wrap_app``) on ``sockets``
@@ -175,13 +312,24 @@ async def serve_http(
     lifespan = Lifespan(app, config, state)
     context = WorkerContext(None)
     limiter = trio.CapacityLimiter(max_connections)
+    fairness = Fairness(
+        max_connections=max_connections,
+        max_per_peer=max_per_peer,
+        keep_alive_timeout=config.keep_alive_timeout,
+        trusted=trusted_peer,
+    )
 
-    async def connection(stream: trio.SocketStream, token: object) -> None:
+    async def connection(stream: trio.SocketStream, token: object, peer: str) -> None:
+        server: _TCPServer | None = None
         try:
-            await _TCPServer(app, config, context, ConnectionState(state.copy()), stream)
+            server = _TCPServer(
+                fairness, app, config, context, ConnectionState(state.copy()), stream
+            )
+            await server
         except Exception:
             log.exception("connection failed")
         finally:
+            fairness.closed(peer, server)
             limiter.release_on_behalf_of(token)
 
     async def accept(listener: trio.SocketListener, connections: trio.Nursery) -> None:
@@ -200,7 +348,14 @@ async def serve_http(
             except BaseException:
                 limiter.release_on_behalf_of(token)
                 raise
-            connections.start_soon(connection, stream, token)
+            peer = _peer(stream)
+            if not fairness.admit(peer):
+                # Over its bound: closed at once (never left in the backlog ahead of others).
+                limiter.release_on_behalf_of(token)
+                _abort(stream)
+                continue
+            connections.start_soon(connection, stream, token, peer)
+            fairness.make_room()
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
@@ -214,6 +369,7 @@ async def serve_http(
             for sock in sockets.insecure_sockets
         ]
         async with trio.open_nursery() as connections:
+            fairness.nursery = connections
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(accept, listener, connections)

@@ -16,6 +16,8 @@ flusher (``--role all``); ``--role api`` runs none and ``--role audit`` nothing 
 from __future__ import annotations
 
 import contextlib
+import functools
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -23,7 +25,7 @@ import resource
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 import trio_parallel
@@ -61,6 +63,22 @@ def hypercorn_config(settings: Settings, workers: int) -> HypercornConfig:
 #: Descriptors kept free for everything but client connections: the Redis and PostgreSQL
 #: pools (up to 4 x 64 and 50 + 10), the crypto workers' pipes, logs and listeners.
 RESERVED_DESCRIPTORS = 512
+
+
+def trusted_peer(
+    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> Callable[[str], bool]:
+    """Whether a peer address is a trusted proxy (whose connections are many clients')."""
+
+    @functools.lru_cache(maxsize=1024)
+    def trusted(peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in proxies)
+
+    return trusted
 
 
 def connection_bound(wanted: int) -> int:
@@ -128,6 +146,8 @@ async def serve(
                         sockets=sockets,
                         shutdown_trigger=shutdown.wait,
                         max_connections=max_connections,
+                        max_per_peer=settings.max_connections_per_peer,
+                        trusted_peer=trusted_peer(settings.trusted_proxies),
                         on_draining=draining,
                         task_status=task_status,
                     )

@@ -109,11 +109,49 @@ def test_an_oversized_body_is_refused_and_its_connection_closed(server: ServerPr
         assert _closed_by_server(sock)
 
 
-def test_connections_beyond_the_bound_wait_instead_of_failing(server: ServerProcess) -> None:
-    held = [_connect(server) for _ in range(8)]
-    for sock in held:
-        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert _read_response(sock)[0] == 200
+#: A request whose body is still on its way: the connection is busy, not idle.
+_UNFINISHED = (
+    b"POST /v1/session/revoke HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 2\r\n\r\n{"
+)
+
+
+def _alive(sock: socket.socket) -> bool:
+    """Whether the server still holds the connection open (nothing to read, no EOF)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def _busy(server: ServerProcess, count: int) -> list[socket.socket]:
+    """``count`` connections each in the middle of a request. One the server took for idle
+    (accepted before its bytes were read) and closed to make room is opened again."""
+    held: list[socket.socket] = []
+
+    def settled() -> bool:
+        for sock in [s for s in held if not _alive(s)]:
+            held.remove(sock)
+            sock.close()
+        while len(held) < count:
+            sock = _connect(server)
+            sock.sendall(_UNFINISHED)
+            held.append(sock)
+        return all(_alive(s) for s in held)
+
+    wait_until(settled, timeout=PATIENCE, what="connections busy")
+    return held
+
+
+def test_connections_beyond_the_bound_wait_while_every_one_is_busy(
+    server: ServerProcess,
+) -> None:
+    held = _busy(server, 8)
     waiting = _connect(server)  # accepted by the kernel, not yet by the server
     waiting.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
     waiting.settimeout(0.5)
@@ -125,6 +163,24 @@ def test_connections_beyond_the_bound_wait_instead_of_failing(server: ServerProc
     for sock in [*held, waiting]:
         sock.close()
     assert "accept failed" not in server.log.read_text()
+
+
+def test_near_the_bound_idle_connections_make_room_for_a_new_client(
+    server: ServerProcess,
+) -> None:
+    idle = []
+    for _ in range(8):
+        sock = _connect(server)
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+        idle.append(sock)
+    newcomer = _connect(server)
+    newcomer.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert _read_response(newcomer)[0] == 200  # the longest-idle connections made room
+    assert not _alive(idle[0])
+    assert _alive(idle[-1])
+    for sock in [*idle, newcomer]:
+        sock.close()
 
 
 def test_sigterm_closes_keep_alive_connections_instead_of_leaving_them_hanging(

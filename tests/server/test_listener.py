@@ -14,7 +14,7 @@ from hypercorn.events import RawData, Updated
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
-from zeropay_server.listener import _TCPServer
+from zeropay_server.listener import Fairness, _TCPServer
 
 HEAD = b"HTTP/1.1 200 \r\ncontent-length: 2\r\n\r\n"
 BODY = b"{}"
@@ -32,7 +32,11 @@ class RecordingStream:
 def connection() -> tuple[_TCPServer, RecordingStream]:
     stream = RecordingStream()
     app: Any = None
-    server = _TCPServer(app, Config(), WorkerContext(None), ConnectionState({}), stream)
+    config = Config()
+    fairness = Fairness(
+        max_connections=10, max_per_peer=0, keep_alive_timeout=config.keep_alive_timeout
+    )
+    server = _TCPServer(fairness, app, config, WorkerContext(None), ConnectionState({}), stream)
     return server, stream
 
 
