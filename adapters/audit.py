@@ -80,6 +80,9 @@ class AuditFlusher:
         self._batch_started: float | None = None
         self._last_reclaim: float | None = None
         self._written = self._duplicates = self._batches = self._failures = 0
+        # One writer of the buffer at a time: the running flusher's steps and a shutdown's
+        # drain (which begins while the flusher may still be in a step) take turns.
+        self._writing = trio.Lock()
 
     def statistics(self) -> FlusherStatistics:
         """A snapshot of the counters."""
@@ -115,6 +118,10 @@ class AuditFlusher:
         so the next step should not wait). A read that found less, nothing new or only a
         flush means the streams are drained for now.
         """
+        async with self._writing:
+            return await self._step()
+
+    async def _step(self) -> bool:
         read = 0
         room = self._batch_size - len(self._buffer)
         if room > 0:
@@ -135,7 +142,7 @@ class AuditFlusher:
             or self._clock() - (self._batch_started or 0.0) >= self._flush_interval
         )
         if due:
-            await self.flush()
+            await self._flush()
         return read >= room
 
     def _reclaim_due(self) -> bool:
@@ -150,6 +157,10 @@ class AuditFlusher:
     async def flush(self) -> int:
         """Write the buffer in batches of at most ``batch_size``, acknowledging each batch
         once it is written. Returns the events newly written."""
+        async with self._writing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         new_total = 0
         while self._buffer:
             keys = list(self._buffer)[: self._batch_size]
@@ -169,12 +180,13 @@ class AuditFlusher:
         """Flush everything this consumer can read now (graceful shutdown). Returns events
         written."""
         total = 0
-        while True:
-            entries = await self._stream.read_batch(
-                self._consumer, self._batch_size, self._reclaim_idle_ms
-            )
-            for entry in entries:
-                self._buffer.setdefault((entry.stream, entry.entry_id), entry)
-            if not self._buffer:
-                return total
-            total += await self.flush()
+        async with self._writing:
+            while True:
+                entries = await self._stream.read_batch(
+                    self._consumer, self._batch_size, self._reclaim_idle_ms
+                )
+                for entry in entries:
+                    self._buffer.setdefault((entry.stream, entry.entry_id), entry)
+                if not self._buffer:
+                    return total
+                total += await self._flush()

@@ -10,6 +10,7 @@ each, so this ratio is the one ``python -m benchmarks.cpu`` prints per request.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 import trio.testing
@@ -90,3 +91,46 @@ async def test_a_backlog_is_read_without_pausing(autojump_clock: trio.testing.Mo
     # Full reads follow each other at once: ten batches take less than one pause each.
     assert elapsed < 10 * POLL_INTERVAL
     assert flusher.statistics().batches == 10
+
+
+class HeldLog:
+    """The memory store's audit table, whose first write waits until released: a flush
+    caught halfway, as a shutdown's drain can find the running flusher."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.writing = trio.Event()
+        self.release = trio.Event()
+
+    async def write_events(self, events: Sequence[Any]) -> int:
+        if not self.writing.is_set():
+            self.writing.set()
+            await self.release.wait()
+        return await self.store.write_events(events)
+
+    async def user_trail(self, user_id: str, limit: int) -> list[Any]:
+        return await self.store.user_trail(user_id, limit)
+
+
+async def test_a_drain_waits_for_the_flush_in_progress_and_writes_each_event_once() -> None:
+    store = MemoryStore()
+    log = HeldLog(store)
+    flusher = AuditFlusher(store, log, consumer="c", batch_size=2, flush_interval=0.001)
+    user = new_user()
+    for _ in range(5):
+        await store.append(event(user))
+    drained: list[int] = []
+
+    async def drain() -> None:
+        drained.append(await flusher.drain())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flusher.step)
+        await log.writing.wait()  # the running flusher is halfway through a flush
+        nursery.start_soon(drain)
+        await trio.testing.wait_all_tasks_blocked()
+        log.release.set()
+    assert len(await store.user_trail(user, 100)) == 5
+    assert flusher.statistics().events_written == 5
+    assert drained == [3]  # what the step had not written yet
+    assert await store.backlog() == 0
