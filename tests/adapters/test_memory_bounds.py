@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from adapters.memory import MemoryStore
-from adapters.ports import NOT_ENROLLED
+from adapters.memory_sessions import NEGATIVE_CACHE_ENTRIES
+from adapters.ports import NOT_ENROLLED, RecordCache
 from tests.adapters.helpers import event, new_session
 from zeropay_proto import NonceClaim
 from zeropay_proto.admission import AdmissionRequest, Limits
@@ -85,3 +88,38 @@ async def test_memory_stays_bounded_over_a_hundred_thousand_initiates() -> None:
     steady_sessions = RATE * (300 + 60)
     assert full["entries"] < 2 * steady_sessions  # sessions, nonces, limiter windows, caches
     assert full["audit log"] <= 10_000
+
+
+@pytest.mark.slow
+async def test_many_unknown_users_cannot_fill_the_record_cache() -> None:
+    """300,000 initiates, each for a user never seen (an attacker's, or a scan's), at 100 a
+    second of the injected clock: their "not enrolled" entries would live the record cache's
+    hour (360,000 of them at this rate); the store keeps at most NEGATIVE_CACHE_ENTRIES, and
+    everything it holds stays within what the TTLs of sessions, windows and nonces allow."""
+    clock = Clock(1_800_000_000 - 300)
+    store = MemoryStore(clock=clock)
+    for i in range(1, 300_001):
+        clock.now += 1 / RATE
+        user = str(uuid.uuid4())
+        request = AdmissionRequest(
+            now=clock.now,
+            client_ip="198.51.100.7",
+            user_id=user,
+            nonce=NonceClaim(nonce=str(uuid.uuid4()), ttl_ms=330_000),
+            limits=LIMITS,
+        )
+        await store.admit_and_load(request)
+        await store.store_session(
+            new_session(user, now=clock.now),
+            0,
+            event(user),
+            60_000,
+            record_cache=RecordCache(entry=NOT_ENROLLED, ttl_ms=3_600_000),
+        )
+        if i % 500 == 0:
+            await _flush(store)
+    negative = sum(1 for key in list(store._kv) if key.startswith("rec:") and store._get(key))
+    assert negative == NEGATIVE_CACHE_ENTRIES
+    # Sessions (360 s), nonces (330 s) and windows (at most 900 s) at 100 a second, the
+    # capped record cache and the address's limiter: the documented bound.
+    assert store.live_keys() <= RATE * (360 + 330 + 900) + NEGATIVE_CACHE_ENTRIES + 1
