@@ -64,7 +64,7 @@ class MemoryAdmission(MemoryKV):
             self._keep(m, shared.merchant_kept)
             self._keep(u, shared.user_kept)
         if request.nonce is not None:
-            key = f"nonce:{request.nonce.nonce}"
+            key = f"nonce:{request.user_id or '-'}:{request.nonce.nonce}"
             nonce = decide_nonce(already_claimed=self._get(key) is not None)
             if isinstance(nonce, NonceAccepted):
                 self._set(key, True, nonce_kept_until_ms(request.nonce, now=request.now))

@@ -47,15 +47,19 @@ class AdmissionPort(Protocol):
     (:mod:`zeropay_proto.admission`)."""
 
     async def admit(self, request: AdmissionRequest) -> Admission:
-        """Apply every limiter (atomically, in their one slot) and claim the nonce."""
+        """Apply every limiter (atomically, in their one slot) and claim the nonce. Where the
+        limiters' slot is unreachable they fail open for a while
+        (:attr:`~zeropay_proto.admission.Admission.failed_open`); the nonce never does."""
         ...
 
     async def reserve_merchant_failure(
         self, merchant_id: str, now: float, limits: Limits
-    ) -> SlidingDecision:
+    ) -> SlidingDecision | None:
         """Atomically: reserve one failure in the merchant's budget, or refuse (nothing
         stored), as :func:`zeropay_proto.admission.reserve_merchant_failure` decides. The
-        admitted decision's state names the window the reservation was counted in."""
+        admitted decision's state names the window the reservation was counted in. ``None``:
+        the budget's slot is unreachable and fails open
+        (:func:`zeropay_proto.admission.limiter_fails_open`)."""
         ...
 
     async def refund_merchant_failure(
@@ -67,9 +71,10 @@ class AdmissionPort(Protocol):
 
     async def count_auth_failure(
         self, client_ip: str, now: float, limits: Limits
-    ) -> SlidingDecision:
+    ) -> SlidingDecision | None:
         """A wrong merchant key from ``client_ip``: counted, or refused (nothing stored) once
-        the address has presented :attr:`Limits.auth_failures` in the window."""
+        the address has presented :attr:`Limits.auth_failures` in the window. ``None``: not
+        counted, the slot failing open."""
         ...
 
 

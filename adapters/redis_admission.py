@@ -36,12 +36,14 @@ from zeropay_proto.admission import (
     SlidingDecision,
     decide_auth_failure,
     decide_shared_limits,
+    limiter_fails_open,
     nonce_kept_until_ms,
     refund_merchant_failure,
     reserve_merchant_failure,
 )
 from zeropay_proto.ratelimit import StateT
 
+from .redis_errors import is_unavailable
 from .redis_keys import KeySpace
 from .redis_scripts import (
     NO_NONCE,
@@ -62,18 +64,63 @@ class RedisAdmission(ScriptRunner):
 
     async def _admit(self, request: AdmissionRequest) -> Admission:
         """Admission's calls, run and decoded (ungated: for use inside a gated method)."""
+        admission, _ = await self._admit_with(request, [])
+        return admission
+
+    async def _admit_with(
+        self, request: AdmissionRequest, reads: Sequence[Call]
+    ) -> tuple[Admission, list[Any]]:
+        """Admission's calls and ``reads`` (the user's slot), run at once (one round trip
+        standalone); the admission, and the reads' replies."""
         calls = admission_calls(self.keys, request)
-        results = await self._run(calls) if calls else []
-        return decode_admission(request, [(c[0], r) for c, r in zip(calls, results, strict=True)])
+        results = await self._run([*calls, *reads], tolerant=True) if calls or reads else []
+        replies, failed_open = [], False
+        for call, result in zip(calls, results, strict=False):
+            if isinstance(result, BaseException):
+                if call[0] != "admit_shared" or not self._fails_open(call, result, request):
+                    raise result
+                failed_open = True
+                continue
+            if call[0] == "admit_shared":
+                self.limiter_outages.pop(_slot_tag(call), None)
+            replies.append((call[0], result))
+        read = results[len(calls) :]
+        for result in read:
+            if isinstance(result, BaseException):
+                raise result
+        return decode_admission(request, replies, failed_open=failed_open), read
+
+    def _fails_open(self, call: Call, error: BaseException, request: AdmissionRequest) -> bool:
+        """A Cluster's limiter slot unreachable (its master failing over): its limiters admit
+        without counting for ``Limits.fail_open_ms`` from the first failure this process saw.
+        Standalone, Redis is one server: nothing fails open."""
+        if not self.clustered or not is_unavailable(error):
+            return False
+        since = self.limiter_outages.setdefault(_slot_tag(call), epoch_ms(request.now))
+        return limiter_fails_open(since, now=request.now, limits=request.limits)
+
+    async def _limiter_call(self, call: Call, now: float, limits: Limits) -> Any | None:
+        """One limiter script's reply, or ``None`` while its slot fails open."""
+        (reply,) = await self._run([call], tolerant=True)
+        if not isinstance(reply, BaseException):
+            self.limiter_outages.pop(_slot_tag(call), None)
+            return reply
+        if not self.clustered or not is_unavailable(reply):
+            raise reply
+        since = self.limiter_outages.setdefault(_slot_tag(call), epoch_ms(now))
+        if not limiter_fails_open(since, now=now, limits=limits):
+            raise reply
+        return None
 
     @redis_call
     async def reserve_merchant_failure(
         self, merchant_id: str, now: float, limits: Limits
-    ) -> SlidingDecision:
+    ) -> SlidingDecision | None:
         args = [epoch_ms(now), limits.merchant_failures, limits.failure_window_ms]
-        (reply,) = await self._run(
-            [("reserve_failure", [self.keys.merchant_failures(merchant_id)], args)]
-        )
+        call: Call = ("reserve_failure", [self.keys.merchant_failures(merchant_id)], args)
+        reply = await self._limiter_call(call, now, limits)
+        if reply is None:
+            return None
         decided, kept = reserve_merchant_failure(_sliding_read(reply), now=now, limits=limits)
         _check_sliding("reserve_failure", reply, decided, kept, limits.merchant_failures)
         return decided
@@ -96,10 +143,12 @@ class RedisAdmission(ScriptRunner):
     @redis_call
     async def count_auth_failure(
         self, client_ip: str, now: float, limits: Limits
-    ) -> SlidingDecision:
+    ) -> SlidingDecision | None:
         key = self.keys.auth_failures(client_ip, limits.shards)
         args = [epoch_ms(now), limits.auth_failures, limits.window_ms]
-        (reply,) = await self._run([("auth_failure", [key], args)])
+        reply = await self._limiter_call(("auth_failure", [key], args), now, limits)
+        if reply is None:
+            return None
         decided, kept = decide_auth_failure(_sliding_read(reply), now=now, limits=limits)
         _check_sliding("auth_failure", reply, decided, kept, limits.auth_failures)
         return decided
@@ -155,11 +204,14 @@ def admission_calls(keys: KeySpace, request: AdmissionRequest) -> list[Call]:
     if request.meets_shared_limits:
         calls.append(("admit_shared", keys.limiters(request), limiter_args(request)))
     if request.nonce is not None:
-        calls.append(("claim_nonce", [keys.nonce(request.nonce.nonce)], [nonce_until_ms(request)]))
+        key = keys.nonce(request.nonce.nonce, request.user_id)
+        calls.append(("claim_nonce", [key], [nonce_until_ms(request)]))
     return calls
 
 
-def decode_admission(request: AdmissionRequest, replies: Sequence[tuple[str, Any]]) -> Admission:
+def decode_admission(
+    request: AdmissionRequest, replies: Sequence[tuple[str, Any]], *, failed_open: bool = False
+) -> Admission:
     """The core's admission, checked against the replies of :func:`admission_calls`."""
     shared = nonce = None
     for name, reply in replies:
@@ -167,7 +219,13 @@ def decode_admission(request: AdmissionRequest, replies: Sequence[tuple[str, Any
             shared = checked_shared_limits(request, reply)
         elif reply != NO_NONCE:
             nonce = decide_nonce(already_claimed=reply == NONCE_REUSED)
-    return Admission.of(shared, nonce)
+    return Admission.of(shared, nonce, failed_open=failed_open)
+
+
+def _slot_tag(call: Call) -> str:
+    """The hash tag of a call's first key (its slot)."""
+    key = call[1][0]
+    return key[: key.index("}") + 1]
 
 
 def checked_shared_limits(request: AdmissionRequest, reply: Sequence[Any]) -> SharedLimitsDecided:

@@ -121,7 +121,12 @@ class KeySpace:
         """Nonces are single-use across all users, spread over the groups by their own hash."""
         return zlib.crc32(nonce.encode()) % self.groups
 
-    def nonce(self, nonce: str) -> str:
+    def nonce(self, nonce: str, user_id: str | None = None) -> str:
+        """A claimed nonce: in the slot of the user the request names (a replay is the same
+        request, for the same user), so that a request's nonce and its session share a
+        master; spread by its own hash where the request names no user."""
+        if user_id is not None:
+            return f"{self._tag(self.group_of(user_id))}:n:{nonce}"
         return f"{self._tag(self.nonce_group(nonce))}:n:{nonce}"
 
     def psp(self, psp_session_id: str) -> str:

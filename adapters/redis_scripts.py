@@ -224,6 +224,9 @@ class ScriptRunner:
         self._transport: RoundTrips | None = (
             None if isinstance(client, RedisCluster) else RedisPyRoundTrips(client)
         )
+        # When each limiter slot this process found unreachable was first found so (epoch
+        # ms), for limiters failing open (zeropay_proto.admission.limiter_fails_open).
+        self.limiter_outages: dict[str, int] = {}
         self._sources = {name: source(name) for name in NAMES}
         self._shas = {name: sha(text) for name, text in self._sources.items()}
         self.journal = AuditJournal()
@@ -282,8 +285,9 @@ class ScriptRunner:
             )
         )
 
-    async def _run(self, calls: Sequence[Call]) -> list[Any]:
-        """EVALSHA each call: one round trip per slot, all slots at once.
+    async def _run(self, calls: Sequence[Call], *, tolerant: bool = False) -> list[Any]:
+        """EVALSHA each call: one round trip per slot, all slots at once. ``tolerant``: a
+        call's error is returned in its place rather than raised (the caller decides).
 
         A restarted or promoted server has no scripts (``SCRIPT LOAD`` is not replicated): the
         calls it answered NOSCRIPT are sent again, alone, once the scripts are reloaded. A
@@ -298,6 +302,6 @@ class ScriptRunner:
             for i, result in zip(missing, retried, strict=True):
                 results[i] = result
         for result in results:
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException) and not tolerant:
                 raise result
         return results

@@ -44,7 +44,6 @@ from .ports import (
 )
 from .redis_admission import (
     RedisAdmission,
-    admission_calls,
     check_refund,
     decode_admission,
     limiter_args,
@@ -97,12 +96,7 @@ class RedisSessions(RedisAdmission):
             ("GET", [self.keys.user(user_id, "rec")], []),
             ("GET", [self.keys.user(user_id, "win")], []),
         ]
-        calls = admission_calls(self.keys, request)
-        results = await self._run([*calls, *reads])
-        admission = decode_admission(
-            request, [(c[0], r) for c, r in zip(calls, results, strict=False)]
-        )
-        cached, window = results[len(calls) :]
+        admission, (cached, window) = await self._admit_with(request, reads)
         return admission, self._snapshot(user_id, cached, window)
 
     @staticmethod
@@ -158,7 +152,7 @@ class RedisSessions(RedisAdmission):
         nonce = request.nonce.nonce if request.nonce is not None else "-"
         keys = [
             *self.keys.limiters(request),
-            self.keys.nonce(nonce),
+            self.keys.nonce(nonce, user_id),
             self.keys.session(session_id, user_id),
             self.keys.user(user_id, "lock"),
             self.keys.stream_of(user_id),

@@ -78,6 +78,10 @@ DEFAULT_AUTH_FAILURES_PER_IP = 10
 DEFAULT_MERCHANT_FAILURES = 100
 #: The merchant failure budget's sliding window: an hour.
 DEFAULT_MERCHANT_FAILURE_WINDOW_MS = 3_600_000
+#: How long limiters whose state cannot be reached admit without counting
+#: (``RATE_LIMIT_FAIL_OPEN_SECONDS``): a Cluster master's failover takes a few seconds, and
+#: for those the users whose own keys are elsewhere keep paying; a longer outage refuses.
+DEFAULT_LIMITER_FAIL_OPEN_MS = 30_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +105,7 @@ class Limits:
     shards: int = DEFAULT_RATE_LIMIT_SHARDS
     global_reserve: int = DEFAULT_GLOBAL_RESERVE
     auth_failures: int = DEFAULT_AUTH_FAILURES_PER_IP
+    fail_open_ms: int = DEFAULT_LIMITER_FAIL_OPEN_MS
 
     def __post_init__(self) -> None:
         if self.shards < 1 or self.global_reserve < 0 or self.failure_window_ms < 1:
@@ -170,6 +175,16 @@ class AdmissionRequest:
             or self.merchant_failures
             or self.per_user
         )
+
+
+def limiter_fails_open(down_since_ms: int, *, now: float, limits: Limits) -> bool:
+    """Whether limiters whose state has been unreachable since ``down_since_ms`` admit
+    without counting (fail open) rather than refuse (503): for :attr:`Limits.fail_open_ms`.
+
+    Only limiters of throughput and of a merchant's budget fail open: they bound how much is
+    asked, not what may be guessed. A user's lockout and the nonce are in the user's own
+    slot, read and written with the session, and always fail closed."""
+    return epoch_ms(now) - down_since_ms < limits.fail_open_ms
 
 
 def shard_of(client_ip: str, shards: int) -> int:
@@ -365,13 +380,21 @@ class Admission:
     nonce: NonceAccepted | NonceReused | None
     merchant_decision: BucketDecision | None = None
     merchant_failures: SlidingDecision | None = None
+    #: The limiters' state could not be reached and they admitted without counting
+    #: (:func:`limiter_fails_open`).
+    failed_open: bool = False
 
     @classmethod
     def of(
-        cls, shared: SharedLimitsDecided | None, nonce: NonceAccepted | NonceReused | None
+        cls,
+        shared: SharedLimitsDecided | None,
+        nonce: NonceAccepted | NonceReused | None,
+        *,
+        failed_open: bool = False,
     ) -> Admission:
         """The admission made of the two independent decisions (``None``: not taken)."""
         return cls(
+            failed_open=failed_open,
             global_decision=shared.global_decision if shared else None,
             ip_decision=shared.ip_decision if shared else None,
             merchant_decision=shared.merchant_decision if shared else None,

@@ -54,6 +54,7 @@ from zeropay_proto import (
 from zeropay_proto.admission import (
     DEFAULT_AUTH_FAILURES_PER_IP,
     DEFAULT_GLOBAL_RESERVE,
+    DEFAULT_LIMITER_FAIL_OPEN_MS,
     DEFAULT_MERCHANT_FAILURES,
     DEFAULT_RATE_LIMIT_SHARDS,
 )
@@ -222,6 +223,9 @@ class Settings:
     rate_limit_global_reserve: int = DEFAULT_GLOBAL_RESERVE
     #: Wrong merchant keys an address may present per window (``RATE_LIMIT_AUTH_FAILURES``).
     rate_limit_auth_failures: int = DEFAULT_AUTH_FAILURES_PER_IP
+    #: Seconds limiters whose Redis slot is unreachable admit without counting
+    #: (``RATE_LIMIT_FAIL_OPEN_SECONDS``; 0: they fail closed at once).
+    rate_limit_fail_open_seconds: int = DEFAULT_LIMITER_FAIL_OPEN_MS // 1000
     #: The embedded default's merchant key (generated, and printed at start, when unset).
     demo_merchant_key: str | None = field(default=None, repr=False)
     audit_buffer_size: int = DEFAULT_AUDIT_BUFFER_SIZE
@@ -524,6 +528,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_shards=integer("RATE_LIMIT_SHARDS", DEFAULT_RATE_LIMIT_SHARDS, minimum=1),
         rate_limit_global_reserve=integer("RATE_LIMIT_GLOBAL_RESERVE", DEFAULT_GLOBAL_RESERVE),
         rate_limit_auth_failures=integer("RATE_LIMIT_AUTH_FAILURES", DEFAULT_AUTH_FAILURES_PER_IP),
+        rate_limit_fail_open_seconds=integer(
+            "RATE_LIMIT_FAIL_OPEN_SECONDS", DEFAULT_LIMITER_FAIL_OPEN_MS // 1000
+        ),
         demo_merchant_key=problems.check(lambda: _demo_merchant_key(env, embedded=embedded), None),
         audit_buffer_size=integer("AUDIT_BUFFER_SIZE", DEFAULT_AUDIT_BUFFER_SIZE, minimum=1),
         audit_flush_interval_ms=integer(

@@ -156,6 +156,14 @@ class Metrics:
             ["merchant"],
             registry=registry,
         )
+        self.limiter_failed_open = Counter(
+            "zeropay_limiter_failed_open",
+            "Requests admitted without counting while their limiters' Redis slot was "
+            "unreachable (a Cluster failover), by limiter: requests, merchant_failures, "
+            "auth_failures",
+            ["limiter"],
+            registry=registry,
+        )
         self.background_failures = Counter(
             "zeropay_background_failures",
             "Background tasks (audit flusher, gauges) that failed and were restarted",

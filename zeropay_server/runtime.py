@@ -311,6 +311,7 @@ def _limits(settings: Settings) -> Limits:
         shards=settings.rate_limit_shards,
         global_reserve=settings.rate_limit_global_reserve,
         auth_failures=settings.rate_limit_auth_failures,
+        fail_open_ms=1000 * settings.rate_limit_fail_open_seconds,
     )
 
 

@@ -258,7 +258,7 @@ def test_wrong_keys_from_an_address_are_refused_past_the_bound(lua: Lua) -> None
 )
 def test_nonce_claims_equal_the_reference(lua: Lua, claims: list[tuple[str, str | None]]) -> None:
     store = lua.store()
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()  # single-use for the user a request names
     for nonce, user in claims:
         request = AdmissionRequest(
             now=time.time(),
@@ -268,8 +268,8 @@ def test_nonce_claims_equal_the_reference(lua: Lua, claims: list[tuple[str, str 
             limits=limits(),
         )
         got = lua.run(store.admit(request)).nonce
-        assert got == (NonceReused() if nonce in seen else NonceAccepted())
-        seen.add(nonce)
+        assert got == (NonceReused() if (nonce, user) in seen else NonceAccepted())
+        seen.add((nonce, user))
 
 
 operations = st.lists(

@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -267,15 +268,21 @@ async def test_a_reply_lost_after_the_command_ran_is_an_outage_not_a_second_send
         return reply
 
     monkeypatch.setattr(owner, method, lossy)
+
+    def claim(nonce: str) -> AdmissionRequest:
+        """The nonce alone: a limiter's lost reply would fail open (for a while) instead."""
+        no_limits = Limits(global_limit=0, per_ip=0, per_user=0, window_ms=60_000)
+        return replace(_request(None, nonce), limits=no_limits)
+
     async with open_state_store(state_backend) as store:
         nonce = str(uuid.uuid4())
         armed = True
         with pytest.raises(DependencyUnavailable):
-            await store.admit(_request(None, nonce))
+            await store.admit(claim(nonce))
         assert not armed, "the reply was read (the command ran)"
-        replay = await store.admit(_request(None, nonce))
+        replay = await store.admit(claim(nonce))
         assert isinstance(replay.nonce, NonceReused), "the first send claimed the nonce"
-        fresh = await store.admit(_request(None, str(uuid.uuid4())))
+        fresh = await store.admit(claim(str(uuid.uuid4())))
         assert isinstance(fresh.nonce, NonceAccepted)
 
 

@@ -31,6 +31,7 @@ from zeropay_proto.admission import (
     beyond_reserve,
     decide_auth_failure,
     decide_shared_limits,
+    limiter_fails_open,
     nonce_kept_until_ms,
     refund_merchant_failure,
     reserve_merchant_failure,
@@ -299,3 +300,12 @@ def test_the_quota_is_the_tightest_limiter_and_the_wait_the_longest_refusal() ->
     assert limited.quota.limit == 10
     assert isinstance(refused.ip_decision, RateLimited)
     assert limited.retry_after_ms == refused.ip_decision.retry_after_ms
+
+
+def test_unreachable_limiters_fail_open_for_a_bounded_time() -> None:
+    bound = limits(fail_open_ms=30_000)
+    assert limiter_fails_open(T_MS, now=T, limits=bound)
+    assert limiter_fails_open(T_MS, now=T + 29.999, limits=bound)
+    assert not limiter_fails_open(T_MS, now=T + 30, limits=bound)
+    assert not limiter_fails_open(T_MS, now=T, limits=limits(fail_open_ms=0))  # fail closed
+    assert Admission.of(None, NonceAccepted(), failed_open=True).failed_open

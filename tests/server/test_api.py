@@ -109,16 +109,18 @@ async def test_state_changing_routes_need_a_fresh_nonce_and_timestamp() -> None:
 
 
 async def test_twenty_concurrent_requests_with_one_nonce_accept_exactly_one() -> None:
-    """Defect 3 of the original (EXISTS then SETEX let 10 concurrent replays through)."""
+    """The original service checked then set a nonce (EXISTS, then SETEX), and 10 concurrent
+    replays of one request got through. A replay is the same request: here 20 at once."""
     async with running_app() as h:
         headers = h.nonce_headers()
         statuses: list[int] = []
+        user = new_user()
 
         async def send() -> None:
             response = await h.call(
                 "POST",
                 "/v1/verification/initiate",
-                {"user_uuid": new_user()},
+                {"user_uuid": user},
                 nonce=False,
                 headers=headers,
             )

@@ -92,9 +92,10 @@ class FlowSteps:
             charged_user=charged_user,
         )
 
-    @staticmethod
-    def checked(admission: Admission) -> dict[str, str]:
+    def checked(self, admission: Admission) -> dict[str, str]:
         """Raise for a replay (403) or a refusal (429); else the X-RateLimit headers."""
+        if admission.failed_open:
+            self.rt.metrics.limiter_failed_open.labels("requests").inc()
         if isinstance(admission.nonce, NonceReused):
             raise ApiError(403, "NONCE_REUSED", "this X-Nonce was already used", field="X-Nonce")
         if isinstance(failures := admission.merchant_failures, RateLimited):
@@ -146,6 +147,8 @@ class FlowSteps:
             if not limits.auth_failures:
                 raise
             counted = await self.rt.state.count_auth_failure(self.ctx.client, self.ctx.now, limits)
+            if counted is None:
+                self.rt.metrics.limiter_failed_open.labels("auth_failures").inc()
             if isinstance(counted, RateLimited):
                 message = "too many wrong merchant keys from this address; retry later"
                 wait = retry_after(counted.retry_after_ms)

@@ -305,6 +305,9 @@ class VerificationFlows(FlowSteps):
         except DependencyUnavailable:
             await self._give_back(req.session_id, req.user_id, attempt.attempt)
             raise
+        if decided is None:  # the budget's slot is failing over: not counted, for a while
+            self.rt.metrics.limiter_failed_open.labels("merchant_failures").inc()
+            return None
         if isinstance(decided, RateLimited):
             await self._give_back(req.session_id, req.user_id, attempt.attempt)
             raise merchant_throttled(decided.retry_after_ms)
