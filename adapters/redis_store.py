@@ -25,16 +25,15 @@ every cancelled asyncio timer alive); deadlines are set on the Trio side by the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
 
 from .bridge import bridged
 from .ports import StateStore
 from .redis_audit_stream import RedisAuditStream
+from .redis_cluster import cluster_client
 from .redis_keys import KeySpace
 from .redis_scripts import redis_call
 from .redis_sessions import RedisSessions
@@ -108,17 +107,11 @@ class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
         # maybe all on one node) and one standalone; the pools are sized so that gated work
         # never meets a full pool, with slack for the ungated readiness ping.
         if cluster_nodes:
-            client = RedisCluster(
-                startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes],
+            client = cluster_client(
+                cluster_nodes,
+                max_connections=CALLS_PER_OPERATION * max_connections + 4,
                 socket_timeout=None,
                 socket_connect_timeout=5,
-                max_connections=CALLS_PER_OPERATION * max_connections + 4,
-                # At most once, as standalone: a command whose connection broke may have run
-                # (and reached the replica before its master died), and redis-py's default
-                # resend after re-reading the topology would count a request twice or
-                # refuse a fresh nonce as reused. The error is a 503; the next request
-                # meets the re-read topology.
-                retry=Retry(NoBackoff(), retries=0),
             )
         elif url:
             client = aioredis.Redis.from_url(
@@ -179,14 +172,20 @@ class RedisStore(RedisSessions, RedisTokens, RedisAuditStream):
     async def server_stats(self) -> tuple[int, int, float]:
         """``(used_memory, maxmemory, cpu seconds)`` summed over a cluster's nodes
         (maxmemory 0: no limit), for the dashboard's Redis memory and CPU panels."""
-        memory = await self._client.info("memory")
-        cpu = await self._client.info("cpu")
-        memories = list(memory.values()) if self.clustered else [memory]
-        cpus = list(cpu.values()) if self.clustered else [cpu]
+        memories = _per_node(await self._client.info("memory"))
+        cpus = _per_node(await self._client.info("cpu"))
         used = sum(int(node["used_memory"]) for node in memories)
         maximum = sum(int(node.get("maxmemory", 0)) for node in memories)
         seconds = sum(float(n["used_cpu_sys"]) + float(n["used_cpu_user"]) for n in cpus)
         return used, maximum, seconds
+
+
+def _per_node(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """INFO's sections per node: a Cluster client answers them by node name, unless only one
+    node answered (a master down), when it answers that node's alone, as a standalone does."""
+    if reply and all(isinstance(section, dict) for section in reply.values()):
+        return list(reply.values())
+    return [reply]
 
 
 def from_trio(

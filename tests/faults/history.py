@@ -135,6 +135,7 @@ class Load:
         honest: int = 16,
         mixed: int = 8,
         attackers: int = 0,
+        addresses: bool = False,
     ) -> None:
         self.urls = urls
         self.merchant_key = merchant_key
@@ -142,6 +143,16 @@ class Load:
         #: Mixed users answer wrong a third of the time; attackers always.
         self.mixed = [str(uuid.uuid4()) for _ in range(mixed + attackers)]
         self.attackers = set(self.mixed[mixed:])
+        #: With ``addresses``, each user's requests come from an address of its own, sent as
+        #: ``X-Forwarded-For`` (the servers must trust the loopback proxy).
+        self.addresses = (
+            {
+                user: f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
+                for n, user in enumerate(self.honest + self.mixed)
+            }
+            if addresses
+            else {}
+        )
         self.history = History()
         self.stopped = trio.Event()
 
@@ -170,10 +181,11 @@ class Load:
         self, client: httpx.AsyncClient, instance: int, path: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any], float, float]:
         started = trio.current_time()
+        sent = headers(self.merchant_key)
+        if address := self.addresses.get(body["user_uuid"]):
+            sent["X-Forwarded-For"] = address
         try:
-            response = await client.post(
-                f"{self.urls[instance]}{path}", json=body, headers=headers(self.merchant_key)
-            )
+            response = await client.post(f"{self.urls[instance]}{path}", json=body, headers=sent)
         except httpx.TransportError:
             return 0, {}, started, trio.current_time()
         try:

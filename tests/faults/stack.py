@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,10 +83,13 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(
-    workdir: Path, instances: int = 2, cluster: RedisCluster | None = None
+    workdir: Path,
+    instances: int = 2,
+    cluster: RedisCluster | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
     """A private Redis (or the given Cluster) and PostgreSQL, the database migrated, a
-    merchant, ``instances`` API server processes."""
+    merchant, ``instances`` API server processes (with ``extra_env`` over the suite's)."""
     redis_server = PrivateRedis(workdir)
     postgres = PrivatePostgres().initdb()
     try:
@@ -115,6 +118,7 @@ def running_stack(
             "RATE_LIMIT_PER_MERCHANT": "1000000",
             "LOG_LEVEL": "WARNING",
             **production_keys(),
+            **(extra_env or {}),
         }
         merchant_key = add_merchant(env)  # migrate (creating the database) and add a merchant
         stack = Stack(

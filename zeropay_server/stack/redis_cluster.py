@@ -11,12 +11,18 @@ import redis
 
 
 def node_command(port: int, node_dir: Path, node_timeout_ms: int = 5000) -> list[str]:
-    """A cluster node's command line (no persistence: the stack's data is throwaway)."""
+    """A cluster node's command line (no persistence: the stack's data is throwaway).
+
+    ``cluster-require-full-coverage no``: while a master is down (until its replica takes
+    over), the other masters keep serving their own slots. With Redis's default, the whole
+    cluster answers CLUSTERDOWN from the moment one master is marked failed, and one
+    master's failover stops every user."""
     node_dir.mkdir(parents=True, exist_ok=True)
     return [
         "redis-server", "--port", str(port), "--bind", "127.0.0.1",
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-        "--cluster-node-timeout", str(node_timeout_ms), "--save", "", "--appendonly", "no",
+        "--cluster-node-timeout", str(node_timeout_ms), "--cluster-require-full-coverage", "no",
+        "--save", "", "--appendonly", "no",
         "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log"),
     ]  # fmt: skip
 
