@@ -53,6 +53,7 @@ def production_env(database_url: str, iterations: int) -> dict[str, str]:
         "RATE_LIMIT_PER_IP": "10000000",
         "RATE_LIMIT_PER_USER": "10000000",
         "RATE_LIMIT_PER_MERCHANT": "10000000",
+        "MERCHANT_FAILURES_PER_HOUR": "10000000",
         "ZEROPAY_MASTER_KEYS": f"1:{key()}",
         "ZEROPAY_PEPPER": key(),
         "ZEROPAY_RECEIPT_SIGNING_KEY": key(),

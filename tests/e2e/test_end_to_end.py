@@ -260,16 +260,19 @@ async def test_twenty_concurrent_requests_with_one_nonce_across_processes(
     two_servers: tuple[ServerProcess, ServerProcess],
     merchant: dict[str, str],
 ) -> None:
+    """Twenty copies of one request (a replay is the same request, for the same user), sent
+    at once to two server processes: one is served."""
     a, b = two_servers
     headers = fresh()
     statuses: list[int] = []
+    user = str(uuid.uuid4())
     async with httpx.AsyncClient(timeout=30, headers=merchant) as client:
 
         async def send(i: int) -> None:
             server = (a, b)[i % 2]
             response = await client.post(
                 f"{server.url}/v1/verification/initiate",
-                json={"user_uuid": str(uuid.uuid4())},
+                json={"user_uuid": user},
                 headers=headers,
             )
             statuses.append(response.status_code)
