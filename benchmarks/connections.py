@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.e2e.servers import ServerProcess, running_server
+from tests.e2e.servers import ServerProcess, running_server, still_open
 
 SLOW = b"POST /v1/session/revoke HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{"
 TIMEOUT = 30.0
@@ -86,19 +86,6 @@ def _hold(server: ServerProcess, count: int, first: bytes) -> list[socket.socket
     return held
 
 
-def _held_open(held: list[socket.socket]) -> int:
-    """How many the server holds open (no EOF, no reset)."""
-    alive = 0
-    for sock in held:
-        try:
-            alive += sock.recv(1, socket.MSG_PEEK) != b""
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            pass
-    return alive
-
-
 def _second_client(server: ServerProcess, requests: int) -> list[float]:
     waits = []
     for _ in range(requests):
@@ -131,7 +118,7 @@ def _measure(env: dict[str, str], holders: int, requests: int, first: bytes) -> 
         try:
             time.sleep(1.0)  # the server takes (or refuses) them
             waits = sorted(_second_client(server, requests))
-            kept = _held_open(held)
+            kept = still_open(held)
         finally:
             for sock in held:
                 sock.close()

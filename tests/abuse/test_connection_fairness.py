@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.servers import ServerProcess, running_server
+from tests.e2e.servers import ServerProcess, running_server, still_open
 from tests.services import wait_until
 from zeropay_server.config import DEFAULT_MAX_CONNECTIONS_PER_PEER
 
@@ -63,20 +63,6 @@ def _held(server: ServerProcess, first_bytes: bytes) -> Iterator[list[socket.soc
             sock.close()
 
 
-def _open(sockets: list[socket.socket]) -> int:
-    """How many the server still holds open (no EOF, no reset)."""
-    alive = 0
-    for sock in sockets:
-        sock.setblocking(False)
-        try:
-            alive += sock.recv(1, socket.MSG_PEEK) != b""
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            pass
-    return alive
-
-
 def _answered(server: ServerProcess) -> int:
     """Another client's request, on a connection of its own: the status it got."""
     with socket.create_connection(_address(server), timeout=PATIENCE) as sock:
@@ -92,7 +78,7 @@ def test_one_address_holding_3000_connections_starves_nobody(
 ) -> None:
     with _held(server, first_bytes) as sockets:
         wait_until(
-            lambda: _open(sockets) <= DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            lambda: still_open(sockets) <= DEFAULT_MAX_CONNECTIONS_PER_PEER,
             timeout=PATIENCE,
             what="connections beyond the peer's bound closed",
         )
@@ -108,7 +94,7 @@ def test_the_bound_is_per_address(tmp_path: Path) -> None:
             sock.bind(("127.0.0.3", 0))
             sock.connect(_address(server))
             held.append(sock)
-        wait_until(lambda: _open(held) == 3, timeout=PATIENCE, what="two refused")
+        wait_until(lambda: still_open(held) == 3, timeout=PATIENCE, what="two refused")
         assert _answered(server) == 200  # from 127.0.0.1, another address
         for sock in held:
             sock.close()

@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -73,6 +74,20 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         return int(self.process.returncode)
+
+
+def still_open(sockets: list[socket.socket]) -> int:
+    """How many of a client's connections the server still holds open (no EOF, no reset)."""
+    alive = 0
+    for sock in sockets:
+        sock.setblocking(False)
+        try:
+            alive += sock.recv(1, socket.MSG_PEEK) != b""
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    return alive
 
 
 def _ready(url: str) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,7 @@ import trio
 from tests.faults.history import Load
 from tests.faults.stack import running_stack
 from tests.faults.test_faults import RECOVERY_DEADLINE, _audit_matches, _recovered_after
-from tests.services import RedisCluster, running_redis_cluster, wait_until
-
-NODE_TIMEOUT_MS = 2000
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    with running_redis_cluster(
-        tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=NODE_TIMEOUT_MS
-    ) as running:
-        yield running
+from tests.services import RedisCluster, wait_until
 
 
 def _masters(cluster: RedisCluster) -> list[tuple[int, int]]:
@@ -46,8 +35,13 @@ def _masters(cluster: RedisCluster) -> list[tuple[int, int]]:
     return found
 
 
-def _replica_of(cluster: RedisCluster, master_port: int) -> int:
+def _replica_of(
+    cluster: RedisCluster, master_port: int, dead: frozenset[int] | set[int] = frozenset()
+) -> int:
+    """The replica of ``master_port``, asking only the nodes not ``dead``."""
     for _, port in cluster.nodes:
+        if port in dead:
+            continue
         info = redis.Redis(port=port).info("replication")
         if info["role"] == "slave" and int(info["master_port"]) == master_port:
             return port

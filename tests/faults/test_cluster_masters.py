@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,9 @@ from redis.crc import key_slot
 from adapters.redis_keys import KeySpace
 from tests.faults.history import Load
 from tests.faults.stack import running_stack
-from tests.faults.test_cluster_failover import NODE_TIMEOUT_MS, _promoted
+from tests.faults.test_cluster_failover import _masters, _promoted, _replica_of
 from tests.faults.test_faults import RECOVERY_DEADLINE, _recovered_after
-from tests.services import RedisCluster, running_redis_cluster, wait_until
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    with running_redis_cluster(
-        tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=NODE_TIMEOUT_MS
-    ) as running:
-        yield running
+from tests.services import RedisCluster, wait_until
 
 
 def _slots_of(cluster: RedisCluster, master_port: int, dead: set[int]) -> set[int]:
@@ -61,25 +52,6 @@ def _slots_of(cluster: RedisCluster, master_port: int, dead: set[int]) -> set[in
     raise AssertionError("no node answers")
 
 
-def _replica_of(cluster: RedisCluster, master_port: int, dead: set[int]) -> int:
-    for _, port in cluster.nodes:
-        if port in dead:
-            continue
-        info = redis.Redis(port=port).info("replication")
-        if info["role"] == "slave" and int(info["master_port"]) == master_port:
-            return port
-    raise AssertionError(f"no replica of {master_port}")
-
-
-def _original_masters(cluster: RedisCluster) -> list[tuple[int, int]]:
-    found = []
-    for (_, port), pid in zip(cluster.nodes, cluster.pids, strict=True):
-        info = redis.Redis(port=port).info("replication")
-        if info["role"] == "master" and info.get("connected_slaves", 0) >= 1:
-            found.append((port, pid))
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.filterwarnings(
     "ignore:Async generator 'httpx._content.ByteStream.__aiter__':ResourceWarning"
@@ -87,8 +59,8 @@ def _original_masters(cluster: RedisCluster) -> list[tuple[int, int]]:
 async def test_each_masters_failover_stops_only_its_own_users(
     cluster: RedisCluster, tmp_path: Path
 ) -> None:
-    wait_until(lambda: len(_original_masters(cluster)) == 3, timeout=30, what="replicas in sync")
-    masters = _original_masters(cluster)
+    wait_until(lambda: len(_masters(cluster)) == 3, timeout=30, what="replicas in sync")
+    masters = _masters(cluster)
     keys = KeySpace()  # the servers' (REDIS_PREFIX unset)
     trusted = {"TRUSTED_PROXIES": "127.0.0.0/8"}
     with running_stack(tmp_path, cluster=cluster, extra_env=trusted) as stack:

@@ -14,18 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.authenticator import SoftAuthenticator, b64decode
+from tests.proto.test_passkeys import ORIGIN, RP
 from zeropay_proto import RemoteProtocolError, b64url
 from zeropay_proto.passkeys import (
     LinkedData,
     Passkey,
     PossessionProven,
-    RelyingParty,
     check_assertion,
     check_registration,
 )
 
-RP = RelyingParty(rp_id="localhost", name="ZeroPay", origins=("http://localhost:8080",))
-ORIGIN = RP.origins[0]
 CHALLENGE = bytes(range(32))
 #: Every ``fmt`` py_webauthn verifies (webauthn.helpers.structs.AttestationFormat).
 FORMATS = ("none", "packed", "fido-u2f", "android-key", "android-safetynet", "tpm", "apple")

@@ -2,8 +2,10 @@
 
 Initiate is two round trips: admission with the user's cached record and challenge window,
 then the session stored (with the record cached, if it was read from PostgreSQL). Verify is
-admission with the reservation of an attempt (one round trip standalone), the comparison and
-key unwrap (PBKDF2 in the crypto pool), and the conclusion.
+admission with the reservation of an attempt and the user's generation (one round trip
+standalone), a failure reserved in the budget of the session's merchant, the comparison and
+key unwrap (PBKDF2 in the crypto pool), and the conclusion (with the merchant's failure given
+back beside it when the attempt proved everything): three round trips.
 
 A session that challenges a passkey (the record cache holds the user's passkeys, so deciding
 costs no round trip) answers WebAuthn request options whose challenge is the hash of the
