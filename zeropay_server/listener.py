@@ -206,8 +206,8 @@ class Fairness:
         bound (at least one) are free: a new client is never kept waiting by connections
         that only wait themselves."""
         nursery, room = self.nursery, max(1, int(ROOM_SHARE * self.max_connections))
-        if nursery is None:
-            return
+        if nursery is None or self.max_connections - self.open + self._closing >= room:
+            return  # the common case, at once
         # A connection never sent a request is spared for PRESSED_KEEP_ALIVE: it may be a
         # client that has just connected (the newcomer the room is for).
         patience = trio.current_time() - PRESSED_KEEP_ALIVE
