@@ -42,7 +42,8 @@ LOW_RISK_AMOUNT_LIMIT = Decimal(30)
 #: Factors challenged for a LOW-risk small payment and for everything else (SPEC section 4).
 LOW_RISK_CHALLENGE_SIZE = 2
 DEFAULT_CHALLENGE_SIZE = 3
-#: How long one user's drawn subset is reused (issue 2: 15 minutes by default).
+#: How long one user's drawn subset is reused: 15 minutes by default, so that a guesser across
+#: sessions keeps meeting the same factors.
 DEFAULT_CHALLENGE_WINDOW_SECONDS = 15 * 60
 #: Entropy the driver must hand in for one draw: 256 bits, enough to seed the expansion.
 SELECTION_ENTROPY_BYTES = 32

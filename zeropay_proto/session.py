@@ -109,7 +109,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 #: Consecutive failures, per user, that lock the account (SPEC section 4; NIST SP 800-63B
 #: section 5.2.2 caps the limit at 100, PSD2 RTS article 4(3)(b) at 5).
 DEFAULT_LOCKOUT_THRESHOLD = 5
-#: Escalating lock durations: 15 min, 1 h, 4 h, then 24 h for every further lock (issue 2).
+#: Escalating lock durations: 15 min, 1 h, 4 h, then 24 h for every further lock.
 DEFAULT_LOCKOUT_DURATIONS_SECONDS: tuple[int, ...] = (15 * 60, 60 * 60, 4 * 60 * 60, 24 * 60 * 60)
 #: A lockout state untouched for a day is forgotten, escalation included.
 DEFAULT_LOCKOUT_MEMORY_SECONDS = 24 * 60 * 60

@@ -18,7 +18,7 @@ import trio
 
 from zeropay_proto import b64url
 
-#: Deadline for creating a checkout session during initiate (issue 4).
+#: Deadline for creating a checkout session during initiate: a slow PSP never holds a payer.
 PSP_DEADLINE_SECONDS = 5.0
 
 

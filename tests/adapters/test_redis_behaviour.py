@@ -35,7 +35,7 @@ from zeropay_proto.admission import AdmissionRequest, Limits
 
 redis_and_cluster = pytest.mark.parametrize("state_backend", ["redis", "cluster"], indirect=True)
 
-#: SPEC section 9 / issue 3: at most 300 bytes of Redis memory per verification session.
+#: The design target: at most 300 bytes of Redis memory per verification session.
 SESSION_BUDGET_BYTES = 300
 
 
