@@ -77,7 +77,8 @@ class RedisAdmission(ScriptRunner):
         replies, failed_open = [], False
         for call, result in zip(calls, results, strict=False):
             if isinstance(result, BaseException):
-                if call[0] != "admit_shared" or not self._fails_open(call, result, request):
+                limits, now = request.limits, request.now
+                if call[0] != "admit_shared" or not self._fails_open(call, result, now, limits):
                     raise result
                 failed_open = True
                 continue
@@ -90,14 +91,14 @@ class RedisAdmission(ScriptRunner):
                 raise result
         return decode_admission(request, replies, failed_open=failed_open), read
 
-    def _fails_open(self, call: Call, error: BaseException, request: AdmissionRequest) -> bool:
+    def _fails_open(self, call: Call, error: BaseException, now: float, limits: Limits) -> bool:
         """A Cluster's limiter slot unreachable (its master failing over): its limiters admit
         without counting for ``Limits.fail_open_ms`` from the first failure this process saw.
         Standalone, Redis is one server: nothing fails open."""
         if not self.clustered or not is_unavailable(error):
             return False
-        since = self.limiter_outages.setdefault(_slot_tag(call), epoch_ms(request.now))
-        return limiter_fails_open(since, now=request.now, limits=request.limits)
+        since = self.limiter_outages.setdefault(_slot_tag(call), epoch_ms(now))
+        return limiter_fails_open(since, now=now, limits=limits)
 
     async def _limiter_call(self, call: Call, now: float, limits: Limits) -> Any | None:
         """One limiter script's reply, or ``None`` while its slot fails open."""
@@ -105,10 +106,7 @@ class RedisAdmission(ScriptRunner):
         if not isinstance(reply, BaseException):
             self.limiter_outages.pop(_slot_tag(call), None)
             return reply
-        if not self.clustered or not is_unavailable(reply):
-            raise reply
-        since = self.limiter_outages.setdefault(_slot_tag(call), epoch_ms(now))
-        if not limiter_fails_open(since, now=now, limits=limits):
+        if not self._fails_open(call, reply, now, limits):
             raise reply
         return None
 
