@@ -66,8 +66,10 @@ CLOSED = 0
 LOCKED = 1
 #: reserve: the attempt is counted.
 RESERVED = 2
-#: conclude: the outcome is applied.
-APPLIED = 1
+#: conclude: the attempt proved everything, and the session is verified (a token stored).
+SUCCEEDED = 1
+#: conclude: the attempt failed, and that is stored.
+REFUTED = 3
 #: nonce replies (claim_nonce, admit_and_reserve): no nonce, reused, accepted.
 NO_NONCE, NONCE_REUSED, NONCE_ACCEPTED = -1, 0, 1
 
@@ -79,7 +81,8 @@ _SHARED = {
     "CLOSED": CLOSED,
     "LOCKED": LOCKED,
     "RESERVED": RESERVED,
-    "APPLIED": APPLIED,
+    "SUCCEEDED": SUCCEEDED,
+    "REFUTED": REFUTED,
     "NO_NONCE": NO_NONCE,
     "NONCE_REUSED": NONCE_REUSED,
     "NONCE_ACCEPTED": NONCE_ACCEPTED,

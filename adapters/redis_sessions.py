@@ -59,12 +59,13 @@ from .redis_keys import (
     encode_window,
 )
 from .redis_scripts import (
-    APPLIED,
     CLOSED,
     LOCKED,
     NO_SESSION,
     NOT_ADMITTED,
+    REFUTED,
     RESERVED,
+    SUCCEEDED,
     Call,
     ScriptDisagreement,
     as_bytes,
@@ -406,9 +407,9 @@ class RedisSessions(RedisAdmission):
             current_generation=int(current),
         )
         match out:
-            case VerificationSucceeded() if code == APPLIED:
+            case VerificationSucceeded() if code == SUCCEEDED:
                 self.journal.record(replace(audit, action=AuditAction.VERIFICATION_SUCCEEDED))
-            case VerificationFailed() if code == APPLIED:
+            case VerificationFailed() if code == REFUTED:
                 self.journal.record(replace(audit, action=AuditAction.VERIFICATION_FAILED))
             case SessionClosed() if code == CLOSED:
                 pass

@@ -10,8 +10,8 @@
 --       then ':' and its generation), token expiry (ms), token digest (hex), success action,
 --       failure action, the generation reserved under, then the event's field/value pairs
 --       other than its action.
--- Returns {code, blob as read, generation as read}: NO_SESSION, NEVER_RESERVED, CLOSED or
--- APPLIED.
+-- Returns {code, blob as read, generation as read}: NO_SESSION, NEVER_RESERVED, CLOSED,
+-- SUCCEEDED or REFUTED (what it stored, for the adapter to check against the core).
 local blob = redis.call('GET', KEYS[1])
 if not blob then return {NO_SESSION, '', 0} end
 local generation = tonumber(redis.call('GET', KEYS[6]) or '0')
@@ -19,8 +19,9 @@ local attempt = tonumber(ARGV[1])
 local state, used, max = session_head(blob)
 if attempt < 1 or attempt > used then return {NEVER_RESERVED, blob, generation} end
 if state ~= PENDING then return {CLOSED, blob, generation} end
-local action
+local action, code
 if ARGV[2] == '1' and generation == tonumber(ARGV[8]) then
+  code = SUCCEEDED
   redis.call('SET', KEYS[1], with_state(blob, VERIFIED, used), 'KEEPTTL')
   redis.call('DEL', KEYS[2])
   local factors = string.byte(blob, AT_FACTOR_COUNT)
@@ -35,10 +36,11 @@ if ARGV[2] == '1' and generation == tonumber(ARGV[8]) then
   end
   action = ARGV[6]
 else
+  code = REFUTED
   local new_state = PENDING
   if attempt >= max then new_state = FAILED end
   redis.call('SET', KEYS[1], with_state(blob, new_state, used), 'KEEPTTL')
   action = ARGV[7]
 end
 redis.call('XADD', KEYS[5], '*', 'action', action, unpack(ARGV, 9))
-return {APPLIED, blob, generation}
+return {code, blob, generation}

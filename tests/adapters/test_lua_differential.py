@@ -409,6 +409,16 @@ def _conclude_twice(lua: Lua, store: RedisStore) -> None:
         lua.run(conclude(store, session_id, USER, attempt=1, unwrapped=True, now=now))
 
 
+def _conclude_after_a_change(lua: Lua, store: RedisStore) -> None:
+    now = start_ms() / 1000
+    issued = new_session(USER, now=now)
+    lua.run(store.store_session(issued, epoch_ms(now), event(USER), 60_000))
+    session_id = issued.session.session_id
+    lua.run(store.reserve_attempt(session_id, USER, now, DEFAULT_POLICY, lock_event(USER)))
+    lua.run(store.invalidate_record(USER, 1_000))  # the enrollment changes meanwhile
+    lua.run(conclude(store, session_id, USER, attempt=1, unwrapped=True, now=now))
+
+
 def _admit(**kw: int) -> Any:
     def scenario(lua: Lua, store: RedisStore) -> None:
         request = AdmissionRequest(
@@ -496,6 +506,12 @@ MUTANTS = {
         "and used == attempt then",
         "and used >= attempt then",
         _reserve_twice_release_first,
+    ),
+    "conclude: a proof of a changed enrollment mints a token": (
+        "conclude",
+        "if ARGV[2] == '1' and generation == tonumber(ARGV[8]) then",
+        "if ARGV[2] == '1' then",
+        _conclude_after_a_change,
     ),
     "conclude: a verified session concludes again": (
         "conclude",
