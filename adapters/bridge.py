@@ -3,10 +3,10 @@
 The Redis and PostgreSQL clients are asyncio libraries; the server is Trio. trio-asyncio runs
 an asyncio loop inside Trio, and :class:`TrioBridge` turns each coroutine method of an adapter
 into a Trio coroutine: one ``aio_as_trio`` crossing per port call (each crossing costs about
-40 microseconds and one asyncio Task, NOTES-stack.md, which is why a port method is a whole
-request step). The deadline is set here, on the Trio side: a call that has not answered in
-``timeout`` seconds is cancelled (asyncpg cancels the query on the server; redis-py drops the
-connection) and raises :class:`~adapters.errors.DependencyUnavailable`.
+40 microseconds and one asyncio Task, docs/stack.md, "trio-asyncio"; which is why a port
+method is a whole request step). The deadline is set here, on the Trio side: a call that has
+not answered in ``timeout`` seconds is cancelled (asyncpg cancels the query on the server;
+redis-py drops the connection) and raises :class:`~adapters.errors.DependencyUnavailable`.
 
 An adapter may also offer a Trio face (``native``): an object whose coroutine methods named in
 ``native_methods`` already run on Trio (the Redis store's request path on its own Trio pool,

@@ -5,10 +5,10 @@
   export, audit trail). Everything security-related reads the primary.
 - Safe behind PgBouncer in transaction mode: the statement cache is off unless asked for
   (``statement_cache_size``), since cached server-side prepared statements bind to whichever
-  server connection PgBouncer hands out (NOTES-stack.md pitfall 3), and no startup parameters
-  are sent.
+  server connection PgBouncer hands out (docs/stack.md, "PgBouncer in transaction mode"),
+  and no startup parameters are sent.
 - ``max_inactive_connection_lifetime=0``: the pool's idle timer would otherwise be one more
-  asyncio timer per release kept alive under trio-asyncio (NOTES-stack.md pitfall 1).
+  asyncio timer per release kept alive under trio-asyncio (docs/stack.md, "trio-asyncio").
   Deadlines are set on the Trio side by the bridge.
 
 Migrations are versioned SQL files in ``adapters/migrations``, applied in order under an

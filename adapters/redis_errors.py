@@ -2,7 +2,7 @@
 
 A restarted, failed-over, full or paused Redis does not only drop connections. It answers, with
 error replies that redis-py raises as ``ResponseError`` subclasses, never as
-``ConnectionError`` (NOTES-stack.md pitfall 11):
+``ConnectionError`` (docs/stack.md, "Redis errors that are not connection errors"):
 
 ============== =========================================== ==================================
 reply          when                                        what the service does

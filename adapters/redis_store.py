@@ -18,7 +18,7 @@ read; the adapter replays the core's decision on that snapshot and raises
 :class:`ScriptDisagreement` if it differs from what the script persisted, so the core stays the
 reference at run time, not only in the differential tests.
 
-Clients are created with ``socket_timeout=None`` (NOTES-stack.md pitfall 1: trio-asyncio keeps
+Clients are created with ``socket_timeout=None`` (docs/stack.md, "trio-asyncio": trio-asyncio keeps
 every cancelled asyncio timer alive); deadlines are set on the Trio side by the bridge.
 """
 

@@ -79,7 +79,7 @@ def threaded_rate(fn: Callable[[], Any], workers: int, seconds: float) -> float:
 async def _pool_rate(iterations: int, workers: int, seconds: float) -> float:
     limiter = trio.CapacityLimiter(workers)
     async with trio_parallel.open_worker_context() as ctx:
-        # Start the workers before timing (about 90 ms each, NOTES-stack.md).
+        # Start the workers before timing (about 90 ms each, docs/stack.md).
         async with trio.open_nursery() as nursery:
             for _ in range(workers):
                 nursery.start_soon(ctx.run_sync, pbkdf2_cryptography, 1)

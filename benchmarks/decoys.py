@@ -11,7 +11,7 @@ difference: the service is meant to do the same storage and crypto work for both
 difference should be noise-sized. A closed loop, one request at a time: the figures are the
 service's own latency, not queueing.
 
-Plain asyncio, no trio-asyncio (NOTES-stack.md pitfall 2). Loopback only.
+Plain asyncio, no trio-asyncio (docs/stack.md, "trio-asyncio"). Loopback only.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ counted, not hidden ("coordinated omission"). Reported per tier: achieved rate, 
 errors by status, and this generator's own CPU use, so a saturated generator is visible.
 
 This process uses plain asyncio and a small HTTP/1.1 client over keep-alive connections; it
-never imports trio-asyncio (which would slow asyncio down, NOTES-stack.md). Loopback only.
+never imports trio-asyncio (which would slow asyncio down, docs/stack.md). Loopback only.
 The server's rate limits must allow the load (set RATE_LIMIT_* high): the limiters still run.
 """
 

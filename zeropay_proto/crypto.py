@@ -15,7 +15,7 @@ A verifier is ``HMAC-SHA256(pepper, user ‖ factor ‖ digest)``: the raw clien
 stored anywhere.
 
 Nothing here reads a clock or draws randomness: nonces, salts and keys are arguments. The
-PBKDF2 functions are deliberately slow (about 10 ms at 100,000 iterations, NOTES-stack.md);
+PBKDF2 functions are deliberately slow (about 10 ms at 100,000 iterations, docs/stack.md);
 the server runs :func:`derive_and_wrap` and :func:`derive_and_unwrap` in its process pool.
 """
 

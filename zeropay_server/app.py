@@ -232,8 +232,9 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
     async def read_whole_body() -> None:
         """Read every request body before answering, whatever the route: Hypercorn drops
         the end of a body the app never read, and the next request on that keep-alive
-        connection is never answered (NOTES-stack.md pitfall 9). The read is bounded by
-        MAX_CONTENT_LENGTH (413) and BODY_TIMEOUT (408); handlers get the cached bytes."""
+        connection is never answered (docs/stack.md, "Hypercorn and request bodies"). The
+        read is bounded by MAX_CONTENT_LENGTH (413) and BODY_TIMEOUT (408); handlers get the
+        cached bytes."""
         await request.get_data(cache=True, as_text=False, parse_form_data=False)
         g.body_read = True
 

@@ -1,6 +1,6 @@
 """The crypto process pool and the receipt signer.
 
-Every PBKDF2 derivation (about 10 ms at 100,000 iterations, NOTES-stack.md) runs in worker
+Every PBKDF2 derivation (about 10 ms at 100,000 iterations, docs/stack.md) runs in worker
 processes (trio-parallel), never on the event loop: a saturated pool delays only the requests
 that need a derivation. A capacity limiter sized to ``CRYPTO_WORKERS`` holds the queue on the
 Trio side, so its length is observable (``crypto_queue_depth``). Ed25519 signing takes

@@ -1,6 +1,6 @@
 """Serving: the Trio entry point, graceful shutdown, and worker processes.
 
-Serve from code (NOTES-stack.md): ``trio.run`` -> the crypto worker context -> the
+Serve from code (docs/stack.md): ``trio.run`` -> the crypto worker context -> the
 trio-asyncio loop (only with Redis and PostgreSQL) -> the runtime -> Hypercorn's Trio worker,
 with the audit flusher and PostgreSQL's maintenance (where the role and worker number say so)
 and the gauge refresher beside it in one nursery. On SIGTERM or SIGINT

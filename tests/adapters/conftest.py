@@ -1,8 +1,9 @@
 """Backends for the contract suite, each opened inside the test's own Trio run.
 
 Loop-bound clients (redis-py, asyncpg) are created inside ``trio_asyncio.open_loop()`` in the
-test body's context manager, never in a fixture shared across Trio runs (NOTES-stack.md
-pitfalls 4 and the "clients belong to the loop" note).
+test body's context manager, never in a fixture shared across Trio runs: they belong to the
+loop that created them (docs/stack.md, "Serving"), and pytest-trio 0.8 with Hypothesis hands
+later examples the first example's fixture value.
 """
 
 from __future__ import annotations
