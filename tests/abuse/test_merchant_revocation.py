@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio_asyncio
 
-from tests.e2e.servers import add_merchant, production_keys, running_server
+from tests.e2e.servers import add_merchant, production_env, running_server
 from tests.faults.history import headers
 from tests.services import REDIS_URL, delete_prefix, private_postgres, unique_prefix, wait_until
 from zeropay_server.config import Settings, load_settings
@@ -39,13 +39,7 @@ def test_a_revocation_holds_while_postgresql_is_down(
     postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
     prefix = unique_prefix()
-    env = {
-        "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": prefix,
-        "DATABASE_URL": postgres.url,
-        "PBKDF2_ITERATIONS": "1000",
-        **production_keys(),
-    }
+    env = production_env(REDIS_URL, prefix, postgres.url)
     revoked_key = add_merchant(env, "revoked-shop")
     kept_key = add_merchant(env, "kept-shop")
     try:

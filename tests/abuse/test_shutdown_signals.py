@@ -25,7 +25,7 @@ import httpx
 import pytest
 import trio_parallel
 
-from tests.e2e.servers import add_merchant, production_keys
+from tests.e2e.servers import add_merchant, production_env
 from tests.faults.history import FACTORS, headers
 from tests.helpers import digest
 from tests.server.harness import running_app
@@ -55,16 +55,14 @@ class Deployment:
 def deployment() -> Iterator[Deployment]:
     prefix = unique_prefix()
     with temporary_database() as database_url:
-        env = {
-            "REDIS_URL": REDIS_URL,
-            "REDIS_PREFIX": prefix,
-            "DATABASE_URL": database_url,
-            "PBKDF2_ITERATIONS": ITERATIONS,
-            "CRYPTO_WORKERS": "1",
-            "RATE_LIMIT_GLOBAL": "0",
-            "RATE_LIMIT_PER_IP": "0",
-            **production_keys(),
-        }
+        env = production_env(
+            REDIS_URL,
+            prefix,
+            database_url,
+            PBKDF2_ITERATIONS=ITERATIONS,
+            RATE_LIMIT_GLOBAL="0",
+            RATE_LIMIT_PER_IP="0",
+        )
         try:
             yield Deployment(env, database_url, add_merchant(env, "signals-shop"))
         finally:

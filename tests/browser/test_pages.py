@@ -33,7 +33,7 @@ from tests.e2e.servers import (
     DEMO_MERCHANT_KEY,
     ServerProcess,
     add_merchant,
-    production_keys,
+    production_env,
     running_server,
 )
 from tests.faults.history import headers
@@ -67,16 +67,13 @@ def shop(
         return
     prefix = unique_prefix()
     with temporary_database() as database_url:
-        env = {
-            "REDIS_URL": REDIS_URL,
-            "REDIS_PREFIX": prefix,
-            "DATABASE_URL": database_url,
-            "DB_AUTO_MIGRATE": "true",
-            "PBKDF2_ITERATIONS": "1000",
-            "CRYPTO_WORKERS": "1",
-            "WEBAUTHN_RP_ID": "localhost",  # origins: http://localhost:<the bound port>
-            **production_keys(),
-        }
+        env = production_env(
+            REDIS_URL,
+            prefix,
+            database_url,
+            DB_AUTO_MIGRATE="true",
+            WEBAUTHN_RP_ID="localhost",  # origins: http://localhost:<the bound port>
+        )
         key = add_merchant(env, "browser-shop")
         with running_server(env, workdir) as running:
             yield Shop(running, key, "browser-shop")

@@ -33,6 +33,22 @@ def production_keys() -> dict[str, str]:
     }
 
 
+def production_env(
+    redis_url: str, prefix: str, database_url: str, **settings: str
+) -> dict[str, str]:
+    """A server's environment on Redis (under ``prefix``) and PostgreSQL, with configured
+    keys and a cheap derivation (the count does not change the logic), and ``settings``."""
+    return {
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "DATABASE_URL": database_url,
+        "PBKDF2_ITERATIONS": "1000",
+        "CRYPTO_WORKERS": "1",
+        **production_keys(),
+        **settings,
+    }
+
+
 #: A fixed merchant key for embedded-mode servers (ZEROPAY_DEMO_MERCHANT_KEY).
 DEMO_MERCHANT_KEY = "zpk_0123456789ab_" + "A" * 43
 

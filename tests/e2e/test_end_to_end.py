@@ -22,6 +22,7 @@ from tests.e2e.servers import (
     ServerProcess,
     add_merchant,
     command,
+    production_env,
     production_keys,
     running_server,
 )
@@ -46,21 +47,18 @@ def fresh() -> dict[str, str]:
 def stack_env() -> Iterator[dict[str, str]]:
     prefix = unique_prefix()
     with temporary_database() as database_url:
-        yield {
-            "REDIS_URL": REDIS_URL,
-            "REDIS_PREFIX": prefix,
-            "DATABASE_URL": database_url,
-            "DB_AUTO_MIGRATE": "true",
-            "DB_POOL_MIN": "1",
-            "DB_POOL_SIZE": "5",
-            "PBKDF2_ITERATIONS": "1000",
-            "AUDIT_FLUSH_INTERVAL": "200",
-            "RATE_LIMIT_GLOBAL": "100000",
-            "RATE_LIMIT_PER_IP": "100000",
-            "RATE_LIMIT_PER_USER": "100000",
-            "CRYPTO_WORKERS": "1",
-            **production_keys(),
-        }
+        yield production_env(
+            REDIS_URL,
+            prefix,
+            database_url,
+            DB_AUTO_MIGRATE="true",
+            DB_POOL_MIN="1",
+            DB_POOL_SIZE="5",
+            AUDIT_FLUSH_INTERVAL="200",
+            RATE_LIMIT_GLOBAL="100000",
+            RATE_LIMIT_PER_IP="100000",
+            RATE_LIMIT_PER_USER="100000",
+        )
     delete_prefix(REDIS_URL, prefix)
 
 
