@@ -162,8 +162,6 @@ class Fairness:
         self._idle: dict[_TCPServer, tuple[float, bool]] = {}
         self.open = 0
         self._closing = 0  # idle connections told to close, not closed yet
-        self.refused = 0
-        self.evicted = 0
         #: Where evictions run (the connections' nursery, set when serving starts).
         self.nursery: trio.Nursery | None = None
 
@@ -171,7 +169,6 @@ class Fairness:
         """Count a new connection from ``peer``; ``False`` if it is over its bound."""
         held = self.per_peer.get(peer, 0)
         if self.max_per_peer and held >= self.max_per_peer and not self._trusted(peer):
-            self.refused += 1
             return False
         self.per_peer[peer] = held + 1
         self.open += 1
@@ -216,7 +213,6 @@ class Fairness:
                 return
             if served or since <= patience:
                 del self._idle[server]
-                self.evicted += 1
                 self._closing += 1
                 nursery.start_soon(self._evict, server)
 
