@@ -26,14 +26,19 @@ well under 300 bytes of Redis memory. Byte offsets (0-based; the Lua scripts use
 13     n, number of challenged factors
 14..   n factor indexes, then three length-prefixed
        ASCII strings: amount, currency, merchant id
-       (format 2 only) k, the number of passkeys the
+       (formats 2 and 4) k, the number of passkeys the
        session allows, then k ids, each after its
        length (2 bytes, big-endian)
+       (formats 3 and 4) the return and cancel URLs,
+       each after its length (2 bytes, big-endian)
 ====== ============================================
 
-Format 1 is a session without a passkey, format 2 one that challenges a passkey: an instance
-that knows only format 1 refuses a format 2 session (an error) rather than verify it without
-its passkey during a rolling upgrade. The scripts read and rewrite only the head.
+Formats 3 and 4 carry the amount in minor units of the currency and the return URLs; 4 is
+a session that challenges a passkey, 3 one that does not. Formats 1 and 2, written before
+amounts were minor units, carry it as a decimal text of major units, read here in minor
+units during a rolling upgrade. An instance that does not know a format refuses the session
+(an error) rather than verify it without its passkey, or misread its amount. The scripts
+read and rewrite only the head.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ from zeropay_proto import (
     WrappedKey,
 )
 from zeropay_proto.admission import AdmissionRequest, shard_of
+from zeropay_proto.money import CURRENCY_EXPONENTS
 from zeropay_proto.passkeys import Passkey
+from zeropay_proto.returns import ReturnUrls
 
 from .ports import NOT_ENROLLED, CachedEnrollment
 
@@ -71,7 +78,8 @@ STATES = {code: state for state, code in STATE_CODES.items()}
 #: The session head: its fields in order, and their layout.
 SESSION_HEAD = ("format", "state", "used", "max", "decoy", "expires_at_ms", "factor_count")
 _HEAD = struct.Struct(">BBBBBQB")
-_FORMAT, _FORMAT_WITH_PASSKEYS = 1, 2
+_LEGACY, _LEGACY_WITH_PASSKEYS, _FORMAT, _FORMAT_WITH_PASSKEYS = 1, 2, 3, 4
+_SESSION_FORMATS_WITH_PASSKEYS = frozenset({_LEGACY_WITH_PASSKEYS, _FORMAT_WITH_PASSKEYS})
 
 
 def session_head_offsets() -> dict[str, int]:
@@ -204,11 +212,30 @@ def encode_session(session: Session) -> bytes:
     return (
         head
         + bytes(f.index for f in session.challenged)
-        + _text(None if amount is None else format(amount, "f"))
+        + _text(None if amount is None else str(amount))
         + _text(session.binding.currency)
         + _text(session.binding.merchant_id)
         + _passkey_ids(session.passkey_ids)
+        + _long_text(session.return_to.return_url)
+        + _long_text(session.return_to.cancel_url)
     )
+
+
+def _long_text(value: str | None) -> bytes:
+    data = (value or "").encode("ascii")
+    return len(data).to_bytes(2, "big") + data
+
+
+def _minor_units(text: str | None, currency: str | None, fmt: int) -> int | None:
+    """The stored amount in minor units (formats 1 and 2 stored a decimal of major units)."""
+    if text is None:
+        return None
+    if fmt in (_FORMAT, _FORMAT_WITH_PASSKEYS):
+        return int(text)
+    exact = Decimal(text).scaleb(CURRENCY_EXPONENTS.get(currency or "", 2))
+    if exact != exact.to_integral_value():
+        raise ValueError("a stored amount finer than its currency's minor unit")
+    return int(exact)
 
 
 def _passkey_ids(ids: tuple[bytes, ...]) -> bytes:
@@ -220,7 +247,7 @@ def _passkey_ids(ids: tuple[bytes, ...]) -> bytes:
 def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
     """Inverse of :func:`encode_session`."""
     fmt, state, used, maximum, decoy, expires, count = _HEAD.unpack_from(data)
-    if fmt not in (_FORMAT, _FORMAT_WITH_PASSKEYS):
+    if fmt not in (_LEGACY, _LEGACY_WITH_PASSKEYS, _FORMAT, _FORMAT_WITH_PASSKEYS):
         raise ValueError("unknown session format")
     pos = _HEAD.size
     factors = tuple(CATALOGUE[i] for i in data[pos : pos + count])
@@ -232,7 +259,7 @@ def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
         pos += 1 + length
     amount, currency, merchant = texts
     passkey_ids: list[bytes] = []
-    if fmt == _FORMAT_WITH_PASSKEYS:
+    if fmt in _SESSION_FORMATS_WITH_PASSKEYS:
         pos += 1
         for _ in range(data[pos - 1]):
             length = int.from_bytes(data[pos : pos + 2], "big")
@@ -244,7 +271,7 @@ def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
         challenged=factors,
         expires_at_ms=expires,
         binding=PaymentBinding(
-            amount=None if amount is None else Decimal(amount),
+            amount=_minor_units(amount, currency, fmt),
             currency=currency,
             merchant_id=merchant,
         ),
@@ -253,7 +280,19 @@ def decode_session(session_id: str, user_id: str, data: bytes) -> Session:
         max_attempts=maximum,
         decoy=bool(decoy),
         passkey_ids=tuple(passkey_ids),
+        return_to=_return_urls(data, pos)
+        if fmt in (_FORMAT, _FORMAT_WITH_PASSKEYS)
+        else ReturnUrls(),
     )
+
+
+def _return_urls(data: bytes, pos: int) -> ReturnUrls:
+    urls: list[str | None] = []
+    for _ in range(2):
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        urls.append(data[pos + 2 : pos + 2 + length].decode("ascii") or None)
+        pos += 2 + length
+    return ReturnUrls(return_url=urls[0], cancel_url=urls[1])
 
 
 def encode_window(window: ChallengeWindow) -> bytes:

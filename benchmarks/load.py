@@ -191,7 +191,7 @@ class Scenario:
         user = user or random.choice(self.users)
         body = {
             "user_uuid": user,
-            "transaction_amount": 42.5,
+            "amount": 4250,
             "currency": "EUR",
         }
         return await conn.request("POST", "/v1/verification/initiate", json.dumps(body).encode())

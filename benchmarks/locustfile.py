@@ -50,7 +50,7 @@ class Payer(HttpUser):  # type: ignore[misc]
     def pay(self) -> None:
         started: Any = self.client.post(
             "/v1/verification/initiate",
-            json={"user_uuid": self.user, "transaction_amount": 42.5, "currency": "EUR"},
+            json={"user_uuid": self.user, "amount": 4250, "currency": "EUR"},
             headers={**fresh(), "X-API-Key": api_key()},
         )
         if started.status_code != 200:

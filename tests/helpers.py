@@ -96,14 +96,13 @@ def issue(
     """Open a session with fixed entropy (passkeys off unless ``possession`` is given)."""
     from decimal import Decimal
 
+    minor = None if amount is None else int(Decimal(amount).scaleb(2))  # of EUR
     return open_session(
         session_id=make_session_id(user, entropy(16, label)),
         user_id=user,
         enrolled=enrolled,
         window=None,
-        binding=PaymentBinding(
-            amount=None if amount is None else Decimal(amount), currency="EUR", merchant_id="m-1"
-        ),
+        binding=PaymentBinding(amount=minor, currency="EUR", merchant_id="m-1"),
         risk=risk,
         now=now,
         entropy=entropy(32, "window" + label),

@@ -14,7 +14,6 @@ UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{
 UUID4 = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 DIGEST = "[0-9a-fA-F]{64}"
 SESSION_ID = "[A-Za-z0-9_-]{43}"
-CURRENCY = "[A-Z]{3}"
 MERCHANT_ID = "[A-Za-z0-9._:-]{1,64}"
 DEVICE_ID = "[\\x21-\\x7e]{1,128}"
 

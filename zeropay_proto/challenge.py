@@ -37,7 +37,8 @@ from .factors import CATALOGUE, Factor
 
 T = TypeVar("T")
 
-#: Below this amount a LOW-risk payment needs only two factors (SPEC section 4).
+#: Below this amount (in major units: 30.00 of the payment's currency) a LOW-risk payment
+#: needs only two factors (SPEC section 4).
 LOW_RISK_AMOUNT_LIMIT = Decimal(30)
 #: Factors challenged for a LOW-risk small payment and for everything else (SPEC section 4).
 LOW_RISK_CHALLENGE_SIZE = 2

@@ -96,15 +96,16 @@ class LinkedData:
     ``attempt`` is the session's attempt (1-based) the signature is good for."""
 
     session_id: str
-    amount: Decimal | None
+    #: In minor units of ``currency`` (:mod:`zeropay_proto.money`).
+    amount: int | None
     currency: str | None
     payee: str | None
     attempt: int
 
     def canonical(self) -> bytes:
-        """The length-prefixed fields the challenge hashes (amounts without trailing zeros:
-        42.50 and 42.5 are one amount)."""
-        amount = "" if self.amount is None else format(self.amount.normalize(), "f")
+        """The length-prefixed fields the challenge hashes (the amount as decimal digits of
+        minor units: one text per amount)."""
+        amount = "" if self.amount is None else str(self.amount)
         fields = (
             LINKING_DOMAIN,
             self.session_id,
@@ -123,7 +124,7 @@ class LinkedData:
         """The linked data as the client shows it."""
         return {
             "session_id": self.session_id,
-            "amount": None if self.amount is None else format(self.amount, "f"),
+            "amount": self.amount,
             "currency": self.currency,
             "payee": self.payee,
             "attempt": self.attempt,

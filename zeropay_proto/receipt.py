@@ -26,6 +26,7 @@ from decimal import Decimal
 
 from ._encoding import b64url
 from ._errors import LocalProtocolError, RemoteProtocolError
+from .money import check_amount, major_units
 
 #: 256-bit tokens (NIST SP 800-63B section 5.1.1.2 asks for at least 112 bits; 256 is cheap).
 AUTH_TOKEN_BYTES = 32
@@ -88,15 +89,22 @@ def parse_bearer(header: str | None) -> BearerToken:
 
 @dataclass(frozen=True, kw_only=True)
 class PaymentBinding:
-    """The payment a verification session authorises (all optional on initiate)."""
+    """The payment a verification session authorises (all optional on initiate): ``amount``
+    in ``currency``'s minor units (:mod:`zeropay_proto.money`), which an amount needs."""
 
-    amount: Decimal | None = None
+    amount: int | None = None
     currency: str | None = None
     merchant_id: str | None = None
 
+    def __post_init__(self) -> None:
+        check_amount(self.amount, self.currency)
 
-def _amount_text(amount: Decimal | None) -> str | None:
-    return None if amount is None else format(amount, "f")
+    @property
+    def major_amount(self) -> Decimal | None:
+        """The amount in major units, exactly (``4250`` EUR is 42.50), for policy thresholds."""
+        if self.amount is None or self.currency is None:
+            return None
+        return major_units(self.amount, self.currency)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,11 +126,11 @@ class Receipt:
         return ("knowledge", "possession")
 
     def as_dict(self) -> dict[str, object]:
-        """The receipt's fields as JSON values (the amount as a decimal string)."""
+        """The receipt's fields as JSON values (the amount in minor units of its currency)."""
         fields: dict[str, object] = {
             "session_id": self.session_id,
             "user_uuid": self.user_id,
-            "amount": _amount_text(self.binding.amount),
+            "amount": self.binding.amount,
             "currency": self.binding.currency,
             "merchant_id": self.binding.merchant_id,
             "issued_at_ms": self.issued_at_ms,

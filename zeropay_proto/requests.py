@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -22,16 +22,13 @@ from ._patterns import matcher
 from .challenge import RiskLevel
 from .factors import MAX_ENROLLED_FACTORS, MIN_ENROLLED_FACTORS, Factor, parse_factor_digests
 from .identifiers import parse_session_id, parse_user_id
+from .money import CURRENCY_EXPONENTS, MAX_MINOR_UNITS
 from .receipt import PaymentBinding
+from .returns import ReturnUrls, parse_return_url
 
 #: SPEC section 3: bodies over 10 kB are refused with 413.
 MAX_BODY_BYTES = 10 * 1024
-#: Amounts: non-negative, at most 12 integer digits and 4 decimals (ISO 4217 minor units
-#: go up to 4, e.g. CLF).
-MAX_AMOUNT = Decimal("999999999999.9999")
-MAX_AMOUNT_DECIMALS = 4
 
-_CURRENCY = matcher(patterns.CURRENCY)
 _MERCHANT = matcher(patterns.MERCHANT_ID)
 _DEVICE = matcher(patterns.DEVICE_ID)
 
@@ -57,6 +54,8 @@ class InitiateRequest:
     psp_config: Mapping[str, Any] | None
     #: The merchant asks for the possession factor (a passkey), whatever the amount.
     require_passkey: bool = False
+    #: Where the payer's page sends the payer back.
+    return_to: ReturnUrls = field(default_factory=ReturnUrls)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,23 +132,34 @@ def _optional_text(obj: Mapping[str, Any], name: str, pattern: re.Pattern[str]) 
     return value
 
 
-def _amount(value: Any) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise RemoteProtocolError("must be a number", field="transaction_amount")
-    amount = Decimal(value)  # exact: the decoder made floats Decimals, NaN is refused
-    exponent = amount.as_tuple().exponent
-    if not (
-        isinstance(exponent, int)
-        and Decimal(0) <= amount <= MAX_AMOUNT
-        and -exponent <= MAX_AMOUNT_DECIMALS
-    ):
+def _amount(obj: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """``amount`` (an integer of minor units) and ``currency`` (ISO 4217), which an amount
+    needs. The decoder made every number with a fraction or an exponent a ``Decimal``, so
+    ``42.5``, ``4250.0`` and ``1e3`` are refused here, not rounded."""
+    if "transaction_amount" in obj:
         raise RemoteProtocolError(
-            "must be between 0 and 999999999999.9999 with at most 4 decimals",
+            "was replaced by amount, an integer of the currency's minor units "
+            "(42.50 EUR is amount 4250, currency EUR)",
+            code="FIELD_REMOVED",
             field="transaction_amount",
         )
-    return amount
+    currency = obj.get("currency")
+    if currency is not None and (
+        not isinstance(currency, str) or currency not in CURRENCY_EXPONENTS
+    ):
+        raise RemoteProtocolError("must be an ISO 4217 currency code", field="currency")
+    amount = obj.get("amount")
+    if amount is None:
+        return None, currency
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise RemoteProtocolError("must be an integer of minor units", field="amount")
+    if not 0 <= amount <= MAX_MINOR_UNITS:
+        raise RemoteProtocolError(f"must be between 0 and {MAX_MINOR_UNITS}", field="amount")
+    if currency is None:
+        raise RemoteProtocolError(
+            "is required with an amount", code="MISSING_FIELD", field="currency"
+        )
+    return amount, currency
 
 
 def parse_enrollment(body: bytes) -> EnrollmentRequest:
@@ -182,9 +192,10 @@ def _flag(obj: Mapping[str, Any], name: str) -> bool:
 
 
 def _binding(obj: Mapping[str, Any]) -> PaymentBinding:
+    amount, currency = _amount(obj)
     return PaymentBinding(
-        amount=_amount(obj.get("transaction_amount")),
-        currency=_optional_text(obj, "currency", _CURRENCY),
+        amount=amount,
+        currency=currency,
         merchant_id=_optional_text(obj, "merchant_id", _MERCHANT),
     )
 
@@ -196,9 +207,10 @@ def _psp_config(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None if config is None else MappingProxyType(config)
 
 
-def parse_initiate(body: bytes) -> InitiateRequest:
-    """``{user_uuid, transaction_amount?, currency?, merchant_id?, risk_level?, psp_config?,
-    require_passkey?}``."""
+def parse_initiate(body: bytes, *, allow_loopback_http: bool = False) -> InitiateRequest:
+    """``{user_uuid, amount?, currency?, merchant_id?, risk_level?, psp_config?,
+    require_passkey?, return_url?, cancel_url?}``; the URLs are HTTPS, or plain HTTP to a
+    loopback host where ``allow_loopback_http`` (development)."""
     obj = load_json_object(body)
     user_id = parse_user_id(_required(obj, "user_uuid"))
     risk_text = obj.get("risk_level", RiskLevel.MEDIUM.value)
@@ -212,11 +224,19 @@ def parse_initiate(body: bytes) -> InitiateRequest:
         risk=risk,
         psp_config=_psp_config(obj),
         require_passkey=_flag(obj, "require_passkey"),
+        return_to=ReturnUrls(
+            return_url=parse_return_url(
+                obj.get("return_url"), field="return_url", allow_loopback_http=allow_loopback_http
+            ),
+            cancel_url=parse_return_url(
+                obj.get("cancel_url"), field="cancel_url", allow_loopback_http=allow_loopback_http
+            ),
+        ),
     )
 
 
 def parse_psp_create(body: bytes) -> PspCreateRequest:
-    """``{session_id?, transaction_amount?, currency?, merchant_id?, psp_config?}``."""
+    """``{session_id?, amount?, currency?, merchant_id?, psp_config?}``."""
     obj = load_json_object(body)
     session_id = user_id = None
     if obj.get("session_id") is not None:

@@ -13,7 +13,7 @@ from typing import Any
 from . import _patterns as patterns
 from ._patterns import schema_pattern
 from .factors import CATALOGUE, MAX_ENROLLED_FACTORS, MIN_ENROLLED_FACTORS
-from .requests import MAX_AMOUNT
+from .money import CURRENCY_EXPONENTS, MAX_MINOR_UNITS
 
 UUID_PATTERN = schema_pattern(patterns.UUID)
 DIGEST_PATTERN = schema_pattern(patterns.DIGEST)
@@ -23,6 +23,22 @@ USER_UUID: dict[str, Any] = {
     "type": "string",
     "pattern": UUID_PATTERN,
     "description": "The user's UUID.",
+}
+
+
+AMOUNT: dict[str, Any] = {
+    "type": ["integer", "null"],
+    "minimum": 0,
+    "maximum": MAX_MINOR_UNITS,
+    "description": "The amount in minor units of the currency, which it needs: 42.50 EUR is "
+    "4250, 500 JPY is 500, 1.250 KWD is 1250.",
+    "examples": [4250],
+}
+CURRENCY: dict[str, Any] = {
+    "type": ["string", "null"],
+    "enum": [*sorted(CURRENCY_EXPONENTS), None],
+    "description": "An ISO 4217 currency code.",
+    "examples": ["EUR"],
 }
 
 
@@ -64,15 +80,8 @@ INITIATE: dict[str, Any] = {
     "required": ["user_uuid"],
     "properties": {
         "user_uuid": USER_UUID,
-        "transaction_amount": {
-            "type": ["number", "null"],
-            "minimum": 0,
-            "maximum": float(MAX_AMOUNT),
-            # Not "multipleOf": binary floats make 0.15 fail a 0.0001 step. The parser
-            # enforces the decimals on the exact decimal text instead.
-            "description": "Payment amount, at most 4 decimals.",
-        },
-        "currency": {"type": ["string", "null"], "pattern": schema_pattern(patterns.CURRENCY)},
+        "amount": AMOUNT,
+        "currency": CURRENCY,
         "merchant_id": {
             "type": ["string", "null"],
             "pattern": schema_pattern(patterns.MERCHANT_ID),
@@ -87,7 +96,7 @@ INITIATE: dict[str, Any] = {
     "examples": [
         {
             "user_uuid": "123e4567-e89b-42d3-a456-426614174000",
-            "transaction_amount": 12.5,
+            "amount": 1250,
             "currency": "EUR",
             "merchant_id": "shop-1",
             "risk_level": "LOW",
@@ -99,12 +108,12 @@ PSP_CREATE: dict[str, Any] = {
     "type": "object",
     "properties": {
         "session_id": {"type": ["string", "null"], "pattern": SESSION_ID_PATTERN},
-        "transaction_amount": INITIATE["properties"]["transaction_amount"],
+        "amount": AMOUNT,
         "currency": INITIATE["properties"]["currency"],
         "merchant_id": INITIATE["properties"]["merchant_id"],
         "psp_config": {"type": ["object", "null"]},
     },
-    "examples": [{"transaction_amount": 12.5, "currency": "EUR", "merchant_id": "shop-1"}],
+    "examples": [{"amount": 1250, "currency": "EUR", "merchant_id": "shop-1"}],
 }
 
 VERIFY: dict[str, Any] = {

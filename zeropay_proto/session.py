@@ -101,6 +101,7 @@ from .receipt import (
     encode_token,
     token_digest,
 )
+from .returns import ReturnUrls
 
 #: Session lifetime, the seed's ``REDIS_SESSION_TTL`` (300 s; SPEC section 4).
 DEFAULT_SESSION_TTL_SECONDS = 300
@@ -225,6 +226,8 @@ class Session:
     decoy: bool = False
     #: The passkeys an assertion may come from; empty: the session challenges knowledge only.
     passkey_ids: tuple[bytes, ...] = ()
+    #: Where the payer's page sends the payer once the session is decided, or given up.
+    return_to: ReturnUrls = field(default_factory=ReturnUrls)
 
     def __post_init__(self) -> None:
         if not self.challenged or len(set(self.challenged)) != len(self.challenged):
@@ -450,6 +453,7 @@ def open_session(
     possession: PossessionPolicy | None = None,
     passkey_ids: tuple[bytes, ...] = (),
     merchant_asks_possession: bool = False,
+    return_to: ReturnUrls | None = None,
 ) -> ChallengeIssued:
     """Open a session for ``user_id``; ``enrolled`` is ``None`` for an unknown user.
 
@@ -460,7 +464,7 @@ def open_session(
     user's passkeys (``passkey_ids``; an unknown user's are decoys) when
     :func:`~zeropay_proto.passkeys.requires_possession` says so.
     """
-    size = challenge_size(binding.amount, risk)
+    size = challenge_size(binding.major_amount, risk)
     expires_at_ms = epoch_ms(now) + 1000 * policy.session_ttl_seconds
     decoy = enrolled is None
     if enrolled is None:
@@ -483,7 +487,7 @@ def open_session(
             passkey_ids = decoy_credential_ids(decoy_key, user_id, percent=possession.decoy_percent)
         needed = requires_possession(
             has_passkey=bool(passkey_ids),
-            amount=binding.amount,
+            amount=binding.major_amount,
             high_risk=risk is RiskLevel.HIGH,
             merchant_asks=merchant_asks_possession,
             threshold=possession.threshold,
@@ -498,6 +502,7 @@ def open_session(
         max_attempts=policy.max_attempts,
         decoy=decoy,
         passkey_ids=allowed,
+        return_to=return_to or ReturnUrls(),
     )
     return ChallengeIssued(session=session, window=stored, window_opened=opened)
 

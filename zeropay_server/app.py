@@ -2,9 +2,9 @@
 
 The HTTP layer only: for each route of the table (``zeropay_server.openapi.ROUTES``) build
 the request's context, call the flow it names (``zeropay_server.flows``) and turn the outcome
-into a response. Every error is ``{"success": false, "error": ..., "code": ...}``; bad input
-is a 4xx naming the field, a down dependency a 503 with ``Retry-After``, and nothing a client
-sends can cause a 500.
+into a response. Every error is RFC 9457 problem details (``zeropay_server.problems``); bad
+input is a 4xx naming the field, a down dependency a 503 with ``Retry-After``, and nothing a
+client sends can cause a 500.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from zeropay_proto import (
 from .flows import FLOW_HEADERS, RETRY_AFTER_UNAVAILABLE, ApiError, Flows, Reply, RequestContext
 from .observability import AccessLog
 from .openapi import ROUTES
+from .problems import PROBLEM_MEDIA_TYPE, problem, problem_type
 from .runtime import Runtime
 
 log = logging.getLogger("zeropay.http")
@@ -84,18 +85,31 @@ HTTP_ERROR_CODES = {
 
 
 def json_response(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
 ) -> Response:
     return Response(
-        json.dumps(body), status=status, headers=headers or {}, content_type="application/json"
+        json.dumps(body), status=status, headers=headers or {}, content_type=content_type
     )
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"success": False, "error": message, "code": code}
-    if field is not None:
-        body["field"] = field
-    return body
+def problem_reply(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Reply:
+    """An error's answer: its problem details, with ``retry_after`` beside ``Retry-After``."""
+    headers = headers or {}
+    wait = headers.get("Retry-After")
+    extensions = {**(extra or {}), **({"retry_after": int(wait)} if wait else {})}
+    body = problem(status, code, detail, field=field, **extensions)
+    return Reply(status, body, headers, content_type=PROBLEM_MEDIA_TYPE)
 
 
 @functools.lru_cache(maxsize=4096)  # the same few active clients, request after request
@@ -131,24 +145,39 @@ def error_reply(exc: Exception, route: str) -> Reply:
     unavailable = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
     match exc:
         case ApiError():
-            body = {**error_body(exc.code, exc.message, exc.field), **exc.extra}
-            return Reply(exc.status, body, exc.headers)
+            return problem_reply(
+                exc.status,
+                exc.code,
+                exc.message,
+                field=exc.field,
+                headers=exc.headers,
+                extra=exc.extra,
+            )
         case RemoteProtocolError():
-            return Reply(exc.error_status_hint, error_body(exc.code, exc.message, exc.field))
+            return problem_reply(exc.error_status_hint, exc.code, exc.message, field=exc.field)
         case DependencyUnavailable():
             message = f"{exc.dependency} is unavailable"
-            return Reply(503, error_body("DEPENDENCY_UNAVAILABLE", message), unavailable)
+            return problem_reply(503, "DEPENDENCY_UNAVAILABLE", message, headers=unavailable)
         case IntegrityError():
             log.exception("stored data failed authentication", extra={"fields": {"route": route}})
             message = "stored data could not be authenticated"
-            return Reply(503, error_body("INTEGRITY", message), unavailable)
+            return problem_reply(503, "INTEGRITY", message, headers=unavailable)
         case HTTPException():  # 413 from MAX_CONTENT_LENGTH, and the like
-            status = exc.code or 400
-            code = HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
-            return Reply(status, error_body(code, exc.description or code.lower()))
+            return http_problem(exc)
         case _:
             log.exception("unhandled error", extra={"fields": {"route": route}})
-            return Reply(500, error_body("INTERNAL", "internal error"))
+            return problem_reply(500, "INTERNAL", "internal error")
+
+
+def http_problem(exc: HTTPException) -> Reply:
+    """The framework's own errors (404, 405, 413, 408) as problem details."""
+    status = exc.code or 400
+    code = HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
+    return problem_reply(status, code, exc.description or problem_type(code).title)
+
+
+def render(reply: Reply) -> Response:
+    return json_response(reply.status, reply.body, reply.headers, reply.content_type)
 
 
 async def request_context(runtime: Runtime) -> RequestContext:
@@ -195,7 +224,7 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
             elapsed = time.perf_counter() - started
             metrics.observe(name, method, reply.status, elapsed)
             access_log(name, method, reply.status, elapsed)
-            return json_response(reply.status, reply.body, reply.headers)
+            return render(reply)
 
         endpoint.__name__ = name.replace("/", "_").strip("_") or "root"
         rule = name.replace("{", "<").replace("}", ">")
@@ -212,7 +241,7 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
         async def view(**params: str) -> Response:
             content = PAGES.get(path) or ASSETS.get(params.get("name", ""))
             if content is None:
-                return json_response(404, error_body("NOT_FOUND", "no such page"))
+                return render(problem_reply(404, "NOT_FOUND", "no such page"))
             body, content_type = content
             return Response(body, content_type=content_type)
 
@@ -256,9 +285,7 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        """Routing and body errors (404, 405, 413, 408) in the service's error format."""
-        status = exc.code or 400
-        code = HTTP_ERROR_CODES.get(status, "BAD_REQUEST")
-        return json_response(status, error_body(code, exc.description or code.lower()))
+        """Routing and body errors (404, 405, 413, 408) as problem details."""
+        return render(http_problem(exc))
 
     return app

@@ -356,6 +356,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="GET",
+        path="/problems/{slug}",
+        handler="problem_type",
+        operation=_plain("What an error's type means"),
+        api=False,
+    ),
+    Route(
+        method="GET",
         path="/metrics",
         handler="metrics",
         operation={

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from typing import Any, Protocol
 
 import trio
@@ -34,7 +33,8 @@ class PspCheckout:
     provider: str
     status: str
     checkout_url: str
-    amount: str | None
+    #: In minor units of ``currency``.
+    amount: int | None
     currency: str | None
     merchant_id: str | None
     verification_session_id: str | None
@@ -49,7 +49,7 @@ class PspProvider(Protocol):
     async def create_checkout(
         self,
         *,
-        amount: Decimal | None,
+        amount: int | None,
         currency: str | None,
         merchant_id: str | None,
         verification_session_id: str | None,
@@ -69,7 +69,7 @@ class SandboxProvider:
     async def create_checkout(
         self,
         *,
-        amount: Decimal | None,
+        amount: int | None,
         currency: str | None,
         merchant_id: str | None,
         verification_session_id: str | None,
@@ -86,7 +86,7 @@ class SandboxProvider:
             provider=self.name,
             status="created",
             checkout_url=f"https://sandbox.psp.invalid/checkout/{session_id}",
-            amount=None if amount is None else format(amount, "f"),
+            amount=amount,
             currency=currency,
             merchant_id=merchant_id,
             verification_session_id=verification_session_id,

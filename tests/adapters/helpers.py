@@ -6,7 +6,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable
-from decimal import Decimal
 from typing import Any
 
 from adapters.ports import CachedEnrollment
@@ -55,7 +54,7 @@ def new_session(
         user_id=user,
         enrolled=ENROLLED if enrolled else None,
         window=None,
-        binding=PaymentBinding(amount=Decimal("42.00"), currency="EUR", merchant_id="shop-1"),
+        binding=PaymentBinding(amount=4200, currency="EUR", merchant_id="shop-1"),
         risk=RiskLevel.MEDIUM,
         now=time.time() if now is None else now,
         entropy=secrets.token_bytes(32),

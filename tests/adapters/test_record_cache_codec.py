@@ -3,15 +3,16 @@ and a session's."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.ports import NOT_ENROLLED, CachedEnrollment
 from adapters.redis_keys import decode_cached, decode_session, encode_cached, encode_session
 from zeropay_proto import Factor, PaymentBinding, Session, WrappedKey
+from zeropay_proto.money import MAX_MINOR_UNITS
 from zeropay_proto.passkeys import Passkey
+from zeropay_proto.returns import ReturnUrls
 
 USER = "123e4567-e89b-42d3-a456-426614174000"
 SESSION = "Ej5FZ-ibQtOkVkJmFBdAALmXUaNeNiJGzfarUzmi8k8"
@@ -69,14 +70,14 @@ def test_a_user_without_passkeys_keeps_the_format_every_version_reads(key: Wrapp
 
 @given(
     st.lists(st.binary(min_size=1, max_size=1023), max_size=10, unique=True).map(tuple),
-    st.sampled_from(["12.50", None]),
+    st.sampled_from([1250, 0, MAX_MINOR_UNITS, None]),
+    st.sampled_from([None, "https://shop.example/done?order=" + "7" * 2000]),
+    st.sampled_from([None, "https://shop.example/"]),
 )
-def test_a_session_round_trips_with_the_passkeys_it_allows(
-    ids: tuple[bytes, ...], amount: str | None
+def test_a_session_round_trips_with_its_passkeys_amount_and_return_urls(
+    ids: tuple[bytes, ...], amount: int | None, back: str | None, cancel: str | None
 ) -> None:
-    binding = PaymentBinding(
-        amount=None if amount is None else Decimal(amount), currency="EUR", merchant_id="m-1"
-    )
+    binding = PaymentBinding(amount=amount, currency="EUR", merchant_id="m-1")
     session = Session(
         session_id=SESSION,
         user_id=USER,
@@ -84,9 +85,30 @@ def test_a_session_round_trips_with_the_passkeys_it_allows(
         expires_at_ms=1_800_000_000_000,
         binding=binding,
         passkey_ids=ids,
+        return_to=ReturnUrls(return_url=back, cancel_url=cancel),
     )
     data = encode_session(session)
     assert decode_session(SESSION, USER, data) == session
-    # Format 2 only with passkeys: a version that knows format 1 alone refuses the session
-    # rather than verify it without its passkey.
-    assert data[0] == (2 if ids else 1)
+    # Format 4 only with passkeys: a version that knows format 3 alone refuses the session
+    # rather than verify it without its passkey; both carry minor units, which a version
+    # that knows only formats 1 and 2 (decimal amounts) refuses rather than misread.
+    assert data[0] == (4 if ids else 3)
+
+
+def test_a_session_stored_before_minor_units_reads_its_amount_in_minor_units() -> None:
+    session = Session(
+        session_id=SESSION,
+        user_id=USER,
+        challenged=(Factor.PIN,),
+        expires_at_ms=1_800_000_000_000,
+        binding=PaymentBinding(amount=4250, currency="EUR", merchant_id="m-1"),
+    )
+    current = encode_session(session)
+    legacy = b"\x01" + current[1:15] + b"\x0542.50" + current[15 + 5 :].removesuffix(b"\0" * 4)
+    assert decode_session(SESSION, USER, legacy) == session
+    yen = legacy.replace(b"\x0542.50\x03EUR", b"\x03500\x03JPY")
+    assert decode_session(SESSION, USER, yen).binding == PaymentBinding(
+        amount=500, currency="JPY", merchant_id="m-1"
+    )
+    with pytest.raises(ValueError, match="finer"):
+        decode_session(SESSION, USER, legacy.replace(b"\x0542.50", b"\x0642.505"))

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +197,7 @@ def with_authenticator(page: Page) -> None:
 
 
 def initiate(shop: Shop, user: str) -> dict[str, Any]:
-    body = {"user_uuid": user, "transaction_amount": 42.5, "currency": "EUR"}
+    body = {"user_uuid": user, "amount": 4250, "currency": "EUR"}
     url = f"{shop.server.url}/v1/verification/initiate"
     made = httpx.post(url, json=body, headers=headers(shop.merchant_key))
     assert made.status_code == 200, made.text
@@ -295,7 +294,7 @@ def test_a_passkey_signature_over_another_amount_is_refused(
         linked = body["passkey"]["linked_data"]
         forged = LinkedData(
             session_id=linked["session_id"],
-            amount=Decimal("4250"),
+            amount=425000,
             currency=linked["currency"],
             payee=linked["payee"],
             attempt=linked["attempt"],

@@ -121,7 +121,7 @@ async def test_full_flow_over_http(
             client,
             "POST",
             "/v1/verification/initiate",
-            {"user_uuid": user, "transaction_amount": 99.99, "currency": "EUR"},
+            {"user_uuid": user, "amount": 9999, "currency": "EUR"},
         )
         assert started.status_code == 200
         body = started.json()

@@ -78,7 +78,7 @@ def test_the_stack_comes_up_serves_through_the_load_balancer_and_goes_down(state
         assert client.post("/v1/enrollment/store", json=body, headers=headers()).status_code == 201
         session = client.post(
             "/v1/verification/initiate",
-            json={"user_uuid": user, "transaction_amount": 42.5, "currency": "EUR"},
+            json={"user_uuid": user, "amount": 4250, "currency": "EUR"},
             headers=headers(**{"X-API-Key": key}),
         ).json()
         verify = {"session_id": session["session_id"], "user_uuid": user, "factors": factors}

@@ -61,10 +61,13 @@ near_valid = st.fixed_dictionaries(
         "session_id": st.one_of(st.text(min_size=40, max_size=46), json_values),
         "factors": st.one_of(factor_maps, json_values),
         "device_id": st.one_of(st.text(max_size=130), json_values),
-        "transaction_amount": st.one_of(
+        "transaction_amount": json_values,
+        "amount": st.one_of(
             st.decimals(allow_nan=False, allow_infinity=False), st.integers(), json_values
         ),
-        "currency": st.one_of(st.text(max_size=4), json_values),
+        "currency": st.one_of(st.text(max_size=4), st.sampled_from(["EUR", "JPY"]), json_values),
+        "return_url": st.one_of(st.text(max_size=60), st.just("https://a.example/"), json_values),
+        "cancel_url": st.one_of(st.text(max_size=60), json_values),
         "merchant_id": st.one_of(st.text(max_size=70), json_values),
         "risk_level": st.one_of(st.sampled_from(["LOW", "MEDIUM", "HIGH", "low"]), json_values),
         "psp_config": json_values,

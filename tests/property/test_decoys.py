@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -38,7 +37,7 @@ def _challenged(user: str, now: float) -> set[object]:
         user_id=user,
         enrolled=None,  # unknown user: a decoy
         window=None,
-        binding=PaymentBinding(amount=Decimal(100)),
+        binding=PaymentBinding(amount=10000, currency="EUR"),
         risk=RiskLevel.HIGH,
         now=now,
         entropy=b"\x00" * 32,

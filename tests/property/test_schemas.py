@@ -18,6 +18,7 @@ from zeropay_proto import (
     parse_initiate,
     parse_verify,
 )
+from zeropay_proto.money import CURRENCY_EXPONENTS, MAX_MINOR_UNITS
 from zeropay_proto.requests import parse_passkey_options, parse_passkey_registration
 from zeropay_proto.schemas import (
     ENROLLMENT,
@@ -58,6 +59,7 @@ def test_whatever_a_parser_accepts_its_schema_accepts(pair: Any, body: dict[str,
 hex64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 factor_names = st.sampled_from([f.value for f in CATALOGUE])
 users = st.uuids().map(str)
+currencies = st.sampled_from(sorted(CURRENCY_EXPONENTS))
 valid_bodies = st.one_of(
     st.fixed_dictionaries(
         {
@@ -70,16 +72,24 @@ valid_bodies = st.one_of(
             ),
         }
     ).map(lambda b: (ENROLLMENT, parse_enrollment, b)),
-    st.fixed_dictionaries(
-        {"user_uuid": users},
-        optional={
-            "transaction_amount": st.integers(0, 10**6).map(lambda c: c / 100),
-            "currency": st.from_regex(r"\A[A-Z]{3}\Z"),
-            "merchant_id": st.from_regex(r"\A[A-Za-z0-9._:-]{1,64}\Z"),
-            "risk_level": st.sampled_from(["LOW", "MEDIUM", "HIGH"]),
-            "psp_config": st.none() | st.just({"provider": "sandbox"}),
-        },
-    ).map(lambda b: (INITIATE, parse_initiate, b)),
+    st.tuples(
+        st.fixed_dictionaries(
+            {"user_uuid": users},
+            optional={
+                "merchant_id": st.from_regex(r"\A[A-Za-z0-9._:-]{1,64}\Z"),
+                "risk_level": st.sampled_from(["LOW", "MEDIUM", "HIGH"]),
+                "psp_config": st.none() | st.just({"provider": "sandbox"}),
+                "return_url": st.just("https://shop.example/done?order=1"),
+            },
+        ),
+        st.one_of(
+            st.just({}),
+            st.fixed_dictionaries({"currency": currencies}),
+            st.fixed_dictionaries(
+                {"amount": st.integers(0, MAX_MINOR_UNITS), "currency": currencies}
+            ),
+        ),
+    ).map(lambda parts: (INITIATE, parse_initiate, {**parts[0], **parts[1]})),
 )
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from decimal import Decimal
 
 from hypothesis import event, settings
 from hypothesis import strategies as st
@@ -152,11 +151,11 @@ class VerificationMachine(RuleBasedStateMachine):
     @rule(
         user=st.sampled_from(USERS),
         risk=st.sampled_from(RiskLevel),
-        amount=st.sampled_from([None, Decimal(5), Decimal(100)]),
+        amount=st.sampled_from([None, 500, 10000]),
         merchant_asks=st.booleans(),
     )
     def initiate(
-        self, user: str, risk: RiskLevel, amount: Decimal | None, merchant_asks: bool = False
+        self, user: str, risk: RiskLevel, amount: int | None, merchant_asks: bool = False
     ) -> None:
         self.counter += 1
         record = self.records.get(user)
@@ -166,7 +165,7 @@ class VerificationMachine(RuleBasedStateMachine):
             user_id=user,
             enrolled=None if record is None else record[0].factors,
             window=self.windows.get(user),
-            binding=PaymentBinding(amount=amount),
+            binding=PaymentBinding(amount=amount, currency="EUR"),
             risk=risk,
             now=self.now,
             entropy=entropy(32, f"draw{self.counter}"),

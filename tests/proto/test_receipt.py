@@ -16,6 +16,7 @@ from zeropay_proto import (
     RemoteProtocolError,
     b64url,
 )
+from zeropay_proto.money import MAX_MINOR_UNITS, major_units
 from zeropay_proto.receipt import encode_token, parse_bearer, token_digest
 
 RAW = entropy(32, "token")
@@ -45,11 +46,11 @@ def test_malformed_bearer_is_a_401(header: str | None) -> None:
 
 
 def test_receipt_canonical_bytes_are_stable_and_bind_every_field() -> None:
-    binding = PaymentBinding(amount=Decimal("12.50"), currency="EUR", merchant_id="shop-7")
+    binding = PaymentBinding(amount=1250, currency="EUR", merchant_id="shop-7")
     receipt = Receipt(session_id="s", user_id=USER, binding=binding, issued_at_ms=1)
     expected = (
         b"zeropay-receipt/v1\n"
-        b'{"amount":"12.50","currency":"EUR","issued_at_ms":1,"merchant_id":"shop-7",'
+        b'{"amount":1250,"currency":"EUR","issued_at_ms":1,"merchant_id":"shop-7",'
         b'"sca":["knowledge"],"session_id":"s","user_uuid":"' + USER.encode() + b'"}'
     )
     assert receipt.canonical_bytes() == expected
@@ -60,19 +61,28 @@ def test_receipt_canonical_bytes_are_stable_and_bind_every_field() -> None:
         replace(receipt, linked_challenge=bytes(32)),
     ]
     assert all(o.canonical_bytes() != expected for o in others)
-    assert (
-        Receipt(
-            session_id="s",
-            user_id=USER,
-            binding=PaymentBinding(amount=Decimal("1E+2")),
-            issued_at_ms=1,
-        ).as_dict()["amount"]
-        == "100"
-    )
+
+
+def test_a_binding_holds_whole_minor_units_of_a_known_currency() -> None:
+    assert PaymentBinding(amount=4250, currency="EUR").major_amount == Decimal("42.50")
+    assert PaymentBinding(amount=500, currency="JPY").major_amount == Decimal(500)
+    assert PaymentBinding(amount=1250, currency="KWD").major_amount == Decimal("1.250")
+    assert PaymentBinding(currency="EUR").major_amount is None
+    for amount, currency in (
+        (4250, None),
+        (4250, "XYZ"),
+        (-1, "EUR"),
+        (MAX_MINOR_UNITS + 1, "EUR"),
+        (True, "EUR"),
+        (Decimal("42.5"), "EUR"),
+    ):
+        with pytest.raises(LocalProtocolError):
+            PaymentBinding(amount=amount, currency=currency)  # type: ignore[arg-type]
+    assert major_units(MAX_MINOR_UNITS, "CLF") == Decimal("99999999999.9999")
 
 
 def test_a_receipt_with_a_passkey_names_both_categories_and_the_signed_challenge() -> None:
-    binding = PaymentBinding(amount=Decimal("42.50"), currency="EUR", merchant_id="shop-1")
+    binding = PaymentBinding(amount=4250, currency="EUR", merchant_id="shop-1")
     receipt = Receipt(
         session_id="s", user_id=USER, binding=binding, issued_at_ms=1, linked_challenge=b"\x01" * 32
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,7 @@ from zeropay_proto.requests import (
     parse_passkey_options,
     parse_passkey_registration,
 )
+from zeropay_proto.returns import ReturnUrls
 
 SID = make_session_id(USER, entropy(16))
 DIGESTS = {"PIN": "00" * 32, "COLOUR": "11" * 32, "EMOJI": "22" * 32}
@@ -33,9 +35,9 @@ def body(**fields: Any) -> bytes:
     return json.dumps(fields).encode()
 
 
-def rejection(parse: Any, raw: bytes) -> RemoteProtocolError:
+def rejection(parse: Any, raw: bytes, *, loopback: bool = False) -> RemoteProtocolError:
     with pytest.raises(RemoteProtocolError) as info:
-        parse(raw)
+        parse(raw, **({"allow_loopback_http": True} if loopback else {}))
     return info.value
 
 
@@ -81,25 +83,65 @@ def test_initiate_parses_with_defaults() -> None:
     assert req.binding.amount is None
     assert req.psp_config is None
     full = parse_initiate(
-        b'{"user_uuid": "%s", "transaction_amount": 12.50, "currency": "EUR", '
-        b'"merchant_id": "shop-1", "risk_level": "LOW", "psp_config": {"provider": "sandbox"}}'
+        b'{"user_uuid": "%s", "amount": 1250, "currency": "EUR", "merchant_id": "shop-1", '
+        b'"risk_level": "LOW", "psp_config": {"provider": "sandbox"}, '
+        b'"return_url": "https://shop.example/done?order=7", "cancel_url": "https://shop.example/"}'
         % USER.encode()
     )
-    assert full.binding.amount == Decimal("12.50")
+    assert full.binding.amount == 1250
+    assert full.binding.major_amount == Decimal("12.50")
     assert (full.binding.currency, full.binding.merchant_id) == ("EUR", "shop-1")
     assert full.risk is RiskLevel.LOW
     assert full.psp_config == {"provider": "sandbox"}
-    assert parse_initiate(body(user_uuid=USER, transaction_amount=7)).binding.amount == 7
+    assert full.return_to == ReturnUrls(
+        return_url="https://shop.example/done?order=7", cancel_url="https://shop.example/"
+    )
+    yen = parse_initiate(body(user_uuid=USER, amount=500, currency="JPY")).binding
+    dinar = parse_initiate(body(user_uuid=USER, amount=1250, currency="KWD")).binding
+    assert (yen.major_amount, dinar.major_amount) == (Decimal(500), Decimal("1.250"))
+    assert parse_initiate(body(user_uuid=USER, currency="EUR")).binding.amount is None
+
+
+def test_return_urls_are_https_or_loopback_http_in_development_only() -> None:
+    local = "http://127.0.0.1:8080/done"
+    for url in (local, "http://localhost/done", "http://[::1]:9/x"):
+        req = parse_initiate(body(user_uuid=USER, return_url=url), allow_loopback_http=True)
+        assert req.return_to.return_url == url
+    for bad in (
+        local,  # not in development
+        "http://shop.example/done",
+        "javascript:alert(1)",
+        "https://user:pw@shop.example/",
+        "https:///nohost",
+        "https://shop.example:99999/",
+        "/relative",
+        "https://shop.example/" + "a" * 2048,
+        "https://shop.example/\u00e9",
+        "https://shop.example/a b",
+        7,
+    ):
+        err = rejection(parse_initiate, body(user_uuid=USER, cancel_url=bad))
+        assert (err.field, err.error_status_hint) == ("cancel_url", 400)
+    http = rejection(
+        parse_initiate, body(user_uuid=USER, return_url="http://shop.example/"), loopback=True
+    )
+    assert http.field == "return_url"
 
 
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ({"transaction_amount": -1}, "transaction_amount"),
-        ({"transaction_amount": "12"}, "transaction_amount"),
-        ({"transaction_amount": True}, "transaction_amount"),
-        ({"transaction_amount": 1.23456}, "transaction_amount"),
-        ({"transaction_amount": 1e13}, "transaction_amount"),
+        ({"transaction_amount": 12}, "transaction_amount"),
+        ({"amount": -1, "currency": "EUR"}, "amount"),
+        ({"amount": "4250", "currency": "EUR"}, "amount"),
+        ({"amount": True, "currency": "EUR"}, "amount"),
+        ({"amount": 42.5, "currency": "EUR"}, "amount"),
+        ({"amount": 4250.0, "currency": "EUR"}, "amount"),
+        ({"amount": 0.001, "currency": "EUR"}, "amount"),
+        ({"amount": 1e9, "currency": "EUR"}, "amount"),
+        ({"amount": 10**15, "currency": "EUR"}, "amount"),
+        ({"amount": 4250}, "currency"),
+        ({"amount": 4250, "currency": "XYZ"}, "currency"),
         ({"currency": "eur"}, "currency"),
         ({"currency": 978}, "currency"),
         ({"merchant_id": "a" * 65}, "merchant_id"),
@@ -151,9 +193,7 @@ def test_bodies_that_are_not_small_json_objects(raw: bytes, status: int, code: s
 def test_psp_create_parses_optional_fields_and_names_its_session_user() -> None:
     empty = parse_psp_create(b"{}")
     assert (empty.session_id, empty.user_id, empty.psp_config) == (None, None, {})
-    full = parse_psp_create(
-        body(session_id=SID, transaction_amount=5, currency="USD", psp_config={"x": 1})
-    )
+    full = parse_psp_create(body(session_id=SID, amount=5, currency="USD", psp_config={"x": 1}))
     assert (full.session_id, full.user_id) == (SID, USER)
     assert full.binding.amount == 5
     assert full.psp_config == {"x": 1}
@@ -164,7 +204,7 @@ def test_psp_create_parses_optional_fields_and_names_its_session_user() -> None:
 def test_every_schema_example_parses_with_its_parser() -> None:
     from zeropay_proto import schemas
 
-    pairs = [
+    pairs: list[tuple[dict[str, Any], Callable[[bytes], object]]] = [
         (schemas.ENROLLMENT, parse_enrollment),
         (schemas.INITIATE, parse_initiate),
         (schemas.VERIFY, parse_verify),

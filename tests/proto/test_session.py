@@ -117,7 +117,9 @@ def test_low_risk_small_payment_challenges_two_factors_from_the_same_window() ->
             user_id=USER,
             enrolled=frozenset(ENROLLED),
             window=high.window,
-            binding=PaymentBinding(amount=None if amount is None else Decimal(amount)),
+            binding=PaymentBinding(
+                amount=None if amount is None else int(Decimal(amount).scaleb(2)), currency="EUR"
+            ),
             risk=risk,
             now=T0 + 1,
             entropy=entropy(32, "a draw that must not be used"),
@@ -236,7 +238,7 @@ def test_each_attempt_links_the_payment_and_its_own_number() -> None:
     first, second = session.linked_data(1), session.linked_data(2)
     assert (first.session_id, first.amount, first.currency, first.payee) == (
         session.session_id,
-        Decimal("100.00"),
+        10000,
         "EUR",
         "m-1",
     )

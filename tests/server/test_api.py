@@ -8,7 +8,6 @@ import json
 import logging
 import secrets
 import uuid
-from decimal import Decimal
 
 import pytest
 import trio
@@ -72,8 +71,8 @@ async def test_bad_enrollment_is_400_naming_the_field(body: dict[str, object], f
     async with running_app() as h:
         response = await h.call("POST", "/v1/enrollment/store", body)
         assert response.status == 400
-        assert response.body["success"] is False
-        assert response.body["field"] == field
+        assert response.headers["content-type"] == "application/problem+json"
+        assert (response.body["status"], response.body["field"]) == (400, field)
 
 
 async def test_body_over_ten_kilobytes_is_413() -> None:
@@ -139,7 +138,7 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
     async with running_app() as h:
         user = new_user()
         await h.enroll(user)
-        started = await h.initiate(user, transaction_amount=42.5, currency="EUR")
+        started = await h.initiate(user, amount=4250, currency="EUR")
         assert started.status == 200
         assert len(started.body["required_factors"]) == 3
         assert started.body["expires_in"] == 300
@@ -149,7 +148,7 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
         assert done.status == 200
         receipt = done.body["receipt"]
         assert (receipt["amount"], receipt["currency"], receipt["merchant_id"]) == (
-            "42.5",
+            4250,
             "EUR",
             DEMO_MERCHANT_ID,  # the authenticated merchant, the payee the receipt binds
         )
@@ -160,7 +159,7 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
             session_id=receipt["session_id"],
             user_id=receipt["user_uuid"],
             binding=PaymentBinding(
-                amount=Decimal(receipt["amount"]), currency="EUR", merchant_id=DEMO_MERCHANT_ID
+                amount=receipt["amount"], currency="EUR", merchant_id=DEMO_MERCHANT_ID
             ),
             issued_at_ms=receipt["issued_at_ms"],
         ).canonical_bytes()
@@ -172,8 +171,8 @@ async def test_low_risk_small_payment_challenges_two_factors() -> None:
     async with running_app() as h:
         user = new_user()
         await h.enroll(user)
-        small = await h.initiate(user, transaction_amount=12, risk_level="LOW")
-        big = await h.initiate(user, transaction_amount=12, risk_level="HIGH")
+        small = await h.initiate(user, amount=1200, currency="EUR", risk_level="LOW")
+        big = await h.initiate(user, amount=1200, currency="EUR", risk_level="HIGH")
         assert len(small.body["required_factors"]) == 2
         assert big.body["required_factors"][:2] == small.body["required_factors"]
 
@@ -416,7 +415,7 @@ async def test_a_weak_token_cannot_change_or_delete_the_enrollment() -> None:
     async with running_app() as h:
         user = new_user()
         await h.enroll(user)
-        started = await h.initiate(user, transaction_amount=5, risk_level="LOW")
+        started = await h.initiate(user, amount=500, currency="EUR", risk_level="LOW")
         assert len(started.body["required_factors"]) == 2
         done = await h.verify(
             user, started.body["session_id"], answers(user, started.body["required_factors"])
@@ -567,7 +566,7 @@ async def test_psp_session_in_parallel_and_a_failure_never_fails_authentication(
     async with running_app() as h:
         user = new_user()
         await h.enroll(user)
-        ok = await h.initiate(user, transaction_amount=10, currency="EUR", psp_config={})
+        ok = await h.initiate(user, amount=1000, currency="EUR", psp_config={})
         assert ok.body["psp_ready"] is True
         psp_id = ok.body["psp_session"]["psp_session_id"]
         fetched = await h.call("GET", f"/v1/psp/session/{psp_id}")
@@ -590,9 +589,7 @@ async def test_slow_psp_is_abandoned_after_five_seconds(autojump_clock: trio.abc
 
 async def test_psp_create_route() -> None:
     async with running_app() as h:
-        made = await h.call(
-            "POST", "/v1/psp/session/create", {"transaction_amount": 5, "currency": "USD"}
-        )
+        made = await h.call("POST", "/v1/psp/session/create", {"amount": 500, "currency": "USD"})
         assert made.status == 201
         assert made.body["expires_in"] == 1800
         bad = await h.call("POST", "/v1/psp/session/create", {"currency": "usd"})
@@ -657,7 +654,7 @@ async def test_garbage_is_never_a_500(raw: bytes) -> None:
             assert response.status < 500, (path, response.status, response.text)
             if path != "/v1/psp/session/create":  # its fields are all optional
                 assert 400 <= response.status < 500, (path, response.status)
-                assert response.body["success"] is False
+                assert response.body["type"].startswith("/problems/")
 
 
 async def test_logs_never_contain_digests_tokens_or_session_ids(
@@ -689,7 +686,7 @@ async def test_merchant_routes_need_a_live_merchant_key() -> None:
             headers = {} if key is None else {"X-API-Key": key}
             for method, path, body in [
                 ("POST", "/v1/verification/initiate", {"user_uuid": user}),
-                ("POST", "/v1/psp/session/create", {"transaction_amount": 5}),
+                ("POST", "/v1/psp/session/create", {"amount": 500, "currency": "EUR"}),
                 ("GET", "/v1/psp/session/psp_x", None),
             ]:
                 h.runtime.demo_merchant_key, real = None, h.runtime.demo_merchant_key

@@ -134,7 +134,7 @@ async def test_a_postgresql_outage_at_the_passkeys_count_gives_the_attempt_back(
             "POST", "/v1/passkeys", {"user_uuid": user, "credential": credential}
         )
         assert registered.status == 201
-        started = await h.initiate(user, transaction_amount=100)
+        started = await h.initiate(user, amount=10000, currency="EUR")
         outage = Outage(h.runtime.durable, "postgresql", only={"record_sign_count"})
         h.runtime.durable = outage
         outage.down = True

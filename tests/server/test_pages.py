@@ -26,7 +26,12 @@ async def test_the_status_shows_what_the_payer_is_asked_to_authorise() -> None:
     async with running_app() as h:
         user = str(uuid.uuid4())
         await h.enroll(user)
-        started = await h.initiate(user, transaction_amount=42.5, currency="EUR")
+        started = await h.initiate(user, amount=4250, currency="EUR")
         status = await h.call("GET", f"/v1/verification/status/{started.body['session_id']}")
         assert status.body["required_factors"] == started.body["required_factors"]
-        assert status.body["payment"] == {"amount": "42.5", "currency": "EUR", "payee": "demo-shop"}
+        assert status.body["payment"] == {
+            "amount": 4250,
+            "currency": "EUR",
+            "exponent": 2,
+            "payee": "demo-shop",
+        }

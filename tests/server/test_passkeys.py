@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -120,7 +119,7 @@ async def test_registering_needs_a_strong_token_of_the_user() -> None:
         assert bare.status == 401
         foreign = await h.call("POST", "/v1/passkeys/options", {"user_uuid": other}, headers=auth)
         assert foreign.status == 401
-        started = await h.initiate(user, transaction_amount=5, risk_level="LOW")
+        started = await h.initiate(user, amount=500, currency="EUR", risk_level="LOW")
         weak = await h.verify(
             user, started.body["session_id"], answers(user, started.body["required_factors"])
         )
@@ -157,13 +156,13 @@ def _receipt_verifies(receipt: dict[str, Any], jwk: dict[str, Any]) -> bool:
 async def test_a_payment_over_the_threshold_is_signed_by_the_passkey_and_receipted_as_sca() -> None:
     async with running_app() as h:
         user, device = await _with_passkey(h)
-        started = await h.initiate(user, transaction_amount=42.5, currency="EUR")
+        started = await h.initiate(user, amount=4250, currency="EUR")
         assert started.status == 200, started.text
         assert started.body["required_factors"][-1] == "PASSKEY"
         request = started.body["passkey"]
         assert request["linked_data"] == {
             "session_id": started.body["session_id"],
-            "amount": "42.5",
+            "amount": 4250,
             "currency": "EUR",
             "payee": DEMO_MERCHANT_ID,
             "attempt": 1,
@@ -189,10 +188,10 @@ async def test_a_payment_over_the_threshold_is_signed_by_the_passkey_and_receipt
 async def test_a_signature_over_another_amount_is_one_more_failed_attempt() -> None:
     async with running_app() as h:
         user, device = await _with_passkey(h)
-        started = await h.initiate(user, transaction_amount=42.5, currency="EUR")
+        started = await h.initiate(user, amount=4250, currency="EUR")
         session = started.body["session_id"]
         other = LinkedData(
-            session_id=session, amount=Decimal("4250"), currency="EUR", payee=DEMO_MERCHANT_ID,
+            session_id=session, amount=425000, currency="EUR", payee=DEMO_MERCHANT_ID,
             attempt=1,
         )  # fmt: skip
         forged = device.sign("localhost", ORIGIN, other.challenge())
@@ -210,7 +209,7 @@ async def test_a_signature_over_another_amount_is_one_more_failed_attempt() -> N
 async def test_an_assertion_is_good_for_its_own_attempt_only() -> None:
     async with running_app() as h:
         user, device = await _with_passkey(h)
-        started = await h.initiate(user, transaction_amount=100, currency="EUR")
+        started = await h.initiate(user, amount=10000, currency="EUR")
         first = device.answer(ORIGIN, started.body["passkey"])
         body = dict(started.body)
         wrong = await h.call(
@@ -239,12 +238,12 @@ async def test_an_assertion_is_good_for_its_own_attempt_only() -> None:
 async def test_a_count_that_did_not_rise_is_refused_and_audited_as_a_clone() -> None:
     async with running_app() as h:
         user, device = await _with_passkey(h)
-        started = await h.initiate(user, transaction_amount=50, currency="EUR")
+        started = await h.initiate(user, amount=5000, currency="EUR")
         assert (
             await h.pay(user, started.body, device.answer(ORIGIN, started.body["passkey"]))
         ).status == 200
         clone = SoftAuthenticator(credential_id=device.credential_id, key=device.key)  # count 0
-        again = await h.initiate(user, transaction_amount=50, currency="EUR")
+        again = await h.initiate(user, amount=5000, currency="EUR")
         refused = await h.pay(user, again.body, clone.answer(ORIGIN, again.body["passkey"]))
         assert (refused.status, refused.body["code"]) == (401, "VERIFICATION_FAILED")
         await h.runtime.flusher.drain()
@@ -256,10 +255,10 @@ async def test_a_count_that_did_not_rise_is_refused_and_audited_as_a_clone() -> 
 async def test_small_payments_ask_no_passkey_unless_the_merchant_does() -> None:
     async with running_app() as h:
         user, _ = await _with_passkey(h)
-        small = await h.initiate(user, transaction_amount=5, currency="EUR")
+        small = await h.initiate(user, amount=500, currency="EUR")
         assert "PASSKEY" not in small.body["required_factors"]
         assert "passkey" not in small.body
-        asked = await h.initiate(user, transaction_amount=5, currency="EUR", require_passkey=True)
+        asked = await h.initiate(user, amount=500, currency="EUR", require_passkey=True)
         assert asked.body["required_factors"][-1] == "PASSKEY"
         bad = await h.initiate(user, require_passkey="yes")
         assert (bad.status, bad.body["field"]) == (400, "require_passkey")
@@ -270,13 +269,13 @@ async def test_a_deleted_passkey_is_no_longer_asked_for() -> None:
         user, auth = await _enrolled_with_token(h)
         device = SoftAuthenticator(credential_id=b"gone-soon")
         assert (await _register(h, user, auth, device))[1] == 201
-        asked = await h.initiate(user, transaction_amount=100)  # caches the record
+        asked = await h.initiate(user, amount=10000, currency="EUR")  # caches the record
         assert asked.body["required_factors"][-1] == "PASSKEY"
         token, _ = await h.verified_token(user)
         path = f"/v1/passkeys/{user}/{b64url(b'gone-soon')}"
         deleted = await h.call("DELETE", path, headers={"Authorization": f"Bearer {token}"})
         assert deleted.status == 200
-        after = await h.initiate(user, transaction_amount=100)
+        after = await h.initiate(user, amount=10000, currency="EUR")
         assert "PASSKEY" not in after.body["required_factors"]
         # A session opened before the deletion no longer accepts the passkey.
         stale = await h.pay(user, asked.body, device.answer(ORIGIN, asked.body["passkey"]))
@@ -293,12 +292,12 @@ async def test_an_unknown_users_decoy_asks_for_passkeys_as_a_real_user_does() ->
                 h.runtime.decoy_key, u, percent=PossessionPolicy().decoy_percent
             )
         )
-        shown = [await h.initiate(u, transaction_amount=100, currency="EUR") for u in (real, decoy)]
+        shown = [await h.initiate(u, amount=10000, currency="EUR") for u in (real, decoy)]
         assert [s.status for s in shown] == [200, 200]
         assert set(shown[0].body) == set(shown[1].body)
         assert set(shown[0].body["passkey"]["options"]) == set(shown[1].body["passkey"]["options"])
         assert shown[1].body["required_factors"][-1] == "PASSKEY"
-        again = await h.initiate(decoy, transaction_amount=100, currency="EUR")
+        again = await h.initiate(decoy, amount=10000, currency="EUR")
         assert (
             again.body["passkey"]["options"]["allowCredentials"]
             == (shown[1].body["passkey"]["options"]["allowCredentials"])
@@ -325,7 +324,7 @@ async def test_an_enrollment_may_register_one_passkey_without_a_token() -> None:
         again = {"user_uuid": user, "credential": other.register("localhost", ORIGIN, bytes(32))}
         refused = await h.call("POST", "/v1/passkeys", again)  # the grant was used
         assert (refused.status, refused.body["code"]) == (401, "UNAUTHENTICATED")
-        started = await h.initiate(user, transaction_amount=30)
+        started = await h.initiate(user, amount=3000, currency="EUR")
         assert started.body["required_factors"][-1] == "PASSKEY"
         plain = await h.call(
             "POST", "/v1/enrollment/store", {**body, "user_uuid": str(uuid.uuid4())}

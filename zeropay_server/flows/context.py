@@ -34,11 +34,13 @@ class RequestContext:
 
 @dataclass(frozen=True)
 class Reply:
-    """A flow's answer: status, JSON body and extra response headers."""
+    """A flow's answer: status, JSON body, extra response headers and the body's media type
+    (``application/problem+json`` for an error)."""
 
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
 
 
 class ApiError(Exception):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from zeropay_proto import epoch_ms
 
 from ..openapi import openapi_document
-from .context import Reply
+from ..problems import PROBLEMS
+from .context import ApiError, Reply
 from .steps import FlowSteps
 
 #: Seconds a client waits before retrying a 503 (``Retry-After``).
@@ -40,3 +41,10 @@ class OperationFlows(FlowSteps):
 
     async def openapi(self) -> Reply:
         return Reply(200, openapi_document())
+
+    async def problem_type(self, slug: str) -> Reply:
+        """What an error's ``type`` names: its code, usual status, title and meaning."""
+        for kind in PROBLEMS.values():
+            if kind.slug == slug:
+                return Reply(200, kind.as_dict())
+        raise ApiError(404, "NOT_FOUND", "no such problem type", field="slug")

@@ -60,6 +60,7 @@ from zeropay_proto import (
 )
 from zeropay_proto.audit import AuditAction
 from zeropay_proto.identifiers import SESSION_ENTROPY_BYTES
+from zeropay_proto.money import CURRENCY_EXPONENTS
 from zeropay_proto.passkeys import (
     CloneSuspected,
     Possession,
@@ -80,7 +81,7 @@ log = logging.getLogger("zeropay.flows")
 
 class VerificationFlows(FlowSteps):
     async def initiate(self) -> Reply:
-        req = parse_initiate(self.ctx.body)
+        req = parse_initiate(self.ctx.body, allow_loopback_http=self.rt.settings.embedded)
         merchant_id = await self.merchant(req.binding.merchant_id)
         binding = replace(req.binding, merchant_id=merchant_id)
         asked = self.admission_request(
@@ -148,13 +149,9 @@ class VerificationFlows(FlowSteps):
             # What the payer's page shows before anything is answered (what you see is what
             # you sign): the holder of a session id is the payer, or their merchant.
             "required_factors": _required_factors(session),
-            "payment": {
-                "amount": None
-                if session.binding.amount is None
-                else format(session.binding.amount, "f"),
-                "currency": session.binding.currency,
-                "payee": session.binding.merchant_id,
-            },
+            "payment": _payment(session.binding),
+            "return_url": session.return_to.return_url,
+            "cancel_url": session.return_to.cancel_url,
         }
         if report.attempts_remaining:
             body.update(self._passkey_request(session))
@@ -207,6 +204,8 @@ class VerificationFlows(FlowSteps):
             merchant=session.binding.merchant_id,
             risk=req.risk.value,
             factors=len(session.challenged),
+            amount=session.binding.amount,
+            currency=session.binding.currency,
         )
         now_ms = epoch_ms(self.ctx.now)
         stored = self.rt.state.store_session(
@@ -449,6 +448,18 @@ class VerificationFlows(FlowSteps):
             headers=headers,
             extra={"attempts_remaining": remaining},
         )
+
+
+def _payment(binding: PaymentBinding) -> dict[str, Any]:
+    """The payment as the payer's page shows it: the amount in minor units and the
+    currency's exponent, which the page formats in the payer's locale."""
+    currency = binding.currency
+    return {
+        "amount": binding.amount,
+        "currency": currency,
+        "exponent": None if currency is None else CURRENCY_EXPONENTS[currency],
+        "payee": binding.merchant_id,
+    }
 
 
 def _required_factors(session: Session) -> list[str]:

@@ -216,14 +216,39 @@ async function sessionStatus(sessionId) {
   return status.status === 200 ? status.json() : null;
 }
 
+// An amount in minor units, in the payer's locale: 4250 EUR with exponent 2 is "€42.50"
+// in English, "42,50 €" in German. The decimal string keeps it exact (no binary float).
+function formatAmount(minor, currency, exponent) {
+  if (minor === null || minor === undefined) return null;
+  const digits = String(minor).padStart(exponent + 1, "0");
+  const exact = exponent ? `${digits.slice(0, -exponent)}.${digits.slice(-exponent)}` : digits;
+  if (!currency) return exact;
+  return new Intl.NumberFormat(navigator.languages, {
+    style: "currency", currency, minimumFractionDigits: exponent, maximumFractionDigits: exponent,
+  }).format(exact);
+}
+
 // What the passkey will sign, in words: the linked data of the session's next attempt.
-function showSigned(passkey) {
+function showSigned(passkey, payment) {
   const note = document.getElementById("passkey");
   note.hidden = !passkey;
   if (!passkey) return;
   const d = passkey.linked_data;
-  const amount = d.amount === null ? "this payment" : `${d.amount} ${d.currency || ""}`.trim();
+  const amount = formatAmount(d.amount, d.currency, payment.exponent) || "this payment";
   note.textContent = `Your passkey will sign: ${amount} to ${d.payee || "—"}.`;
+}
+
+// Back to the merchant's page, with the session and its outcome. Only a courtesy: the
+// merchant confirms the outcome with the API (status, receipt or webhook), never from this.
+function backTo(url, sessionId, status) {
+  if (!url) return;
+  const target = new URL(url);
+  target.searchParams.set("session_id", sessionId);
+  target.searchParams.set("status", status);
+  const link = document.getElementById("back");
+  link.href = target.href;
+  link.hidden = false;
+  setTimeout(() => location.assign(target.href), 1500);
 }
 
 async function payPage() {
@@ -232,12 +257,24 @@ async function payPage() {
   let session = await sessionStatus(sessionId);
   if (session === null) return say("This payment link is not valid.", "error");
   const p = session.payment;
-  document.getElementById("amount").textContent = p.amount === null ? "—" : `${p.amount} ${p.currency || ""}`;
+  document.getElementById("amount").textContent = formatAmount(p.amount, p.currency, p.exponent) || "—";
   document.getElementById("payee").textContent = p.payee || "—";
+  if (session.cancel_url) {
+    const cancel = document.getElementById("cancel");
+    const target = new URL(session.cancel_url);
+    target.searchParams.set("session_id", sessionId);
+    target.searchParams.set("status", "cancelled");
+    cancel.href = target.href;
+    cancel.hidden = false;
+  }
+  if (session.status !== "pending") {
+    say(`This payment is ${session.status}.`, session.status === "verified" ? "ok" : "error");
+    return backTo(session.return_url, sessionId, session.status);
+  }
   const knowledge = session.required_factors.filter((f) => f !== "PASSKEY");
   const form = document.getElementById("answers");
   for (const factor of knowledge) form.querySelector(".factors").append(answerInput(factor));
-  showSigned(session.passkey);
+  showSigned(session.passkey, p);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { session_id: sessionId, user_uuid: userId };
@@ -255,13 +292,18 @@ async function payPage() {
       }
     }
     const done = await post("/v1/verification/verify", body);
-    if (done.status === 200) return say("Payment authorised.", "ok");
+    if (done.status === 200) {
+      say("Payment authorised.", "ok");
+      return backTo(session.return_url, sessionId, "verified");
+    }
     if (done.status === 401) {
       // Each attempt signs its own challenge: the next one comes with the session's status.
       session = (await sessionStatus(sessionId)) || session;
-      showSigned(session.passkey);
+      showSigned(session.passkey, p);
       const left = done.body.attempts_remaining;
-      return say(`Verification failed. Attempts left: ${left}.`, "error");
+      say(`Verification failed. Attempts left: ${left}.`, "error");
+      if (left === 0) backTo(session.return_url, sessionId, session.status);
+      return;
     }
     if (done.status === 429) return say("Too many failed attempts: try again later.", "error");
     return say("The service could not check your answers now: try again shortly.", "error");
@@ -288,7 +330,7 @@ function enrollPage() {
     const withPasskey = form.elements.passkey.checked;
     const done = await post("/v1/enrollment/store",
       { user_uuid: user.value, device_id: "browser", factors, register_passkey: withPasskey });
-    if (done.status !== 201) return say(done.body.error || "Enrollment failed.", "error");
+    if (done.status !== 201) return say(done.body.detail || "Enrollment failed.", "error");
     const enrolled = `Enrolled ${done.body.factor_count} factors`;
     if (!withPasskey) return say(`${enrolled}.`, "ok");
     let credential;
@@ -303,6 +345,6 @@ function enrollPage() {
   });
 }
 
-window.zeropay = { factorDigest, canonicalAnswer, sessionUser };
+window.zeropay = { factorDigest, canonicalAnswer, sessionUser, formatAmount };
 if (document.body.dataset.page === "pay") payPage();
 if (document.body.dataset.page === "enroll") enrollPage();
