@@ -9,11 +9,13 @@ microseconds and runs inline.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jwt
 import trio
 import trio_parallel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,6 +26,10 @@ from zeropay_proto import KeyWrapRequested, Receipt, b64url, derive_and_unwrap, 
 from .config import RetiredReceiptKey, receipt_public_key
 
 RunSync = Callable[..., Awaitable[Any]]
+#: The receipt JWS's ``typ`` (RFC 8725 section 3.11: a JWS of one kind is not taken for
+#: another).
+RECEIPT_JWS_TYPE = "zeropay-receipt+json"
+_JWS = jwt.PyJWS()
 
 #: Crypto workers run at a lower priority than the event loop, Redis and PostgreSQL: on a
 #: saturated machine the slow derivations yield the CPU to the requests that need none
@@ -112,6 +118,14 @@ class ReceiptSigner:
         key until its time is up."""
         still = [_jwk(k.public_key, k.key_id) for k in self._retired if now_ms < k.until_ms]
         return [self.jwk, *still]
+
+    def jws(self, receipt: Receipt) -> str:
+        """The receipt as a compact JWS (RFC 7515): EdDSA over its fields as compact,
+        key-sorted JSON, the signing key's ``kid`` in the header, so any JOSE library checks
+        it against ``/v1/keys``."""
+        payload = json.dumps(receipt.as_dict(), sort_keys=True, separators=(",", ":"))
+        header = {"kid": self.key_id, "typ": RECEIPT_JWS_TYPE}
+        return _JWS.encode(payload.encode(), self._key, algorithm="EdDSA", headers=header)
 
     def sign(self, receipt: Receipt) -> dict[str, Any]:
         """The receipt as returned to the client: its fields, the key id and the signature

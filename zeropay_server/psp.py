@@ -4,7 +4,7 @@ A provider is anything with :meth:`PspProvider.create_checkout`. The built-in ``
 provider makes checkout sessions without any network call; ``psp_config`` may ask it to fail
 (``{"simulate": "failure"}``) or to be slow (``{"simulate_delay_ms": N}``), so the deadline and
 failure paths can be exercised. A PSP failure never fails an authentication: the initiate
-answer says ``psp_ready: false``.
+answer comes without its ``psp_session``.
 """
 
 from __future__ import annotations

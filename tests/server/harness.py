@@ -14,6 +14,7 @@ import trio_parallel
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
+from tests.contract import check_answer
 from tests.helpers import answers
 from zeropay_server.app import create_app
 from zeropay_server.config import load_settings
@@ -84,6 +85,9 @@ class Harness:
             parsed = json.loads(text)
         except ValueError:
             parsed = {}
+        # Every answer of every server test is one the published contract declares.
+        content_type = response.headers.get("Content-Type", "")
+        check_answer(method, path, response.status_code, content_type, text)
         return Response(response.status_code, parsed, response.headers, text)
 
     async def enroll(self, user: str, factors: tuple[str, ...] = FACTORS) -> Response:

@@ -223,8 +223,8 @@ class VerificationFlows(FlowSteps):
     async def _create_checkout(
         self, session: Session, config: Mapping[str, Any], made: list[PspCheckout]
     ) -> None:
-        """Best effort within the PSP's deadline: initiate answers without a checkout if the
-        PSP or Redis fails (``psp_ready: false``)."""
+        """Best effort within the PSP's deadline: initiate answers without a checkout (no
+        ``psp_session``) if the PSP or Redis fails."""
         binding = session.binding
         with trio.move_on_after(PSP_DEADLINE_SECONDS):
             try:
@@ -249,7 +249,6 @@ class VerificationFlows(FlowSteps):
             "session_id": session.session_id,
             "required_factors": _required_factors(session),
             "expires_in": self.rt.settings.session_ttl,
-            "psp_ready": checkout is not None,
             **self._passkey_request(session),
         }
         if checkout is not None:
@@ -426,6 +425,7 @@ class VerificationFlows(FlowSteps):
                     "token_type": "Bearer",
                     "expires_in": self.rt.policy.token_ttl_seconds,
                     "receipt": self.rt.signer.sign(outcome.receipt),
+                    "receipt_jws": self.rt.signer.jws(outcome.receipt),
                 }
                 return Reply(200, body, headers)
             case VerificationFailed(attempts_remaining=remaining):
