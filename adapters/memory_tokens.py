@@ -11,9 +11,11 @@ from zeropay_proto import (
     token_valid,
 )
 from zeropay_proto.audit import AuditEvent
+from zeropay_proto.idempotency import Claim, KeptAnswer
 
 from .memory_audit_stream import MemoryAuditStream
 from .ports import (
+    IdempotencyScope,
     TokenInfo,
 )
 
@@ -82,6 +84,32 @@ class MemoryTokens(MemoryAuditStream):
         if self._get(key) != challenge:
             return False
         self._delete(key)
+        return True
+
+    async def claim_idempotency(
+        self, scope: IdempotencyScope, key: str, claim: Claim, lease_ms: int
+    ) -> Claim | KeptAnswer | None:
+        name = f"idem:{scope.name}:{key}"
+        held: Claim | KeptAnswer | None = self._get(name)
+        if held is None:
+            self._set(name, claim, self._now_ms() + lease_ms)
+        return held
+
+    async def settle_idempotency(
+        self,
+        scope: IdempotencyScope,
+        key: str,
+        claim: Claim,
+        answer: KeptAnswer | None,
+        ttl_ms: int,
+    ) -> bool:
+        name = f"idem:{scope.name}:{key}"
+        if self._get(name) != claim:
+            return False
+        if answer is None:
+            self._delete(name)
+        else:
+            self._set(name, answer, self._now_ms() + ttl_ms)
         return True
 
     async def publish_merchant_key_revoked(self, key_id: str) -> None:

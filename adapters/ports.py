@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from zeropay_proto import (
     AccountLocked,
@@ -36,6 +36,7 @@ from zeropay_proto import (
 )
 from zeropay_proto.admission import Admission, AdmissionRequest, Limits, SlidingDecision
 from zeropay_proto.audit import AuditEvent
+from zeropay_proto.idempotency import Claim, KeptAnswer
 from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey
 
@@ -485,8 +486,49 @@ class MerchantRevocationPort(Protocol):
         ...
 
 
+#: Whose idempotency keys a route's are: the authenticated merchant's, or the named user's.
+ScopeKind = Literal["merchant", "user"]
+
+
+@dataclass(frozen=True)
+class IdempotencyScope:
+    """Whose idempotency keys: a merchant's (kept in its slot) or a user's (in theirs)."""
+
+    kind: ScopeKind
+    owner: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.owner}"
+
+
+class IdempotencyPort(Protocol):
+    """Idempotency keys (:mod:`zeropay_proto.idempotency`): a claim while the first request
+    runs, then its answer, under the key hashed within its scope."""
+
+    async def claim_idempotency(
+        self, scope: IdempotencyScope, key: str, claim: Claim, lease_ms: int
+    ) -> Claim | KeptAnswer | None:
+        """Store ``claim`` under ``key`` for ``lease_ms`` unless something is held there,
+        atomically; what was held, or ``None`` if the claim was stored."""
+        ...
+
+    async def settle_idempotency(
+        self,
+        scope: IdempotencyScope,
+        key: str,
+        claim: Claim,
+        answer: KeptAnswer | None,
+        ttl_ms: int,
+    ) -> bool:
+        """Replace ``claim`` by ``answer`` (kept ``ttl_ms``), or remove it (``None``), if
+        it is still held; ``False`` if it lapsed meanwhile."""
+        ...
+
+
 class StateStore(
     AdmissionPort,
+    IdempotencyPort,
     MerchantRevocationPort,
     SessionPort,
     PspSessionPort,

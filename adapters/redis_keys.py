@@ -161,6 +161,13 @@ class KeySpace:
             return self._merchant_tag(request.merchant_id)
         return self._shard_tag(shard_of(request.client_ip, request.limits.shards))
 
+    def idempotency(self, kind: str, owner: str, key: str) -> str:
+        """An idempotency key (hashed within its scope): a merchant's in the merchant's slot,
+        a user's in the user's."""
+        if kind == "merchant":
+            return f"{self._merchant_tag(owner)}:idem:{key}"
+        return f"{self._tag(self.group_of(owner))}:idem:{key}"
+
     def _merchant_tag(self, merchant_id: str) -> str:
         return f"{{{self.prefix}:rl:m:{merchant_id}}}"
 

@@ -48,6 +48,8 @@ NAMES = (
     "cache_record",
     "invalidate_record",
     "take_challenge",
+    "claim_idempotency",
+    "settle_idempotency",
 )
 
 #: One script call (lower-case script name) or plain command (upper case): name, keys, args.

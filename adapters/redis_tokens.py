@@ -13,8 +13,11 @@ from zeropay_proto import (
     token_valid,
 )
 from zeropay_proto.audit import AuditEvent
+from zeropay_proto.idempotency import Claim, KeptAnswer, decode_held, encode_held
 
+from .errors import DependencyUnavailable
 from .ports import (
+    IdempotencyScope,
     TokenInfo,
 )
 from .redis_scripts import (
@@ -145,6 +148,34 @@ class RedisTokens(ScriptRunner):
         key = self.keys.user(user_id, "pke" if enrollment else "pkc")
         (taken,) = await self._run([("take_challenge", [key], [challenge])])
         return bool(taken)
+
+    @redis_call
+    async def claim_idempotency(
+        self, scope: IdempotencyScope, key: str, claim: Claim, lease_ms: int
+    ) -> Claim | KeptAnswer | None:
+        name = self.keys.idempotency(scope.kind, scope.owner, key)
+        (held,) = await self._run([("claim_idempotency", [name], [encode_held(claim), lease_ms])])
+        if held is None:
+            return None
+        try:
+            return decode_held(as_bytes(held))
+        except ValueError:  # a later version's record: never a wrong replay
+            raise DependencyUnavailable("redis") from None
+
+    @redis_call
+    async def settle_idempotency(
+        self,
+        scope: IdempotencyScope,
+        key: str,
+        claim: Claim,
+        answer: KeptAnswer | None,
+        ttl_ms: int,
+    ) -> bool:
+        name = self.keys.idempotency(scope.kind, scope.owner, key)
+        kept = b"" if answer is None else encode_held(answer)
+        args = [encode_held(claim), kept, ttl_ms]
+        (settled,) = await self._run([("settle_idempotency", [name], args)])
+        return bool(settled)
 
     @redis_call
     async def publish_merchant_key_revoked(self, key_id: str) -> None:

@@ -49,6 +49,7 @@ from zeropay_server.config import load_settings
 from zeropay_server.runtime import open_runtime
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
+IK = "Idempotency-Key"
 ROUND_TRIPS = Counter[str]()
 
 
@@ -148,8 +149,8 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
                 "X-API-Key": key,
             }
 
-        async def post(path: str, body: dict[str, Any]) -> Any:
-            response = await client.post(path, json=body, headers=headers())
+        async def post(path: str, body: dict[str, Any], **extra: str) -> Any:
+            response = await client.post(path, json=body, headers={**headers(), **extra})
             return response.status_code, await response.get_json()
 
         users = [str(uuid.uuid4()) for _ in range(args.requests)]
@@ -175,23 +176,38 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
             status, body = await post("/v1/verification/initiate", {"user_uuid": user})
             assert status == 200, body
 
+        totals: dict[str, Counter[str]] = {}
+
         async def phase(name: str, run: Any) -> None:
+            """Run ``run`` and add what it cost to ``name``'s totals (a phase run twice
+            reports the mean of both)."""
+            await runtime.merchants.refresh()  # what the server's background task does
             before, trips = commandstats(sync_redis), ROUND_TRIPS["redis"]
             x0 = await xacts(database_url)
+            cpu = time.process_time()
             count = await run()
+            cpu = time.process_time() - cpu
             after, x1 = commandstats(sync_redis), await xacts(database_url)
             delta = after - before
             delta.pop("cmdstat_info", None)
+            total = totals.setdefault(name, Counter())
+            total.update(delta)
+            total["~requests"] += count
+            total["~trips"] += ROUND_TRIPS["redis"] - trips
+            total["~cpu_us"] += round(1e6 * cpu)
+            total["~xacts"] += x1 - x0 - 1  # the xact_commit read itself is one transaction
+            n = total["~requests"]
+            commands = {k: v for k, v in total.items() if not k.startswith("~")}
             results[name] = {
-                "requests": count,
-                "redis_round_trips_per_request": (ROUND_TRIPS["redis"] - trips) / count,
-                "redis_commands_per_request": sum(delta.values()) / count,
+                "requests": n,
+                "redis_round_trips_per_request": total["~trips"] / n,
+                # the server process's CPU (event loop, bridge, client), not Redis's
+                "cpu_ms_per_request": round(total["~cpu_us"] / 1000 / n, 3),
+                "redis_commands_per_request": sum(commands.values()) / n,
                 "redis_commands": {
-                    k.removeprefix("cmdstat_"): round(v / count, 2)
-                    for k, v in sorted(delta.items())
+                    k.removeprefix("cmdstat_"): round(v / n, 2) for k, v in sorted(commands.items())
                 },
-                # the xact_commit read itself is one transaction
-                "postgres_statements_per_request": (x1 - x0 - 1) / count,
+                "postgres_statements_per_request": total["~xacts"] / n,
             }
 
         sessions: list[tuple[str, Any]] = []
@@ -216,6 +232,30 @@ async def measure(args: argparse.Namespace, database_url: str, prefix: str) -> d
                 assert status == 200, answer
             return len(sessions)
 
+        keys = [str(uuid.uuid4()) for _ in users]
+
+        async def initiate_keyed() -> int:
+            for user, key in zip(users, keys, strict=True):
+                body = {"user_uuid": user}
+                status, answer = await post("/v1/verification/initiate", body, **{IK: key})
+                assert status == 200, answer
+            return len(users)
+
+        async def initiate_replayed() -> int:
+            for user, key in zip(users, keys, strict=True):
+                body = {"user_uuid": user}
+                status, answer = await post("/v1/verification/initiate", body, **{IK: key})
+                assert status == 200, answer
+            return len(users)
+
+        # Side by side: the same initiates without and with an Idempotency-Key (twice each,
+        # interleaved, so drift of the machine falls on both), then replays of the keyed.
+        await phase("initiate", initiate)
+        await phase("initiate_with_key", initiate_keyed)
+        await phase("initiate_replayed", initiate_replayed)
+        keys[:] = [str(uuid.uuid4()) for _ in users]
+        await phase("initiate_with_key", initiate_keyed)
+        sessions.clear()
         await phase("initiate", initiate)
         await phase("verify", verify)
         x0 = await xacts(database_url)
@@ -292,14 +332,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        for phase in ("initiate", "verify"):
+        for phase in ("initiate", "initiate_with_key", "initiate_replayed", "verify"):
             r = results[phase]
             print(
-                f"{phase:9} Redis round trips/request {r['redis_round_trips_per_request']:.2f}, "
+                f"{phase:17} Redis round trips/request {r['redis_round_trips_per_request']:.2f}, "
                 f"commands/request {r['redis_commands_per_request']:.2f}, "
-                f"PostgreSQL statements/request {r['postgres_statements_per_request']:.2f}"
+                f"PostgreSQL statements/request {r['postgres_statements_per_request']:.2f}, "
+                f"CPU {r['cpu_ms_per_request']:.3f} ms/request"
             )
-            print(f"          commands: {r['redis_commands']}")
+            print(f"{'':17} commands: {r['redis_commands']}")
         a = results["audit"]
         print(
             f"audit: {a['events']} events written in {a['postgres_statements']} statements "

@@ -23,13 +23,21 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from adapters.errors import DependencyUnavailable
+from adapters.ports import ScopeKind
 from zeropay_proto import (
     MAX_BODY_BYTES,
     IntegrityError,
     RemoteProtocolError,
 )
 
-from .flows import FLOW_HEADERS, RETRY_AFTER_UNAVAILABLE, ApiError, Flows, Reply, RequestContext
+from .flows import (
+    FLOW_HEADERS,
+    RETRY_AFTER_UNAVAILABLE,
+    ApiError,
+    Flows,
+    Reply,
+    RequestContext,
+)
 from .observability import AccessLog
 from .openapi import ROUTES
 from .problems import PROBLEM_MEDIA_TYPE, problem, problem_type
@@ -177,6 +185,10 @@ def http_problem(exc: HTTPException) -> Reply:
 
 
 def render(reply: Reply) -> Response:
+    if reply.raw is not None:
+        return Response(
+            reply.raw, status=reply.status, headers=reply.headers, content_type=reply.content_type
+        )
     return json_response(reply.status, reply.body, reply.headers, reply.content_type)
 
 
@@ -208,17 +220,28 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
     metrics = runtime.metrics
     access_log = AccessLog()
 
-    def route(method: str, name: str, flow: str) -> None:
+    def route(method: str, name: str, flow: str, idempotent: ScopeKind | None) -> None:
         """Serve the flow named ``flow`` at the path template ``name`` (``{param}``, as in
         OpenAPI), which is also its label in metrics and logs; path parameters are passed to
-        the flow in order."""
+        the flow in order. An ``idempotent`` route honours ``Idempotency-Key`` in the scope
+        it names."""
 
         async def endpoint(**params: str) -> Response:
             started = time.perf_counter()
             try:
-                run: Callable[..., Awaitable[Reply]]
-                run = getattr(Flows(runtime, await request_context(runtime)), flow)
-                reply = await run(*params.values())
+                flows = Flows(runtime, await request_context(runtime))
+                run: Callable[..., Awaitable[Reply]] = getattr(flows, flow)
+
+                async def answer() -> Reply:
+                    try:
+                        return await run(*params.values())
+                    except Exception as exc:
+                        return error_reply(exc, name)
+
+                if idempotent is None:
+                    reply = await answer()
+                else:
+                    reply = await flows.idempotently(idempotent, method, request.path, answer)
             except Exception as exc:
                 reply = error_reply(exc, name)
             elapsed = time.perf_counter() - started
@@ -255,7 +278,7 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
             view = static_view(entry.path)
             app.add_url_rule(rule, endpoint=entry.path, view_func=view, methods=["GET"])
         elif api or not entry.api:
-            route(entry.method, entry.path, entry.handler)
+            route(entry.method, entry.path, entry.handler, entry.idempotent)
 
     @app.before_request
     async def read_whole_body() -> None:

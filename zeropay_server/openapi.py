@@ -7,10 +7,12 @@ cannot diverge (``tests/server/test_routes.py`` checks the app's URL map against
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.ports import ScopeKind
 from zeropay_proto import schemas
 
 from .contract import ANSWERS, PROBLEM
@@ -110,7 +112,6 @@ def _operation(
     statuses: tuple[int, ...] = (400,),
     success: int = 200,
     state_changing: bool = False,
-    idempotent: bool = False,
     bearer: bool = False,
     merchant: bool = False,
     path_params: tuple[tuple[str, dict[str, Any]], ...] = (),
@@ -123,16 +124,6 @@ def _operation(
         "responses": _responses(handler, statuses, success),
     }
     parameters = list(_STATE_CHANGING) if state_changing else []
-    if idempotent:
-        parameters.append(_IDEMPOTENCY_KEY)
-        for status in (409, 422):
-            op["responses"][str(status)] = {
-                "description": _DESCRIBED[status],
-                "content": _PROBLEM_CONTENT,
-            }
-        op["responses"][str(success)]["headers"]["Idempotent-Replayed"] = {
-            "$ref": "#/components/headers/Idempotent-Replayed"
-        }
     parameters += [
         {"name": name, "in": "path", "required": True, "schema": schema}
         for name, schema in path_params
@@ -218,6 +209,8 @@ class Route:
     handler: str
     operation: dict[str, Any]
     api: bool = True
+    #: Honours ``Idempotency-Key``, in the authenticated merchant's or the named user's scope.
+    idempotent: ScopeKind | None = None
 
 
 _UUID_PARAM = ("uuid", schemas.USER_UUID)
@@ -241,6 +234,7 @@ ROUTES: tuple[Route, ...] = (
         method="POST",
         path="/v1/enrollment/store",
         handler="enroll",
+        idempotent="user",
         operation=_operation(
             "enroll",
             "enroll",
@@ -254,7 +248,6 @@ ROUTES: tuple[Route, ...] = (
             statuses=(400, 403, 404, 409),
             success=201,
             state_changing=True,
-            idempotent=True,
         ),
     ),
     Route(
@@ -375,6 +368,7 @@ ROUTES: tuple[Route, ...] = (
         method="POST",
         path="/v1/verification/initiate",
         handler="initiate",
+        idempotent="merchant",
         operation=_operation(
             "initiate",
             "initiate_verification",
@@ -389,7 +383,6 @@ ROUTES: tuple[Route, ...] = (
             body=schemas.INITIATE,
             statuses=(400, 403),
             state_changing=True,
-            idempotent=True,
             merchant=True,
         ),
     ),
@@ -397,6 +390,7 @@ ROUTES: tuple[Route, ...] = (
         method="POST",
         path="/v1/verification/verify",
         handler="verify",
+        idempotent="user",
         operation=_operation(
             "verify",
             "verify",
@@ -407,7 +401,6 @@ ROUTES: tuple[Route, ...] = (
             body=schemas.VERIFY,
             statuses=(400, 401, 403, 404),
             state_changing=True,
-            idempotent=True,
         ),
     ),
     Route(
@@ -458,6 +451,7 @@ ROUTES: tuple[Route, ...] = (
         method="POST",
         path="/v1/psp/session/create",
         handler="psp_create",
+        idempotent="merchant",
         operation=_operation(
             "psp_create",
             "create_psp_session",
@@ -468,7 +462,6 @@ ROUTES: tuple[Route, ...] = (
             statuses=(400, 403, 502),
             success=201,
             state_changing=True,
-            idempotent=True,
             merchant=True,
         ),
     ),
@@ -586,12 +579,31 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+def _with_idempotency(operation: dict[str, Any]) -> dict[str, Any]:
+    """An operation that honours ``Idempotency-Key``: the header, its 409 and 422, and
+    ``Idempotent-Replayed`` on its success."""
+    op = copy.deepcopy(operation)
+    op["parameters"] = [*op.get("parameters", ()), _IDEMPOTENCY_KEY]
+    for status in (409, 422):
+        op["responses"][str(status)] = {
+            "description": _DESCRIBED[status],
+            "content": _PROBLEM_CONTENT,
+        }
+    success = next(s for s in op["responses"] if s.startswith("2"))
+    op["responses"][success]["headers"]["Idempotent-Replayed"] = {
+        "$ref": "#/components/headers/Idempotent-Replayed"
+    }
+    op["responses"] = dict(sorted(op["responses"].items()))
+    return op
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The service's contract: every route of :data:`ROUTES`."""
     paths: dict[str, Any] = {}
     for route in ROUTES:
-        paths.setdefault(route.path, {})[route.method.lower()] = route.operation
+        operation = _with_idempotency(route.operation) if route.idempotent else route.operation
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {

@@ -9,8 +9,15 @@ import uuid
 from typing import Any
 
 import pytest
+import trio
 
-from adapters.ports import NOT_ENROLLED, CachedEnrollment, RecordCache, StoredEnrollment
+from adapters.ports import (
+    NOT_ENROLLED,
+    CachedEnrollment,
+    IdempotencyScope,
+    RecordCache,
+    StoredEnrollment,
+)
 from tests.adapters.conftest import (
     DURABLE_BACKENDS,
     STATE_BACKENDS,
@@ -41,6 +48,7 @@ from zeropay_proto import (
 )
 from zeropay_proto.admission import AdmissionRequest, Limits
 from zeropay_proto.audit import AuditAction
+from zeropay_proto.idempotency import TOKEN_BYTES, Claim, KeptAnswer
 from zeropay_proto.merchants import issue_api_key
 from zeropay_proto.passkeys import Passkey
 
@@ -887,3 +895,76 @@ async def test_merchant_keys_are_added_listed_and_revoked(durable_backend: dict[
             c for c in await store.merchant_keys(include_revoked=True) if c.merchant_id == merchant
         ]
         assert [c.revoked_at_ms for c in every] == [5_000, None]
+
+
+# ------------------------------------------------------------------------------ idempotency keys
+
+
+def _claim(label: str, fingerprint: bytes = b"f" * 32) -> Claim:
+    return Claim(token=label.encode().ljust(TOKEN_BYTES, b"."), fingerprint=fingerprint)
+
+
+@state
+async def test_concurrent_claims_of_one_key_grant_exactly_one(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        scope = IdempotencyScope("merchant", "shop-1")
+        granted: list[str] = []
+
+        async def claim(label: str) -> None:
+            if await store.claim_idempotency(scope, "k" * 64, _claim(label), 60_000) is None:
+                granted.append(label)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(20):
+                nursery.start_soon(claim, f"req-{n}")
+        assert len(granted) == 1
+        held = await store.claim_idempotency(scope, "k" * 64, _claim("late"), 60_000)
+        assert held == _claim(granted[0])  # the winner's claim, for the caller to decide
+
+
+@state
+async def test_a_claim_is_settled_only_by_its_owner_and_its_answer_kept(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        scope, key = IdempotencyScope("user", new_user()), "a" * 64
+        mine = _claim("mine")
+        answer = KeptAnswer(
+            fingerprint=mine.fingerprint,
+            status=201,
+            headers=(("Content-Type", "application/json"), ("X-RateLimit-Remaining", "9")),
+            body=b'{"success": true}',
+        )
+        assert await store.claim_idempotency(scope, key, mine, 60_000) is None
+        assert not await store.settle_idempotency(scope, key, _claim("other"), answer, 60_000)
+        assert await store.settle_idempotency(scope, key, mine, answer, 60_000)
+        assert await store.claim_idempotency(scope, key, _claim("retry"), 60_000) == answer
+        assert not await store.settle_idempotency(scope, key, mine, None, 60_000)  # settled
+        other_scope = IdempotencyScope("merchant", "shop-2")  # scopes never share a key
+        assert await store.claim_idempotency(other_scope, key, _claim("x"), 60_000) is None
+
+
+@state
+async def test_a_released_claim_frees_the_key_and_a_lapsed_one_expires(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        scope = IdempotencyScope("merchant", "shop-1")
+        first, key = _claim("first"), new_user()
+        assert await store.claim_idempotency(scope, key, first, 60_000) is None
+        assert await store.settle_idempotency(scope, key, first, None, 0)  # a 503: released
+        assert await store.claim_idempotency(scope, key, _claim("again"), 50) is None
+
+        async def lapsed() -> bool:  # the instance died: the lease runs out
+            return await store.claim_idempotency(scope, key, _claim("next"), 60_000) is None
+
+        await after(store, 50, lapsed)
+        kept = KeptAnswer(fingerprint=b"f" * 32, status=200, headers=(), body=b"{}")
+        assert await store.settle_idempotency(scope, key, _claim("next"), kept, 50)
+
+        async def forgotten() -> bool:  # a kept answer lives its time, then goes
+            return await store.claim_idempotency(scope, key, _claim("last"), 60_000) is None
+
+        await after(store, 50, forgotten)

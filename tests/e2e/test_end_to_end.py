@@ -454,3 +454,47 @@ def test_a_command_on_a_database_never_migrated_says_so() -> None:
     assert result.returncode == 2
     assert "not migrated" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_an_idempotency_key_runs_an_initiate_once_across_instances(
+    two_servers: tuple[ServerProcess, ServerProcess],
+    stack_env: dict[str, str],
+    merchant: dict[str, str],
+) -> None:
+    """Concurrent duplicates sent to two instances sharing Redis: one runs, the others are
+    told it is running; afterwards either instance replays its answer byte for byte."""
+    user, key = str(uuid.uuid4()), {"Idempotency-Key": str(uuid.uuid4())}
+    database = stack_env["DATABASE_URL"]
+    body = {
+        "user_uuid": user,
+        "amount": 4250,
+        "currency": "EUR",
+        "psp_config": {"simulate_delay_ms": 1500},  # the first stays in flight a while
+    }
+    answered: list[httpx.Response] = []
+    clients = [httpx.AsyncClient(base_url=s.url, timeout=30, headers=merchant) for s in two_servers]
+    try:
+
+        async def send(client: httpx.AsyncClient) -> None:
+            answered.append(await call(client, "POST", "/v1/verification/initiate", body, **key))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(6):
+                nursery.start_soon(send, clients[n % 2])
+        assert sorted(r.status_code for r in answered) == [200, 409, 409, 409, 409, 409]
+        first = next(r for r in answered if r.status_code == 200)
+        for client in clients:
+            replay = await call(client, "POST", "/v1/verification/initiate", body, **key)
+            assert replay.content == first.content
+            assert replay.headers["Idempotent-Replayed"] == "true"
+        other = await call(
+            clients[1], "POST", "/v1/verification/initiate", {**body, "amount": 1}, **key
+        )
+        assert (other.status_code, other.json()["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+    finally:
+        for client in clients:
+            await client.aclose()
+    with trio.fail_after(20):  # the audit flusher writes within its interval
+        while "SESSION_INITIATED" not in (actions := await audit_actions(database, user)):
+            await trio.sleep(0.1)
+    assert actions.count("SESSION_INITIATED") == 1  # one session opened, whoever ran it

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.fuzz_parsers import fuzz_one_input
+from zeropay_proto.idempotency import Claim, KeptAnswer, decode_held, encode_held
 
 EXAMPLES = 2_000
 
@@ -103,3 +104,26 @@ def test_any_assertion_in_a_valid_verify_is_decided_and_any_credential_refused(
     registration = {"user_uuid": USER, "credential": credential}
     fuzz_one_input(json.dumps({**verify, "passkey": credential}, default=str).encode())
     fuzz_one_input(json.dumps(registration, default=str).encode())
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.binary(max_size=512))
+def test_a_stored_idempotency_record_decodes_or_raises_value_error(data: bytes) -> None:
+    try:
+        held = decode_held(data)
+    except ValueError:
+        return
+    assert isinstance(held, Claim | KeptAnswer)
+
+
+@given(
+    st.builds(
+        KeptAnswer,
+        fingerprint=st.binary(min_size=32, max_size=32),
+        status=st.integers(100, 599),
+        headers=st.lists(st.tuples(st.text(), st.text()), max_size=4).map(tuple),
+        body=st.binary(max_size=256),
+    )
+)
+def test_a_kept_answer_round_trips(answer: KeptAnswer) -> None:
+    assert decode_held(encode_held(answer)) == answer

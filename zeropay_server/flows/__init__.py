@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .context import FLOW_HEADERS, ApiError, Reply, RequestContext, cached_form
 from .enrollment import EnrollmentFlows
+from .idempotency import IdempotentFlows
 from .operations import RETRY_AFTER_UNAVAILABLE, OperationFlows
 from .passkeys import PasskeyFlows
 from .payments import PaymentFlows
@@ -36,6 +37,12 @@ __all__ = [
 
 
 class Flows(
-    EnrollmentFlows, PasskeyFlows, VerificationFlows, TokenFlows, PaymentFlows, OperationFlows
+    EnrollmentFlows,
+    PasskeyFlows,
+    VerificationFlows,
+    TokenFlows,
+    PaymentFlows,
+    OperationFlows,
+    IdempotentFlows,
 ):
     """Every flow of one request (its :class:`RequestContext`)."""

@@ -13,7 +13,7 @@ import trio
 from adapters.ports import NOT_ENROLLED, CachedEnrollment, StoredEnrollment
 
 #: The request headers flows read (names in lower case); the HTTP layer passes only these.
-FLOW_HEADERS = ("x-nonce", "x-timestamp", "x-api-key", "authorization")
+FLOW_HEADERS = ("x-nonce", "x-timestamp", "x-api-key", "authorization", "idempotency-key")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +41,9 @@ class Reply:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    #: The body's bytes when they must go out exactly so (a replayed answer); else the
+    #: body is serialized from ``body``.
+    raw: bytes | None = None
 
 
 class ApiError(Exception):
