@@ -35,3 +35,15 @@ async def test_the_status_shows_what_the_payer_is_asked_to_authorise() -> None:
             "exponent": 2,
             "payee": "demo-shop",
         }
+
+
+async def test_the_status_gives_the_pay_page_the_way_back_to_the_merchant() -> None:
+    async with running_app() as h:
+        user = str(uuid.uuid4())
+        back, cancel = "http://127.0.0.1:9000/done?order=7", "https://shop.example/cart"
+        started = await h.initiate(user, return_url=back, cancel_url=cancel)
+        assert started.status == 200, started.text
+        status = await h.call("GET", f"/v1/verification/status/{started.body['session_id']}")
+        assert (status.body["return_url"], status.body["cancel_url"]) == (back, cancel)
+        refused = await h.initiate(user, return_url="http://shop.example/done")
+        assert (refused.status, refused.body["field"]) == (400, "return_url")

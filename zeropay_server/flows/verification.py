@@ -191,6 +191,7 @@ class VerificationFlows(FlowSteps):
             possession=self.rt.possession,
             passkey_ids=tuple(p.credential_id for p in cached.passkeys),
             merchant_asks_possession=req.require_passkey,
+            return_to=req.return_to,
         )
 
     async def _store_session(
