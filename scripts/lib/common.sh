@@ -35,9 +35,9 @@ ensure_venv() {
         python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
         "$PY" -m pip install -q --upgrade pip
     fi
-    say "installing zeropay and its test dependencies"
+    say "installing zeropay, its SDK (clients/python) and their test dependencies"
     local log="$VENV/pip-install.log"
-    if ! "$PY" -m pip install -q -e "$ROOT[test]" >"$log" 2>&1; then
+    if ! "$PY" -m pip install -q -e "$ROOT[test]" -e "$ROOT/clients/python" >"$log" 2>&1; then
         cat "$log" >&2
         say "pip install failed (log above)"
         return 1

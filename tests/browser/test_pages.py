@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -108,7 +109,7 @@ class BrowserThread:
         """Run ``steps`` on a fresh page, in the browser's thread."""
 
         def run() -> None:
-            page = self._start().new_page()
+            page = self._start().new_page(locale="en-US")
             try:
                 steps(page)
             finally:
@@ -196,8 +197,8 @@ def with_authenticator(page: Page) -> None:
     cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
 
 
-def initiate(shop: Shop, user: str) -> dict[str, Any]:
-    body = {"user_uuid": user, "amount": 4250, "currency": "EUR"}
+def initiate(shop: Shop, user: str, **extra: Any) -> dict[str, Any]:
+    body = {"user_uuid": user, "amount": 4250, "currency": "EUR", **extra}
     url = f"{shop.server.url}/v1/verification/initiate"
     made = httpx.post(url, json=body, headers=headers(shop.merchant_key))
     assert made.status_code == 200, made.text
@@ -231,7 +232,7 @@ def test_enroll_then_pay_on_the_pages(shop: Shop, browser: BrowserThread) -> Non
         started = initiate(shop, user)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("fieldset.factor")
-        assert page.text_content("#amount") == "42.5 EUR"
+        assert page.text_content("#amount") == "€42.50"  # 4250 minor units of EUR
         assert page.text_content("#payee") == shop.payee
         shot(page, f"2-payment-shown-{shop.payee}")
         assert pay_on_page(page, started) == "Payment authorised."
@@ -271,7 +272,7 @@ def test_enroll_with_a_passkey_and_pay_with_both_factors(
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("#passkey:not([hidden])")
         signed = page.text_content("#passkey")
-        assert signed == f"Your passkey will sign: 42.5 EUR to {shop.payee}."
+        assert signed == f"Your passkey will sign: €42.50 to {shop.payee}."
         shot(page, f"6-passkey-will-sign-{shop.payee}")
         assert pay_on_page(page, started) == "Payment authorised."
         shot(page, f"7-authorised-with-passkey-{shop.payee}")
@@ -300,7 +301,7 @@ def test_a_passkey_signature_over_another_amount_is_refused(
             attempt=linked["attempt"],
         )
         body["passkey"]["options"]["challenge"] = b64url(forged.challenge())
-        body["passkey"]["linked_data"] = {**linked, "amount": "4250"}
+        body["passkey"]["linked_data"] = {**linked, "amount": 425000}
         route.fulfill(response=response, json=body)
 
     def steps(page: Page) -> None:
@@ -310,11 +311,63 @@ def test_a_passkey_signature_over_another_amount_is_refused(
         page.route("**/v1/verification/status/*", tamper)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("#passkey:not([hidden])")
-        assert "4250 EUR" in (page.text_content("#passkey") or "")
+        assert "€4,250.00" in (page.text_content("#passkey") or "")
         refused = pay_on_page(page, started, outcome="error")
         assert refused == "Verification failed. Attempts left: 2."
         shot(page, f"8-other-amount-refused-{shop.payee}")
         status = httpx.get(f"{server.url}/v1/verification/status/{started['session_id']}")
         assert (status.json()["status"], status.json()["attempts_used"]) == ("pending", 1)
+
+    browser.on_page(steps)
+
+
+def test_amounts_are_exact_minor_units_in_the_payers_locale(
+    shop: Shop, browser: BrowserThread
+) -> None:
+    def steps(page: Page) -> None:
+        page.goto(f"{origin(shop.server)}/enroll")
+        cases = [
+            ([4250, "EUR", 2], "€42.50"),
+            ([500, "JPY", 0], "¥500"),
+            ([1250, "KWD", 3], "KWD\u00a01.250"),
+            ([5, "EUR", 2], "€0.05"),
+            ([999999999999999, "EUR", 2], "€9,999,999,999,999.99"),  # no float rounding
+        ]
+        for args, shown in cases:
+            formatted = page.evaluate("(a) => zeropay.formatAmount(...a)", args)
+            assert formatted == shown, args
+
+    browser.on_page(steps)
+
+
+def test_the_pay_page_sends_the_payer_back_to_the_merchant(
+    shop: Shop, browser: BrowserThread
+) -> None:
+    """After the verification the page goes to ``return_url`` with the session and its
+    status (a courtesy: the shop confirms with the API)."""
+    server, user = shop.server, str(uuid.uuid4())
+
+    def steps(page: Page) -> None:
+        arrived: list[str] = []
+
+        def shop_page(route: Route) -> None:
+            arrived.append(route.request.url)
+            route.fulfill(status=200, content_type="text/html", body="<p>thanks</p>")
+
+        page.route("https://shop.example/**", shop_page)
+        enroll_on_page(page, server, user)
+        started = initiate(shop, user, return_url="https://shop.example/done?order=7")
+        page.goto(f"{origin(server)}/pay/{started['session_id']}")
+        page.wait_for_selector("fieldset.factor")
+        assert pay_on_page(page, started) == "Payment authorised."
+        page.wait_for_url("https://shop.example/**")
+        query = parse_qs(urlsplit(arrived[-1]).query)
+        assert query == {
+            "order": ["7"],
+            "session_id": [started["session_id"]],
+            "status": ["verified"],
+        }
+        status = httpx.get(f"{server.url}/v1/verification/status/{started['session_id']}")
+        assert status.json()["status"] == "verified"  # what the shop checks, server-side
 
     browser.on_page(steps)

@@ -5,9 +5,11 @@ them inside the core's decisions."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -19,6 +21,7 @@ from tests.authenticator import UP, UV, SoftAuthenticator
 from tests.helpers import T0, entropy
 from zeropay_proto import LocalProtocolError, RemoteProtocolError, b64url
 from zeropay_proto.passkeys import (
+    LINKING_DOMAIN,
     MAX_PASSKEYS_PER_USER,
     STAND_IN_KEY,
     CloneSuspected,
@@ -334,3 +337,14 @@ def test_a_registration_whose_key_is_too_weak_is_refused() -> None:
     with pytest.raises(RemoteProtocolError) as refused:
         check_registration(RP, response, challenge=challenge, now_ms=0)
     assert refused.value.code == "PASSKEY_INVALID"
+
+
+def test_the_linked_data_reproduces_the_published_vectors() -> None:
+    path = Path(__file__).parent.parent / "vectors" / "linked_data.json"
+    published = json.loads(path.read_text(encoding="utf-8"))
+    assert published["protocol"] == LINKING_DOMAIN.decode()
+    for vector in published["vectors"]:
+        fields = {k: vector[k] for k in ("session_id", "amount", "currency", "payee", "attempt")}
+        linked = LinkedData(**fields)
+        assert linked.canonical().hex() == vector["canonical_hex"], vector["note"]
+        assert linked.challenge().hex() == vector["challenge_hex"], vector["note"]

@@ -165,6 +165,18 @@ async def test_full_flow_issues_a_token_and_a_receipt_that_verifies() -> None:
         ).canonical_bytes()
         public.verify(base64.urlsafe_b64decode(receipt["signature"] + "=="), canonical)
         assert receipt["key_id"] == jwk["kid"]
+        # The same receipt as a compact JWS (PyJWT signs it), checked here with
+        # cryptography alone, as a merchant's language would.
+        head, payload, signature = done.body["receipt_jws"].split(".")
+
+        def unpadded(text: str) -> bytes:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+        header = json.loads(unpadded(head))
+        assert header == {"alg": "EdDSA", "kid": jwk["kid"], "typ": "zeropay-receipt+json"}
+        public.verify(unpadded(signature), f"{head}.{payload}".encode())
+        fields = {k: v for k, v in receipt.items() if k not in ("key_id", "alg", "signature")}
+        assert json.loads(unpadded(payload)) == fields
 
 
 async def test_low_risk_small_payment_challenges_two_factors() -> None:
