@@ -497,7 +497,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         not (role == "audit" and workers > 1),
         "ZEROPAY_ROLE audit runs one process: ZEROPAY_WORKERS must be 1",
     )
-    bind = problems.check(lambda: _bind(env.get("ZEROPAY_BIND", DEFAULT_BIND)), DEFAULT_BIND)
+    # ZEROPAY_BIND (--bind), else PORT on loopback, else 127.0.0.1:8080.
+    port_only = f"127.0.0.1:{env['PORT']}" if env.get("PORT") else DEFAULT_BIND
+    bind = problems.check(lambda: _bind(env.get("ZEROPAY_BIND", port_only)), DEFAULT_BIND)
     keys = _secrets(env, embedded=embedded, problems=problems)
     settings = Settings(
         redis_url=redis_url,
