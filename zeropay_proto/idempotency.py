@@ -7,7 +7,9 @@ a payer's routes by the user, so no one else's key can collide with or reveal an
 
 The store holds, per scoped key, either a **claim** (the first request is running: a token
 naming it, the request's fingerprint, and a lease after which a crashed instance's claim
-lapses) or the **answer** (the fingerprint and the answer, for :data:`ANSWER_KEPT_MS`).
+lapses) or the **answer** (the fingerprint, and the answer sealed under the master keyring,
+for :data:`ANSWER_KEPT_MS`: a verify's answer holds a bearer token, and no token is ever
+stored in the clear).
 :func:`decide_idempotency` says what a request does with what the store holds:
 
 - nothing: :class:`ClaimGranted` (run, then keep the answer or release the claim);
@@ -27,6 +29,7 @@ import json
 from dataclasses import dataclass
 
 from ._errors import LocalProtocolError, RemoteProtocolError
+from .crypto import MasterKeyring, open_sealed, seal
 
 #: A kept answer lives this long (Stripe keeps them 24 hours too).
 ANSWER_KEPT_MS = 24 * 60 * 60 * 1000
@@ -79,13 +82,22 @@ class Claim:
 
 
 @dataclass(frozen=True, kw_only=True)
-class KeptAnswer:
-    """The first complete answer with a key: status, the headers to replay, the body."""
+class Answer:
+    """An answer as it went out: status, the headers to replay, the body's bytes."""
 
-    fingerprint: bytes
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeptAnswer:
+    """The first complete answer with a key, as stored: sealed under the master keyring
+    (:func:`seal_answer`), since it may hold a bearer token, which is never stored in the
+    clear; the request's fingerprint beside it."""
+
+    fingerprint: bytes
+    sealed: bytes
 
 
 @dataclass(frozen=True)
@@ -141,21 +153,14 @@ TOKEN_BYTES, _FINGERPRINT_BYTES = 16, 32
 
 
 def encode_held(held: Claim | KeptAnswer) -> bytes:
-    """The stored form: ``C`` token fingerprint, or ``A`` fingerprint status headers body
-    (the headers as JSON, after their length)."""
+    """The stored form: ``C`` token fingerprint, or ``A`` fingerprint sealed-answer."""
+    if len(held.fingerprint) != _FINGERPRINT_BYTES:
+        raise LocalProtocolError("a fingerprint is 32 bytes")
     if isinstance(held, Claim):
-        if len(held.token) != TOKEN_BYTES or len(held.fingerprint) != _FINGERPRINT_BYTES:
-            raise LocalProtocolError("a claim is a 16-byte token and a 32-byte fingerprint")
+        if len(held.token) != TOKEN_BYTES:
+            raise LocalProtocolError("a claim's token is 16 bytes")
         return _CLAIM + held.token + held.fingerprint
-    headers = json.dumps([list(pair) for pair in held.headers], separators=(",", ":")).encode()
-    return (
-        _ANSWER
-        + held.fingerprint
-        + held.status.to_bytes(2, "big")
-        + len(headers).to_bytes(4, "big")
-        + headers
-        + held.body
-    )
+    return _ANSWER + held.fingerprint + held.sealed
 
 
 def decode_held(data: bytes) -> Claim | KeptAnswer:
@@ -164,15 +169,34 @@ def decode_held(data: bytes) -> Claim | KeptAnswer:
     tag, rest = data[:1], data[1:]
     if tag == _CLAIM and len(rest) == TOKEN_BYTES + _FINGERPRINT_BYTES:
         return Claim(token=rest[:TOKEN_BYTES], fingerprint=rest[TOKEN_BYTES:])
-    if tag != _ANSWER or len(rest) < _FINGERPRINT_BYTES + 6:
+    if tag != _ANSWER or len(rest) <= _FINGERPRINT_BYTES:
         raise ValueError("not an idempotency record")
-    fingerprint, rest = rest[:_FINGERPRINT_BYTES], rest[_FINGERPRINT_BYTES:]
-    status = int.from_bytes(rest[:2], "big")
-    length = int.from_bytes(rest[2:6], "big")
-    pairs = json.loads(rest[6 : 6 + length])
-    return KeptAnswer(
-        fingerprint=fingerprint,
-        status=status,
+    return KeptAnswer(fingerprint=rest[:_FINGERPRINT_BYTES], sealed=rest[_FINGERPRINT_BYTES:])
+
+
+_SEAL_PURPOSE = "idempotent-answer"
+
+
+def seal_answer(
+    answer: Answer, *, fingerprint: bytes, keyring: MasterKeyring, scoped: str, nonce: bytes
+) -> KeptAnswer:
+    """``answer`` sealed for the scoped key ``scoped`` (an envelope opens under its own key
+    only): status (2 bytes), the headers as JSON after their length (4 bytes), the body."""
+    headers = json.dumps([list(pair) for pair in answer.headers], separators=(",", ":")).encode()
+    plaintext = (
+        answer.status.to_bytes(2, "big") + len(headers).to_bytes(4, "big") + headers + answer.body
+    )
+    sealed = seal(keyring, purpose=_SEAL_PURPOSE, user_id=scoped, plaintext=plaintext, nonce=nonce)
+    return KeptAnswer(fingerprint=fingerprint, sealed=sealed)
+
+
+def open_answer(kept: KeptAnswer, *, keyring: MasterKeyring, scoped: str) -> Answer:
+    """The answer :func:`seal_answer` sealed, or :class:`IntegrityError`."""
+    plain = open_sealed(keyring, purpose=_SEAL_PURPOSE, user_id=scoped, envelope=kept.sealed)
+    length = int.from_bytes(plain[2:6], "big")
+    pairs = json.loads(plain[6 : 6 + length])
+    return Answer(
+        status=int.from_bytes(plain[:2], "big"),
         headers=tuple((str(name), str(value)) for name, value in pairs),
-        body=rest[6 + length :],
+        body=plain[6 + length :],
     )

@@ -931,12 +931,7 @@ async def test_a_claim_is_settled_only_by_its_owner_and_its_answer_kept(
     async with open_state_store(state_backend) as store:
         scope, key = IdempotencyScope("user", new_user()), "a" * 64
         mine = _claim("mine")
-        answer = KeptAnswer(
-            fingerprint=mine.fingerprint,
-            status=201,
-            headers=(("Content-Type", "application/json"), ("X-RateLimit-Remaining", "9")),
-            body=b'{"success": true}',
-        )
+        answer = KeptAnswer(fingerprint=mine.fingerprint, sealed=b"\x01sealed answer")
         assert await store.claim_idempotency(scope, key, mine, 60_000) is None
         assert not await store.settle_idempotency(scope, key, _claim("other"), answer, 60_000)
         assert await store.settle_idempotency(scope, key, mine, answer, 60_000)
@@ -961,7 +956,7 @@ async def test_a_released_claim_frees_the_key_and_a_lapsed_one_expires(
             return await store.claim_idempotency(scope, key, _claim("next"), 60_000) is None
 
         await after(store, 50, lapsed)
-        kept = KeptAnswer(fingerprint=b"f" * 32, status=200, headers=(), body=b"{}")
+        kept = KeptAnswer(fingerprint=b"f" * 32, sealed=b"\x01sealed")
         assert await store.settle_idempotency(scope, key, _claim("next"), kept, 50)
 
         async def forgotten() -> bool:  # a kept answer lives its time, then goes

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.fuzz_parsers import fuzz_one_input
-from zeropay_proto.idempotency import Claim, KeptAnswer, decode_held, encode_held
+from zeropay_proto.crypto import MasterKeyring
+from zeropay_proto.idempotency import (
+    Answer,
+    Claim,
+    KeptAnswer,
+    decode_held,
+    encode_held,
+    open_answer,
+    seal_answer,
+)
 
 EXAMPLES = 2_000
 
@@ -118,12 +127,16 @@ def test_a_stored_idempotency_record_decodes_or_raises_value_error(data: bytes) 
 
 @given(
     st.builds(
-        KeptAnswer,
-        fingerprint=st.binary(min_size=32, max_size=32),
+        Answer,
         status=st.integers(100, 599),
         headers=st.lists(st.tuples(st.text(), st.text()), max_size=4).map(tuple),
         body=st.binary(max_size=256),
-    )
+    ),
+    st.binary(min_size=12, max_size=12),
 )
-def test_a_kept_answer_round_trips(answer: KeptAnswer) -> None:
-    assert decode_held(encode_held(answer)) == answer
+def test_a_kept_answer_round_trips_sealed(answer: Answer, nonce: bytes) -> None:
+    keyring = MasterKeyring(keys={1: b"k" * 32}, current=1)
+    kept = seal_answer(answer, fingerprint=b"f" * 32, keyring=keyring, scoped="s" * 64, nonce=nonce)
+    stored = decode_held(encode_held(kept))
+    assert isinstance(stored, KeptAnswer)
+    assert open_answer(stored, keyring=keyring, scoped="s" * 64) == answer

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from zeropay_proto import LocalProtocolError, RemoteProtocolError
+from zeropay_proto import IntegrityError, LocalProtocolError, RemoteProtocolError
+from zeropay_proto.crypto import MasterKeyring
 from zeropay_proto.idempotency import (
     TOKEN_BYTES,
+    Answer,
     AnswerReplayed,
     Claim,
     ClaimGranted,
@@ -18,19 +20,17 @@ from zeropay_proto.idempotency import (
     decode_held,
     encode_held,
     keeps_answer,
+    open_answer,
     parse_idempotency_key,
     request_fingerprint,
     scoped_key,
+    seal_answer,
 )
 
 FINGERPRINT = request_fingerprint("POST", "/v1/verification/initiate", b'{"a":1}')
 TOKEN = b"t" * TOKEN_BYTES
-ANSWER = KeptAnswer(
-    fingerprint=FINGERPRINT,
-    status=200,
-    headers=(("Content-Type", "application/json"), ("X-RateLimit-Remaining", "4")),
-    body=b'{"success": true}',
-)
+ANSWER = KeptAnswer(fingerprint=FINGERPRINT, sealed=b"\x01sealed")
+KEYRING = MasterKeyring(keys={1: b"k" * 32, 2: b"K" * 32}, current=2)
 
 
 def test_a_key_is_one_to_255_visible_ascii_characters() -> None:
@@ -109,12 +109,27 @@ def test_the_stored_form_round_trips_and_refuses_what_it_cannot_read() -> None:
     claim = Claim(token=TOKEN, fingerprint=FINGERPRINT)
     assert decode_held(encode_held(claim)) == claim
     assert decode_held(encode_held(ANSWER)) == ANSWER
-    empty = KeptAnswer(fingerprint=FINGERPRINT, status=204, headers=(), body=b"")
-    assert decode_held(encode_held(empty)) == empty
     with pytest.raises(LocalProtocolError):
         encode_held(Claim(token=b"short", fingerprint=FINGERPRINT))
     with pytest.raises(LocalProtocolError):
         encode_held(Claim(token=TOKEN, fingerprint=b"short"))
-    for junk in (b"", b"C", b"Cshort", b"X" + bytes(60), b"A" + bytes(10)):
+    for junk in (b"", b"C", b"Cshort", b"X" + bytes(60), b"A" + bytes(32)):
         with pytest.raises(ValueError, match="not an idempotency record"):
             decode_held(junk)
+
+
+def test_a_kept_answer_is_sealed_to_its_key_and_opens_only_there() -> None:
+    answer = Answer(
+        status=200,
+        headers=(("Content-Type", "application/json"), ("X-RateLimit-Remaining", "4")),
+        body=b'{"auth_token": "secret-token"}',
+    )
+    kept = seal_answer(
+        answer, fingerprint=FINGERPRINT, keyring=KEYRING, scoped="a" * 64, nonce=bytes(12)
+    )
+    assert b"secret-token" not in encode_held(kept)  # a Redis dump yields no token
+    assert open_answer(kept, keyring=KEYRING, scoped="a" * 64) == answer
+    rotated = MasterKeyring(keys={**KEYRING.keys, 3: b"3" * 32}, current=3)
+    assert open_answer(kept, keyring=rotated, scoped="a" * 64) == answer  # old versions open
+    with pytest.raises(IntegrityError):
+        open_answer(kept, keyring=KEYRING, scoped="b" * 64)  # moved to another key

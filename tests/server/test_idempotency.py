@@ -139,3 +139,30 @@ async def test_a_fault_between_the_operation_and_keeping_its_answer_loses_nothin
         assert rerun.status == 200
         assert rerun.body["session_id"] != first.body["session_id"]  # ran again, once
         assert (await initiate(h, user, key)).text == rerun.text
+
+
+async def test_a_captured_request_replayed_as_it_is_gets_no_kept_answer() -> None:
+    """A replay with the first request's own nonce is refused before anything kept is read,
+    and the kept answer of a verify, which holds a bearer token, is stored sealed."""
+    async with running_app() as h:
+        user = str(uuid.uuid4())
+        await h.enroll(user)
+        started = await initiate(h, user, keyed())
+        body = {
+            "session_id": started.body["session_id"],
+            "user_uuid": user,
+            "factors": answers(user, started.body["required_factors"]),
+        }
+        captured = {**keyed(), **h.nonce_headers()}
+        done = await h.call("POST", "/v1/verification/verify", body, headers=captured)
+        assert done.status == 200, done.text
+        replayed = await h.call("POST", "/v1/verification/verify", body, headers=captured)
+        assert (replayed.status, replayed.body["code"]) == (403, "NONCE_REUSED")
+        assert done.body["auth_token"] not in replayed.text
+        stored = repr(vars(h.runtime.state))
+        assert "KeptAnswer(" in stored  # the store holds the kept answer, and not its token
+        assert done.body["auth_token"] not in stored
+        fresh = {"Idempotency-Key": captured["Idempotency-Key"]}  # the client's own retry
+        assert (await h.call("POST", "/v1/verification/verify", body, headers=fresh)).text == (
+            done.text
+        )

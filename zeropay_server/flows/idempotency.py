@@ -6,9 +6,11 @@ after (one more): its answer kept for 24 hours if it is a decision, the claim re
 (a 503 is retried for real). A request that finds the same request's answer gets it back,
 byte for byte, with ``Idempotent-Replayed: true``, and the operation does not run: a verify
 replayed spends no attempt. One that finds the same request running gets a 409, and one that
-finds another request under its key a 422. Those three are charged to the caller's address
-like a status lookup, so replays are no way around the limiters. Requests without a key cost
-nothing more.
+finds another request under its key a 422. Those three are charged like a read (to the
+merchant's budget or the caller's address), so replays are no way around the limiters, and
+their nonce and timestamp are checked as any write's: a captured request sent again as it is
+gets a 403, never the kept answer. Kept answers are sealed under the master keyring (a
+verify's holds a bearer token). Requests without a key cost nothing more.
 
 If the answer cannot be kept (Redis failed between the operation and the settling), it still
 goes to the client; the claim lapses after its lease (a minute), until when a retry gets a
@@ -25,21 +27,24 @@ from collections.abc import Awaitable, Callable
 from adapters.errors import DependencyUnavailable
 from adapters.ports import IdempotencyScope, ScopeKind
 from zeropay_proto import RemoteProtocolError
+from zeropay_proto.crypto import NONCE_BYTES
 from zeropay_proto.idempotency import (
     ANSWER_KEPT_MS,
     CLAIM_LEASE_MS,
     TOKEN_BYTES,
+    Answer,
     AnswerReplayed,
     Claim,
     ClaimGranted,
-    KeptAnswer,
     KeyReused,
     StillRunning,
     decide_idempotency,
     keeps_answer,
+    open_answer,
     parse_idempotency_key,
     request_fingerprint,
     scoped_key,
+    seal_answer,
 )
 from zeropay_proto.identifiers import parse_user_id
 from zeropay_proto.requests import load_json_object
@@ -70,17 +75,28 @@ class IdempotentFlows(FlowSteps):
         match decide_idempotency(held, fingerprint=fingerprint, token=token):
             case ClaimGranted():
                 return await self._run_and_settle(scope, scoped, claim, run)
-            case AnswerReplayed(answer=answer):
-                headers = await self.admit(None, state_changing=False)  # like a status read
-                return _replayed(answer, headers)
+            case AnswerReplayed(answer=kept):
+                headers = await self._admit_repeat(scope)
+                keyring = self.rt.settings.secrets.keyring
+                return _replayed(open_answer(kept, keyring=keyring, scoped=scoped), headers)
             case StillRunning(retry_after_ms=wait):
-                await self.admit(None, state_changing=False)
+                await self._admit_repeat(scope)
                 message = "a request with this Idempotency-Key is still running"
                 raise ApiError(409, "IDEMPOTENCY_IN_PROGRESS", message, headers=retry_after(wait))
             case KeyReused():
-                await self.admit(None, state_changing=False)
+                await self._admit_repeat(scope)
                 message = "this Idempotency-Key was used with another request"
                 raise ApiError(422, "IDEMPOTENCY_KEY_REUSED", message, field="Idempotency-Key")
+
+    async def _admit_repeat(self, scope: IdempotencyScope) -> dict[str, str]:
+        """Admission for a request that finds its key taken: charged like a read (the
+        merchant's budget, or the caller's address), and its nonce and timestamp checked as
+        any state-changing request's, in the slot of the user it names as the first request's
+        were: a captured request replayed as it is (its nonce spent) gets a 403, never the
+        kept answer; a client's retry comes with fresh ones."""
+        merchant = scope.owner if scope.kind == "merchant" else None
+        user = _named_user(self.ctx.body)
+        return await self.admit(user, state_changing=True, merchant_id=merchant)
 
     async def _run_and_settle(
         self,
@@ -92,7 +108,15 @@ class IdempotentFlows(FlowSteps):
         """Run the operation, then keep its answer (a decision) or release the claim."""
         reply = await run()
         code = reply.body.get("code") if reply.status >= 400 else None
-        kept = _kept(reply, claim.fingerprint) if keeps_answer(reply.status, code) else None
+        kept = None
+        if keeps_answer(reply.status, code):
+            kept = seal_answer(
+                _answer(reply),
+                fingerprint=claim.fingerprint,
+                keyring=self.rt.settings.secrets.keyring,
+                scoped=scoped,
+                nonce=self.rt.entropy(NONCE_BYTES),
+            )
         try:
             await self.rt.state.settle_idempotency(scope, scoped, claim, kept, ANSWER_KEPT_MS)
         except DependencyUnavailable:
@@ -102,25 +126,29 @@ class IdempotentFlows(FlowSteps):
     async def _scope(self, kind: ScopeKind) -> IdempotencyScope | None:
         if kind == "merchant":
             return IdempotencyScope("merchant", await self.merchant())
-        try:
-            user = load_json_object(self.ctx.body).get("user_uuid")
-            return IdempotencyScope("user", parse_user_id(user))
-        except RemoteProtocolError:
-            return None
+        user = _named_user(self.ctx.body)
+        return None if user is None else IdempotencyScope("user", user)
 
 
-def _kept(reply: Reply, fingerprint: bytes) -> KeptAnswer:
-    """The answer as kept: status, media type and headers, and the body's exact bytes."""
+def _named_user(body: bytes) -> str | None:
+    """The user a request body names (``user_uuid``), if it parses."""
+    try:
+        return parse_user_id(load_json_object(body).get("user_uuid"))
+    except RemoteProtocolError:
+        return None
+
+
+def _answer(reply: Reply) -> Answer:
+    """The answer as it goes out: status, media type and headers, the body's exact bytes."""
     headers = (("Content-Type", reply.content_type), *reply.headers.items())
-    return KeptAnswer(
-        fingerprint=fingerprint,
+    return Answer(
         status=reply.status,
         headers=tuple(headers),
         body=reply.raw if reply.raw is not None else json.dumps(reply.body).encode(),
     )
 
 
-def _replayed(answer: KeptAnswer, admitted: dict[str, str]) -> Reply:
+def _replayed(answer: Answer, admitted: dict[str, str]) -> Reply:
     """The kept answer, byte for byte, with the rate-limit headers of this request."""
     headers = {**dict(answer.headers), **admitted}
     content_type = headers.pop("Content-Type", "application/json")
