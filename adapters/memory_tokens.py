@@ -3,7 +3,8 @@ challenges in process memory."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from zeropay_proto import (
@@ -19,9 +20,18 @@ from .ports import (
     TokenInfo,
 )
 
+#: Kept idempotent answers at most (the oldest go first): a client sending a new key with
+#: every request must not fill the embedded default's memory for a day. A retry whose
+#: answer went runs again, as after the day.
+KEPT_ANSWERS = 10_000
+
 
 class MemoryTokens(MemoryAuditStream):
-    """The token, erasure and PSP parts of SessionPort and PspSessionPort in memory."""
+    """The token, erasure, PSP and idempotency parts of the state store in memory."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self._kept_answers: dict[str, None] = {}  # oldest first
 
     async def token_info(self, token: BearerToken) -> TokenInfo | None:
         info: TokenInfo | None = self._get(f"tok:{token.digest.hex()}")
@@ -108,8 +118,13 @@ class MemoryTokens(MemoryAuditStream):
             return False
         if answer is None:
             self._delete(name)
-        else:
-            self._set(name, answer, self._now_ms() + ttl_ms)
+            return True
+        self._set(name, answer, self._now_ms() + ttl_ms)
+        self._kept_answers[name] = None
+        while len(self._kept_answers) > KEPT_ANSWERS:
+            oldest = next(iter(self._kept_answers))
+            del self._kept_answers[oldest]
+            self._delete(oldest)
         return True
 
     async def publish_merchant_key_revoked(self, key_id: str) -> None:

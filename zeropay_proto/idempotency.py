@@ -36,6 +36,9 @@ ANSWER_KEPT_MS = 24 * 60 * 60 * 1000
 #: A claim lapses after this long: a request that has not answered by then died with its
 #: instance, and a retry may run the operation.
 CLAIM_LEASE_MS = 60 * 1000
+#: A duplicate of a running request is told to ask again after this long: most requests
+#: answer well within it, and a dead instance's claim lapses after CLAIM_LEASE_MS anyway.
+STILL_RUNNING_RETRY_MS = 1000
 MAX_KEY_LENGTH = 255
 _DOMAIN = b"zeropay/idempotency/v1"
 #: Refusals of the request's envelope (its replay headers), not of the operation: a retry
@@ -138,7 +141,7 @@ def decide_idempotency(
         return KeyReused()
     if isinstance(held, KeptAnswer):
         return AnswerReplayed(held)
-    return StillRunning(retry_after_ms=CLAIM_LEASE_MS)
+    return StillRunning(retry_after_ms=STILL_RUNNING_RETRY_MS)
 
 
 def keeps_answer(status: int, code: str | None) -> bool:

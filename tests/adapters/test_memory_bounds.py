@@ -15,10 +15,12 @@ import pytest
 
 from adapters.memory import MemoryStore
 from adapters.memory_sessions import NEGATIVE_CACHE_ENTRIES
-from adapters.ports import NOT_ENROLLED, RecordCache
+from adapters.memory_tokens import KEPT_ANSWERS
+from adapters.ports import NOT_ENROLLED, IdempotencyScope, RecordCache
 from tests.adapters.helpers import event, new_session
 from zeropay_proto import NonceClaim
 from zeropay_proto.admission import AdmissionRequest, Limits
+from zeropay_proto.idempotency import ANSWER_KEPT_MS, TOKEN_BYTES, Claim, KeptAnswer
 
 INITIATES = 100_000
 RATE = 100.0  # initiates per second of the injected clock
@@ -123,3 +125,20 @@ async def test_many_unknown_users_cannot_fill_the_record_cache() -> None:
     # Sessions (360 s), nonces (330 s) and windows (at most 900 s) at 100 a second, the
     # capped record cache and the address's limiter: the documented bound.
     assert store.live_keys() <= RATE * (360 + 330 + 900) + NEGATIVE_CACHE_ENTRIES + 1
+
+
+async def test_a_new_idempotency_key_on_every_request_cannot_fill_memory() -> None:
+    """Kept answers live a day; the embedded store keeps the last KEPT_ANSWERS of them."""
+    store = MemoryStore(clock=Clock(1_800_000_000))
+    scope = IdempotencyScope("merchant", "shop-1")
+    for n in range(KEPT_ANSWERS + 50):
+        claim = Claim(token=n.to_bytes(TOKEN_BYTES, "big"), fingerprint=b"f" * 32)
+        key = f"{n:064x}"
+        assert await store.claim_idempotency(scope, key, claim, 60_000) is None
+        kept = KeptAnswer(fingerprint=b"f" * 32, sealed=b"\x01answer")
+        assert await store.settle_idempotency(scope, key, claim, kept, ANSWER_KEPT_MS)
+    assert store.live_keys() == KEPT_ANSWERS
+    late = Claim(token=bytes(TOKEN_BYTES), fingerprint=b"f" * 32)
+    assert await store.claim_idempotency(scope, f"{0:064x}", late, 60_000) is None  # evicted
+    newest = await store.claim_idempotency(scope, f"{KEPT_ANSWERS + 49:064x}", late, 60_000)
+    assert isinstance(newest, KeptAnswer)
