@@ -376,3 +376,136 @@ ANSWERS: dict[str, dict[str, Any]] = {
         }
     ),
 }
+
+_JWS = (
+    "eyJhbGciOiJFZERTQSIsImtpZCI6InJrLTIwMjYtMTIiLCJ0eXAiOiJ6ZXJvcGF5LXJlY2VpcHQranNvbiJ9"
+    ".eyJhbW91bnQiOjQyNTB9.c2lnbmF0dXJl"
+)
+_RECEIPT_EXAMPLE = {
+    "session_id": SESSION,
+    "user_uuid": USER,
+    "amount": 4250,
+    "currency": "EUR",
+    "merchant_id": "shop-1",
+    "issued_at_ms": 1_780_000_000_000,
+    "sca": ["knowledge"],
+    "key_id": "rk-2026-12",
+    "alg": "EdDSA",
+    "signature": "c2lnbmF0dXJl",
+}
+_PSP_EXAMPLE = {
+    "psp_session_id": "psp_3q2-7wAAAAAAAAAAAAAAAA",
+    "provider": "sandbox",
+    "status": "created",
+    "checkout_url": "https://sandbox.psp.invalid/checkout/psp_3q2-7wAAAAAAAAAAAAAAAA",
+    "amount": 4250,
+    "currency": "EUR",
+    "merchant_id": "shop-1",
+    "verification_session_id": SESSION,
+}
+_PASSKEY_EXAMPLE = {
+    "credential_id": "Y3JlZC0x",
+    "sign_count": 3,
+    "created_at_ms": 1_780_000_000_000,
+}
+#: One answer of each operation, as the service sends it (``tests/server/test_contract.py``
+#: checks each against its schema).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "update_enrollment": {"success": True, "user_uuid": USER, "factor_count": 4},
+    "delete_enrollment": {"success": True, "user_uuid": USER, "deleted": True},
+    "export_enrollment": {
+        "success": True,
+        "user_uuid": USER,
+        "enrollment": {
+            "device_id": "phone-1",
+            "factors": ["PIN", "COLOUR", "WORDS"],
+            "factor_count": 3,
+            "key_version": 1,
+            "kdf": {"algorithm": "PBKDF2-HMAC-SHA256", "iterations": 100_000},
+            "created_at_ms": 1_780_000_000_000,
+            "updated_at_ms": 1_780_000_000_000,
+        },
+        "audit_trail": [
+            {
+                "event_id": "01HZX3",
+                "action": "ENROLLED",
+                "at_ms": 1_780_000_000_000,
+                "client": "192.0.2.10",
+                "details": {"factor_count": 3},
+            }
+        ],
+    },
+    "passkey_options": {
+        "success": True,
+        "options": {
+            "rp": {"name": "ZeroPay", "id": "pay.example"},
+            "user": {"id": "MTIz", "name": USER, "displayName": USER},
+            "challenge": "eHh4eHh4",
+            "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+            "timeout": 120_000,
+            "excludeCredentials": [],
+            "authenticatorSelection": {
+                "residentKey": "preferred",
+                "requireResidentKey": False,
+                "userVerification": "required",
+            },
+            "attestation": "none",
+        },
+    },
+    "register_passkey": {"success": True, "passkey": _PASSKEY_EXAMPLE},
+    "list_passkeys": {"success": True, "passkeys": [_PASSKEY_EXAMPLE]},
+    "delete_passkey": {"success": True, "deleted": True},
+    "verify": {
+        "success": True,
+        "auth_token": "EjRWeJq8TvCNq83vASNFZ3Rva2VuLXNlY3JldC1ieXRlcy0wMTIzNDU2Nzg5YWJj",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "receipt": _RECEIPT_EXAMPLE,
+        "receipt_jws": _JWS,
+    },
+    "status": {
+        "success": True,
+        "session_id": SESSION,
+        "status": "verified",
+        "attempts_used": 1,
+        "attempts_remaining": 0,
+        "expires_in": 241,
+        "required_factors": ["PIN", "COLOUR", "EMOJI"],
+        "payment": {"amount": 4250, "currency": "EUR", "exponent": 2, "payee": "shop-1"},
+        "return_url": "https://shop.example/orders/7/back",
+        "cancel_url": None,
+    },
+    "validate": {
+        "success": True,
+        "valid": True,
+        "user_uuid": USER,
+        "session_id": SESSION,
+        "expires_in": 287,
+    },
+    "revoke": {"success": True, "revoked": True},
+    "psp_create": {"success": True, "psp_session": _PSP_EXAMPLE, "expires_in": 1800},
+    "psp_get": {"success": True, "psp_session": _PSP_EXAMPLE},
+    "keys": {
+        "keys": [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+                "kid": "rk-2026-12",
+                "use": "sig",
+                "alg": "EdDSA",
+            }
+        ]
+    },
+    "live": {"status": "ok"},
+    "ready": {"status": "ready", "checks": {"redis": True, "postgresql": True}},
+    "health": {
+        "status": "ok",
+        "checks": {"redis": True, "postgresql": True},
+        "storage": "redis+postgresql",
+        "crypto_queue_depth": 0,
+    },
+    "problem_type": PROBLEMS["VERIFICATION_FAILED"].as_dict(),
+}
+for _handler, _example in EXAMPLES.items():
+    ANSWERS[_handler]["examples"] = [_example]

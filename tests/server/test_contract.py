@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import jsonschema
 import pytest
 
 from tests.contract import check_answer
@@ -86,3 +87,14 @@ async def test_a_throttled_answer_says_when_to_retry_in_the_body_and_the_header(
         limited = answered[-1]
         assert limited.body["retry_after"] == int(limited.headers["Retry-After"]) >= 1
         assert json.loads(limited.text)["code"] == "RATE_LIMITED"
+
+
+def test_every_answer_has_an_example_that_its_schema_accepts() -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    for name, schema in schemas.items():
+        if name == "OpenapiAnswer":
+            continue
+        assert schema.get("examples"), name
+        for example in schema["examples"]:
+            errors = list(jsonschema.Draft202012Validator(schema).iter_errors(example))
+            assert not errors, (name, [e.message for e in errors])
