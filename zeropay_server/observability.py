@@ -156,6 +156,13 @@ class Metrics:
             ["merchant"],
             registry=registry,
         )
+        self.idempotency = Counter(
+            "zeropay_idempotent_requests",
+            "Requests with an Idempotency-Key, by outcome: ran (the first), replayed, "
+            "in_progress (409), key_reused (422), not_kept (ran, its answer could not be kept)",
+            ["outcome"],
+            registry=registry,
+        )
         self.limiter_failed_open = Counter(
             "zeropay_limiter_failed_open",
             "Requests admitted without counting while their limiters' Redis slot was "

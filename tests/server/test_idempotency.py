@@ -99,6 +99,13 @@ async def test_a_duplicate_in_flight_is_a_409_and_the_operation_runs_once(
         assert opened_sessions(h) == 1
         done = next(a for a in answered if a.status == 200)
         assert (await initiate(h, user, key, **slow)).text == done.text
+        counted = {
+            outcome: h.runtime.metrics.registry.get_sample_value(
+                "zeropay_idempotent_requests_total", {"outcome": outcome}
+            )
+            for outcome in ("ran", "in_progress", "replayed")
+        }
+        assert counted == {"ran": 1, "in_progress": 4, "replayed": 1}
 
 
 async def test_an_outage_is_not_kept_and_the_retry_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,17 +74,21 @@ class IdempotentFlows(FlowSteps):
         held = await self.rt.state.claim_idempotency(scope, scoped, claim, CLAIM_LEASE_MS)
         match decide_idempotency(held, fingerprint=fingerprint, token=token):
             case ClaimGranted():
+                self.rt.metrics.idempotency.labels("ran").inc()
                 return await self._run_and_settle(scope, scoped, claim, run)
             case AnswerReplayed(answer=kept):
                 headers = await self._admit_repeat(scope)
+                self.rt.metrics.idempotency.labels("replayed").inc()
                 keyring = self.rt.settings.secrets.keyring
                 return _replayed(open_answer(kept, keyring=keyring, scoped=scoped), headers)
             case StillRunning(retry_after_ms=wait):
                 await self._admit_repeat(scope)
+                self.rt.metrics.idempotency.labels("in_progress").inc()
                 message = "a request with this Idempotency-Key is still running"
                 raise ApiError(409, "IDEMPOTENCY_IN_PROGRESS", message, headers=retry_after(wait))
             case KeyReused():
                 await self._admit_repeat(scope)
+                self.rt.metrics.idempotency.labels("key_reused").inc()
                 message = "this Idempotency-Key was used with another request"
                 raise ApiError(422, "IDEMPOTENCY_KEY_REUSED", message, field="Idempotency-Key")
 
@@ -120,6 +124,7 @@ class IdempotentFlows(FlowSteps):
         try:
             await self.rt.state.settle_idempotency(scope, scoped, claim, kept, ANSWER_KEPT_MS)
         except DependencyUnavailable:
+            self.rt.metrics.idempotency.labels("not_kept").inc()
             log.warning("idempotent answer not kept: redis unavailable", extra={"fields": {}})
         return reply
 
