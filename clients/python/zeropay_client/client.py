@@ -319,11 +319,30 @@ class _Transport:
             headers["Idempotency-Key"] = call.idempotency_key
         return headers
 
-    @staticmethod
-    def content(call: Call) -> bytes | None:
-        if call.body is None:
-            return None
-        return json.dumps(call.body, separators=(",", ":")).encode()
+    def request(self, call: Call) -> dict[str, Any]:
+        """One attempt's request: fresh headers, the same body."""
+        body = None if call.body is None else json.dumps(call.body, separators=(",", ":"))
+        return {
+            "method": call.method,
+            "url": call.path,
+            "content": None if body is None else body.encode(),
+            "headers": self.headers(call),
+        }
+
+    def result(
+        self, call: Call, attempt: int, got: httpx.Response | httpx.TransportError
+    ) -> Answer | float:
+        """An attempt's answer, or the seconds to wait before the next one; raises the
+        error where the call is not to be retried (or is out of retries)."""
+        try:
+            if isinstance(got, httpx.TransportError):
+                raise ConnectionFailed(f"{type(got).__name__}: {got}")
+            return self.outcome(call, got)
+        except ZeroPayError as error:
+            wait = self.wait(call, attempt, error)
+            if wait is None:
+                raise
+            return wait
 
     def outcome(self, call: Call, response: httpx.Response) -> Answer:
         """The answer, or raise its error."""
@@ -375,21 +394,15 @@ class ZeroPay(_Operations[Answer]):
         attempt = 0
         while True:
             try:
-                response = self._http.request(
-                    call.method,
-                    call.path,
-                    content=self._t.content(call),
-                    headers=self._t.headers(call),
+                got: httpx.Response | httpx.TransportError = self._http.request(
+                    **self._t.request(call)
                 )
-                return self._t.outcome(call, response)
             except httpx.TransportError as exc:
-                error: ZeroPayError = ConnectionFailed(f"{type(exc).__name__}: {exc}")
-            except ZeroPayError as exc:
-                error = exc
-            wait = self._t.wait(call, attempt, error)
-            if wait is None:
-                raise error
-            self._sleep(wait)
+                got = exc
+            outcome = self._t.result(call, attempt, got)
+            if isinstance(outcome, dict):
+                return outcome
+            self._sleep(outcome)  # seconds before the next attempt
             attempt += 1
 
     def close(self) -> None:
@@ -424,21 +437,15 @@ class AsyncZeroPay(_Operations[Awaitable[Answer]]):
         attempt = 0
         while True:
             try:
-                response = await self._http.request(
-                    call.method,
-                    call.path,
-                    content=self._t.content(call),
-                    headers=self._t.headers(call),
+                got: httpx.Response | httpx.TransportError = await self._http.request(
+                    **self._t.request(call)
                 )
-                return self._t.outcome(call, response)
             except httpx.TransportError as exc:
-                error: ZeroPayError = ConnectionFailed(f"{type(exc).__name__}: {exc}")
-            except ZeroPayError as exc:
-                error = exc
-            wait = self._t.wait(call, attempt, error)
-            if wait is None:
-                raise error
-            await (self._sleep or anyio.sleep)(wait)
+                got = exc
+            outcome = self._t.result(call, attempt, got)
+            if isinstance(outcome, dict):
+                return outcome
+            await (self._sleep or anyio.sleep)(outcome)  # seconds before the next attempt
             attempt += 1
 
     async def aclose(self) -> None:
