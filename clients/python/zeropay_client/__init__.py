@@ -23,6 +23,7 @@ from .errors import (
     ZeroPayError,
 )
 from .receipts import InvalidReceipt, verify_receipt
+from .webhooks import InvalidWebhook, verify_webhook
 
 __all__ = [
     "OPERATIONS",
@@ -35,6 +36,7 @@ __all__ = [
     "InvalidAnswer",
     "InvalidReceipt",
     "InvalidRequest",
+    "InvalidWebhook",
     "NotFound",
     "RateLimited",
     "ServiceUnavailable",
@@ -45,4 +47,5 @@ __all__ = [
     "factor_digest",
     "factor_digests",
     "verify_receipt",
+    "verify_webhook",
 ]

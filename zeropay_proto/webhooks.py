@@ -1,0 +1,143 @@
+"""Webhooks: what a merchant is told, how it is signed, when a delivery is tried again, and
+where the service may send one.
+
+- **Signing** is Stripe's scheme: ``ZeroPay-Signature: t=<unix seconds>,v1=<hex>`` where each
+  ``v1`` is HMAC-SHA256 of ``<t>.<body>`` under one of the endpoint's secrets (two while a
+  rotated secret's old one is still honoured). A receiver recomputes it with its secret,
+  compares in constant time, and refuses a ``t`` older than its tolerance (a replay).
+- **Retries**: a delivery that did not get a 2xx is tried again after an exponential back-off
+  with jitter (:func:`next_attempt_delay_ms`), for up to :data:`DELIVERY_WINDOW_MS` (3 days)
+  after the event, then dead-lettered.
+- **Where**: a webhook URL is HTTPS, and every address its host resolves to must be a public
+  one (:func:`address_refused`): never loopback, link-local, private, shared, multicast or
+  reserved, so a merchant cannot aim the service at its own network (SSRF). The check is made
+  on the addresses resolved for each delivery, so a name rebound after registration is caught.
+  A deployment may allow loopback (development and tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+
+SIGNATURE_HEADER = "ZeroPay-Signature"
+SIGNATURE_SCHEME = "v1"
+#: A receiver refuses a signature older than this (seconds), as the SDK's helper does.
+DEFAULT_TOLERANCE_SECONDS = 300
+#: A delivery is retried until this long after its event, then dead-lettered.
+DELIVERY_WINDOW_MS = 3 * 24 * 60 * 60 * 1000
+#: The first retry waits about this long; each next one twice as long, up to the cap.
+FIRST_RETRY_MS = 10_000
+MAX_RETRY_DELAY_MS = 6 * 60 * 60 * 1000
+MAX_URL_LENGTH = 2048
+SECRET_BYTES = 32
+
+#: The event types a merchant can subscribe to.
+EVENT_TYPES = (
+    "session.verified",
+    "session.failed",
+    "session.expired",
+    "account.locked",
+    "account.unlocked",
+    "passkey.clone_suspected",
+    "enrollment.changed",
+)
+
+
+def signature_header(secrets: Iterable[bytes], timestamp: int, body: bytes) -> str:
+    """The ``ZeroPay-Signature`` value: the time, and one ``v1`` per secret."""
+    signed = b"%d." % timestamp + body
+    parts = [f"t={timestamp}"]
+    parts += [f"{SIGNATURE_SCHEME}={_mac(secret, signed)}" for secret in secrets]
+    if len(parts) == 1:
+        raise LocalProtocolError("a webhook is signed with at least one secret")
+    return ",".join(parts)
+
+
+def _mac(secret: bytes, signed: bytes) -> str:
+    return hmac.new(secret, signed, hashlib.sha256).hexdigest()
+
+
+def signature_valid(
+    header: str,
+    body: bytes,
+    secret: bytes,
+    *,
+    now: float,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+) -> bool:
+    """Whether ``header`` signs ``body`` with ``secret`` at a time within ``tolerance``
+    seconds of ``now`` (constant-time comparison of every ``v1``)."""
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            timestamp = int(value)
+        elif name == SIGNATURE_SCHEME:
+            candidates.append(value)
+    if timestamp is None or abs(now - timestamp) > tolerance:
+        return False
+    expected = _mac(secret, b"%d." % timestamp + body)
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected, candidate)
+    return matched
+
+
+def next_attempt_delay_ms(attempt: int, entropy: bytes) -> int:
+    """How long to wait after failed attempt number ``attempt`` (1-based): 10 s, 20 s, 40 s,
+    ... up to 6 h, each between half and all of that (``entropy``: 2 CSPRNG bytes), so that
+    the retries of many events after one outage do not arrive together."""
+    if attempt < 1 or len(entropy) != 2:
+        raise LocalProtocolError("an attempt is 1-based; the jitter takes 2 bytes")
+    ceiling: int = min(MAX_RETRY_DELAY_MS, FIRST_RETRY_MS << min(attempt - 1, 30))
+    fraction = int.from_bytes(entropy, "big") / 0xFFFF
+    return ceiling // 2 + int(ceiling // 2 * fraction)
+
+
+def gives_up(event_at_ms: int, next_attempt_at_ms: int) -> bool:
+    """Whether a delivery whose next attempt would come at ``next_attempt_at_ms`` is
+    dead-lettered instead (past its window)."""
+    return next_attempt_at_ms - event_at_ms > DELIVERY_WINDOW_MS
+
+
+def parse_webhook_url(value: str, *, allow_loopback: bool) -> str:
+    """A webhook URL as registered: absolute HTTPS with a host, no credentials, at most 2048
+    characters (plain HTTP only where loopback is allowed). Its addresses are checked at each
+    delivery (:func:`address_refused`), and by the registering command."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port out of range raises here
+    except ValueError:
+        raise RemoteProtocolError("must be an absolute URL", field="url") from None
+    if not (0 < len(value) <= MAX_URL_LENGTH and value.isascii() and value.isprintable()):
+        raise RemoteProtocolError("must be at most 2048 printable ASCII characters", field="url")
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise RemoteProtocolError("must have a host and no credentials", field="url")
+    if parts.scheme != "https" and not (allow_loopback and parts.scheme == "http"):
+        raise RemoteProtocolError("must be HTTPS", field="url")
+    return value
+
+
+def address_refused(address: str, *, allow_loopback: bool) -> str | None:
+    """Why the service must not connect to ``address`` (a resolved IP), or ``None``."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None if allow_loopback else "loopback"
+    checks: Mapping[str, bool] = {
+        "unspecified": ip.is_unspecified,
+        "link-local": ip.is_link_local,
+        "private": ip.is_private,
+        "multicast": ip.is_multicast,
+        "reserved": ip.is_reserved,
+        "not globally routable": not ip.is_global,
+    }
+    return next((why for why, refused in checks.items() if refused), None)
