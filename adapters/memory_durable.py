@@ -11,8 +11,10 @@ from dataclasses import replace
 from zeropay_proto.audit import AuditEvent
 from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey, rises
+from zeropay_proto.webhooks import WebhookEndpoint
 
 from .ports import (
+    StoredEndpoint,
     StoredEnrollment,
 )
 
@@ -28,6 +30,7 @@ class MemoryDurable:
         self._audit_events_kept = audit_events_kept
         self._enrollments: dict[str, StoredEnrollment] = {}
         self._merchant_keys: dict[str, MerchantCredential] = {}
+        self._endpoints: dict[str, StoredEndpoint] = {}
         self._passkeys: dict[str, list[Passkey]] = {}  # by user, oldest first
 
     async def write_events(self, events: Sequence[AuditEvent]) -> int:
@@ -116,3 +119,34 @@ class MemoryDurable:
                 owned[i] = replace(passkey, sign_count=count)
                 return True
         return False
+
+    async def add_webhook_endpoint(self, endpoint: WebhookEndpoint, sealed_secret: bytes) -> None:
+        self._endpoints[endpoint.endpoint_id] = StoredEndpoint(
+            endpoint=endpoint, sealed_secrets=(sealed_secret,)
+        )
+
+    async def webhook_endpoints(self, merchant_id: str | None = None) -> list[StoredEndpoint]:
+        return [
+            stored
+            for stored in self._endpoints.values()
+            if merchant_id is None or stored.endpoint.merchant_id == merchant_id
+        ]
+
+    async def disable_webhook_endpoint(self, endpoint_id: str) -> bool:
+        stored = self._endpoints.get(endpoint_id)
+        if stored is None or not stored.endpoint.enabled:
+            return False
+        disabled = replace(stored.endpoint, enabled=False)
+        self._endpoints[endpoint_id] = replace(stored, endpoint=disabled)
+        return True
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, sealed_secret: bytes, previous_until_ms: int
+    ) -> bool:
+        stored = self._endpoints.get(endpoint_id)
+        if stored is None:
+            return False
+        endpoint = replace(stored.endpoint, previous_secret_until_ms=previous_until_ms)
+        secrets = (sealed_secret, stored.sealed_secrets[0])
+        self._endpoints[endpoint_id] = StoredEndpoint(endpoint=endpoint, sealed_secrets=secrets)
+        return True

@@ -39,6 +39,7 @@ from zeropay_proto.audit import AuditEvent
 from zeropay_proto.idempotency import Claim, KeptAnswer
 from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey
+from zeropay_proto.webhooks import WebhookEndpoint
 
 # ------------------------------------------------------------------------------ admission
 
@@ -438,6 +439,37 @@ class MerchantPort(Protocol):
 # ------------------------------------------------------------------------------ the stores
 
 
+@dataclass(frozen=True, kw_only=True)
+class StoredEndpoint:
+    """A webhook endpoint and its signing secrets, sealed (the newest first)."""
+
+    endpoint: WebhookEndpoint
+    sealed_secrets: tuple[bytes, ...]
+
+
+class WebhookEndpointPort(Protocol):
+    """Merchants' webhook endpoints (PostgreSQL), managed by ``zeropay-server webhooks``."""
+
+    async def add_webhook_endpoint(
+        self, endpoint: WebhookEndpoint, sealed_secret: bytes
+    ) -> None: ...
+
+    async def webhook_endpoints(self, merchant_id: str | None = None) -> list[StoredEndpoint]:
+        """Every endpoint (of ``merchant_id``), enabled or not, oldest first."""
+        ...
+
+    async def disable_webhook_endpoint(self, endpoint_id: str) -> bool:
+        """Stop delivering to it; ``False`` if there is no such endpoint enabled."""
+        ...
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, sealed_secret: bytes, previous_until_ms: int
+    ) -> bool:
+        """Sign with ``sealed_secret`` from now on, and with the current one beside it
+        until ``previous_until_ms``; ``False`` if there is no such endpoint."""
+        ...
+
+
 class HealthPort(Protocol):
     """Readiness: whether the store accepts writes now."""
 
@@ -540,7 +572,15 @@ class StateStore(
     """Everything the server keeps in Redis (the in-memory store in the embedded default)."""
 
 
-class DurableStore(EnrollmentPort, PasskeyPort, AuditLogPort, MerchantPort, HealthPort, Protocol):
+class DurableStore(
+    EnrollmentPort,
+    PasskeyPort,
+    AuditLogPort,
+    MerchantPort,
+    WebhookEndpointPort,
+    HealthPort,
+    Protocol,
+):
     """Everything the server keeps in PostgreSQL (the in-memory store in the embedded
     default)."""
 

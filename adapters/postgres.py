@@ -35,9 +35,16 @@ from zeropay_proto import WrappedKey
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey
+from zeropay_proto.webhooks import WebhookEndpoint
 
 from .errors import DependencyUnavailable
-from .ports import DurableStore, MaintenancePort, MaintenanceReport, StoredEnrollment
+from .ports import (
+    DurableStore,
+    MaintenancePort,
+    MaintenanceReport,
+    StoredEndpoint,
+    StoredEnrollment,
+)
 
 #: Pool sizes, design document "Recommendation 3" (DB_POOL_SIZE 50, DB_POOL_MIN 5) and its
 #: replica settings (DB_REPLICA_POOL_MAX 10, DB_REPLICA_POOL_MIN 2).
@@ -556,6 +563,55 @@ class PostgresStore:
         )
         return row is not None
 
+    # ---------------------------------------------------------------- WebhookEndpointPort
+
+    @_unavailable_as_dependency_error
+    async def add_webhook_endpoint(self, endpoint: WebhookEndpoint, sealed_secret: bytes) -> None:
+        await self._on_primary.execute(
+            "INSERT INTO webhook_endpoints"
+            " (endpoint_id, merchant_id, url, events, secret, enabled, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            endpoint.endpoint_id,
+            endpoint.merchant_id,
+            endpoint.url,
+            sorted(endpoint.events),
+            sealed_secret,
+            endpoint.enabled,
+            _at(endpoint.created_at_ms),
+        )
+
+    @_unavailable_as_dependency_error
+    async def webhook_endpoints(self, merchant_id: str | None = None) -> list[StoredEndpoint]:
+        rows = await self._on_primary.fetch(
+            "SELECT endpoint_id, merchant_id, url, events, secret, previous_secret,"
+            " previous_until, enabled, created_at FROM webhook_endpoints"
+            " WHERE $1::text IS NULL OR merchant_id = $1 ORDER BY created_at, endpoint_id",
+            merchant_id,
+        )
+        return [_stored_endpoint(r) for r in rows]
+
+    @_unavailable_as_dependency_error
+    async def disable_webhook_endpoint(self, endpoint_id: str) -> bool:
+        row = await self._on_primary.fetchrow(
+            "UPDATE webhook_endpoints SET enabled = false WHERE endpoint_id = $1 AND enabled"
+            " RETURNING 1",
+            endpoint_id,
+        )
+        return row is not None
+
+    @_unavailable_as_dependency_error
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, sealed_secret: bytes, previous_until_ms: int
+    ) -> bool:
+        row = await self._on_primary.fetchrow(
+            "UPDATE webhook_endpoints SET previous_secret = secret, secret = $2,"
+            " previous_until = $3 WHERE endpoint_id = $1 RETURNING 1",
+            endpoint_id,
+            sealed_secret,
+            _at(previous_until_ms),
+        )
+        return row is not None
+
     # ------------------------------------------------------------------ key rotation
 
     @_unavailable_as_dependency_error
@@ -676,3 +732,22 @@ if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
 
     def _is_maintenance_port(store: PostgresStore) -> MaintenancePort:
         return store
+
+
+def _stored_endpoint(row: Any) -> StoredEndpoint:
+    until = None if row["previous_until"] is None else _ms(row["previous_until"])
+    secrets = [bytes(row["secret"])]
+    if row["previous_secret"] is not None:
+        secrets.append(bytes(row["previous_secret"]))
+    return StoredEndpoint(
+        endpoint=WebhookEndpoint(
+            endpoint_id=str(row["endpoint_id"]),
+            merchant_id=row["merchant_id"],
+            url=row["url"],
+            events=frozenset(row["events"]),
+            enabled=row["enabled"],
+            created_at_ms=_ms(row["created_at"]),
+            previous_secret_until_ms=until,
+        ),
+        sealed_secrets=tuple(secrets),
+    )

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -141,3 +142,37 @@ def address_refused(address: str, *, allow_loopback: bool) -> str | None:
         "not globally routable": not ip.is_global,
     }
     return next((why for why, refused in checks.items() if refused), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookEndpoint:
+    """Where a merchant is told: a URL, the event types it subscribes to, whether it is on.
+    Its signing secret is kept apart (sealed), never in this value."""
+
+    endpoint_id: str
+    merchant_id: str
+    url: str
+    events: frozenset[str]
+    enabled: bool = True
+    created_at_ms: int = 0
+    #: While a rotated secret's old one is still honoured (it signs beside the new one).
+    previous_secret_until_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.events or not self.events <= set(EVENT_TYPES):
+            raise LocalProtocolError("an endpoint subscribes to known event types")
+
+    def subscribes(self, event_type: str) -> bool:
+        return self.enabled and event_type in self.events
+
+
+def parse_event_types(words: Iterable[str]) -> frozenset[str]:
+    """Event types as an operator names them (none: every type)."""
+    chosen = frozenset(words) or frozenset(EVENT_TYPES)
+    unknown = sorted(chosen - set(EVENT_TYPES))
+    if unknown:
+        raise RemoteProtocolError(
+            f"unknown event types {', '.join(unknown)} (known: {', '.join(EVENT_TYPES)})",
+            field="events",
+        )
+    return chosen

@@ -7,6 +7,7 @@
     zeropay-server stack up|down|status [--instances N] [--lb-port PORT] [--state-dir DIR]
     zeropay-server rotate-keys [--batch N]
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
+    zeropay-server webhooks add MERCHANT_ID URL [EVENT...] | list | disable ID | rotate-secret ID
     zeropay-server digest USER_UUID FACTOR ANSWER
 
 Everything else is configured through the environment (``zeropay_server.config``).
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
             "rotate-keys",
             "check-config",
             "merchants",
+            "webhooks",
             "digest",
             "stack",
         ],
@@ -49,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "arguments",
         nargs="*",
-        help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'; "
+        help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'; webhooks: 'add "
+        "MERCHANT_ID URL [EVENT_TYPE...]', 'list [MERCHANT_ID]', 'disable ENDPOINT_ID' or "
+        "'rotate-secret ENDPOINT_ID'; "
         "digest: 'USER_UUID FACTOR ANSWER' (the client-side digest, for curl); "
         "stack: 'up', 'down' or 'status'",
     )
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(described(settings), indent=2, sort_keys=True))
         return 0
-    if args.command in ("migrate", "maintain", "rotate-keys", "merchants"):
+    if args.command in ("migrate", "maintain", "rotate-keys", "merchants", "webhooks"):
         return _postgres_command(args, settings)
     from .serve import run
 
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _postgres_command(args: argparse.Namespace, settings: Settings) -> int:
     """The commands on PostgreSQL (and Redis, for rotate-keys): each failure a message."""
-    from .migrate import command_failures, maintain, merchants, migrate
+    from .migrate import command_failures, maintain, merchants, migrate, webhooks
     from .rotate import rotate_keys
 
     commands: dict[str, Callable[[], int]] = {
@@ -118,6 +122,7 @@ def _postgres_command(args: argparse.Namespace, settings: Settings) -> int:
         "maintain": lambda: maintain(settings),
         "rotate-keys": lambda: rotate_keys(settings, max(1, args.batch)),
         "merchants": lambda: merchants(settings, args.arguments),
+        "webhooks": lambda: webhooks(settings, args.arguments),
     }
     return command_failures(args.command, commands[args.command])
 

@@ -204,6 +204,8 @@ class Settings:
     db_replica_pool_min: int = DEFAULT_REPLICA_POOL_MIN
     db_statement_cache_size: int = 0
     db_auto_migrate: bool = False
+    #: Webhook URLs may be plain HTTP to loopback addresses (development and tests only).
+    webhooks_allow_loopback: bool = False
     rate_limit_global: int = DEFAULT_RATE_LIMIT_GLOBAL
     rate_limit_per_ip: int = DEFAULT_RATE_LIMIT_PER_IP
     rate_limit_per_user: int = DEFAULT_RATE_LIMIT_PER_USER
@@ -514,6 +516,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_replica_pool_min=integer("DB_REPLICA_POOL_MIN", DEFAULT_REPLICA_POOL_MIN),
         db_statement_cache_size=integer("DB_STATEMENT_CACHE_SIZE", 0),
         db_auto_migrate=boolean("DB_AUTO_MIGRATE", False),
+        webhooks_allow_loopback=boolean("WEBHOOKS_ALLOW_LOOPBACK", False),
         rate_limit_global=integer("RATE_LIMIT_GLOBAL", DEFAULT_RATE_LIMIT_GLOBAL),
         rate_limit_per_ip=integer("RATE_LIMIT_PER_IP", DEFAULT_RATE_LIMIT_PER_IP),
         rate_limit_per_user=integer("RATE_LIMIT_PER_USER", DEFAULT_RATE_LIMIT_PER_USER),

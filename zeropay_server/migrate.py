@@ -12,8 +12,10 @@ import json
 import secrets
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import trio
@@ -26,8 +28,16 @@ from adapters.ports import MaintenanceReport
 from adapters.postgres import PostgresStore, ensure_database
 from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
-from zeropay_proto import LocalProtocolError
+from zeropay_proto import LocalProtocolError, RemoteProtocolError, b64url
+from zeropay_proto.crypto import NONCE_BYTES, seal
 from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
+from zeropay_proto.webhooks import (
+    SECRET_BYTES,
+    WebhookEndpoint,
+    address_refused,
+    parse_event_types,
+    parse_webhook_url,
+)
 
 from .config import Settings
 from .merchants import REFRESH_SECONDS, REVOCATION_POLL_SECONDS
@@ -188,6 +198,110 @@ async def _merchant_command(
                 raise ValueError(f"no live key {key_id}")
             return [f"key {key_id} revoked ({await publish_revocation(settings, key_id)})"]
     raise ValueError("usage: merchants add MERCHANT_ID | list | revoke KEY_ID")
+
+
+#: A rotated webhook secret's old one keeps signing beside the new one this long.
+PREVIOUS_SECRET_MS = 24 * 60 * 60 * 1000
+WEBHOOKS_USAGE = (
+    "usage: webhooks add MERCHANT_ID URL [EVENT_TYPE...] | list [MERCHANT_ID] | disable "
+    "ENDPOINT_ID | rotate-secret ENDPOINT_ID"
+)
+
+
+def _new_webhook_secret(settings: Settings, endpoint_id: str) -> tuple[str, bytes]:
+    """A signing secret (shown once), and its sealed form (what PostgreSQL keeps)."""
+    secret = "whsec_" + b64url(secrets.token_bytes(SECRET_BYTES))
+    sealed = seal(
+        settings.secrets.keyring,
+        purpose="webhook-secret",
+        user_id=endpoint_id,
+        plaintext=secret.encode(),
+        nonce=secrets.token_bytes(NONCE_BYTES),
+    )
+    return secret, sealed
+
+
+async def _webhook_command(settings: Settings, store: PostgresStore, words: list[str]) -> list[str]:
+    now_ms = int(time.time() * 1000)
+    match words:
+        case ["add", merchant_id, url, *types]:
+            url = parse_webhook_url(url, allow_loopback=settings.webhooks_allow_loopback)
+            refused = await refused_addresses(url, settings.webhooks_allow_loopback)
+            if refused:
+                raise ValueError(f"{url} resolves to {refused}: webhooks go to public addresses")
+            endpoint = WebhookEndpoint(
+                endpoint_id=str(uuid.UUID(bytes=secrets.token_bytes(16), version=4)),
+                merchant_id=merchant_id,
+                url=url,
+                events=parse_event_types(types),
+                created_at_ms=now_ms,
+            )
+            secret, sealed = _new_webhook_secret(settings, endpoint.endpoint_id)
+            await aio(store.add_webhook_endpoint)(endpoint, sealed)
+            return [
+                f"endpoint {endpoint.endpoint_id} of {merchant_id}: {url} "
+                f"({', '.join(sorted(endpoint.events))}). Its signing secret is shown once:",
+                secret,
+            ]
+        case ["list"] | ["list", _]:
+            stored = await aio(store.webhook_endpoints)(words[1] if len(words) > 1 else None)
+            return [
+                f"{s.endpoint.endpoint_id}  {s.endpoint.merchant_id}  {s.endpoint.url}  "
+                f"{','.join(sorted(s.endpoint.events))}  "
+                + ("enabled" if s.endpoint.enabled else "DISABLED")
+                for s in stored
+            ] or ["no webhook endpoints"]
+        case ["disable", endpoint_id]:
+            if not await aio(store.disable_webhook_endpoint)(_endpoint_id(endpoint_id)):
+                raise ValueError(f"no enabled endpoint {endpoint_id}")
+            return [f"endpoint {endpoint_id} disabled: nothing more is delivered to it"]
+        case ["rotate-secret", endpoint_id]:
+            endpoint_id = _endpoint_id(endpoint_id)
+            secret, sealed = _new_webhook_secret(settings, endpoint_id)
+            until = now_ms + PREVIOUS_SECRET_MS
+            if not await aio(store.rotate_webhook_secret)(endpoint_id, sealed, until):
+                raise ValueError(f"no endpoint {endpoint_id}")
+            return [
+                f"endpoint {endpoint_id}: new signing secret; the old one also signs until "
+                f"{_iso(until)}. The new secret is shown once:",
+                secret,
+            ]
+    raise ValueError(WEBHOOKS_USAGE)
+
+
+def _endpoint_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an endpoint id") from None
+
+
+async def refused_addresses(url: str, allow_loopback: bool) -> str | None:
+    """Why ``url``'s host may not be delivered to (its resolved addresses), or ``None``."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = await trio.socket.getaddrinfo(parts.hostname, port, type=trio.socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"no address ({exc})"
+    for *_, address in found:
+        why = address_refused(str(address[0]), allow_loopback=allow_loopback)
+        if why is not None:
+            return f"{address[0]}, a {why} address"
+    return None
+
+
+def webhooks(settings: Settings, words: list[str]) -> int:
+    try:
+        lines = on_postgres(
+            settings.database_url,
+            lambda store: _webhook_command(settings, store, words),
+            unset="DATABASE_URL is not set: webhook endpoints live in PostgreSQL",
+        )
+    except (ValueError, LocalProtocolError, RemoteProtocolError) as exc:
+        raise CommandFailed(2, str(exc)) from None
+    print("\n".join(lines))
+    return 0
 
 
 def _iso(ms: int) -> str:

@@ -51,6 +51,7 @@ from zeropay_proto.audit import AuditAction
 from zeropay_proto.idempotency import TOKEN_BYTES, Claim, KeptAnswer
 from zeropay_proto.merchants import issue_api_key
 from zeropay_proto.passkeys import Passkey
+from zeropay_proto.webhooks import WebhookEndpoint
 
 state = pytest.mark.parametrize("state_backend", STATE_BACKENDS, indirect=True)
 durable = pytest.mark.parametrize("durable_backend", DURABLE_BACKENDS, indirect=True)
@@ -895,6 +896,41 @@ async def test_merchant_keys_are_added_listed_and_revoked(durable_backend: dict[
             c for c in await store.merchant_keys(include_revoked=True) if c.merchant_id == merchant
         ]
         assert [c.revoked_at_ms for c in every] == [5_000, None]
+
+
+@durable
+async def test_webhook_endpoints_are_added_listed_disabled_and_rotated(
+    durable_backend: dict[str, Any],
+) -> None:
+    async with open_durable_store(durable_backend) as store:
+        merchant = f"shop-{uuid.uuid4().hex[:8]}"
+        endpoints = [
+            WebhookEndpoint(
+                endpoint_id=str(uuid.uuid4()),
+                merchant_id=merchant,
+                url=f"https://hooks.example/{n}",
+                events=frozenset({"session.verified", "account.locked"}),
+                created_at_ms=1_000 + n,
+            )
+            for n in range(2)
+        ]
+        for n, endpoint in enumerate(endpoints):
+            await store.add_webhook_endpoint(endpoint, b"sealed-%d" % n)
+        listed = await store.webhook_endpoints(merchant)
+        assert [s.endpoint for s in listed] == endpoints
+        assert [s.sealed_secrets for s in listed] == [(b"sealed-0",), (b"sealed-1",)]
+        assert await store.rotate_webhook_secret(endpoints[0].endpoint_id, b"newer", 9_000)
+        rotated = (await store.webhook_endpoints(merchant))[0]
+        assert rotated.sealed_secrets == (b"newer", b"sealed-0")
+        assert rotated.endpoint.previous_secret_until_ms == 9_000
+        assert await store.disable_webhook_endpoint(endpoints[1].endpoint_id)
+        assert not await store.disable_webhook_endpoint(endpoints[1].endpoint_id)
+        assert not (await store.webhook_endpoints(merchant))[1].endpoint.enabled
+        missing = str(uuid.uuid4())
+        assert not await store.rotate_webhook_secret(missing, b"x", 1)
+        assert not await store.disable_webhook_endpoint(missing)
+        others = await store.webhook_endpoints(f"{merchant}-other")
+        assert others == []
 
 
 # ------------------------------------------------------------------------------ idempotency keys
