@@ -14,6 +14,8 @@ from zeropay_proto.passkeys import Passkey, rises
 from zeropay_proto.webhooks import WebhookEndpoint
 
 from .ports import (
+    Delivery,
+    OutboxState,
     StoredEndpoint,
     StoredEnrollment,
 )
@@ -150,3 +152,23 @@ class MemoryDurable:
         secrets = (sealed_secret, stored.sealed_secrets[0])
         self._endpoints[endpoint_id] = StoredEndpoint(endpoint=endpoint, sealed_secrets=secrets)
         return True
+
+    # Webhook endpoints are added with PostgreSQL's command-line tool: the embedded default
+    # has none, so its outbox stays empty.
+
+    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[Delivery]:
+        return []
+
+    async def settle_delivery(
+        self,
+        delivery: Delivery,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_ms: int | None,
+    ) -> None:
+        return None
+
+    async def outbox_state(self) -> OutboxState:
+        return OutboxState()

@@ -470,6 +470,49 @@ class WebhookEndpointPort(Protocol):
         ...
 
 
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """One outbox row claimed for delivery: the event, where it goes, and which attempt."""
+
+    event: AuditEvent
+    event_type: str
+    endpoint: StoredEndpoint
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxState:
+    """The outbox at a glance: undelivered rows, the oldest one's age, the dead letters."""
+
+    pending: int = 0
+    oldest_pending_ms: int = 0
+    dead: int = 0
+
+
+class WebhookOutboxPort(Protocol):
+    """The webhook outbox (PostgreSQL), filled by :meth:`AuditLogPort.write_events`."""
+
+    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[Delivery]:
+        """Up to ``limit`` due rows, each claimed for ``lease_ms`` (its attempt counted): no
+        other claimant gets a row while its lease runs."""
+        ...
+
+    async def settle_delivery(
+        self,
+        delivery: Delivery,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_ms: int | None,
+    ) -> None:
+        """Record an attempt: delivered, or failed and due again in ``next_attempt_ms``
+        (``None``: dead-lettered)."""
+        ...
+
+    async def outbox_state(self) -> OutboxState: ...
+
+
 class HealthPort(Protocol):
     """Readiness: whether the store accepts writes now."""
 
@@ -578,6 +621,7 @@ class DurableStore(
     AuditLogPort,
     MerchantPort,
     WebhookEndpointPort,
+    WebhookOutboxPort,
     HealthPort,
     Protocol,
 ):

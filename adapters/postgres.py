@@ -35,13 +35,15 @@ from zeropay_proto import WrappedKey
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey
-from zeropay_proto.webhooks import WebhookEndpoint
+from zeropay_proto.webhooks import AUDIT_EVENT_TYPES, WebhookEndpoint
 
 from .errors import DependencyUnavailable
 from .ports import (
+    Delivery,
     DurableStore,
     MaintenancePort,
     MaintenanceReport,
+    OutboxState,
     StoredEndpoint,
     StoredEnrollment,
 )
@@ -486,21 +488,31 @@ class PostgresStore:
 
     @_unavailable_as_dependency_error
     async def write_events(self, events: Sequence[AuditEvent]) -> int:
+        """Store the audit rows not stored yet, and, in the same transaction, the webhook
+        outbox rows of those new rows: one per endpoint of the event's merchant subscribed
+        to its type (:data:`zeropay_proto.webhooks.AUDIT_EVENT_TYPES`). A lock or a clone
+        names no merchant: it is the merchant of the session it happened in."""
         if not events:
             return 0
-        status = await self._on_primary.execute(
-            "INSERT INTO audit_log (event_id, at, user_id, action, client, details)"
-            " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[],"
-            " $5::text[], $6::jsonb[])"
-            " ON CONFLICT (event_id, at) DO NOTHING",
-            [e.event_id for e in events],
-            [_at(e.at_ms) for e in events],
-            [e.user_id for e in events],
-            [e.action.value for e in events],
-            [e.client for e in events],
-            [json.dumps(dict(e.details), sort_keys=True) for e in events],
-        )
-        return int(status.rsplit(" ", 1)[1])
+        async with _checked_out(self._primary) as conn, conn.transaction():
+            new = await conn.fetch(
+                "INSERT INTO audit_log (event_id, at, user_id, action, client, details)"
+                " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[],"
+                " $5::text[], $6::jsonb[])"
+                " ON CONFLICT (event_id, at) DO NOTHING RETURNING event_id, at",
+                [e.event_id for e in events],
+                [_at(e.at_ms) for e in events],
+                [e.user_id for e in events],
+                [e.action.value for e in events],
+                [e.client for e in events],
+                [json.dumps(dict(e.details), sort_keys=True) for e in events],
+            )
+            if new:
+                actions, types, closing = zip(*AUDIT_EVENT_TYPES, strict=True)
+                await conn.execute(_OUTBOX_INSERT, [r["event_id"] for r in new],
+                                   [r["at"] for r in new], list(actions), list(types),
+                                   list(closing))  # fmt: skip
+        return len(new)
 
     @_unavailable_as_dependency_error
     async def user_trail(self, user_id: str, limit: int) -> list[AuditEvent]:
@@ -611,6 +623,65 @@ class PostgresStore:
             _at(previous_until_ms),
         )
         return row is not None
+
+    # ---------------------------------------------------------------- WebhookOutboxPort
+
+    @_unavailable_as_dependency_error
+    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[Delivery]:
+        rows = await self._on_primary.fetch(_OUTBOX_CLAIM, limit, lease_ms)
+        return [
+            Delivery(
+                event=AuditEvent(
+                    event_id=str(r["event_id"]),
+                    action=AuditAction(r["action"]),
+                    user_id=None if r["user_id"] is None else str(r["user_id"]),
+                    client=r["client"],
+                    at_ms=_ms(r["at"]),
+                    details=json.loads(r["details"]),
+                ),
+                event_type=r["type"],
+                endpoint=_stored_endpoint(r),
+                attempt=r["attempts"],
+            )
+            for r in rows
+        ]
+
+    @_unavailable_as_dependency_error
+    async def settle_delivery(
+        self,
+        delivery: Delivery,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_ms: int | None,
+    ) -> None:
+        state = "delivered" if delivered else ("pending" if next_attempt_ms is not None else "dead")
+        await self._on_primary.execute(
+            "UPDATE webhook_outbox SET state = $3, last_status = $4, last_error = $5,"
+            " lease_until = NULL,"
+            " next_attempt_at = now() + coalesce($6, 0) * interval '1 millisecond',"
+            " delivered_at = CASE WHEN $3 = 'delivered' THEN now() END"
+            " WHERE event_id = $1 AND endpoint_id = $2",
+            delivery.event.event_id,
+            delivery.endpoint.endpoint.endpoint_id,
+            state,
+            status,
+            None if error is None else error[:500],
+            next_attempt_ms,
+        )
+
+    @_unavailable_as_dependency_error
+    async def outbox_state(self) -> OutboxState:
+        row = await self._on_primary.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'pending') AS pending,"
+            " coalesce(extract(epoch FROM now() - min(at) FILTER (WHERE state = 'pending'))"
+            " * 1000, 0)::bigint AS oldest,"
+            " count(*) FILTER (WHERE state = 'dead') AS dead FROM webhook_outbox"
+        )
+        return OutboxState(
+            pending=row["pending"], oldest_pending_ms=row["oldest"], dead=row["dead"]
+        )
 
     # ------------------------------------------------------------------ key rotation
 
@@ -732,6 +803,52 @@ if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
 
     def _is_maintenance_port(store: PostgresStore) -> MaintenancePort:
         return store
+
+
+#: The outbox rows of newly stored audit rows (``$1``, ``$2``): each mapped action (``$3`` to
+#: ``$5``) to each enabled endpoint of its merchant subscribed to its type. A row naming no
+#: merchant (a lock, a clone) takes its session's, from the session's SESSION_INITIATED row.
+_OUTBOX_INSERT = """
+INSERT INTO webhook_outbox (event_id, at, endpoint_id, type, next_attempt_at)
+SELECT a.event_id, a.at, w.endpoint_id, m.type, a.at
+FROM unnest($1::uuid[], $2::timestamptz[]) AS new (event_id, at)
+JOIN audit_log a ON a.event_id = new.event_id AND a.at = new.at
+JOIN unnest($3::text[], $4::text[], $5::boolean[]) AS m (action, type, closing_only)
+  ON m.action = a.action
+ AND (NOT m.closing_only OR coalesce((a.details->>'last_attempt')::boolean, false))
+CROSS JOIN LATERAL (
+  SELECT coalesce(a.details->>'merchant', (
+    SELECT s.details->>'merchant' FROM audit_log s
+    WHERE s.user_id = a.user_id AND s.action = 'SESSION_INITIATED'
+      AND s.details->>'session' = a.details->>'session'
+    LIMIT 1)) AS merchant_id
+) owner
+JOIN webhook_endpoints w
+  ON w.merchant_id = owner.merchant_id AND w.enabled AND m.type = ANY (w.events)
+ON CONFLICT DO NOTHING
+"""
+
+
+#: Claim due outbox rows (``$1`` at most) of enabled endpoints for ``$2`` ms each, skipping
+#: rows another claimant holds; each with its audit row and its endpoint.
+_OUTBOX_CLAIM = """
+WITH due AS (
+  SELECT o.event_id, o.endpoint_id FROM webhook_outbox o
+  JOIN webhook_endpoints e ON e.endpoint_id = o.endpoint_id AND e.enabled
+  WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+    AND (o.lease_until IS NULL OR o.lease_until <= now())
+  ORDER BY o.next_attempt_at LIMIT $1
+  FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE webhook_outbox o
+SET lease_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1
+FROM due, audit_log a, webhook_endpoints w
+WHERE o.event_id = due.event_id AND o.endpoint_id = due.endpoint_id
+  AND a.event_id = o.event_id AND a.at = o.at AND w.endpoint_id = o.endpoint_id
+RETURNING o.event_id, o.type, o.attempts, a.at, a.user_id, a.action, a.client, a.details,
+  w.endpoint_id, w.merchant_id, w.url, w.events, w.secret, w.previous_secret,
+  w.previous_until, w.enabled, w.created_at
+"""
 
 
 def _stored_endpoint(row: Any) -> StoredEndpoint:

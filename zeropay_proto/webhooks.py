@@ -20,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ._errors import LocalProtocolError, RemoteProtocolError
+from .audit import AuditEvent, DetailValue
+from .passkeys import LinkedData
+from .receipt import PaymentBinding, Receipt
 
 SIGNATURE_HEADER = "ZeroPay-Signature"
 SIGNATURE_SCHEME = "v1"
@@ -176,3 +180,86 @@ def parse_event_types(words: Iterable[str]) -> frozenset[str]:
             field="events",
         )
     return chosen
+
+
+#: The audit actions a merchant is told of, as data: the action, the event type, and whether
+#: only an attempt that closed its session counts (the last failure is ``session.failed``).
+AUDIT_EVENT_TYPES: tuple[tuple[str, str, bool], ...] = (
+    ("VERIFICATION_SUCCEEDED", "session.verified", False),
+    ("VERIFICATION_FAILED", "session.failed", True),
+    ("ACCOUNT_LOCKED", "account.locked", False),
+    ("PASSKEY_CLONE_SUSPECTED", "passkey.clone_suspected", False),
+)
+
+
+def event_type_of(event: AuditEvent) -> str | None:
+    """The webhook event type an audit event is, if any."""
+    for action, event_type, closing_only in AUDIT_EVENT_TYPES:
+        if event.action.value == action and (
+            not closing_only or event.details.get("last_attempt") is True
+        ):
+            return event_type
+    return None
+
+
+def _int(value: DetailValue) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: DetailValue) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def event_receipt(event: AuditEvent) -> Receipt | None:
+    """The receipt a successful verification issued, rebuilt from its audit event (the
+    receipt's time is the event's: one clock reading per request), so the webhook carries
+    the same receipt, and under the same key the same JWS, as the verify's answer."""
+    session = _text(event.details.get("session"))
+    if event.action.value != "VERIFICATION_SUCCEEDED" or session is None or event.user_id is None:
+        return None
+    binding = PaymentBinding(
+        amount=_int(event.details.get("amount")),
+        currency=_text(event.details.get("currency")),
+        merchant_id=_text(event.details.get("merchant")),
+    )
+    attempt = _int(event.details.get("attempt")) or 1
+    linked = None
+    if event.details.get("possession") is True:
+        linked = LinkedData(
+            session_id=session,
+            amount=binding.amount,
+            currency=binding.currency,
+            payee=binding.merchant_id,
+            attempt=attempt,
+        ).challenge()
+    return Receipt(
+        session_id=session,
+        user_id=event.user_id,
+        binding=binding,
+        issued_at_ms=event.at_ms,
+        linked_challenge=linked,
+    )
+
+
+def event_body(
+    event: AuditEvent, event_type: str, merchant_id: str, *, receipt_jws: str | None = None
+) -> bytes:
+    """The JSON a merchant receives: ``id`` (the same for every delivery of the event: a
+    receiver deduplicates by it), ``type``, ``created_at_ms``, ``merchant_id`` and ``data``."""
+    details = event.details
+    data: dict[str, object] = {"user_uuid": event.user_id}
+    for name, key in (("session_id", "session"), ("amount", "amount"), ("currency", "currency")):
+        if details.get(key) is not None:
+            data[name] = details[key]
+    if event_type == "session.failed":
+        data["attempts"] = details.get("attempt")
+    if receipt_jws is not None:
+        data["receipt_jws"] = receipt_jws
+    body = {
+        "id": f"evt_{event.event_id.replace('-', '')}",
+        "type": event_type,
+        "created_at_ms": event.at_ms,
+        "merchant_id": merchant_id,
+        "data": data,
+    }
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()

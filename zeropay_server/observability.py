@@ -156,6 +156,31 @@ class Metrics:
             ["merchant"],
             registry=registry,
         )
+        self.webhook_deliveries = Counter(
+            "zeropay_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retrying, dead) and attempt "
+            "number (10 stands for 10 and more)",
+            ["outcome", "attempt"],
+            registry=registry,
+        )
+        self.webhook_pending = Gauge(
+            "zeropay_webhook_pending",
+            "Webhook deliveries not yet made (the outbox's pending rows)",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.webhook_oldest = Gauge(
+            "zeropay_webhook_oldest_pending_seconds",
+            "Age of the oldest webhook event not yet delivered",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.webhook_dead = Gauge(
+            "zeropay_webhook_dead_letters",
+            "Webhook deliveries given up after 3 days",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.idempotency = Counter(
             "zeropay_idempotent_requests",
             "Requests with an Idempotency-Key, by outcome: ran (the first), replayed, "

@@ -52,6 +52,7 @@ from .crypto import CryptoPool, ReceiptSigner, RunSync
 from .merchants import MerchantDirectory
 from .observability import Metrics
 from .psp import PspProvider, SandboxProvider
+from .webhooks import WebhookDeliverer
 
 log = logging.getLogger("zeropay.runtime")
 
@@ -102,6 +103,9 @@ class Runtime:
     possession: PossessionPolicy | None = None
     #: PostgreSQL's upkeep, through the bridge (``None`` in the embedded default).
     maintenance: MaintenancePort | None = None
+    #: Webhook delivery from PostgreSQL's outbox (``None`` in the embedded default, which
+    #: has no endpoints: they are added to PostgreSQL).
+    webhooks: WebhookDeliverer | None = None
 
     async def ready(self) -> dict[str, bool]:
         """Readiness of each dependency: whether it accepts writes now (the in-memory store
@@ -239,6 +243,16 @@ async def open_runtime(
             possession=None if settings.relying_party is None else PossessionPolicy(),
             maintenance=stores.maintenance,
         )
+        if stores.postgres is not None:
+            runtime.webhooks = WebhookDeliverer(
+                stores.durable,
+                runtime.signer,
+                keys.keyring,
+                metrics,
+                allow_loopback=settings.webhooks_allow_loopback,
+                clock=clock,
+                entropy=entropy,
+            )
         if settings.embedded:
             runtime.demo_merchant_key = await _add_demo_merchant(
                 stores.durable, settings.demo_merchant_key, entropy, clock

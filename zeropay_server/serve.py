@@ -126,6 +126,8 @@ async def serve(
                 nursery.start_soon(supervise, "audit-flusher", runtime.flusher.run, failed)
                 if runtime.maintenance is not None:  # PostgreSQL's (none in the embedded default)
                     nursery.start_soon(supervise, "maintenance", runtime.maintain_forever, failed)
+                if runtime.webhooks is not None:  # where the audit rows, and the outbox, are
+                    nursery.start_soon(supervise, "webhooks", runtime.webhooks.run, failed)
             nursery.start_soon(supervise, "gauges", runtime.refresh_gauges_forever, failed)
             nursery.start_soon(supervise, "merchant-keys", runtime.merchants.keep_fresh, failed)
             finished = trio.Event()

@@ -13,3 +13,24 @@ CREATE TABLE webhook_endpoints (
     created_at      timestamptz NOT NULL
 );
 CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id) WHERE enabled;
+
+-- The outbox: one row per (audit event, subscribed endpoint), written in the transaction
+-- that stores the audit row, so an event is delivered if and only if its audit row exists.
+-- A deliverer claims due rows (FOR UPDATE SKIP LOCKED) under a lease: one claimant at a time,
+-- and a claimant that died (its lease run out) leaves the row to the next.
+CREATE TABLE webhook_outbox (
+    event_id        uuid        NOT NULL,
+    at              timestamptz NOT NULL,
+    endpoint_id     uuid        NOT NULL REFERENCES webhook_endpoints ON DELETE CASCADE,
+    type            text        NOT NULL,
+    state           text        NOT NULL DEFAULT 'pending'
+                                CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL,
+    lease_until     timestamptz,
+    last_status     integer,
+    last_error      text,
+    delivered_at    timestamptz,
+    PRIMARY KEY (event_id, endpoint_id)
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE state = 'pending';

@@ -5,17 +5,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from dataclasses import replace
 
 import pytest
 
-from zeropay_proto import LocalProtocolError, RemoteProtocolError
+from tests.helpers import USER
+from zeropay_proto import LocalProtocolError, PaymentBinding, Receipt, RemoteProtocolError
+from zeropay_proto.audit import AuditAction, AuditEvent
+from zeropay_proto.passkeys import LinkedData
 from zeropay_proto.webhooks import (
+    AUDIT_EVENT_TYPES,
     DELIVERY_WINDOW_MS,
+    EVENT_TYPES,
     FIRST_RETRY_MS,
     MAX_RETRY_DELAY_MS,
+    WebhookEndpoint,
     address_refused,
+    event_body,
+    event_receipt,
+    event_type_of,
     gives_up,
     next_attempt_delay_ms,
+    parse_event_types,
     parse_webhook_url,
     signature_header,
     signature_valid,
@@ -99,3 +111,90 @@ def test_only_public_addresses_are_delivered_to(address: str, why: str | None) -
 def test_loopback_is_allowed_only_where_the_deployment_says_so() -> None:
     assert address_refused("127.0.0.1", allow_loopback=True) is None
     assert address_refused("10.0.0.1", allow_loopback=True) == "private"
+
+
+def _audit(action: str, **details: object) -> AuditEvent:
+    return AuditEvent(
+        event_id="0f8fad5b-d9cb-469f-a165-70867728950e",
+        action=AuditAction(action),
+        user_id=USER,
+        client="192.0.2.0",
+        at_ms=1_780_000_000_000,
+        details=details,  # type: ignore[arg-type]
+    )
+
+
+PAYMENT = {"session": "s" * 43, "merchant": "shop-1", "amount": 4250, "currency": "EUR"}
+
+
+def test_audit_events_become_the_event_types_a_merchant_is_told() -> None:
+    assert event_type_of(_audit("VERIFICATION_SUCCEEDED", **PAYMENT)) == "session.verified"
+    assert event_type_of(_audit("VERIFICATION_FAILED", last_attempt=True)) == "session.failed"
+    assert event_type_of(_audit("VERIFICATION_FAILED", last_attempt=False)) is None
+    assert event_type_of(_audit("ACCOUNT_LOCKED")) == "account.locked"
+    assert event_type_of(_audit("PASSKEY_CLONE_SUSPECTED")) == "passkey.clone_suspected"
+    assert event_type_of(_audit("TOKEN_REVOKED")) is None
+    assert {t for _, t, _ in AUDIT_EVENT_TYPES} <= set(EVENT_TYPES)
+
+
+def test_the_receipt_is_rebuilt_from_the_verifications_audit_event() -> None:
+    knowledge = event_receipt(_audit("VERIFICATION_SUCCEEDED", attempt=1, **PAYMENT))
+    assert knowledge == Receipt(
+        session_id="s" * 43,
+        user_id=USER,
+        binding=PaymentBinding(amount=4250, currency="EUR", merchant_id="shop-1"),
+        issued_at_ms=1_780_000_000_000,
+    )
+    both = event_receipt(_audit("VERIFICATION_SUCCEEDED", attempt=2, possession=True, **PAYMENT))
+    assert both is not None
+    linked = LinkedData(session_id="s" * 43, amount=4250, currency="EUR", payee="shop-1", attempt=2)
+    assert both.linked_challenge == linked.challenge()
+    assert event_receipt(_audit("VERIFICATION_FAILED", **PAYMENT)) is None
+    assert event_receipt(_audit("VERIFICATION_SUCCEEDED")) is None  # no session recorded
+
+
+def test_the_body_names_the_event_once_whatever_the_delivery() -> None:
+    body = json.loads(
+        event_body(
+            _audit("VERIFICATION_FAILED", last_attempt=True, attempt=3, **PAYMENT),
+            "session.failed",
+            "shop-1",
+        )
+    )
+    assert body == {
+        "id": "evt_0f8fad5bd9cb469fa16570867728950e",
+        "type": "session.failed",
+        "created_at_ms": 1_780_000_000_000,
+        "merchant_id": "shop-1",
+        "data": {
+            "user_uuid": USER,
+            "session_id": "s" * 43,
+            "amount": 4250,
+            "currency": "EUR",
+            "attempts": 3,
+        },
+    }
+    verified = event_body(_audit("VERIFICATION_SUCCEEDED", **PAYMENT), "session.verified", "m")
+    assert b"receipt_jws" not in verified
+    signed = event_body(
+        _audit("VERIFICATION_SUCCEEDED", **PAYMENT), "session.verified", "m", receipt_jws="a.b.c"
+    )
+    assert json.loads(signed)["data"]["receipt_jws"] == "a.b.c"
+    locked = event_body(_audit("ACCOUNT_LOCKED", session="s" * 43), "account.locked", "m")
+    assert json.loads(locked)["data"] == {"user_uuid": USER, "session_id": "s" * 43}
+
+
+def test_an_endpoint_subscribes_to_known_types_only_while_enabled() -> None:
+    endpoint = WebhookEndpoint(
+        endpoint_id="e", merchant_id="m", url="https://h.example/", events=frozenset(EVENT_TYPES)
+    )
+    assert endpoint.subscribes("session.verified")
+    assert not replace(endpoint, enabled=False).subscribes("session.verified")
+    with pytest.raises(LocalProtocolError):
+        replace(endpoint, events=frozenset({"session.won"}))
+    with pytest.raises(LocalProtocolError):
+        replace(endpoint, events=frozenset())
+    assert parse_event_types([]) == frozenset(EVENT_TYPES)
+    assert parse_event_types(["account.locked"]) == {"account.locked"}
+    with pytest.raises(RemoteProtocolError, match=r"session\.won"):
+        parse_event_types(["session.won"])

@@ -249,7 +249,18 @@ async def test_a_count_that_did_not_rise_is_refused_and_audited_as_a_clone() -> 
         await h.runtime.flusher.drain()
         trail = await h.runtime.durable.user_trail(user, 100)
         (suspected,) = [e for e in trail if e.action is AuditAction.PASSKEY_CLONE_SUSPECTED]
-        assert dict(suspected.details) == {"presented_count": 1, "stored_count": 1}
+        assert dict(suspected.details) == {
+            "presented_count": 1,
+            "stored_count": 1,
+            # the attempt it happened in: the merchant's webhook says which payment
+            "session": again.body["session_id"],
+            "merchant": DEMO_MERCHANT_ID,
+            "amount": 5000,
+            "currency": "EUR",
+            "attempt": 1,
+            "last_attempt": False,
+            "possession": True,
+        }
 
 
 async def test_small_payments_ask_no_passkey_unless_the_merchant_does() -> None:

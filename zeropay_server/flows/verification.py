@@ -99,7 +99,7 @@ class VerificationFlows(FlowSteps):
     async def verify(self) -> Reply:
         req = parse_verify(self.ctx.body)
         asked = self.admission_request(req.user_id, state_changing=True)
-        lock_audit = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id)
+        lock_audit = self.event(AuditAction.ACCOUNT_LOCKED, req.user_id, session=req.session_id)
         # One round trip (standalone Redis): admission, then the reservation if admitted.
         admission, reserved, cached, generation = await self.rt.state.admit_and_reserve(
             asked, req.session_id, self.rt.policy, lock_audit
@@ -121,7 +121,11 @@ class VerificationFlows(FlowSteps):
                 now=self.ctx.now,
                 token_entropy=self.rt.entropy(32),
                 policy=self.rt.policy,
-                audit=self.event(AuditAction.VERIFICATION_FAILED, req.user_id),
+                # Succeeded or failed, the conclusion records the payment it was about (the
+                # webhooks' events, and the receipt rebuilt for them, come from it).
+                audit=self.event(
+                    AuditAction.VERIFICATION_FAILED, req.user_id, **_outcome(req, attempt)
+                ),
                 generation=generation,
                 refund=failure,  # given back by a proven attempt, in the same round trip
             )
@@ -202,6 +206,7 @@ class VerificationFlows(FlowSteps):
         audit = self.event(
             AuditAction.SESSION_INITIATED,
             req.user_id,
+            session=session.session_id,
             merchant=session.binding.merchant_id,
             risk=req.risk.value,
             factors=len(session.challenged),
@@ -379,12 +384,18 @@ class VerificationFlows(FlowSteps):
                 raise
             decided = decided if risen else count_refused(decided)
         if isinstance(decided, CloneSuspected):
-            await self._clone_suspected(req.user_id, decided)
+            await self._clone_suspected(req, attempt, decided)
         return decided
 
-    async def _clone_suspected(self, user_id: str, clone: CloneSuspected) -> None:
+    async def _clone_suspected(
+        self, req: VerifyRequest, attempt: AttemptReserved, clone: CloneSuspected
+    ) -> None:
         """Audit a passkey whose count did not rise: a cloned authenticator, or a replay."""
-        details: dict[str, str | int | bool | None] = {"presented_count": clone.presented_count}
+        user_id = req.user_id
+        details: dict[str, str | int | bool | None] = {
+            "presented_count": clone.presented_count,
+            **_outcome(req, attempt),
+        }
         if clone.stored_count is not None:
             details["stored_count"] = clone.stored_count
         log.warning("passkey sign count did not rise", extra={"fields": {}})
@@ -449,6 +460,21 @@ class VerificationFlows(FlowSteps):
             headers=headers,
             extra={"attempts_remaining": remaining},
         )
+
+
+def _outcome(req: VerifyRequest, attempt: AttemptReserved) -> dict[str, str | int | bool | None]:
+    """What an attempt's audit events record of it: the session, its payment, the attempt,
+    whether it was the session's last, and whether a passkey was challenged."""
+    session = attempt.session
+    return {
+        "session": req.session_id,
+        "merchant": session.binding.merchant_id,
+        "amount": session.binding.amount,
+        "currency": session.binding.currency,
+        "attempt": attempt.attempt,
+        "last_attempt": attempt.attempt >= session.max_attempts,
+        "possession": session.challenges_possession,
+    }
 
 
 def _payment(binding: PaymentBinding) -> dict[str, Any]:

@@ -1,0 +1,256 @@
+"""Webhooks end to end: a server process on Redis and PostgreSQL, and a real HTTP receiver on
+loopback that the test starts and scripts (answer 200, 500, 410, a redirect, or nothing in
+time). Each outcome is read back from the receiver and from the outbox in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from zeropay_client import verify_webhook
+
+from tests.e2e.servers import ServerProcess, add_merchant, command, production_env, running_server
+from tests.helpers import answers
+from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
+
+FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on loopback that records every POST and answers what ``script`` says
+    for it (a status, ``"slow"``: nothing for 7 s, or ``"redirect"``); 200 once the script
+    runs out."""
+
+    script: list[int | str] = field(default_factory=list)
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def start(self, port: int = 0) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((dict(self.headers.items()), body))
+                answer = receiver.script.pop(0) if receiver.script else 200
+                if answer == "slow":
+                    time.sleep(7)
+                    answer = 200
+                if answer == "redirect":
+                    self.send_response(307)
+                    self.send_header("Location", "/elsewhere")
+                else:
+                    self.send_response(int(answer))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.received]
+
+
+@dataclass
+class Stack:
+    server: ServerProcess
+    env: dict[str, str]
+    merchant: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prefix = unique_prefix()
+    with temporary_database() as database_url:
+        env = production_env(
+            REDIS_URL,
+            prefix,
+            database_url,
+            DB_AUTO_MIGRATE="true",
+            AUDIT_FLUSH_INTERVAL="100",
+            WEBHOOKS_ALLOW_LOOPBACK="true",
+            RATE_LIMIT_GLOBAL="100000",
+            RATE_LIMIT_PER_IP="100000",
+            RATE_LIMIT_PER_USER="100000",
+        )
+        merchant = {"X-API-Key": add_merchant(env, "hook-shop")}
+        with running_server(env, Path(tmp_path_factory.mktemp("webhooks"))) as server:
+            yield Stack(server, env, merchant)
+    delete_prefix(REDIS_URL, prefix)
+
+
+def add_endpoint(stack: Stack, url: str, *types: str) -> tuple[str, str]:
+    added = command(stack.env, "webhooks", "add", "hook-shop", url, *types)
+    assert added.returncode == 0, added.stderr
+    head, secret = added.stdout.strip().splitlines()
+    return head.split()[1], secret
+
+
+def outbox(stack: Stack, endpoint: str) -> list[dict[str, Any]]:
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(stack.env["DATABASE_URL"])
+        try:
+            rows = await conn.fetch(
+                "SELECT type, state, attempts, last_status, last_error FROM webhook_outbox"
+                " WHERE endpoint_id = $1 ORDER BY at",
+                uuid.UUID(endpoint),
+            )
+        finally:
+            await conn.close()
+        return [dict(r) for r in rows]
+
+    return asyncio.run(fetch())
+
+
+def until(predicate: Any, timeout: float = 40) -> None:
+    """Poll ``predicate`` until it holds (the deliverer polls every second; retries wait
+    their back-off, 5 to 10 s the first time)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within the deadline"
+        time.sleep(0.1)
+
+
+def fresh() -> dict[str, str]:
+    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
+
+
+def pay(stack: Stack, *, wrong: bool = False) -> dict[str, Any]:
+    """Enroll a user, open a session of 42.50 EUR and answer it (wrongly: three times)."""
+    user = str(uuid.uuid4())
+    with httpx.Client(base_url=stack.server.url, timeout=30) as client:
+        enrolled = {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "d"}
+        assert client.post("/v1/enrollment/store", json=enrolled, headers=fresh()).is_success
+        body = {"user_uuid": user, "amount": 4250, "currency": "EUR"}
+        started = client.post(
+            "/v1/verification/initiate", json=body, headers={**fresh(), **stack.merchant}
+        ).json()
+        answer = "wrong" if wrong else "right"
+        verify = {
+            "session_id": started["session_id"],
+            "user_uuid": user,
+            "factors": answers(user, started["required_factors"], answer),
+        }
+        for _ in range(3 if wrong else 1):
+            done = client.post("/v1/verification/verify", json=verify, headers=fresh())
+        return {"session_id": started["session_id"], "user": user, "answer": done.json()}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_verified_and_a_failed_session_are_told_signed_with_the_same_receipt(
+    stack: Stack, receiver: Receiver
+) -> None:
+    endpoint, secret = add_endpoint(stack, receiver.url, "session.verified", "session.failed")
+    paid = pay(stack)
+    failed = pay(stack, wrong=True)
+    until(lambda: len(receiver.received) >= 2)
+    for headers, body in receiver.received:
+        event = verify_webhook(body, headers["ZeroPay-Signature"], secret)
+        assert event["merchant_id"] == "hook-shop"
+    by_type = {e["type"]: e for e in receiver.events()}
+    verified = by_type["session.verified"]["data"]
+    assert verified["session_id"] == paid["session_id"]
+    assert (verified["amount"], verified["currency"]) == (4250, "EUR")
+    assert verified["receipt_jws"] == paid["answer"]["receipt_jws"]  # the same receipt
+    assert by_type["session.failed"]["data"]["session_id"] == failed["session_id"]
+    rows = outbox(stack, endpoint)
+    assert sorted(r["type"] for r in rows) == ["session.failed", "session.verified"]
+    assert all((r["state"], r["attempts"], r["last_status"]) == ("delivered", 1, 200) for r in rows)
+    command(stack.env, "webhooks", "disable", endpoint)
+
+
+@pytest.mark.parametrize("first", [500, 410, "redirect", "slow"])
+def test_a_failed_delivery_is_retried_until_the_receiver_takes_it(
+    stack: Stack, receiver: Receiver, first: int | str
+) -> None:
+    receiver.script = [first]
+    endpoint, secret = add_endpoint(stack, receiver.url, "session.verified")
+    pay(stack)
+    until(lambda: len(receiver.received) >= 2, timeout=60)
+    first_try, retry = receiver.received[:2]
+    assert json.loads(first_try[1])["id"] == json.loads(retry[1])["id"]  # one event, again
+    verify_webhook(retry[1], retry[0]["ZeroPay-Signature"], secret)
+    until(lambda: outbox(stack, endpoint)[0]["state"] == "delivered")
+    row = outbox(stack, endpoint)[0]
+    assert (row["attempts"], row["last_status"]) == (2, 200)
+    command(stack.env, "webhooks", "disable", endpoint)
+
+
+def test_a_receiver_that_is_down_gets_the_event_when_it_is_back(stack: Stack) -> None:
+    receiver = Receiver()
+    receiver.start()
+    url = receiver.url
+    receiver.stop()  # nothing listens there now
+    endpoint, _ = add_endpoint(stack, url, "session.verified")
+    pay(stack)
+    until(lambda: bool(outbox(stack, endpoint)) and outbox(stack, endpoint)[0]["attempts"] >= 1)
+    down = outbox(stack, endpoint)[0]
+    assert (down["state"], down["last_status"]) == ("pending", None)
+    back = Receiver()
+    back.start(int(url.rsplit(":", 1)[1].split("/")[0]))  # the same port, listening again
+    try:
+        until(lambda: outbox(stack, endpoint)[0]["state"] == "delivered", timeout=60)
+        assert len(back.received) == 1
+    finally:
+        back.stop()
+    command(stack.env, "webhooks", "disable", endpoint)
+
+
+def test_an_endpoint_on_a_private_address_is_never_contacted(stack: Stack) -> None:
+    """An endpoint whose host is a private address (here written to PostgreSQL directly, as
+    a name rebound after registration would resolve): each delivery checks the addresses
+    first, and refuses."""
+    endpoint, _ = add_endpoint(stack, "http://127.0.0.1:9/hooks", "session.verified")
+
+    async def aim_at_private() -> None:
+        conn = await asyncpg.connect(stack.env["DATABASE_URL"])
+        try:
+            await conn.execute(
+                "UPDATE webhook_endpoints SET url = 'https://10.20.30.40/hooks'"
+                " WHERE endpoint_id = $1",
+                uuid.UUID(endpoint),
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(aim_at_private())
+    pay(stack)
+    until(lambda: bool(outbox(stack, endpoint)) and outbox(stack, endpoint)[0]["attempts"] >= 1)
+    row = outbox(stack, endpoint)[0]
+    assert row["state"] == "pending"
+    assert "private address" in row["last_error"]
+    command(stack.env, "webhooks", "disable", endpoint)
