@@ -35,7 +35,7 @@ from zeropay_proto import WrappedKey
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.merchants import MerchantCredential
 from zeropay_proto.passkeys import Passkey
-from zeropay_proto.webhooks import AUDIT_EVENT_TYPES, WebhookEndpoint
+from zeropay_proto.webhooks import AUDIENCE_DAYS, DECIDING_TYPES, EVENT_RULES, WebhookEndpoint
 
 from .errors import DependencyUnavailable
 from .ports import (
@@ -489,9 +489,9 @@ class PostgresStore:
     @_unavailable_as_dependency_error
     async def write_events(self, events: Sequence[AuditEvent]) -> int:
         """Store the audit rows not stored yet, and, in the same transaction, the webhook
-        outbox rows of those new rows: one per endpoint of the event's merchant subscribed
-        to its type (:data:`zeropay_proto.webhooks.AUDIT_EVENT_TYPES`). A lock or a clone
-        names no merchant: it is the merchant of the session it happened in."""
+        outbox rows of those new rows (:data:`zeropay_proto.webhooks.EVENT_RULES`): one per
+        endpoint subscribed to its type of each merchant it concerns; and a session's
+        decision withdraws its scheduled ``session.expired``."""
         if not events:
             return 0
         async with _checked_out(self._primary) as conn, conn.transaction():
@@ -508,10 +508,18 @@ class PostgresStore:
                 [json.dumps(dict(e.details), sort_keys=True) for e in events],
             )
             if new:
-                actions, types, closing = zip(*AUDIT_EVENT_TYPES, strict=True)
-                await conn.execute(_OUTBOX_INSERT, [r["event_id"] for r in new],
-                                   [r["at"] for r in new], list(actions), list(types),
-                                   list(closing))  # fmt: skip
+                rules = EVENT_RULES
+                await conn.execute(
+                    _OUTBOX_INSERT,
+                    [r["event_id"] for r in new],
+                    [r["at"] for r in new],
+                    [r.action for r in rules],
+                    [r.event_type for r in rules],
+                    [r.when for r in rules],
+                    [r.audience for r in rules],
+                    AUDIENCE_DAYS,
+                    list(DECIDING_TYPES),
+                )
         return len(new)
 
     @_unavailable_as_dependency_error
@@ -674,9 +682,9 @@ class PostgresStore:
     @_unavailable_as_dependency_error
     async def outbox_state(self) -> OutboxState:
         row = await self._on_primary.fetchrow(
-            "SELECT count(*) FILTER (WHERE state = 'pending') AS pending,"
-            " coalesce(extract(epoch FROM now() - min(at) FILTER (WHERE state = 'pending'))"
-            " * 1000, 0)::bigint AS oldest,"
+            "SELECT count(*) FILTER (WHERE state = 'pending' AND due_at <= now()) AS pending,"
+            " coalesce(extract(epoch FROM now() - min(due_at)"
+            " FILTER (WHERE state = 'pending' AND due_at <= now())) * 1000, 0)::bigint AS oldest,"
             " count(*) FILTER (WHERE state = 'dead') AS dead FROM webhook_outbox"
         )
         return OutboxState(
@@ -805,26 +813,55 @@ if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
         return store
 
 
-#: The outbox rows of newly stored audit rows (``$1``, ``$2``): each mapped action (``$3`` to
-#: ``$5``) to each enabled endpoint of its merchant subscribed to its type. A row naming no
-#: merchant (a lock, a clone) takes its session's, from the session's SESSION_INITIATED row.
+#: The outbox rows of newly stored audit rows (``$1``, ``$2``), by the rules (``$3`` action,
+#: ``$4`` type, ``$5`` when, ``$6`` audience): to each enabled endpoint subscribed to the type
+#: of each merchant concerned: the one the event names, else the one that opened its session
+#: (a lock, a clone), or, for the ``user`` audience, every merchant that opened a session for
+#: the user within ``$7`` days. ``at_expiry`` rows are due when the session expires; a
+#: decision (``$8``) withdraws its session's.
 _OUTBOX_INSERT = """
-INSERT INTO webhook_outbox (event_id, at, endpoint_id, type, next_attempt_at)
-SELECT a.event_id, a.at, w.endpoint_id, m.type, a.at
-FROM unnest($1::uuid[], $2::timestamptz[]) AS new (event_id, at)
-JOIN audit_log a ON a.event_id = new.event_id AND a.at = new.at
-JOIN unnest($3::text[], $4::text[], $5::boolean[]) AS m (action, type, closing_only)
-  ON m.action = a.action
- AND (NOT m.closing_only OR coalesce((a.details->>'last_attempt')::boolean, false))
+WITH new AS (
+  SELECT a.*, m.type, m.whence, m.audience
+  FROM unnest($1::uuid[], $2::timestamptz[]) AS n (event_id, at)
+  JOIN audit_log a ON a.event_id = n.event_id AND a.at = n.at
+  JOIN unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS m (action, type, whence, audience)
+    ON m.action = a.action
+   AND (m.whence <> 'last_attempt' OR coalesce((a.details->>'last_attempt')::boolean, false))
+), withdrawn AS (
+  UPDATE webhook_outbox o SET state = 'withdrawn', lease_until = NULL
+  FROM new, audit_log s
+  WHERE new.type = ANY ($8::text[]) AND o.type = 'session.expired' AND o.state = 'pending'
+    AND s.event_id = o.event_id AND s.at = o.at
+    AND s.user_id = new.user_id AND s.details->>'session' = new.details->>'session'
+  RETURNING o.event_id
+)
+INSERT INTO webhook_outbox (event_id, at, endpoint_id, type, due_at, next_attempt_at)
+SELECT DISTINCT new.event_id, new.at, w.endpoint_id, new.type, due.at, due.at
+FROM new
 CROSS JOIN LATERAL (
-  SELECT coalesce(a.details->>'merchant', (
-    SELECT s.details->>'merchant' FROM audit_log s
-    WHERE s.user_id = a.user_id AND s.action = 'SESSION_INITIATED'
-      AND s.details->>'session' = a.details->>'session'
-    LIMIT 1)) AS merchant_id
+  SELECT CASE WHEN new.whence = 'at_expiry'
+    THEN to_timestamp((new.details->>'expires_at_ms')::bigint / 1000.0) ELSE new.at END AS at
+) due
+CROSS JOIN LATERAL (
+  SELECT new.details->>'merchant' AS merchant_id
+  WHERE new.audience = 'session' AND new.details->>'merchant' IS NOT NULL
+  UNION
+  SELECT s.details->>'merchant' FROM audit_log s
+  WHERE new.audience = 'session' AND new.details->>'merchant' IS NULL
+    AND s.user_id = new.user_id AND s.action = 'SESSION_INITIATED'
+    AND s.details->>'session' = new.details->>'session'
+  UNION
+  SELECT s.details->>'merchant' FROM audit_log s
+  WHERE new.audience = 'user' AND s.user_id = new.user_id AND s.action = 'SESSION_INITIATED'
+    AND s.at > new.at - $7 * interval '1 day' AND s.details->>'merchant' IS NOT NULL
 ) owner
 JOIN webhook_endpoints w
-  ON w.merchant_id = owner.merchant_id AND w.enabled AND m.type = ANY (w.events)
+  ON w.merchant_id = owner.merchant_id AND w.enabled AND new.type = ANY (w.events)
+WHERE new.whence <> 'at_expiry'
+   OR (new.details->>'expires_at_ms' IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM new d  -- decided in this same batch: nothing to expire
+        WHERE d.type = ANY ($8::text[]) AND d.user_id = new.user_id
+          AND d.details->>'session' = new.details->>'session'))
 ON CONFLICT DO NOTHING
 """
 

@@ -182,23 +182,46 @@ def parse_event_types(words: Iterable[str]) -> frozenset[str]:
     return chosen
 
 
-#: The audit actions a merchant is told of, as data: the action, the event type, and whether
-#: only an attempt that closed its session counts (the last failure is ``session.failed``).
-AUDIT_EVENT_TYPES: tuple[tuple[str, str, bool], ...] = (
-    ("VERIFICATION_SUCCEEDED", "session.verified", False),
-    ("VERIFICATION_FAILED", "session.failed", True),
-    ("ACCOUNT_LOCKED", "account.locked", False),
-    ("PASSKEY_CLONE_SUSPECTED", "passkey.clone_suspected", False),
+@dataclass(frozen=True)
+class EventRule:
+    """One audit action a merchant is told of, as data.
+
+    ``when``: ``now``; ``last_attempt`` (only an attempt that closed its session: the last
+    failure is ``session.failed``); or ``at_expiry`` (due when the session expires, and
+    withdrawn if the session is decided before: ``session.expired`` is scheduled with the
+    session, never polled for). ``audience``: ``session``, the merchant of the session the
+    event is about (named in it, or the one that opened the session); or ``user``, every
+    merchant that opened a session for the user in the last :data:`AUDIENCE_DAYS` days."""
+
+    action: str
+    event_type: str
+    when: str = "now"
+    audience: str = "session"
+
+
+AUDIENCE_DAYS = 90
+EVENT_RULES: tuple[EventRule, ...] = (
+    EventRule("VERIFICATION_SUCCEEDED", "session.verified"),
+    EventRule("VERIFICATION_FAILED", "session.failed", when="last_attempt"),
+    EventRule("SESSION_INITIATED", "session.expired", when="at_expiry"),
+    EventRule("ACCOUNT_LOCKED", "account.locked"),
+    EventRule("PASSKEY_CLONE_SUSPECTED", "passkey.clone_suspected"),
+    EventRule("ENROLLMENT_UPDATED", "enrollment.changed", audience="user"),
+    EventRule("ENROLLMENT_DELETED", "enrollment.changed", audience="user"),
+    EventRule("PASSKEY_REGISTERED", "enrollment.changed", audience="user"),
+    EventRule("PASSKEY_DELETED", "enrollment.changed", audience="user"),
 )
+#: The decisions that withdraw a session's scheduled ``session.expired``.
+DECIDING_TYPES = ("session.verified", "session.failed")
 
 
 def event_type_of(event: AuditEvent) -> str | None:
     """The webhook event type an audit event is, if any."""
-    for action, event_type, closing_only in AUDIT_EVENT_TYPES:
-        if event.action.value == action and (
-            not closing_only or event.details.get("last_attempt") is True
+    for rule in EVENT_RULES:
+        if event.action.value == rule.action and (
+            rule.when != "last_attempt" or event.details.get("last_attempt") is True
         ):
-            return event_type
+            return rule.event_type
     return None
 
 

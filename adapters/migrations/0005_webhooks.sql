@@ -17,15 +17,18 @@ CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id) WHERE
 -- The outbox: one row per (audit event, subscribed endpoint), written in the transaction
 -- that stores the audit row, so an event is delivered if and only if its audit row exists.
 -- A deliverer claims due rows (FOR UPDATE SKIP LOCKED) under a lease: one claimant at a time,
--- and a claimant that died (its lease run out) leaves the row to the next.
+-- and a claimant that died (its lease run out) leaves the row to the next. A session's
+-- session.expired is written with the session, due at its expiry, and withdrawn when the
+-- session is decided before.
 CREATE TABLE webhook_outbox (
     event_id        uuid        NOT NULL,
     at              timestamptz NOT NULL,
     endpoint_id     uuid        NOT NULL REFERENCES webhook_endpoints ON DELETE CASCADE,
     type            text        NOT NULL,
     state           text        NOT NULL DEFAULT 'pending'
-                                CHECK (state IN ('pending', 'delivered', 'dead')),
+                                CHECK (state IN ('pending', 'delivered', 'dead', 'withdrawn')),
     attempts        integer     NOT NULL DEFAULT 0,
+    due_at          timestamptz NOT NULL,  -- when the event became deliverable
     next_attempt_at timestamptz NOT NULL,
     lease_until     timestamptz,
     last_status     integer,

@@ -94,6 +94,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             DB_AUTO_MIGRATE="true",
             AUDIT_FLUSH_INTERVAL="100",
             WEBHOOKS_ALLOW_LOOPBACK="true",
+            REDIS_SESSION_TTL="4",  # so that a session left alone expires within the test
             RATE_LIMIT_GLOBAL="100000",
             RATE_LIMIT_PER_IP="100000",
             RATE_LIMIT_PER_USER="100000",
@@ -140,8 +141,9 @@ def fresh() -> dict[str, str]:
     return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
 
 
-def pay(stack: Stack, *, wrong: bool = False) -> dict[str, Any]:
-    """Enroll a user, open a session of 42.50 EUR and answer it (wrongly: three times)."""
+def pay(stack: Stack, *, wrong: bool = False, answered: bool = True) -> dict[str, Any]:
+    """Enroll a user, open a session of 42.50 EUR and answer it (wrongly: three times; or
+    not at all)."""
     user = str(uuid.uuid4())
     with httpx.Client(base_url=stack.server.url, timeout=30) as client:
         enrolled = {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "d"}
@@ -156,9 +158,12 @@ def pay(stack: Stack, *, wrong: bool = False) -> dict[str, Any]:
             "user_uuid": user,
             "factors": answers(user, started["required_factors"], answer),
         }
-        for _ in range(3 if wrong else 1):
-            done = client.post("/v1/verification/verify", json=verify, headers=fresh())
-        return {"session_id": started["session_id"], "user": user, "answer": done.json()}
+        answer_json: dict[str, Any] = {}
+        for _ in range((3 if wrong else 1) if answered else 0):
+            answer_json = client.post(
+                "/v1/verification/verify", json=verify, headers=fresh()
+            ).json()
+        return {"session_id": started["session_id"], "user": user, "answer": answer_json}
 
 
 @pytest.fixture
@@ -253,4 +258,49 @@ def test_an_endpoint_on_a_private_address_is_never_contacted(stack: Stack) -> No
     row = outbox(stack, endpoint)[0]
     assert row["state"] == "pending"
     assert "private address" in row["last_error"]
+    command(stack.env, "webhooks", "disable", endpoint)
+
+
+def test_a_session_left_alone_expires_and_a_decided_one_does_not(
+    stack: Stack, receiver: Receiver
+) -> None:
+    """``session.expired`` is written with the session, due at its expiry (4 s here), and
+    withdrawn when the session is decided first."""
+    endpoint, _ = add_endpoint(stack, receiver.url, "session.expired", "session.verified")
+    left = pay(stack, answered=False)
+    decided = pay(stack)
+    until(lambda: len(receiver.received) >= 2)
+    until(
+        lambda: (
+            len(receiver.events()) >= 2
+            and all(r["state"] in ("delivered", "withdrawn") for r in outbox(stack, endpoint))
+        )
+    )
+    told = {(e["type"], e["data"]["session_id"]) for e in receiver.events()}
+    assert told == {
+        ("session.expired", left["session_id"]),
+        ("session.verified", decided["session_id"]),
+    }
+    # The decided session's expiry was withdrawn, or never written (decided in its batch).
+    states = sorted(r["state"] for r in outbox(stack, endpoint))
+    assert states in (["delivered", "delivered"], ["delivered", "delivered", "withdrawn"])
+    command(stack.env, "webhooks", "disable", endpoint)
+
+
+def test_an_enrollment_change_is_told_to_the_merchants_of_the_users_sessions(
+    stack: Stack, receiver: Receiver
+) -> None:
+    endpoint, _ = add_endpoint(stack, receiver.url, "enrollment.changed")
+    paid = pay(stack)
+    token = paid["answer"]["auth_token"]
+    with httpx.Client(base_url=stack.server.url, timeout=30) as client:
+        deleted = client.delete(
+            f"/v1/enrollment/delete/{paid['user']}",
+            headers={**fresh(), "Authorization": f"Bearer {token}"},
+        )
+        assert deleted.status_code == 200, deleted.text
+    until(lambda: len(receiver.received) >= 1)
+    (event,) = receiver.events()
+    assert (event["type"], event["data"]["user_uuid"]) == ("enrollment.changed", paid["user"])
+    assert event["merchant_id"] == "hook-shop"
     command(stack.env, "webhooks", "disable", endpoint)

@@ -15,8 +15,8 @@ from zeropay_proto import LocalProtocolError, PaymentBinding, Receipt, RemotePro
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.passkeys import LinkedData
 from zeropay_proto.webhooks import (
-    AUDIT_EVENT_TYPES,
     DELIVERY_WINDOW_MS,
+    EVENT_RULES,
     EVENT_TYPES,
     FIRST_RETRY_MS,
     MAX_RETRY_DELAY_MS,
@@ -133,8 +133,10 @@ def test_audit_events_become_the_event_types_a_merchant_is_told() -> None:
     assert event_type_of(_audit("VERIFICATION_FAILED", last_attempt=False)) is None
     assert event_type_of(_audit("ACCOUNT_LOCKED")) == "account.locked"
     assert event_type_of(_audit("PASSKEY_CLONE_SUSPECTED")) == "passkey.clone_suspected"
+    assert event_type_of(_audit("SESSION_INITIATED", **PAYMENT)) == "session.expired"
+    assert event_type_of(_audit("PASSKEY_DELETED")) == "enrollment.changed"
     assert event_type_of(_audit("TOKEN_REVOKED")) is None
-    assert {t for _, t, _ in AUDIT_EVENT_TYPES} <= set(EVENT_TYPES)
+    assert {rule.event_type for rule in EVENT_RULES} == set(EVENT_TYPES) - {"account.unlocked"}
 
 
 def test_the_receipt_is_rebuilt_from_the_verifications_audit_event() -> None:

@@ -207,6 +207,7 @@ class VerificationFlows(FlowSteps):
             AuditAction.SESSION_INITIATED,
             req.user_id,
             session=session.session_id,
+            expires_at_ms=session.expires_at_ms,
             merchant=session.binding.merchant_id,
             risk=req.risk.value,
             factors=len(session.challenged),
