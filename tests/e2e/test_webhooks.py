@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import uuid
@@ -303,4 +304,33 @@ def test_an_enrollment_change_is_told_to_the_merchants_of_the_users_sessions(
     (event,) = receiver.events()
     assert (event["type"], event["data"]["user_uuid"]) == ("enrollment.changed", paid["user"])
     assert event["merchant_id"] == "hook-shop"
+    command(stack.env, "webhooks", "disable", endpoint)
+
+
+def readme_receiver() -> dict[str, Any]:
+    text = (Path(__file__).parent.parent.parent / "README.md").read_text(encoding="utf-8")
+    marked = r"<!-- webhook-receiver -->\n```python\n(.*?)```\n<!-- /webhook-receiver -->"
+    found = re.search(marked, text, re.S)
+    assert found, "the README's receiver is marked <!-- webhook-receiver -->"
+    namespace: dict[str, Any] = {}
+    exec(compile(found.group(1), "README.md", "exec"), namespace)  # noqa: S102 - the README's
+    return namespace
+
+
+def test_the_readmes_receiver_checks_and_deduplicates_real_deliveries(
+    stack: Stack, receiver: Receiver
+) -> None:
+    receiver.script = [500]  # the first delivery fails: the same event comes again
+    endpoint, secret = add_endpoint(stack, receiver.url, "session.verified")
+    pay(stack)
+    until(lambda: len(receiver.received) >= 2, timeout=60)
+    readme = readme_receiver()
+    answered = [
+        readme["receive"](body, h["ZeroPay-Signature"], secret) for h, body in receiver.received
+    ]
+    assert answered == [200, 200]
+    assert len(readme["seen"]) == 1  # one event, delivered twice, handled once
+    headers, body = receiver.received[0]
+    assert readme["receive"](body + b" ", headers["ZeroPay-Signature"], secret) == 400
+    assert readme["receive"](body, headers["ZeroPay-Signature"], "whsec_wrong") == 400
     command(stack.env, "webhooks", "disable", endpoint)
