@@ -15,6 +15,7 @@ from zeropay_proto.webhooks import WebhookEndpoint
 
 from .ports import (
     Delivery,
+    OutboxRow,
     OutboxState,
     StoredEndpoint,
     StoredEnrollment,
@@ -172,3 +173,9 @@ class MemoryDurable:
 
     async def outbox_state(self) -> OutboxState:
         return OutboxState()
+
+    async def webhook_deliveries(self, endpoint_id: str | None, limit: int) -> list[OutboxRow]:
+        return []
+
+    async def requeue_deliveries(self, *, event_id: str | None, since_ms: int | None) -> int:
+        return 0

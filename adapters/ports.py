@@ -489,6 +489,21 @@ class OutboxState:
     dead: int = 0
 
 
+@dataclass(frozen=True, kw_only=True)
+class OutboxRow:
+    """One delivery as an operator sees it."""
+
+    event_id: str
+    endpoint_id: str
+    event_type: str
+    state: str
+    attempts: int
+    at_ms: int
+    next_attempt_at_ms: int
+    last_status: int | None
+    last_error: str | None
+
+
 class WebhookOutboxPort(Protocol):
     """The webhook outbox (PostgreSQL), filled by :meth:`AuditLogPort.write_events`."""
 
@@ -511,6 +526,15 @@ class WebhookOutboxPort(Protocol):
         ...
 
     async def outbox_state(self) -> OutboxState: ...
+
+    async def webhook_deliveries(self, endpoint_id: str | None, limit: int) -> list[OutboxRow]:
+        """The newest outbox rows (of ``endpoint_id``), newest first."""
+        ...
+
+    async def requeue_deliveries(self, *, event_id: str | None, since_ms: int | None) -> int:
+        """Make rows due now again (delivered or dead ones too): the event's, or every row
+        since ``since_ms``; how many."""
+        ...
 
 
 class HealthPort(Protocol):

@@ -43,6 +43,7 @@ from .ports import (
     DurableStore,
     MaintenancePort,
     MaintenanceReport,
+    OutboxRow,
     OutboxState,
     StoredEndpoint,
     StoredEnrollment,
@@ -690,6 +691,42 @@ class PostgresStore:
         return OutboxState(
             pending=row["pending"], oldest_pending_ms=row["oldest"], dead=row["dead"]
         )
+
+    @_unavailable_as_dependency_error
+    async def webhook_deliveries(self, endpoint_id: str | None, limit: int) -> list[OutboxRow]:
+        rows = await self._on_primary.fetch(
+            "SELECT event_id, endpoint_id, type, state, attempts, at, next_attempt_at,"
+            " last_status, last_error FROM webhook_outbox"
+            " WHERE $1::uuid IS NULL OR endpoint_id = $1 ORDER BY at DESC LIMIT $2",
+            endpoint_id,
+            limit,
+        )
+        return [
+            OutboxRow(
+                event_id=str(r["event_id"]),
+                endpoint_id=str(r["endpoint_id"]),
+                event_type=r["type"],
+                state=r["state"],
+                attempts=r["attempts"],
+                at_ms=_ms(r["at"]),
+                next_attempt_at_ms=_ms(r["next_attempt_at"]),
+                last_status=r["last_status"],
+                last_error=r["last_error"],
+            )
+            for r in rows
+        ]
+
+    @_unavailable_as_dependency_error
+    async def requeue_deliveries(self, *, event_id: str | None, since_ms: int | None) -> int:
+        status = await self._on_primary.execute(
+            "UPDATE webhook_outbox SET state = 'pending', next_attempt_at = now(),"
+            " lease_until = NULL WHERE state <> 'withdrawn' AND due_at <= now()"
+            " AND ($1::uuid IS NULL OR event_id = $1)"
+            " AND ($2::timestamptz IS NULL OR at >= $2)",
+            event_id,
+            None if since_ms is None else _at(since_ms),
+        )
+        return int(status.rsplit(" ", 1)[1])
 
     # ------------------------------------------------------------------ key rotation
 

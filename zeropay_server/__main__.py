@@ -8,6 +8,7 @@
     zeropay-server rotate-keys [--batch N]
     zeropay-server merchants add MERCHANT_ID | list | revoke KEY_ID
     zeropay-server webhooks add MERCHANT_ID URL [EVENT...] | list | disable ID | rotate-secret ID
+    zeropay-server webhooks deliveries [ENDPOINT_ID] | retry EVENT_ID | replay --since TIME
     zeropay-server digest USER_UUID FACTOR ANSWER
 
 Everything else is configured through the environment (``zeropay_server.config``).
@@ -53,12 +54,16 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         help="merchants: 'add MERCHANT_ID', 'list' or 'revoke KEY_ID'; webhooks: 'add "
         "MERCHANT_ID URL [EVENT_TYPE...]', 'list [MERCHANT_ID]', 'disable ENDPOINT_ID' or "
-        "'rotate-secret ENDPOINT_ID'; "
+        "'rotate-secret ENDPOINT_ID', 'deliveries [ENDPOINT_ID]', 'retry EVENT_ID' or "
+        "'replay --since TIME'; "
         "digest: 'USER_UUID FACTOR ANSWER' (the client-side digest, for curl); "
         "stack: 'up', 'down' or 'status'",
     )
     parser.add_argument(
         "--batch", type=int, default=500, help="rotate-keys: records per batch (500)"
+    )
+    parser.add_argument(
+        "--since", help="webhooks replay: deliveries of events from this ISO 8601 time"
     )
     parser.add_argument("--instances", type=int, default=2, help="stack: API instances (2)")
     parser.add_argument(
@@ -122,7 +127,7 @@ def _postgres_command(args: argparse.Namespace, settings: Settings) -> int:
         "maintain": lambda: maintain(settings),
         "rotate-keys": lambda: rotate_keys(settings, max(1, args.batch)),
         "merchants": lambda: merchants(settings, args.arguments),
-        "webhooks": lambda: webhooks(settings, args.arguments),
+        "webhooks": lambda: webhooks(settings, args.arguments, args.since),
     }
     return command_failures(args.command, commands[args.command])
 

@@ -204,8 +204,11 @@ async def _merchant_command(
 PREVIOUS_SECRET_MS = 24 * 60 * 60 * 1000
 WEBHOOKS_USAGE = (
     "usage: webhooks add MERCHANT_ID URL [EVENT_TYPE...] | list [MERCHANT_ID] | disable "
-    "ENDPOINT_ID | rotate-secret ENDPOINT_ID"
+    "ENDPOINT_ID | rotate-secret ENDPOINT_ID | deliveries [ENDPOINT_ID] | retry EVENT_ID | "
+    "replay --since ISO-TIME"
 )
+#: ``webhooks deliveries`` lists this many, newest first.
+DELIVERIES_LISTED = 50
 
 
 def _new_webhook_secret(settings: Settings, endpoint_id: str) -> tuple[str, bytes]:
@@ -221,9 +224,31 @@ def _new_webhook_secret(settings: Settings, endpoint_id: str) -> tuple[str, byte
     return secret, sealed
 
 
-async def _webhook_command(settings: Settings, store: PostgresStore, words: list[str]) -> list[str]:
+async def _webhook_command(
+    settings: Settings, store: PostgresStore, words: list[str], since: str | None = None
+) -> list[str]:
     now_ms = int(time.time() * 1000)
     match words:
+        case ["deliveries"] | ["deliveries", _]:
+            only = _endpoint_id(words[1]) if len(words) > 1 else None
+            rows = await aio(store.webhook_deliveries)(only, DELIVERIES_LISTED)
+            return [
+                f"evt_{r.event_id.replace('-', '')}  {r.event_type}  {r.state}  "
+                f"attempts {r.attempts}  at {_iso(r.at_ms)}"
+                + (f"  next {_iso(r.next_attempt_at_ms)}" if r.state == "pending" else "")
+                + (f"  last {r.last_status or r.last_error}" if r.attempts else "")
+                for r in rows
+            ] or ["no deliveries"]
+        case ["retry", event]:
+            event_id = _event_id(event)
+            count = await aio(store.requeue_deliveries)(event_id=event_id, since_ms=None)
+            if not count:
+                raise ValueError(f"no deliveries of {event}")
+            return [f"{count} deliveries of {event} due again now"]
+        case ["replay"] if since is not None:
+            since_ms = _parse_time(since)
+            count = await aio(store.requeue_deliveries)(event_id=None, since_ms=since_ms)
+            return [f"{count} deliveries since {_iso(since_ms)} due again now"]
         case ["add", merchant_id, url, *types]:
             url = parse_webhook_url(url, allow_loopback=settings.webhooks_allow_loopback)
             refused = await refused_addresses(url, settings.webhooks_allow_loopback)
@@ -269,6 +294,24 @@ async def _webhook_command(settings: Settings, store: PostgresStore, words: list
     raise ValueError(WEBHOOKS_USAGE)
 
 
+def _event_id(text: str) -> str:
+    """An event id as receivers see it (``evt_`` and 32 hex digits) or as a UUID."""
+    try:
+        return str(uuid.UUID(text.removeprefix("evt_")))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an event id") from None
+
+
+def _parse_time(text: str) -> int:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since {text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def _endpoint_id(text: str) -> str:
     try:
         return str(uuid.UUID(text))
@@ -291,11 +334,11 @@ async def refused_addresses(url: str, allow_loopback: bool) -> str | None:
     return None
 
 
-def webhooks(settings: Settings, words: list[str]) -> int:
+def webhooks(settings: Settings, words: list[str], since: str | None = None) -> int:
     try:
         lines = on_postgres(
             settings.database_url,
-            lambda store: _webhook_command(settings, store, words),
+            lambda store: _webhook_command(settings, store, words, since),
             unset="DATABASE_URL is not set: webhook endpoints live in PostgreSQL",
         )
     except (ValueError, LocalProtocolError, RemoteProtocolError) as exc:

@@ -334,3 +334,25 @@ def test_the_readmes_receiver_checks_and_deduplicates_real_deliveries(
     assert readme["receive"](body + b" ", headers["ZeroPay-Signature"], secret) == 400
     assert readme["receive"](body, headers["ZeroPay-Signature"], "whsec_wrong") == 400
     command(stack.env, "webhooks", "disable", endpoint)
+
+
+def test_an_operator_lists_retries_and_replays_deliveries(stack: Stack, receiver: Receiver) -> None:
+    endpoint, _ = add_endpoint(stack, receiver.url, "session.verified")
+    pay(stack)
+    until(lambda: len(receiver.received) == 1)
+    until(lambda: outbox(stack, endpoint)[0]["state"] == "delivered")
+    listed = command(stack.env, "webhooks", "deliveries", endpoint)
+    (line,) = listed.stdout.strip().splitlines()
+    event = line.split()[0]
+    assert event == receiver.events()[0]["id"]
+    assert "session.verified  delivered  attempts 1" in line
+    assert command(stack.env, "webhooks", "retry", event).returncode == 0
+    until(lambda: len(receiver.received) == 2)  # sent again, the same event
+    assert receiver.events()[1]["id"] == event
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    replayed = command(stack.env, "webhooks", "replay", "--since", since)
+    assert replayed.returncode == 0, replayed.stderr
+    assert int(replayed.stdout.split()[0]) >= 1
+    until(lambda: len(receiver.received) == 3)
+    assert command(stack.env, "webhooks", "retry", "evt_" + "0" * 32).returncode == 2
+    command(stack.env, "webhooks", "disable", endpoint)
