@@ -49,7 +49,7 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 TOTAL = 32
 PER_ENDPOINT = 4
 BATCH = 100
-LEASE_MS = 60_000
+LEASE_MS = 30_000  # six times the request timeout: a live claimant is never overtaken
 POLL_SECONDS = 1.0
 USER_AGENT = "ZeroPay-Webhooks/1"
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,57 +22,9 @@ from zeropay_client import verify_webhook
 from tests.e2e.servers import ServerProcess, add_merchant, command, production_env, running_server
 from tests.helpers import answers
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
+from tests.webhook_receiver import Receiver
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on loopback that records every POST and answers what ``script`` says
-    for it (a status, ``"slow"``: nothing for 7 s, or ``"redirect"``); 200 once the script
-    runs out."""
-
-    script: list[int | str] = field(default_factory=list)
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-
-    def start(self, port: int = 0) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers.items()), body))
-                answer = receiver.script.pop(0) if receiver.script else 200
-                if answer == "slow":
-                    time.sleep(7)
-                    answer = 200
-                if answer == "redirect":
-                    self.send_response(307)
-                    self.send_header("Location", "/elsewhere")
-                else:
-                    self.send_response(int(answer))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.received]
 
 
 @dataclass
