@@ -5,7 +5,7 @@ The embedded default is one process's memory, not an archive: the audit log keep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from zeropay_proto.audit import AuditEvent
@@ -157,7 +157,9 @@ class MemoryDurable:
     # Webhook endpoints are added with PostgreSQL's command-line tool: the embedded default
     # has none, so its outbox stays empty.
 
-    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[Delivery]:
+    async def claim_deliveries(
+        self, limit: int, lease_ms: int, *, per_endpoint: int, room: Mapping[str, int]
+    ) -> list[Delivery]:
         return []
 
     async def settle_delivery(

@@ -507,9 +507,12 @@ class OutboxRow:
 class WebhookOutboxPort(Protocol):
     """The webhook outbox (PostgreSQL), filled by :meth:`AuditLogPort.write_events`."""
 
-    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[Delivery]:
-        """Up to ``limit`` due rows, each claimed for ``lease_ms`` (its attempt counted): no
-        other claimant gets a row while its lease runs."""
+    async def claim_deliveries(
+        self, limit: int, lease_ms: int, *, per_endpoint: int, room: Mapping[str, int]
+    ) -> list[Delivery]:
+        """Up to ``limit`` due rows, at most ``per_endpoint`` of an endpoint, or its
+        ``room`` where given; each claimed for ``lease_ms`` (its attempt counted): no other
+        claimant gets a row while its lease runs."""
         ...
 
     async def settle_delivery(

@@ -25,7 +25,7 @@ import io
 import json
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -636,8 +636,19 @@ class PostgresStore:
     # ---------------------------------------------------------------- WebhookOutboxPort
 
     @_unavailable_as_dependency_error
-    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[Delivery]:
-        rows = await self._on_primary.fetch(_OUTBOX_CLAIM, limit, lease_ms)
+    async def claim_deliveries(
+        self, limit: int, lease_ms: int, *, per_endpoint: int, room: Mapping[str, int]
+    ) -> list[Delivery]:
+        if limit < 1:
+            return []
+        rows = await self._on_primary.fetch(
+            _OUTBOX_CLAIM,
+            limit,
+            lease_ms,
+            per_endpoint,
+            [uuid.UUID(e) for e in room],
+            list(room.values()),
+        )
         return [
             Delivery(
                 event=AuditEvent(
@@ -903,16 +914,28 @@ ON CONFLICT DO NOTHING
 """
 
 
-#: Claim due outbox rows (``$1`` at most) of enabled endpoints for ``$2`` ms each, skipping
-#: rows another claimant holds; each with its audit row and its endpoint.
+#: Claim due outbox rows (``$1`` at most; per endpoint ``$3`` at most, or its room ``$5``
+#: where ``$4`` names it) of enabled endpoints for ``$2`` ms each, skipping rows another
+#: claimant holds; each with its audit row and its endpoint.
 _OUTBOX_CLAIM = """
 WITH due AS (
-  SELECT o.event_id, o.endpoint_id FROM webhook_outbox o
-  JOIN webhook_endpoints e ON e.endpoint_id = o.endpoint_id AND e.enabled
-  WHERE o.state = 'pending' AND o.next_attempt_at <= now()
-    AND (o.lease_until IS NULL OR o.lease_until <= now())
-  ORDER BY o.next_attempt_at LIMIT $1
-  FOR UPDATE OF o SKIP LOCKED
+  SELECT d.event_id, d.endpoint_id, d.next_attempt_at
+  FROM webhook_endpoints e
+  LEFT JOIN unnest($4::uuid[], $5::int[]) AS room (endpoint_id, slots)
+    ON room.endpoint_id = e.endpoint_id
+  CROSS JOIN LATERAL (
+    -- Each endpoint's earliest due rows, as many as it has room for; the conditions are
+    -- rechecked on a row locked after another claimant's change, so none is claimed twice.
+    SELECT o.event_id, o.endpoint_id, o.next_attempt_at FROM webhook_outbox o
+    WHERE o.endpoint_id = e.endpoint_id AND o.state = 'pending'
+      AND o.next_attempt_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
+    ORDER BY o.next_attempt_at
+    LIMIT greatest(coalesce(room.slots, $3), 0)
+    FOR UPDATE SKIP LOCKED
+  ) d
+  WHERE e.enabled
+  ORDER BY d.next_attempt_at
+  LIMIT $1
 )
 UPDATE webhook_outbox o
 SET lease_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1

@@ -7,7 +7,9 @@ and sends each to its endpoint, signed, then records what happened.
   deduplicate by the event's ``id``.
 - **Never in the way**: a delivery waits at most :data:`REQUEST_TIMEOUT_SECONDS`, at most
   :data:`PER_ENDPOINT` run at once per endpoint and :data:`TOTAL` in all, and nothing on a
-  request's path waits for any of it. A slow endpoint holds its own slots only.
+  request's path waits for any of it. Rows are claimed as slots free up, never for an
+  endpoint whose slots are all busy: a slow endpoint holds its own slots only, and the
+  other endpoints' deliveries go on beside it.
 - **Where**: the endpoint's host is resolved at each delivery and every address checked
   (:func:`zeropay_proto.webhooks.address_refused`); the request goes to the checked address
   (the name is kept for TLS and ``Host``), so a name rebound after the check cannot redirect
@@ -19,7 +21,7 @@ and sends each to its endpoint, signed, then records what happened.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,23 +77,38 @@ class WebhookDeliverer:
         self._clock, self._entropy = clock, entropy
         self._timeout = timeout
         self._total = trio.CapacityLimiter(TOTAL)
-        self._per_endpoint: defaultdict[str, trio.CapacityLimiter] = defaultdict(
-            lambda: trio.CapacityLimiter(PER_ENDPOINT)
-        )
+        #: Deliveries in flight (claimed, not yet settled) per endpoint.
+        self._in_flight: Counter[str] = Counter()
+        #: Set when a delivery ends: its slots may take the next rows.
+        self._finished = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver what is due, forever; poll when there is nothing."""
+        """Deliver what is due, forever: claim as many rows as there are free slots, start
+        each at once, and claim again; poll when nothing is due."""
         task_status.started()
-        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+        async with (
+            httpx.AsyncClient(follow_redirects=False, trust_env=False) as http,
+            trio.open_nursery() as nursery,
+        ):
+            gauges_at = -POLL_SECONDS
             while True:
                 try:
-                    sent = await self.deliver_due(http)
-                    await self.refresh_gauges()
+                    started = await self.claim_and_start(http, nursery)
+                    if trio.current_time() - gauges_at >= POLL_SECONDS:
+                        gauges_at = trio.current_time()
+                        await self.refresh_gauges()
                 except DependencyUnavailable:
                     log.warning("webhook outbox unreachable", extra={"fields": {}})
-                    sent = 0
-                if not sent:
-                    await trio.sleep(POLL_SECONDS)
+                    started = 0
+                if not started:
+                    await self._rest()
+
+    async def _rest(self) -> None:
+        """Nothing was claimed: wait for a delivery to end (its endpoint may take more), or
+        POLL_SECONDS for new rows to come due."""
+        with trio.move_on_after(POLL_SECONDS):
+            await self._finished.wait()
+        self._finished = trio.Event()
 
     async def refresh_gauges(self) -> None:
         state = await self._store.outbox_state()
@@ -99,27 +116,38 @@ class WebhookDeliverer:
         self._metrics.webhook_oldest.set(state.oldest_pending_ms / 1000)
         self._metrics.webhook_dead.set(state.dead)
 
-    async def deliver_due(self, http: httpx.AsyncClient) -> int:
-        """Claim a batch of due rows and deliver them, at most TOTAL at once; how many."""
-        claimed = await self._store.claim_deliveries(BATCH, LEASE_MS)
-        async with trio.open_nursery() as nursery:
-            for delivery in claimed:
-                slot = object()  # the total's borrower, released by the delivery's task
-                await self._total.acquire_on_behalf_of(slot)  # no faster than we send
-                nursery.start_soon(self._deliver_one, http, delivery, slot)
+    async def claim_and_start(self, http: httpx.AsyncClient, nursery: trio.Nursery) -> int:
+        """Claim due rows for the free slots (for each endpoint, only as many as it has room
+        for: PER_ENDPOINT less its deliveries in flight), and start their deliveries; how
+        many. Waits for a slot when all TOTAL are busy."""
+        if self._total.available_tokens < 1:
+            slot = object()
+            await self._total.acquire_on_behalf_of(slot)  # until one delivery ends
+            self._total.release_on_behalf_of(slot)
+        room = {e: PER_ENDPOINT - n for e, n in self._in_flight.items() if n}
+        free = int(self._total.available_tokens)
+        claimed = await self._store.claim_deliveries(
+            min(BATCH, free), LEASE_MS, per_endpoint=PER_ENDPOINT, room=room
+        )
+        for delivery in claimed:
+            slot = object()  # the total's borrower, released by the delivery's task
+            await self._total.acquire_on_behalf_of(slot)
+            self._in_flight[delivery.endpoint.endpoint.endpoint_id] += 1
+            nursery.start_soon(self._deliver_one, http, delivery, slot)
         return len(claimed)
 
     async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, slot: object) -> None:
+        endpoint = delivery.endpoint.endpoint.endpoint_id
         try:
-            endpoint = delivery.endpoint.endpoint.endpoint_id
-            async with self._per_endpoint[endpoint]:
-                status, error = await self._send(http, delivery)
+            status, error = await self._send(http, delivery)
             await self._settle(delivery, status, error)
         except DependencyUnavailable:
             # PostgreSQL went away: the lease runs out and the row is claimed again.
             log.warning("webhook delivery not recorded", extra={"fields": {}})
         finally:
+            self._in_flight[endpoint] -= 1
             self._total.release_on_behalf_of(slot)
+            self._finished.set()
 
     async def _send(
         self, http: httpx.AsyncClient, delivery: Delivery
@@ -209,6 +237,10 @@ class WebhookDeliverer:
                 next_ms = None
             if error is None:
                 error = f"HTTP {status}"
+            log.info(
+                "webhook delivery failed",
+                extra={"fields": {"error": error, "attempt": delivery.attempt}},
+            )
         outcome = "delivered" if delivered else ("retrying" if next_ms is not None else "dead")
         attempt = str(min(delivery.attempt, 10))
         self._metrics.webhook_deliveries.labels(outcome, attempt).inc()

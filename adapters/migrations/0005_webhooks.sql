@@ -36,4 +36,7 @@ CREATE TABLE webhook_outbox (
     delivered_at    timestamptz,
     PRIMARY KEY (event_id, endpoint_id)
 );
-CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE state = 'pending';
+-- Each endpoint's due rows, earliest first (the claim takes as many as the endpoint has
+-- room for, so a slow endpoint's backlog never stands in front of another's events).
+CREATE INDEX webhook_outbox_due ON webhook_outbox (endpoint_id, next_attempt_at)
+    WHERE state = 'pending';

@@ -306,3 +306,38 @@ def test_an_operator_lists_retries_and_replays_deliveries(stack: Stack, receiver
     until(lambda: len(receiver.received) == 3)
     assert command(stack.env, "webhooks", "retry", "evt_" + "0" * 32).returncode == 2
     command(stack.env, "webhooks", "disable", endpoint)
+
+
+def test_a_slow_endpoint_holds_up_no_other_merchants_deliveries(stack: Stack) -> None:
+    slow, fast = Receiver(delay=3.0), Receiver()
+    slow.start()
+    fast.start()
+    other_key = add_merchant(stack.env, "other-shop")
+    try:
+        slow_endpoint, _ = add_endpoint(stack, slow.url, "session.verified")
+        added = command(stack.env, "webhooks", "add", "other-shop", fast.url, "session.verified")
+        assert added.returncode == 0, added.stderr
+        for _ in range(12):
+            pay(stack)  # hook-shop's: 12 events at 3 s each, 4 at a time
+        other = Stack(stack.server, stack.env, {"X-API-Key": other_key})
+
+        def key_known() -> bool:  # instances reload merchant keys every 10 s
+            body = {"user_uuid": str(uuid.uuid4())}
+            headers = {**fresh(), **other.merchant}
+            url = f"{stack.server.url}/v1/verification/initiate"
+            return httpx.post(url, json=body, headers=headers).status_code == 200
+
+        until(key_known, 30)
+        for _ in range(5):
+            pay(other)
+        until(lambda: len(fast.received) == 5)
+        # The other merchant was told everything while the slow endpoint still works through
+        # its own queue.
+        assert any(r["state"] == "pending" for r in outbox(stack, slow_endpoint))
+        until(lambda: all(r["state"] == "delivered" for r in outbox(stack, slow_endpoint)), 90)
+        assert slow.most_at_once <= 4
+        command(stack.env, "webhooks", "disable", slow_endpoint)
+        command(stack.env, "webhooks", "disable", added.stdout.split()[1])
+    finally:
+        slow.stop()
+        fast.stop()
