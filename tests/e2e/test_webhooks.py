@@ -341,3 +341,17 @@ def test_a_slow_endpoint_holds_up_no_other_merchants_deliveries(stack: Stack) ->
     finally:
         slow.stop()
         fast.stop()
+
+
+def test_after_a_rotation_both_secrets_verify_for_a_day(stack: Stack, receiver: Receiver) -> None:
+    endpoint, old = add_endpoint(stack, receiver.url, "session.verified")
+    rotated = command(stack.env, "webhooks", "rotate-secret", endpoint)
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip().splitlines()[-1]
+    pay(stack)
+    until(lambda: len(receiver.received) == 1)
+    headers, body = receiver.received[0]
+    signature = headers["ZeroPay-Signature"]
+    assert signature.count("v1=") == 2
+    assert verify_webhook(body, signature, new) == verify_webhook(body, signature, old)
+    command(stack.env, "webhooks", "disable", endpoint)
