@@ -3,9 +3,11 @@ answers as the test scripts it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -77,3 +79,14 @@ class Receiver:
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
             return [json.loads(body) for _, body in self.received]
+
+
+@contextlib.contextmanager
+def running_receiver(delay: float = 0.0) -> Iterator[Receiver]:
+    """A receiver listening on a free loopback port, stopped afterwards."""
+    receiver = Receiver(delay=delay)
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

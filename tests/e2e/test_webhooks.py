@@ -22,7 +22,7 @@ from zeropay_client import verify_webhook
 from tests.e2e.servers import ServerProcess, add_merchant, command, production_env, running_server
 from tests.helpers import answers
 from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, running_receiver
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
 
@@ -119,12 +119,8 @@ def pay(stack: Stack, *, wrong: bool = False, answered: bool = True) -> dict[str
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    running = Receiver()
-    running.start()
-    try:
+    with running_receiver() as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_a_verified_and_a_failed_session_are_told_signed_with_the_same_receipt(

@@ -28,7 +28,7 @@ import pytest
 from tests.e2e.servers import command
 from tests.faults.stack import Stack, running_stack
 from tests.helpers import answers
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, running_receiver
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.webhooks import EVENT_RULES
 
@@ -48,12 +48,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    running = Receiver()
-    running.start()
-    try:
+    with running_receiver() as running:
         yield running
-    finally:
-        running.stop()
 
 
 def add_endpoint(stack: Stack, url: str) -> str:
