@@ -57,7 +57,7 @@ USER_AGENT = "ZeroPay-Webhooks/1"
 
 
 class WebhookDeliverer:
-    """Delivers the outbox of ``store`` (``run`` forever, or ``deliver_due`` once)."""
+    """Delivers the outbox of ``store`` (``run``, forever)."""
 
     def __init__(
         self,
@@ -139,7 +139,14 @@ class WebhookDeliverer:
     async def _deliver_one(self, http: httpx.AsyncClient, delivery: Delivery, slot: object) -> None:
         endpoint = delivery.endpoint.endpoint.endpoint_id
         try:
-            status, error = await self._send(http, delivery)
+            try:
+                status, error = await self._send(http, delivery)
+            except Exception:
+                # A bug on one row must not stop every other delivery (the task would
+                # restart, and meet the row again): it is a failed attempt, retried with
+                # back-off and dead-lettered in the end, and logged.
+                log.exception("webhook delivery failed unexpectedly", extra={"fields": {}})
+                status, error = None, "internal error"
             await self._settle(delivery, status, error)
         except DependencyUnavailable:
             # PostgreSQL went away: the lease runs out and the row is claimed again.
