@@ -1,4 +1,4 @@
-"""The embedded store forgets what expires (issue 11: it kept ~2.1 kB per initiate for good).
+"""The embedded store forgets what expires (it once kept ~2.1 kB per initiate for good).
 
 100,000 initiates' storage work (admission with a fresh nonce and every limiter, the record
 cache, a session, its window and audit event), with the audit flusher's read/write/acknowledge

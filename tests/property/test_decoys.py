@@ -1,4 +1,4 @@
-"""Decoys behave like enrolled users (issue 11: decoy challenges drawn from the whole catalogue
+"""Decoys behave like enrolled users (once, decoy challenges drawn from the whole catalogue
 were told apart by their windows: 26 of 40 unknown users had no challenged factor in common
 across two windows, against 0 of 40 enrolled users).
 

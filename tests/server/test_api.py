@@ -372,8 +372,8 @@ async def test_update_needs_that_users_token_and_replaces_the_factors() -> None:
 
 
 async def test_the_record_cache_never_outlives_an_enrollment_change() -> None:
-    """Verify decides from the cached record and wrapped key (issue 8): an update or a delete
-    drops them before it changes the durable row, so a session opened on the old record
+    """Verify decides from the cached record and wrapped key (no PostgreSQL read): an update
+    or a delete drops them before it changes the durable row, so a session opened on the old record
     cannot verify with the old answers once the change is made."""
     async with running_app() as h:
         user = new_user()
@@ -690,7 +690,7 @@ async def test_logs_never_contain_digests_tokens_or_session_ids(
 
 
 async def test_merchant_routes_need_a_live_merchant_key() -> None:
-    """Anyone who knew a user id could open sessions, and lock the account (issue 11)."""
+    """Anyone who knew a user id could open sessions, and lock the account."""
     async with running_app() as h:
         user = new_user()
         for key in (None, "nonsense", "zpk_0123456789ab_" + "B" * 43):

@@ -1,4 +1,4 @@
-"""A dependency outage answers 503 and never punishes the user (issue 11).
+"""A dependency outage answers 503 and never punishes the user.
 
 The outage is injected at the port: a wrapper around the in-memory store raises
 DependencyUnavailable, exactly what the PostgreSQL and Redis adapters raise when their store
