@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -90,17 +89,6 @@ HTTP_ERROR_CODES = {
     408: "REQUEST_TIMEOUT",
     413: "PAYLOAD_TOO_LARGE",
 }
-
-
-def json_response(
-    status: int,
-    body: dict[str, Any],
-    headers: dict[str, str] | None = None,
-    content_type: str = "application/json",
-) -> Response:
-    return Response(
-        json.dumps(body), status=status, headers=headers or {}, content_type=content_type
-    )
 
 
 def problem_reply(
@@ -185,11 +173,9 @@ def http_problem(exc: HTTPException) -> Reply:
 
 
 def render(reply: Reply) -> Response:
-    if reply.raw is not None:
-        return Response(
-            reply.raw, status=reply.status, headers=reply.headers, content_type=reply.content_type
-        )
-    return json_response(reply.status, reply.body, reply.headers, reply.content_type)
+    return Response(
+        reply.encoded(), status=reply.status, headers=reply.headers, content_type=reply.content_type
+    )
 
 
 async def request_context(runtime: Runtime) -> RequestContext:

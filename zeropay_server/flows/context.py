@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class Reply:
     #: The body's bytes when they must go out exactly so (a replayed answer); else the
     #: body is serialized from ``body``.
     raw: bytes | None = None
+
+    def encoded(self) -> bytes:
+        """The body as it goes out (and as an idempotent answer keeps it)."""
+        return self.raw if self.raw is not None else json.dumps(self.body).encode()
 
 
 class ApiError(Exception):

@@ -149,7 +149,7 @@ def _answer(reply: Reply) -> Answer:
     return Answer(
         status=reply.status,
         headers=tuple(headers),
-        body=reply.raw if reply.raw is not None else json.dumps(reply.body).encode(),
+        body=reply.encoded(),
     )
 
 
