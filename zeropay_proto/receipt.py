@@ -140,7 +140,12 @@ class Receipt:
             fields["linked_challenge"] = b64url(self.linked_challenge)
         return fields
 
-    def canonical_bytes(self) -> bytes:
-        """Domain-separated, key-sorted, whitespace-free ASCII JSON: one byte string per receipt."""
+    def canonical_json(self) -> bytes:
+        """Key-sorted, whitespace-free ASCII JSON of the fields: one byte string per receipt
+        (the payload of its JWS)."""
         body = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-        return RECEIPT_DOMAIN + body.encode("ascii")
+        return body.encode("ascii")
+
+    def canonical_bytes(self) -> bytes:
+        """What the receipt's own signature covers: the domain, then :meth:`canonical_json`."""
+        return RECEIPT_DOMAIN + self.canonical_json()

@@ -9,7 +9,6 @@ microseconds and runs inline.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -123,9 +122,8 @@ class ReceiptSigner:
         """The receipt as a compact JWS (RFC 7515): EdDSA over its fields as compact,
         key-sorted JSON, the signing key's ``kid`` in the header, so any JOSE library checks
         it against ``/v1/keys``."""
-        payload = json.dumps(receipt.as_dict(), sort_keys=True, separators=(",", ":"))
         header = {"kid": self.key_id, "typ": RECEIPT_JWS_TYPE}
-        return _JWS.encode(payload.encode(), self._key, algorithm="EdDSA", headers=header)
+        return _JWS.encode(receipt.canonical_json(), self._key, algorithm="EdDSA", headers=header)
 
     def sign(self, receipt: Receipt) -> dict[str, Any]:
         """The receipt as returned to the client: its fields, the key id and the signature
