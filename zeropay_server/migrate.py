@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import asyncpg
 import trio
@@ -34,13 +33,13 @@ from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
 from zeropay_proto.webhooks import (
     SECRET_BYTES,
     WebhookEndpoint,
-    address_refused,
     parse_event_types,
     parse_webhook_url,
 )
 
 from .config import Settings
 from .merchants import REFRESH_SECONDS, REVOCATION_POLL_SECONDS
+from .webhooks import checked_addresses
 
 T = TypeVar("T")
 
@@ -251,9 +250,10 @@ async def _webhook_command(
             return [f"{count} deliveries since {_iso(since_ms)} due again now"]
         case ["add", merchant_id, url, *types]:
             url = parse_webhook_url(url, allow_loopback=settings.webhooks_allow_loopback)
-            refused = await refused_addresses(url, settings.webhooks_allow_loopback)
-            if refused:
-                raise ValueError(f"{url} resolves to {refused}: webhooks go to public addresses")
+            checked = await checked_addresses(url, allow_loopback=settings.webhooks_allow_loopback)
+            refused = checked if isinstance(checked, str) else None
+            if refused is not None:
+                raise ValueError(f"{refused}: webhooks go to public addresses")
             endpoint = WebhookEndpoint(
                 endpoint_id=str(uuid.UUID(bytes=secrets.token_bytes(16), version=4)),
                 merchant_id=merchant_id,
@@ -317,21 +317,6 @@ def _endpoint_id(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise ValueError(f"{text!r} is not an endpoint id") from None
-
-
-async def refused_addresses(url: str, allow_loopback: bool) -> str | None:
-    """Why ``url``'s host may not be delivered to (its resolved addresses), or ``None``."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        found = await trio.socket.getaddrinfo(parts.hostname, port, type=trio.socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"no address ({exc})"
-    for *_, address in found:
-        why = address_refused(str(address[0]), allow_loopback=allow_loopback)
-        if why is not None:
-            return f"{address[0]}, a {why} address"
-    return None
 
 
 def webhooks(settings: Settings, words: list[str], since: str | None = None) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import httpx
 import trio
@@ -216,21 +216,13 @@ class WebhookDeliverer:
     async def _checked_target(self, url: str) -> tuple[str, str] | str:
         """The URL with its host replaced by a checked address, and the ``Host`` header; or
         why it may not be delivered to."""
+        checked = await checked_addresses(url, allow_loopback=self._allow_loopback)
+        if isinstance(checked, str):
+            return checked
         parts = urlsplit(url)
+        literal = f"[{checked[0]}]" if ":" in checked[0] else checked[0]
+        netloc = f"{literal}:{_port(parts)}"
         host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            found = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-        except OSError:
-            return f"{host} did not resolve"
-        addresses = [str(info[4][0]) for info in found]
-        for address in addresses:
-            why = address_refused(address, allow_loopback=self._allow_loopback)
-            if why is not None:
-                return f"{host} resolves to a {why} address"
-        address = addresses[0]
-        literal = f"[{address}]" if ":" in address else address
-        netloc = f"{literal}:{port}"
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header
 
@@ -254,3 +246,25 @@ class WebhookDeliverer:
         await self._store.settle_delivery(
             delivery, delivered=delivered, status=status, error=error, next_attempt_ms=next_ms
         )
+
+
+def _port(parts: SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+async def checked_addresses(url: str, *, allow_loopback: bool) -> list[str] | str:
+    """Every address ``url``'s host resolves to now, if each may be delivered to
+    (:func:`zeropay_proto.webhooks.address_refused`); else why not. The registering command
+    and each delivery ask the same."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        found = await trio.socket.getaddrinfo(host, _port(parts), type=trio.socket.SOCK_STREAM)
+    except OSError:
+        return f"{host} did not resolve"
+    addresses = [str(info[4][0]) for info in found]
+    for address in addresses:
+        why = address_refused(address, allow_loopback=allow_loopback)
+        if why is not None:
+            return f"{host} resolves to {address}, a {why} address"
+    return addresses
