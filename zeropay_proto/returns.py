@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from ._errors import RemoteProtocolError
+from ._urls import split_absolute_url
 
-MAX_URL_LENGTH = 2048
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
@@ -45,30 +44,12 @@ def parse_return_url(value: object, *, field: str, allow_loopback_http: bool) ->
     """``value`` as a URL the payer may be sent to, or a 400 naming ``field``."""
     if value is None:
         return None
-    if not (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_URL_LENGTH
-        and value.isascii()
-        and value.isprintable()
-        and " " not in value
-    ):
-        raise RemoteProtocolError(
-            f"must be an absolute URL of at most {MAX_URL_LENGTH} ASCII characters", field=field
-        )
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - a port out of range raises here
-    except ValueError:
-        raise RemoteProtocolError("must be an absolute URL", field=field) from None
-    if not host or parts.username is not None or parts.password is not None:
-        raise RemoteProtocolError(
-            "must be an absolute URL with a host, no credentials", field=field
-        )
+    url, parts = split_absolute_url(value, field=field)
+    host = parts.hostname or ""
     if parts.scheme == "https":
-        return value
+        return url
     if parts.scheme == "http" and allow_loopback_http and _loopback(host):
-        return value
+        return url
     if parts.scheme == "http" and _loopback(host):
         raise RemoteProtocolError(
             "must be HTTPS (http only to loopback in development)", field=field

@@ -23,9 +23,9 @@ import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._urls import split_absolute_url
 from .audit import AuditEvent, DetailValue
 from .passkeys import LinkedData
 from .receipt import PaymentBinding, Receipt
@@ -39,7 +39,6 @@ DELIVERY_WINDOW_MS = 3 * 24 * 60 * 60 * 1000
 #: The first retry waits about this long; each next one twice as long, up to the cap.
 FIRST_RETRY_MS = 10_000
 MAX_RETRY_DELAY_MS = 6 * 60 * 60 * 1000
-MAX_URL_LENGTH = 2048
 SECRET_BYTES = 32
 
 #: The event types a merchant can subscribe to.
@@ -116,18 +115,10 @@ def parse_webhook_url(value: str, *, allow_loopback: bool) -> str:
     """A webhook URL as registered: absolute HTTPS with a host, no credentials, at most 2048
     characters (plain HTTP only where loopback is allowed). Its addresses are checked at each
     delivery (:func:`address_refused`), and by the registering command."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - a port out of range raises here
-    except ValueError:
-        raise RemoteProtocolError("must be an absolute URL", field="url") from None
-    if not (0 < len(value) <= MAX_URL_LENGTH and value.isascii() and value.isprintable()):
-        raise RemoteProtocolError("must be at most 2048 printable ASCII characters", field="url")
-    if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise RemoteProtocolError("must have a host and no credentials", field="url")
+    url, parts = split_absolute_url(value, field="url")
     if parts.scheme != "https" and not (allow_loopback and parts.scheme == "http"):
         raise RemoteProtocolError("must be HTTPS", field="url")
-    return value
+    return url
 
 
 def address_refused(address: str, *, allow_loopback: bool) -> str | None:
