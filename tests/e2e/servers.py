@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,11 @@ def production_env(
         **production_keys(),
         **settings,
     }
+
+
+def fresh() -> dict[str, str]:
+    """A state-changing request's replay headers: a new nonce, the time now."""
+    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
 
 
 #: A fixed merchant key for embedded-mode servers (ZEROPAY_DEMO_MERCHANT_KEY).

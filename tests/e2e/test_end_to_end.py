@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.e2e.servers import (
     ServerProcess,
     add_merchant,
     command,
+    fresh,
     production_env,
     production_keys,
     running_server,
@@ -37,10 +37,6 @@ from tests.services import (
 )
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
-
-
-def fresh() -> dict[str, str]:
-    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
 
 
 @pytest.fixture(scope="module")

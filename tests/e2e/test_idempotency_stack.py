@@ -5,7 +5,6 @@ is a 422, and a replayed verify spends no attempt."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.servers import ServerProcess, add_merchant, production_env, running_server
+from tests.e2e.servers import ServerProcess, add_merchant, fresh, production_env, running_server
 from tests.helpers import answers
 from tests.services import (
     REDIS_URL,
@@ -61,10 +60,6 @@ def _serving(
     merchant = {"X-API-Key": add_merchant(env, "idem-shop")}
     with running_server(env, workdir, "a") as a, running_server(env, workdir, "b") as b:
         yield [a, b], merchant
-
-
-def fresh() -> dict[str, str]:
-    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
 
 
 async def post(client: httpx.AsyncClient, path: str, body: Any, **headers: str) -> httpx.Response:

@@ -19,9 +19,22 @@ import httpx
 import pytest
 from zeropay_client import verify_webhook
 
-from tests.e2e.servers import ServerProcess, add_merchant, command, production_env, running_server
+from tests.e2e.servers import (
+    ServerProcess,
+    add_merchant,
+    command,
+    fresh,
+    production_env,
+    running_server,
+)
 from tests.helpers import answers
-from tests.services import REDIS_URL, delete_prefix, temporary_database, unique_prefix
+from tests.services import (
+    REDIS_URL,
+    delete_prefix,
+    temporary_database,
+    unique_prefix,
+    wait_until,
+)
 from tests.webhook_receiver import Receiver, running_receiver
 
 FACTORS = ("PIN", "COLOUR", "EMOJI", "WORDS", "FACE")
@@ -82,14 +95,7 @@ def outbox(stack: Stack, endpoint: str) -> list[dict[str, Any]]:
 def until(predicate: Any, timeout: float = 40) -> None:
     """Poll ``predicate`` until it holds (the deliverer polls every second; retries wait
     their back-off, 5 to 10 s the first time)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not within the deadline"
-        time.sleep(0.1)
-
-
-def fresh() -> dict[str, str]:
-    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
+    wait_until(predicate, timeout=timeout, what="the webhook deliveries")
 
 
 def pay(stack: Stack, *, wrong: bool = False, answered: bool = True) -> dict[str, Any]:

@@ -25,9 +25,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.e2e.servers import command
+from tests.e2e.servers import command, fresh
 from tests.faults.stack import Stack, running_stack
 from tests.helpers import answers
+from tests.services import wait_until
 from tests.webhook_receiver import Receiver, running_receiver
 from zeropay_proto.audit import AuditAction, AuditEvent
 from zeropay_proto.webhooks import EVENT_RULES
@@ -56,10 +57,6 @@ def add_endpoint(stack: Stack, url: str) -> str:
     added = command(stack.env, "webhooks", "add", "e2e-shop", url, "session.verified")
     assert added.returncode == 0, added.stderr
     return added.stdout.split()[1]
-
-
-def fresh() -> dict[str, str]:
-    return {"X-Nonce": str(uuid.uuid4()), "X-Timestamp": str(int(time.time() * 1000))}
 
 
 def verifications(stack: Stack, count: int) -> list[str]:
@@ -107,9 +104,7 @@ def query(stack: Stack, sql: str, *args: Any) -> list[dict[str, Any]]:
 def until(predicate: Any, timeout: float) -> float:
     """Poll ``predicate`` until it holds; how long it took."""
     started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout, "not within the deadline"
-        time.sleep(0.2)
+    wait_until(predicate, timeout=timeout, what="the webhook deliveries")
     return time.monotonic() - started
 
 
