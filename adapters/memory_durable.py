@@ -5,7 +5,7 @@ The embedded default is one process's memory, not an archive: the audit log keep
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from zeropay_proto.audit import AuditEvent
@@ -179,5 +179,11 @@ class MemoryDurable:
     async def webhook_deliveries(self, endpoint_id: str | None, limit: int) -> list[OutboxRow]:
         return []
 
-    async def requeue_deliveries(self, *, event_id: str | None, since_ms: int | None) -> int:
+    async def requeue_deliveries(
+        self,
+        *,
+        event_id: str | None,
+        since_ms: int | None,
+        event_types: Collection[str] | None = None,
+    ) -> int:
         return 0

@@ -28,7 +28,7 @@ from zeropay_proto.admission import (
     Admission,
     AdmissionRequest,
 )
-from zeropay_proto.audit import AuditAction, AuditEvent
+from zeropay_proto.audit import AuditAction, AuditEvent, with_lock_end
 
 from .memory_admission import MemoryAdmission
 from .memory_audit_stream import MemoryAuditStream
@@ -137,7 +137,7 @@ class MemorySessions(MemoryAdmission, MemoryAuditStream):
             self._keep_session(out.session)
             self._set(f"lock:{user_id}", out.lockout, out.lockout.forget_at_ms(policy))
             if out.locked_account:
-                self._append(lock_audit)
+                self._append(with_lock_end(lock_audit, out.lockout.locked_until_ms))
         return out
 
     async def release_attempt(

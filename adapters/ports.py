@@ -16,7 +16,7 @@ reached, so the server fails closed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -534,9 +534,15 @@ class WebhookOutboxPort(Protocol):
         """The newest outbox rows (of ``endpoint_id``), newest first."""
         ...
 
-    async def requeue_deliveries(self, *, event_id: str | None, since_ms: int | None) -> int:
-        """Make rows due now again (delivered or dead ones too): the event's, or every row
-        since ``since_ms``; how many."""
+    async def requeue_deliveries(
+        self,
+        *,
+        event_id: str | None,
+        since_ms: int | None,
+        event_types: Collection[str] | None = None,
+    ) -> int:
+        """Make rows due now again (delivered or dead ones too): the audit event's (of
+        ``event_types`` only, if given), or every row since ``since_ms``; how many."""
         ...
 
 

@@ -25,7 +25,7 @@ import io
 import json
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -491,8 +491,8 @@ class PostgresStore:
     async def write_events(self, events: Sequence[AuditEvent]) -> int:
         """Store the audit rows not stored yet, and, in the same transaction, the webhook
         outbox rows of those new rows (:data:`zeropay_proto.webhooks.EVENT_RULES`): one per
-        endpoint subscribed to its type of each merchant it concerns; and a session's
-        decision withdraws its scheduled ``session.expired``."""
+        event type it makes and endpoint subscribed to that type of each merchant it
+        concerns; and a session's decision withdraws its scheduled ``session.expired``."""
         if not events:
             return 0
         async with _checked_out(self._primary) as conn, conn.transaction():
@@ -520,6 +520,7 @@ class PostgresStore:
                     [r.audience for r in rules],
                     AUDIENCE_DAYS,
                     list(DECIDING_TYPES),
+                    [r.due_detail for r in rules],
                 )
         return len(new)
 
@@ -682,13 +683,14 @@ class PostgresStore:
             " lease_until = NULL,"
             " next_attempt_at = now() + coalesce($6, 0) * interval '1 millisecond',"
             " delivered_at = CASE WHEN $3 = 'delivered' THEN now() END"
-            " WHERE event_id = $1 AND endpoint_id = $2",
+            " WHERE event_id = $1 AND endpoint_id = $2 AND type = $7",
             delivery.event.event_id,
             delivery.endpoint.endpoint.endpoint_id,
             state,
             status,
             None if error is None else error[:500],
             next_attempt_ms,
+            delivery.event_type,
         )
 
     @_unavailable_as_dependency_error
@@ -728,14 +730,22 @@ class PostgresStore:
         ]
 
     @_unavailable_as_dependency_error
-    async def requeue_deliveries(self, *, event_id: str | None, since_ms: int | None) -> int:
+    async def requeue_deliveries(
+        self,
+        *,
+        event_id: str | None,
+        since_ms: int | None,
+        event_types: Collection[str] | None = None,
+    ) -> int:
         status = await self._on_primary.execute(
             "UPDATE webhook_outbox SET state = 'pending', next_attempt_at = now(),"
             " lease_until = NULL WHERE state <> 'withdrawn' AND due_at <= now()"
             " AND ($1::uuid IS NULL OR event_id = $1)"
-            " AND ($2::timestamptz IS NULL OR at >= $2)",
+            " AND ($2::timestamptz IS NULL OR at >= $2)"
+            " AND ($3::text[] IS NULL OR type = ANY ($3))",
             event_id,
             None if since_ms is None else _at(since_ms),
+            None if event_types is None else sorted(event_types),
         )
         return int(status.rsplit(" ", 1)[1])
 
@@ -862,19 +872,25 @@ if TYPE_CHECKING:  # mypy --strict proves the adapter satisfies its port(s)
 
 
 #: The outbox rows of newly stored audit rows (``$1``, ``$2``), by the rules (``$3`` action,
-#: ``$4`` type, ``$5`` when, ``$6`` audience): to each enabled endpoint subscribed to the type
-#: of each merchant concerned: the one the event names, else the one that opened its session
-#: (a lock, a clone), or, for the ``user`` audience, every merchant that opened a session for
-#: the user within ``$7`` days. ``at_expiry`` rows are due when the session expires; a
-#: decision (``$8``) withdraws its session's.
+#: ``$4`` type, ``$5`` when, ``$6`` audience, ``$9`` due detail): to each enabled endpoint
+#: subscribed to the type of each merchant concerned: the one the event names, else the one
+#: that opened its session (a lock, a clone), or, for the ``user`` audience, every merchant
+#: that opened a session for the user within ``$7`` days. A rule with a due detail makes a
+#: row due at that time (a row without the detail makes none); a decision (``$8``) withdraws
+#: its session's scheduled ``session.expired``. Mirrors ``zeropay_proto.webhooks``
+#: ``event_types_of`` and ``event_due_at_ms``.
 _OUTBOX_INSERT = """
 WITH new AS (
-  SELECT a.*, m.type, m.whence, m.audience
+  SELECT a.*, m.type, m.audience, m.due_detail,
+    CASE WHEN m.due_detail IS NULL THEN a.at
+      ELSE to_timestamp((a.details->>m.due_detail)::bigint / 1000.0) END AS due_at
   FROM unnest($1::uuid[], $2::timestamptz[]) AS n (event_id, at)
   JOIN audit_log a ON a.event_id = n.event_id AND a.at = n.at
-  JOIN unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS m (action, type, whence, audience)
+  JOIN unnest($3::text[], $4::text[], $5::text[], $6::text[], $9::text[])
+    AS m (action, type, whence, audience, due_detail)
     ON m.action = a.action
    AND (m.whence <> 'last_attempt' OR coalesce((a.details->>'last_attempt')::boolean, false))
+   AND (m.due_detail IS NULL OR jsonb_typeof(a.details->m.due_detail) = 'number')
 ), withdrawn AS (
   UPDATE webhook_outbox o SET state = 'withdrawn', lease_until = NULL
   FROM new, audit_log s
@@ -884,12 +900,8 @@ WITH new AS (
   RETURNING o.event_id
 )
 INSERT INTO webhook_outbox (event_id, at, endpoint_id, type, due_at, next_attempt_at)
-SELECT DISTINCT new.event_id, new.at, w.endpoint_id, new.type, due.at, due.at
+SELECT DISTINCT new.event_id, new.at, w.endpoint_id, new.type, new.due_at, new.due_at
 FROM new
-CROSS JOIN LATERAL (
-  SELECT CASE WHEN new.whence = 'at_expiry'
-    THEN to_timestamp((new.details->>'expires_at_ms')::bigint / 1000.0) ELSE new.at END AS at
-) due
 CROSS JOIN LATERAL (
   SELECT new.details->>'merchant' AS merchant_id
   WHERE new.audience = 'session' AND new.details->>'merchant' IS NOT NULL
@@ -905,11 +917,10 @@ CROSS JOIN LATERAL (
 ) owner
 JOIN webhook_endpoints w
   ON w.merchant_id = owner.merchant_id AND w.enabled AND new.type = ANY (w.events)
-WHERE new.whence <> 'at_expiry'
-   OR (new.details->>'expires_at_ms' IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM new d  -- decided in this same batch: nothing to expire
-        WHERE d.type = ANY ($8::text[]) AND d.user_id = new.user_id
-          AND d.details->>'session' = new.details->>'session'))
+WHERE new.type <> 'session.expired' OR NOT EXISTS (
+  SELECT 1 FROM new d  -- decided in this same batch: nothing to expire
+  WHERE d.type = ANY ($8::text[]) AND d.user_id = new.user_id
+    AND d.details->>'session' = new.details->>'session')
 ON CONFLICT DO NOTHING
 """
 
@@ -919,14 +930,14 @@ ON CONFLICT DO NOTHING
 #: claimant holds; each with its audit row and its endpoint.
 _OUTBOX_CLAIM = """
 WITH due AS (
-  SELECT d.event_id, d.endpoint_id, d.next_attempt_at
+  SELECT d.event_id, d.endpoint_id, d.type, d.next_attempt_at
   FROM webhook_endpoints e
   LEFT JOIN unnest($4::uuid[], $5::int[]) AS room (endpoint_id, slots)
     ON room.endpoint_id = e.endpoint_id
   CROSS JOIN LATERAL (
     -- Each endpoint's earliest due rows, as many as it has room for; the conditions are
     -- rechecked on a row locked after another claimant's change, so none is claimed twice.
-    SELECT o.event_id, o.endpoint_id, o.next_attempt_at FROM webhook_outbox o
+    SELECT o.event_id, o.endpoint_id, o.type, o.next_attempt_at FROM webhook_outbox o
     WHERE o.endpoint_id = e.endpoint_id AND o.state = 'pending'
       AND o.next_attempt_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
     ORDER BY o.next_attempt_at
@@ -940,7 +951,7 @@ WITH due AS (
 UPDATE webhook_outbox o
 SET lease_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1
 FROM due, audit_log a, webhook_endpoints w
-WHERE o.event_id = due.event_id AND o.endpoint_id = due.endpoint_id
+WHERE o.event_id = due.event_id AND o.endpoint_id = due.endpoint_id AND o.type = due.type
   AND a.event_id = o.event_id AND a.at = o.at AND w.endpoint_id = o.endpoint_id
 RETURNING o.event_id, o.type, o.attempts, a.at, a.user_id, a.action, a.client, a.details,
   w.endpoint_id, w.merchant_id, w.url, w.events, w.secret, w.previous_secret,

@@ -32,7 +32,7 @@ from zeropay_proto import (
     session_names_user,
 )
 from zeropay_proto.admission import Admission, AdmissionRequest
-from zeropay_proto.audit import AuditAction, AuditEvent
+from zeropay_proto.audit import AuditAction, AuditEvent, with_lock_end
 
 from .ports import (
     CachedEnrollment,
@@ -298,9 +298,10 @@ class RedisSessions(RedisAdmission):
         return reserved
 
     def _journal_lock(self, reserved: ReserveOutcome | None, lock_audit: AuditEvent) -> None:
-        """The lock event is appended only by the reservation that locked the account."""
+        """The lock event is appended only by the reservation that locked the account (with
+        the lock's end, as the script appends it)."""
         if isinstance(reserved, AttemptReserved) and reserved.locked_account:
-            self.journal.record(lock_audit)
+            self.journal.record(with_lock_end(lock_audit, reserved.lockout.locked_until_ms))
 
     @staticmethod
     def _reserved(

@@ -18,7 +18,7 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from ._errors import LocalProtocolError
@@ -97,6 +97,17 @@ class AuditEvent:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise LocalProtocolError("malformed audit entry") from exc
+
+
+#: The detail of an ``ACCOUNT_LOCKED`` event naming when the lock ends (epoch ms).
+LOCK_END_DETAIL = "locked_until_ms"
+
+
+def with_lock_end(event: AuditEvent, locked_until_ms: int) -> AuditEvent:
+    """The ``ACCOUNT_LOCKED`` event as the reservation that locked the account appends it:
+    with the lock's end, which only that reservation decides (so the stores add it there,
+    and ``account.unlocked`` is scheduled from it)."""
+    return replace(event, details={**event.details, LOCK_END_DETAIL: locked_until_ms})
 
 
 def new_event_id(entropy: bytes) -> str:

@@ -7,7 +7,7 @@ where the service may send one.
   compares in constant time, and refuses a ``t`` older than its tolerance (a replay).
 - **Retries**: a delivery that did not get a 2xx is tried again after an exponential back-off
   with jitter (:func:`next_attempt_delay_ms`), for up to :data:`DELIVERY_WINDOW_MS` (3 days)
-  after the event, then dead-lettered.
+  after the event became due, then dead-lettered.
 - **Where**: a webhook URL is HTTPS, and every address its host resolves to must be a public
   one (:func:`address_refused`): never loopback, link-local, private, shared, multicast or
   reserved, so a merchant cannot aim the service at its own network (SSRF). The check is made
@@ -21,12 +21,13 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._urls import split_absolute_url
-from .audit import AuditEvent, DetailValue
+from .audit import LOCK_END_DETAIL, AuditEvent, DetailValue
 from .passkeys import LinkedData
 from .receipt import PaymentBinding, Receipt
 
@@ -105,10 +106,11 @@ def next_attempt_delay_ms(attempt: int, entropy: bytes) -> int:
     return ceiling // 2 + int(ceiling // 2 * fraction)
 
 
-def gives_up(event_at_ms: int, next_attempt_at_ms: int) -> bool:
+def gives_up(due_at_ms: int, next_attempt_at_ms: int) -> bool:
     """Whether a delivery whose next attempt would come at ``next_attempt_at_ms`` is
-    dead-lettered instead (past its window)."""
-    return next_attempt_at_ms - event_at_ms > DELIVERY_WINDOW_MS
+    dead-lettered instead (past its window, which runs from when the event became due:
+    :func:`event_due_at_ms`)."""
+    return next_attempt_at_ms - due_at_ms > DELIVERY_WINDOW_MS
 
 
 def parse_webhook_url(value: str, *, allow_loopback: bool) -> str:
@@ -177,25 +179,34 @@ def parse_event_types(words: Iterable[str]) -> frozenset[str]:
 class EventRule:
     """One audit action a merchant is told of, as data.
 
-    ``when``: ``now``; ``last_attempt`` (only an attempt that closed its session: the last
-    failure is ``session.failed``); or ``at_expiry`` (due when the session expires, and
-    withdrawn if the session is decided before: ``session.expired`` is scheduled with the
-    session, never polled for). ``audience``: ``session``, the merchant of the session the
-    event is about (named in it, or the one that opened the session); or ``user``, every
-    merchant that opened a session for the user in the last :data:`AUDIENCE_DAYS` days."""
+    ``when``: ``now``, or ``last_attempt`` (only an attempt that closed its session: the last
+    failure is ``session.failed``). ``due_detail``: the detail (epoch ms) at which the event
+    is due, if not at once: ``session.expired`` is scheduled with its session, due when it
+    expires, and withdrawn if the session is decided before; ``account.unlocked`` with its
+    lock, due when the lock ends, so neither is polled for. (A lock is lifted early only
+    when the attempt that engaged it is given back, on the service's own outage; its
+    ``account.unlocked`` still comes at the end the lock was given.)
+    ``audience``: ``session``, the merchant of the session the event is about (named in it,
+    or the one that opened the session); or ``user``, every merchant that opened a session
+    for the user in the last :data:`AUDIENCE_DAYS` days. ``second``: a second event drawn
+    from an audit row another rule already draws one from (its id differs:
+    :func:`webhook_event_id`)."""
 
     action: str
     event_type: str
     when: str = "now"
     audience: str = "session"
+    due_detail: str | None = None
+    second: bool = False
 
 
 AUDIENCE_DAYS = 90
 EVENT_RULES: tuple[EventRule, ...] = (
     EventRule("VERIFICATION_SUCCEEDED", "session.verified"),
     EventRule("VERIFICATION_FAILED", "session.failed", when="last_attempt"),
-    EventRule("SESSION_INITIATED", "session.expired", when="at_expiry"),
+    EventRule("SESSION_INITIATED", "session.expired", due_detail="expires_at_ms"),
     EventRule("ACCOUNT_LOCKED", "account.locked"),
+    EventRule("ACCOUNT_LOCKED", "account.unlocked", due_detail=LOCK_END_DETAIL, second=True),
     EventRule("PASSKEY_CLONE_SUSPECTED", "passkey.clone_suspected"),
     EventRule("ENROLLMENT_UPDATED", "enrollment.changed", audience="user"),
     EventRule("ENROLLMENT_DELETED", "enrollment.changed", audience="user"),
@@ -204,16 +215,49 @@ EVENT_RULES: tuple[EventRule, ...] = (
 )
 #: The decisions that withdraw a session's scheduled ``session.expired``.
 DECIDING_TYPES = ("session.verified", "session.failed")
+#: The event types drawn second from their audit rows.
+SECOND_TYPES = frozenset(rule.event_type for rule in EVENT_RULES if rule.second)
+#: An event id's UUID version bits (RFC 9562): the audit row's (4), or 8 (the RFC's
+#: vendor-specific version) for the second event drawn from the row.
+_VERSION_SHIFT = 76
+_VERSION_MASK = 0xF << _VERSION_SHIFT
+EVENT_ID_PREFIX = "evt_"
 
 
-def event_type_of(event: AuditEvent) -> str | None:
-    """The webhook event type an audit event is, if any."""
-    for rule in EVENT_RULES:
-        if event.action.value == rule.action and (
-            rule.when != "last_attempt" or event.details.get("last_attempt") is True
-        ):
-            return rule.event_type
-    return None
+def event_types_of(event: AuditEvent) -> tuple[str, ...]:
+    """The webhook event types an audit event is (an account lock is two: ``account.locked``
+    now, ``account.unlocked`` when the lock ends)."""
+    return tuple(
+        rule.event_type
+        for rule in EVENT_RULES
+        if event.action.value == rule.action
+        and (rule.when != "last_attempt" or event.details.get("last_attempt") is True)
+        and (rule.due_detail is None or _int(event.details.get(rule.due_detail)) is not None)
+    )
+
+
+def webhook_event_id(audit_event_id: str, event_type: str) -> str:
+    """The id a receiver deduplicates by: ``evt_`` and the audit row's UUID in hex; for an
+    event drawn second from its row (:data:`SECOND_TYPES`), the same UUID with version 8,
+    so the two events of one row never share an id and either leads back to the row."""
+    number = uuid.UUID(audit_event_id).int
+    if event_type in SECOND_TYPES:
+        number = (number & ~_VERSION_MASK) | (8 << _VERSION_SHIFT)
+    return EVENT_ID_PREFIX + uuid.UUID(int=number).hex
+
+
+def parse_webhook_event_id(text: str) -> tuple[str, frozenset[str]]:
+    """An event id as a receiver sees it (or its audit row's UUID): the audit row's id, and
+    the event types the id can name. Raises ``RemoteProtocolError`` for anything else."""
+    try:
+        number = uuid.UUID(text.removeprefix(EVENT_ID_PREFIX)).int
+    except ValueError:
+        raise RemoteProtocolError(f"{text!r} is not an event id", field="event") from None
+    second = number & _VERSION_MASK == 8 << _VERSION_SHIFT
+    if second:
+        number = (number & ~_VERSION_MASK) | (4 << _VERSION_SHIFT)
+    types = SECOND_TYPES if second else frozenset(EVENT_TYPES) - SECOND_TYPES
+    return str(uuid.UUID(int=number)), types
 
 
 def _int(value: DetailValue) -> int | None:
@@ -255,6 +299,17 @@ def event_receipt(event: AuditEvent) -> Receipt | None:
     )
 
 
+def event_due_at_ms(event: AuditEvent, event_type: str) -> int:
+    """When the event of ``event_type`` drawn from ``event`` became due (epoch ms): its
+    rule's due detail (a session's expiry, a lock's end), or the audit row's time. It is the
+    event's ``created_at_ms``, and its delivery window runs from it."""
+    for rule in EVENT_RULES:
+        if rule.event_type == event_type and rule.action == event.action.value:
+            due = None if rule.due_detail is None else _int(event.details.get(rule.due_detail))
+            return event.at_ms if due is None else due
+    return event.at_ms
+
+
 def event_body(
     event: AuditEvent, event_type: str, merchant_id: str, *, receipt_jws: str | None = None
 ) -> bytes:
@@ -262,7 +317,12 @@ def event_body(
     receiver deduplicates by it), ``type``, ``created_at_ms``, ``merchant_id`` and ``data``."""
     details = event.details
     data: dict[str, object] = {"user_uuid": event.user_id}
-    for name, key in (("session_id", "session"), ("amount", "amount"), ("currency", "currency")):
+    for name, key in (
+        ("session_id", "session"),
+        ("amount", "amount"),
+        ("currency", "currency"),
+        ("locked_until_ms", LOCK_END_DETAIL),
+    ):
         if details.get(key) is not None:
             data[name] = details[key]
     if event_type == "session.failed":
@@ -270,9 +330,9 @@ def event_body(
     if receipt_jws is not None:
         data["receipt_jws"] = receipt_jws
     body = {
-        "id": f"evt_{event.event_id.replace('-', '')}",
+        "id": webhook_event_id(event.event_id, event_type),
         "type": event_type,
-        "created_at_ms": event.at_ms,
+        "created_at_ms": event_due_at_ms(event, event_type),
         "merchant_id": merchant_id,
         "data": data,
     }

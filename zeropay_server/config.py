@@ -60,7 +60,7 @@ from zeropay_proto.admission import (
 )
 from zeropay_proto.merchants import parse_api_key
 from zeropay_proto.passkeys import RelyingParty
-from zeropay_proto.session import DEFAULT_SESSION_TTL_SECONDS
+from zeropay_proto.session import DEFAULT_LOCKOUT_DURATIONS_SECONDS, DEFAULT_SESSION_TTL_SECONDS
 
 from .merchants import DEFAULT_MAX_STALENESS_SECONDS
 
@@ -196,6 +196,7 @@ class Settings:
     redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
     redis_prefix: str = "zp"
     session_ttl: int = DEFAULT_SESSION_TTL_SECONDS
+    lockout_durations: tuple[int, ...] = DEFAULT_LOCKOUT_DURATIONS_SECONDS
     database_url: str | None = None
     db_pool_size: int = DEFAULT_POOL_SIZE
     db_pool_min: int = DEFAULT_POOL_MIN
@@ -290,6 +291,19 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}")
     return value
+
+
+def _durations(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be whole seconds, comma-separated") from None
+    if min(values) < 1:
+        raise ConfigError(f"{name} must be at least 1 second each")
+    return values
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -508,6 +522,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_cluster_nodes=nodes,
         redis_prefix=env.get("REDIS_PREFIX", "zp"),
         session_ttl=integer("REDIS_SESSION_TTL", DEFAULT_SESSION_TTL_SECONDS, minimum=1),
+        lockout_durations=problems.check(
+            lambda: _durations(env, "LOCKOUT_DURATIONS", DEFAULT_LOCKOUT_DURATIONS_SECONDS),
+            DEFAULT_LOCKOUT_DURATIONS_SECONDS,
+        ),
         database_url=database_url,
         db_pool_size=integer("DB_POOL_SIZE", DEFAULT_POOL_SIZE, minimum=1),
         db_pool_min=integer("DB_POOL_MIN", DEFAULT_POOL_MIN),

@@ -34,7 +34,9 @@ from zeropay_proto.webhooks import (
     SECRET_BYTES,
     WebhookEndpoint,
     parse_event_types,
+    parse_webhook_event_id,
     parse_webhook_url,
+    webhook_event_id,
 )
 
 from .config import Settings
@@ -232,15 +234,17 @@ async def _webhook_command(
             only = _endpoint_id(words[1]) if len(words) > 1 else None
             rows = await aio(store.webhook_deliveries)(only, DELIVERIES_LISTED)
             return [
-                f"evt_{r.event_id.replace('-', '')}  {r.event_type}  {r.state}  "
+                f"{webhook_event_id(r.event_id, r.event_type)}  {r.event_type}  {r.state}  "
                 f"attempts {r.attempts}  at {_iso(r.at_ms)}"
                 + (f"  next {_iso(r.next_attempt_at_ms)}" if r.state == "pending" else "")
                 + (f"  last {r.last_status or r.last_error}" if r.attempts else "")
                 for r in rows
             ] or ["no deliveries"]
         case ["retry", event]:
-            event_id = _event_id(event)
-            count = await aio(store.requeue_deliveries)(event_id=event_id, since_ms=None)
+            event_id, types = parse_webhook_event_id(event)
+            count = await aio(store.requeue_deliveries)(
+                event_id=event_id, since_ms=None, event_types=types
+            )
             if not count:
                 raise ValueError(f"no deliveries of {event}")
             return [f"{count} deliveries of {event} due again now"]
@@ -292,14 +296,6 @@ async def _webhook_command(
                 secret,
             ]
     raise ValueError(WEBHOOKS_USAGE)
-
-
-def _event_id(text: str) -> str:
-    """An event id as receivers see it (``evt_`` and 32 hex digits) or as a UUID."""
-    try:
-        return str(uuid.UUID(text.removeprefix("evt_")))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an event id") from None
 
 
 def _parse_time(text: str) -> int:

@@ -227,7 +227,10 @@ async def open_runtime(
                 flush_interval=settings.audit_flush_interval_ms / 1000,
                 reclaim_idle_ms=settings.audit_reclaim_idle_ms,
             ),
-            policy=Policy(session_ttl_seconds=settings.session_ttl),
+            policy=Policy(
+                session_ttl_seconds=settings.session_ttl,
+                lockout_durations_seconds=settings.lockout_durations,
+            ),
             limits=_limits(settings),
             decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
             decoy_record=_decoy_record(settings, entropy),

@@ -36,10 +36,12 @@ from zeropay_proto.webhooks import (
     SIGNATURE_HEADER,
     address_refused,
     event_body,
+    event_due_at_ms,
     event_receipt,
     gives_up,
     next_attempt_delay_ms,
     signature_header,
+    webhook_event_id,
 )
 
 from .crypto import ReceiptSigner
@@ -180,7 +182,7 @@ class WebhookDeliverer:
             "User-Agent": USER_AGENT,
             "Host": host,
             SIGNATURE_HEADER: signature_header(secrets, int(now), body),
-            "ZeroPay-Event-Id": f"evt_{event.event_id.replace('-', '')}",
+            "ZeroPay-Event-Id": webhook_event_id(event.event_id, delivery.event_type),
         }
         try:
             with trio.fail_after(self._timeout):
@@ -232,7 +234,8 @@ class WebhookDeliverer:
         if not delivered:
             next_ms = next_attempt_delay_ms(delivery.attempt, self._entropy(2))
             now_ms = epoch_ms(self._clock())
-            if gives_up(delivery.event.at_ms, now_ms + next_ms):
+            due_ms = event_due_at_ms(delivery.event, delivery.event_type)
+            if gives_up(due_ms, now_ms + next_ms):
                 next_ms = None
             if error is None:
                 error = f"HTTP {status}"

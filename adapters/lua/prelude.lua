@@ -181,9 +181,27 @@ local function write_lockout(key, f, l, u, t, memory)
   redis.call('PEXPIREAT', key, math.max(u, t) + memory)
 end
 
+-- zeropay_proto.audit.with_lock_end: the event's pairs with the lock's end (epoch ms) joined to
+-- its details (a JSON object, as AuditEvent.to_fields writes it).
+local function with_lock_end(event, u)
+  local out = {}
+  for i = 1, #event, 2 do
+    local name, value = event[i], event[i + 1]
+    if name == 'details' then
+      local rest = string.sub(value, 2)
+      if rest ~= '}' then rest = ',' .. rest end
+      value = '{"locked_until_ms":' .. string.format('%d', u) .. rest
+    end
+    out[#out + 1] = name
+    out[#out + 1] = value
+  end
+  return out
+end
+
 -- zeropay_proto.session.reserve_attempt. k: {session, lockout, stream};
 -- a: {now, threshold, memory_ms, durations (ms, comma-separated)}; event: the ACCOUNT_LOCKED
--- event's field/value pairs, appended only if this reservation locks the account.
+-- event's field/value pairs, appended (with the lock's end) only if this reservation locks
+-- the account.
 -- Returns {code, {blob, f, l, u, t} as read, {f, l, u, t} as written, 1 if it locked the
 -- account}: code NO_SESSION, CLOSED, LOCKED or RESERVED (nothing written unless RESERVED).
 local function do_reserve(k, a, event)
@@ -213,7 +231,7 @@ local function do_reserve(k, a, event)
   local locked = 0
   if u > t then
     locked = 1
-    redis.call('XADD', k[3], '*', unpack(event))
+    redis.call('XADD', k[3], '*', unpack(with_lock_end(event, u)))
   end
   return {RESERVED, before, {f, l, u, t}, locked}
 end

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -47,7 +48,7 @@ from zeropay_proto import (
     parse_bearer,
 )
 from zeropay_proto.admission import AdmissionRequest, Limits
-from zeropay_proto.audit import AuditAction
+from zeropay_proto.audit import LOCK_END_DETAIL, AuditAction
 from zeropay_proto.idempotency import TOKEN_BYTES, Claim, KeptAnswer
 from zeropay_proto.merchants import issue_api_key
 from zeropay_proto.passkeys import Passkey
@@ -417,9 +418,36 @@ async def test_reservations_persist_and_lock_the_account_across_sessions(
         assert stored.attempts_used == 2
         unknown = make_session_id(user, secrets.token_bytes(16))
         assert await store.reserve_attempt(unknown, user, now, DEFAULT_POLICY, event(user)) is None
-        actions = [e.event.action for e in await store.read_batch("c", 100, 60_000)]
+        events = [e.event for e in await store.read_batch("c", 100, 60_000)]
+        actions = [e.action for e in events]
         assert actions.count(AuditAction.ACCOUNT_LOCKED) == 1
         assert actions.count(AuditAction.SESSION_INITIATED) == 2
+        # The lock event carries the lock's end, which only the reservation decided.
+        (lock,) = (e for e in events if e.action is AuditAction.ACCOUNT_LOCKED)
+        assert dict(lock.details) == {"test": True, LOCK_END_DETAIL: fifth.lockout.locked_until_ms}
+
+
+@state
+async def test_a_lock_event_without_details_gains_just_the_lock_end(
+    state_backend: dict[str, Any],
+) -> None:
+    async with open_state_store(state_backend) as store:
+        user = new_user()
+        now = time.time()
+        bare = replace(lock_event(user), details={})
+        steps: list[object] = []
+        for _ in range(2):
+            issued = new_session(user, now=now)
+            await store.store_session(issued, 0, event(user), 60_000)
+            for _ in range(3 if not steps else 2):
+                sid = issued.session.session_id
+                steps.append(await store.reserve_attempt(sid, user, now, DEFAULT_POLICY, bare))
+        last = steps[-1]
+        assert isinstance(last, AttemptReserved)
+        assert last.locked_account
+        events = [e.event for e in await store.read_batch("c", 100, 60_000)]
+        (lock,) = (e for e in events if e.action is AuditAction.ACCOUNT_LOCKED)
+        assert dict(lock.details) == {LOCK_END_DETAIL: last.lockout.locked_until_ms}
 
 
 @state

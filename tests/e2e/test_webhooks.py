@@ -59,6 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             AUDIT_FLUSH_INTERVAL="100",
             WEBHOOKS_ALLOW_LOOPBACK="true",
             REDIS_SESSION_TTL="4",  # so that a session left alone expires within the test
+            LOCKOUT_DURATIONS="3",  # and a locked account is unlocked within it
             RATE_LIMIT_GLOBAL="100000",
             RATE_LIMIT_PER_IP="100000",
             RATE_LIMIT_PER_USER="100000",
@@ -98,13 +99,17 @@ def until(predicate: Any, timeout: float = 40) -> None:
     wait_until(predicate, timeout=timeout, what="the webhook deliveries")
 
 
-def pay(stack: Stack, *, wrong: bool = False, answered: bool = True) -> dict[str, Any]:
-    """Enroll a user, open a session of 42.50 EUR and answer it (wrongly: three times; or
-    not at all)."""
-    user = str(uuid.uuid4())
+def pay(
+    stack: Stack, *, wrong: bool = False, answered: bool = True, user: str | None = None
+) -> dict[str, Any]:
+    """Enroll a user (or take ``user``, enrolled), open a session of 42.50 EUR and answer it
+    (wrongly: three times; or not at all)."""
     with httpx.Client(base_url=stack.server.url, timeout=30) as client:
-        enrolled = {"user_uuid": user, "factors": answers(user, list(FACTORS)), "device_id": "d"}
-        assert client.post("/v1/enrollment/store", json=enrolled, headers=fresh()).is_success
+        if user is None:
+            user = str(uuid.uuid4())
+            factors = answers(user, list(FACTORS))
+            enrolled = {"user_uuid": user, "factors": factors, "device_id": "d"}
+            assert client.post("/v1/enrollment/store", json=enrolled, headers=fresh()).is_success
         body = {"user_uuid": user, "amount": 4250, "currency": "EUR"}
         started = client.post(
             "/v1/verification/initiate", json=body, headers={**fresh(), **stack.merchant}
@@ -237,6 +242,35 @@ def test_a_session_left_alone_expires_and_a_decided_one_does_not(
     # The decided session's expiry was withdrawn, or never written (decided in its batch).
     states = sorted(r["state"] for r in outbox(stack, endpoint))
     assert states in (["delivered", "delivered"], ["delivered", "delivered", "withdrawn"])
+    command(stack.env, "webhooks", "disable", endpoint)
+
+
+def test_a_lock_is_told_when_it_starts_and_again_when_it_ends(
+    stack: Stack, receiver: Receiver
+) -> None:
+    """Five failed attempts lock the account (3 s here): ``account.locked`` at once, and
+    ``account.unlocked``, scheduled with the lock, when it ends; two events, two ids."""
+    endpoint, secret = add_endpoint(stack, receiver.url, "account.locked", "account.unlocked")
+    first = pay(stack, wrong=True)
+    second = pay(stack, wrong=True, user=first["user"])
+    assert second["answer"]["code"] == "ACCOUNT_LOCKED"  # the sixth attempt is refused
+    until(lambda: len(receiver.received) >= 2)
+    for headers, body in receiver.received:
+        verify_webhook(body, headers["ZeroPay-Signature"], secret)
+    locked, unlocked = receiver.events()
+    assert (locked["type"], unlocked["type"]) == ("account.locked", "account.unlocked")
+    assert locked["id"] != unlocked["id"]
+    assert locked["data"]["session_id"] == unlocked["data"]["session_id"] == second["session_id"]
+    until_ms = locked["data"]["locked_until_ms"]
+    assert unlocked["data"]["locked_until_ms"] == unlocked["created_at_ms"] == until_ms
+    assert until_ms - locked["created_at_ms"] == 3000
+    assert all(r["state"] == "delivered" for r in outbox(stack, endpoint))
+    # An operator retries the unlock alone, by the id its receiver saw.
+    retried = command(stack.env, "webhooks", "retry", unlocked["id"])
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith("1 deliveries")
+    until(lambda: len(receiver.received) >= 3)
+    assert receiver.events()[2]["id"] == unlocked["id"]
     command(stack.env, "webhooks", "disable", endpoint)
 
 

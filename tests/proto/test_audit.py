@@ -6,7 +6,14 @@ import pytest
 
 from tests.helpers import USER, entropy
 from zeropay_proto import LocalProtocolError
-from zeropay_proto.audit import AuditAction, AuditEvent, anonymise_client, new_event_id
+from zeropay_proto.audit import (
+    LOCK_END_DETAIL,
+    AuditAction,
+    AuditEvent,
+    anonymise_client,
+    new_event_id,
+    with_lock_end,
+)
 
 EVENT_ID = new_event_id(entropy(16, "event"))
 
@@ -31,6 +38,18 @@ def test_event_round_trips_through_stream_fields() -> None:
         event_id=EVENT_ID, action=AuditAction.SESSION_INITIATED, user_id=None, client=None, at_ms=1
     )
     assert AuditEvent.from_fields(anonymous.to_fields()) == anonymous
+
+
+def test_a_lock_event_gains_the_lock_end_and_keeps_the_rest() -> None:
+    template = event(session="s", merchant="m-1")
+    locked = with_lock_end(template, 1_800_000_900_000)
+    assert dict(locked.details) == {
+        "session": "s",
+        "merchant": "m-1",
+        LOCK_END_DETAIL: 1_800_000_900_000,
+    }
+    assert (locked.event_id, locked.at_ms) == (template.event_id, template.at_ms)
+    assert AuditEvent.from_fields(locked.to_fields()) == locked
 
 
 def test_event_id_is_a_uuid4() -> None:

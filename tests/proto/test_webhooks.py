@@ -20,17 +20,21 @@ from zeropay_proto.webhooks import (
     EVENT_TYPES,
     FIRST_RETRY_MS,
     MAX_RETRY_DELAY_MS,
+    SECOND_TYPES,
     WebhookEndpoint,
     address_refused,
     event_body,
+    event_due_at_ms,
     event_receipt,
-    event_type_of,
+    event_types_of,
     gives_up,
     next_attempt_delay_ms,
     parse_event_types,
+    parse_webhook_event_id,
     parse_webhook_url,
     signature_header,
     signature_valid,
+    webhook_event_id,
 )
 
 BODY = b'{"id":"evt_1","type":"session.verified"}'
@@ -127,16 +131,49 @@ def _audit(action: str, **details: object) -> AuditEvent:
 PAYMENT = {"session": "s" * 43, "merchant": "shop-1", "amount": 4250, "currency": "EUR"}
 
 
+UNTIL = 1_780_000_900_000  # a lock's end
+
+
 def test_audit_events_become_the_event_types_a_merchant_is_told() -> None:
-    assert event_type_of(_audit("VERIFICATION_SUCCEEDED", **PAYMENT)) == "session.verified"
-    assert event_type_of(_audit("VERIFICATION_FAILED", last_attempt=True)) == "session.failed"
-    assert event_type_of(_audit("VERIFICATION_FAILED", last_attempt=False)) is None
-    assert event_type_of(_audit("ACCOUNT_LOCKED")) == "account.locked"
-    assert event_type_of(_audit("PASSKEY_CLONE_SUSPECTED")) == "passkey.clone_suspected"
-    assert event_type_of(_audit("SESSION_INITIATED", **PAYMENT)) == "session.expired"
-    assert event_type_of(_audit("PASSKEY_DELETED")) == "enrollment.changed"
-    assert event_type_of(_audit("TOKEN_REVOKED")) is None
-    assert {rule.event_type for rule in EVENT_RULES} == set(EVENT_TYPES) - {"account.unlocked"}
+    def types(action: str, **details: object) -> tuple[str, ...]:
+        return event_types_of(_audit(action, **details))
+
+    assert types("VERIFICATION_SUCCEEDED", **PAYMENT) == ("session.verified",)
+    assert types("VERIFICATION_FAILED", last_attempt=True) == ("session.failed",)
+    assert types("VERIFICATION_FAILED", last_attempt=False) == ()
+    assert types("ACCOUNT_LOCKED", locked_until_ms=UNTIL) == ("account.locked", "account.unlocked")
+    assert types("ACCOUNT_LOCKED") == ("account.locked",)  # its end unknown: no unlock event
+    assert types("PASSKEY_CLONE_SUSPECTED") == ("passkey.clone_suspected",)
+    assert types("SESSION_INITIATED", expires_at_ms=UNTIL, **PAYMENT) == ("session.expired",)
+    assert types("SESSION_INITIATED", **PAYMENT) == ()
+    assert types("PASSKEY_DELETED") == ("enrollment.changed",)
+    assert types("TOKEN_REVOKED") == ()
+    assert {rule.event_type for rule in EVENT_RULES} == set(EVENT_TYPES)
+
+
+def test_scheduled_events_are_due_at_their_detail_and_made_at_that_time() -> None:
+    lock = _audit("ACCOUNT_LOCKED", locked_until_ms=UNTIL, session="s" * 43)
+    assert event_due_at_ms(lock, "account.locked") == lock.at_ms
+    assert event_due_at_ms(lock, "account.unlocked") == UNTIL
+    assert event_due_at_ms(_audit("ACCOUNT_LOCKED"), "account.unlocked") == 1_780_000_000_000
+    assert event_due_at_ms(lock, "session.verified") == lock.at_ms  # not this row's type
+    unlocked = json.loads(event_body(lock, "account.unlocked", "m"))
+    assert unlocked["created_at_ms"] == UNTIL
+    assert unlocked["data"] == {"user_uuid": USER, "session_id": "s" * 43, "locked_until_ms": UNTIL}
+    assert json.loads(event_body(lock, "account.locked", "m"))["created_at_ms"] == lock.at_ms
+
+
+def test_the_two_events_of_one_audit_row_have_ids_that_lead_back_to_it() -> None:
+    row = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    locked, unlocked = (webhook_event_id(row, t) for t in ("account.locked", "account.unlocked"))
+    assert locked == "evt_0f8fad5bd9cb469fa16570867728950e"
+    assert unlocked == "evt_0f8fad5bd9cb869fa16570867728950e"  # version 8
+    assert parse_webhook_event_id(locked) == (row, frozenset(EVENT_TYPES) - SECOND_TYPES)
+    assert parse_webhook_event_id(row) == parse_webhook_event_id(locked)
+    assert parse_webhook_event_id(unlocked) == (row, frozenset({"account.unlocked"}))
+    for broken in ("evt_", "evt_xyz", "0f8fad5b"):
+        with pytest.raises(RemoteProtocolError):
+            parse_webhook_event_id(broken)
 
 
 def test_the_receipt_is_rebuilt_from_the_verifications_audit_event() -> None:

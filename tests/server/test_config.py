@@ -58,6 +58,7 @@ def test_dependency_deadlines_and_connection_bounds_come_from_the_environment() 
             "RATE_LIMIT_PER_MERCHANT": "10",
             "MERCHANT_FAILURES_PER_HOUR": "15",
             "AUDIT_RECLAIM_IDLE_MS": "2000",
+            "LOCKOUT_DURATIONS": "60, 600",
         }
     )
     assert (settings.redis_timeout, settings.db_timeout) == (0.25, 1.5)
@@ -68,6 +69,10 @@ def test_dependency_deadlines_and_connection_bounds_come_from_the_environment() 
     assert load_settings({"MERCHANT_LOCKS_PER_HOUR": "3"}).merchant_failures_per_hour == 15
     assert load_settings({"MERCHANT_LOCKS_PER_HOUR": "0"}).merchant_failures_per_hour == 0
     assert settings.audit_reclaim_idle_ms == 2000
+    assert (defaults.lockout_durations, settings.lockout_durations) == (
+        (900, 3600, 14400, 86400),
+        (60, 600),
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,6 +85,8 @@ def test_dependency_deadlines_and_connection_bounds_come_from_the_environment() 
         ({**PRODUCTION, "ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}, "embedded default only"),
         ({**PRODUCTION, "ZEROPAY_ROLE": "flusher"}, "ZEROPAY_ROLE"),
         ({"ZEROPAY_ROLE": "api"}, "needs Redis and PostgreSQL"),
+        ({"LOCKOUT_DURATIONS": "60,soon"}, "LOCKOUT_DURATIONS"),
+        ({"LOCKOUT_DURATIONS": "60,0"}, "LOCKOUT_DURATIONS"),
         ({**PRODUCTION, "ZEROPAY_ROLE": "audit", "ZEROPAY_WORKERS": "2"}, "ZEROPAY_WORKERS"),
     ],
 )
