@@ -33,6 +33,7 @@ class MemoryDurable:
         self._audit_events_kept = audit_events_kept
         self._enrollments: dict[str, StoredEnrollment] = {}
         self._merchant_keys: dict[str, MerchantCredential] = {}
+        self._merchant_names: dict[str, str] = {}
         self._endpoints: dict[str, StoredEndpoint] = {}
         self._passkeys: dict[str, list[Passkey]] = {}  # by user, oldest first
 
@@ -91,6 +92,12 @@ class MemoryDurable:
             return False
         self._merchant_keys[key_id] = replace(credential, revoked_at_ms=now_ms)
         return True
+
+    async def name_merchant(self, merchant_id: str, display_name: str) -> None:
+        self._merchant_names[merchant_id] = display_name
+
+    async def merchant_names(self) -> dict[str, str]:
+        return dict(self._merchant_names)
 
     # -------------------------------------------------------------- PasskeyPort
 

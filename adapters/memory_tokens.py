@@ -96,6 +96,13 @@ class MemoryTokens(MemoryAuditStream):
         self._delete(key)
         return True
 
+    async def spend_enrollment_grant(self, user_id: str, grant_id: str, until_ms: int) -> bool:
+        key = f"grant:{user_id}:{grant_id}"
+        if self._get(key) is not None:
+            return False
+        self._set(key, True, until_ms)
+        return True
+
     async def claim_idempotency(
         self, scope: IdempotencyScope, key: str, claim: Claim, lease_ms: int
     ) -> Claim | KeptAnswer | None:

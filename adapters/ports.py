@@ -435,6 +435,14 @@ class MerchantPort(Protocol):
         """Revoke a live key; ``False`` if there is no such live key."""
         ...
 
+    async def name_merchant(self, merchant_id: str, display_name: str) -> None:
+        """Set (or change) the name payers are shown for the merchant."""
+        ...
+
+    async def merchant_names(self) -> dict[str, str]:
+        """Every merchant's display name, by merchant id."""
+        ...
+
 
 # ------------------------------------------------------------------------------ the stores
 
@@ -581,6 +589,15 @@ class PasskeyCeremonyPort(Protocol):
         ...
 
 
+class EnrollmentGrantPort(Protocol):
+    """Enrollment grants spent (:mod:`zeropay_proto.grants`): each is good for one use."""
+
+    async def spend_enrollment_grant(self, user_id: str, grant_id: str, until_ms: int) -> bool:
+        """Mark the user's grant ``grant_id`` used, atomically, until ``until_ms`` (its
+        expiry: after it the token is refused anyway); ``False`` if it was already used."""
+        ...
+
+
 class MerchantRevocationPort(Protocol):
     """Merchant key revocations, published where every instance reads them within seconds
     (Redis), so that a revocation holds while PostgreSQL, the keys' home, is unreachable."""
@@ -636,6 +653,7 @@ class IdempotencyPort(Protocol):
 
 class StateStore(
     AdmissionPort,
+    EnrollmentGrantPort,
     IdempotencyPort,
     MerchantRevocationPort,
     SessionPort,

@@ -585,6 +585,20 @@ class PostgresStore:
         )
         return row is not None
 
+    @_unavailable_as_dependency_error
+    async def name_merchant(self, merchant_id: str, display_name: str) -> None:
+        await self._on_primary.execute(
+            "INSERT INTO merchant_names (merchant_id, display_name) VALUES ($1, $2)"
+            " ON CONFLICT (merchant_id) DO UPDATE SET display_name = excluded.display_name",
+            merchant_id,
+            display_name,
+        )
+
+    @_unavailable_as_dependency_error
+    async def merchant_names(self) -> dict[str, str]:
+        rows = await self._on_primary.fetch("SELECT merchant_id, display_name FROM merchant_names")
+        return {r["merchant_id"]: r["display_name"] for r in rows}
+
     # ---------------------------------------------------------------- WebhookEndpointPort
 
     @_unavailable_as_dependency_error

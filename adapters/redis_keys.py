@@ -116,7 +116,8 @@ class KeySpace:
 
     def user(self, user_id: str, kind: str) -> str:
         """``rec`` (record cache), ``win``, ``lock``, ``tb`` (bucket), ``tokidx``, ``pkc`` and
-        ``pke`` (passkey registration challenges: after a token's step-up, after enrolling)."""
+        ``pke`` (passkey registration challenges: after a token's step-up, after enrolling),
+        ``grant:<id>`` (an enrollment grant spent)."""
         return f"{self._tag(self.group_of(user_id))}:{kind}:{user_id}"
 
     def session(self, session_id: str, user_id: str) -> str:

@@ -178,6 +178,12 @@ class RedisTokens(ScriptRunner):
         return bool(settled)
 
     @redis_call
+    async def spend_enrollment_grant(self, user_id: str, grant_id: str, until_ms: int) -> bool:
+        key = self.keys.user(user_id, f"grant:{grant_id}")
+        (spent,) = await self._run([("SET", [key], [b"1", "NX", "PXAT", until_ms])])
+        return spent is not None
+
+    @redis_call
     async def publish_merchant_key_revoked(self, key_id: str) -> None:
         await self._run([("SADD", [self.keys.revoked_merchant_keys()], [key_id])])
 

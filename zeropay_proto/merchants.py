@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from . import _patterns as patterns
@@ -99,3 +100,21 @@ def key_matches(credential: MerchantCredential, presented: PresentedKey) -> bool
     """Whether ``presented`` is this live credential's key (constant-time comparison)."""
     same = hmac.compare_digest(credential.key_hash, presented.key_hash)
     return same and credential.key_id == presented.key_id and credential.revoked_at_ms is None
+
+
+#: The longest display name a merchant may have.
+MAX_DISPLAY_NAME = 100
+
+
+def parse_display_name(text: str) -> str:
+    """A merchant's display name as an operator gives it: trimmed, 1 to
+    :data:`MAX_DISPLAY_NAME` characters, no control characters (it is shown to payers)."""
+    name = " ".join(text.split())
+    if not 1 <= len(name) <= MAX_DISPLAY_NAME or any(
+        unicodedata.category(c).startswith("C") for c in name
+    ):
+        raise RemoteProtocolError(
+            f"a display name is 1 to {MAX_DISPLAY_NAME} printable characters",
+            field="display_name",
+        )
+    return name

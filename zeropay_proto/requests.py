@@ -42,6 +42,8 @@ class EnrollmentRequest:
     device_id: str
     #: Ask for a passkey's registration options with the new enrollment.
     register_passkey: bool = False
+    #: The enrollment grant of the link the payer followed (:mod:`zeropay_proto.grants`).
+    grant: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +183,20 @@ def parse_enrollment(body: bytes) -> EnrollmentRequest:
         factors=factors,
         device_id=device_id,
         register_passkey=_flag(obj, "register_passkey"),
+        grant=_grant(obj),
     )
+
+
+def parse_enrollment_grant(body: bytes) -> str:
+    """``POST /v1/enrollment/grants``: ``{user_uuid}``; the user id."""
+    return parse_user_id(_required(load_json_object(body), "user_uuid"))
+
+
+def _grant(obj: Mapping[str, Any]) -> str | None:
+    grant = obj.get("grant")
+    if grant is not None and not isinstance(grant, str):
+        raise RemoteProtocolError("must be an enrollment grant", field="grant")
+    return grant
 
 
 def _flag(obj: Mapping[str, Any], name: str) -> bool:

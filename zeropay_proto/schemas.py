@@ -65,6 +65,13 @@ ENROLLMENT: dict[str, Any] = {
             "description": "Answer a passkey's registration options with the enrollment, "
             "good for one registration without a token (POST /v1/passkeys) for 2 minutes.",
         },
+        "grant": {
+            "type": "string",
+            "pattern": "^zpg_[A-Za-z0-9_-]{1,196}$",
+            "description": "The enrollment grant of the link the payer followed "
+            "(POST /v1/enrollment/grants): single-use, for this user, and only to create "
+            "an enrollment (an update refuses it).",
+        },
     },
     "examples": [
         {
@@ -73,6 +80,13 @@ ENROLLMENT: dict[str, Any] = {
             "device_id": "phone-1",
         }
     ],
+}
+
+ENROLLMENT_GRANT: dict[str, Any] = {
+    "type": "object",
+    "required": ["user_uuid"],
+    "properties": {"user_uuid": USER_UUID},
+    "examples": [{"user_uuid": "123e4567-e89b-42d3-a456-426614174000"}],
 }
 
 INITIATE: dict[str, Any] = {

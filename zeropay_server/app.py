@@ -39,6 +39,8 @@ from .flows import (
 )
 from .observability import AccessLog
 from .openapi import ROUTES
+from .pages import TEMPLATES, choose_language
+from .pages import render as render_page
 from .problems import PROBLEM_MEDIA_TYPE, problem, problem_type
 from .runtime import Runtime
 
@@ -50,8 +52,7 @@ def _static(name: str, kind: str) -> tuple[bytes, str]:
 
 
 _HTML = "text/html; charset=utf-8"
-#: The payer's pages, by route (read once), and the assets they load, by name.
-PAGES = {"/enroll": _static("enroll.html", _HTML), "/pay/{session_id}": _static("pay.html", _HTML)}
+#: The assets the payer's pages load, by name (the pages themselves: zeropay_server.pages).
 ASSETS = {
     "zeropay.js": _static("zeropay.js", "text/javascript; charset=utf-8"),
     "style.css": _static("style.css", "text/css; charset=utf-8"),
@@ -248,7 +249,18 @@ def create_app(runtime: Runtime, *, api: bool = True) -> QuartTrio:
         for everyone (a page asks the API, which judges the session id)."""
 
         async def view(**params: str) -> Response:
-            content = PAGES.get(path) or ASSETS.get(params.get("name", ""))
+            template = TEMPLATES.get(path)
+            if template is not None:
+                asked = request.args.get("lang")
+                language = choose_language(request.headers.get("Accept-Language"), asked)
+                page = Response(
+                    render_page(template, language, demo=runtime.settings.embedded),
+                    content_type=_HTML,
+                )
+                page.headers["Content-Language"] = language
+                page.headers["Vary"] = "Accept-Language"
+                return page
+            content = ASSETS.get(params.get("name", ""))
             if content is None:
                 return render(problem_reply(404, "NOT_FOUND", "no such page"))
             body, content_type = content

@@ -183,7 +183,36 @@ _PASSKEY = closed(
 )
 _STATUS = {"enum": ["pending", "verified", "failed", "expired"]}
 
+_GRANT_EXAMPLE = "zpg_C299LlfBT36aWS8djwxqEQAAAAAADb-IZWVlZWVlZWVlZWVlZWVlZUcnc02mKT_xWsp1VNVJ7eI"
+
 ANSWERS: dict[str, dict[str, Any]] = {
+    "issue_grant": closed(
+        {
+            "success": _SUCCESS,
+            "user_uuid": schemas.USER_UUID,
+            "grant": {"type": "string", "description": "The grant (`zpg_...`), single-use."},
+            "enroll_url": {
+                "type": "string",
+                "description": "Where to send the payer: the enroll page with the grant.",
+            },
+            "expires_in": _int("Seconds the grant stays good.", 1),
+        },
+        example={
+            "success": True,
+            "user_uuid": USER,
+            "grant": _GRANT_EXAMPLE,
+            "enroll_url": f"/enroll?grant={_GRANT_EXAMPLE}",
+            "expires_in": 900,
+        },
+    ),
+    "read_grant": closed(
+        {
+            "success": _SUCCESS,
+            "user_uuid": schemas.USER_UUID,
+            "expires_in": _int("Seconds the grant stays good.", 1),
+        },
+        example={"success": True, "user_uuid": USER, "expires_in": 840},
+    ),
     "enroll": closed(
         {
             "success": _SUCCESS,
@@ -309,7 +338,12 @@ ANSWERS: dict[str, dict[str, Any]] = {
                         "type": ["integer", "null"],
                         "description": "The currency's minor-unit exponent (EUR 2).",
                     },
-                    "payee": {"type": ["string", "null"]},
+                    "payee": {"type": ["string", "null"], "description": "The merchant's id."},
+                    "payee_name": {
+                        "type": ["string", "null"],
+                        "description": "The merchant's display name (`merchants name`), "
+                        "what the payer is shown; null if it has none.",
+                    },
                 }
             ),
             "return_url": {"type": ["string", "null"], "format": "uri"},
@@ -471,7 +505,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "attempts_remaining": 0,
         "expires_in": 241,
         "required_factors": ["PIN", "COLOUR", "EMOJI"],
-        "payment": {"amount": 4250, "currency": "EUR", "exponent": 2, "payee": "shop-1"},
+        "payment": {
+            "amount": 4250,
+            "currency": "EUR",
+            "exponent": 2,
+            "payee": "shop-1",
+            "payee_name": "Shop One",
+        },
         "return_url": "https://shop.example/orders/7/back",
         "cancel_url": None,
     },

@@ -1,4 +1,5 @@
-"""Which merchant is calling: API keys checked against an in-memory directory.
+"""Which merchant is calling: API keys checked against an in-memory directory (which also
+holds the merchants' display names, shown to payers).
 
 The live keys are few and change rarely, so every instance holds them in memory: checking a
 key costs no round trip. Two sources keep the directory true:
@@ -52,16 +53,23 @@ class MerchantDirectory:
         self._clock = clock
         self.max_staleness = max_staleness
         self._keys: dict[str, MerchantCredential] = {}
+        self._names: dict[str, str] = {}
         self._revoked: frozenset[str] = frozenset()
         self._loaded_at: float | None = None
         self._revocations_at: float | None = None
 
     async def refresh(self) -> int:
-        """Reload the live keys; returns how many there are."""
+        """Reload the live keys and the merchants' display names; returns how many keys
+        there are."""
         keys = await self._store.merchant_keys()
+        self._names = await self._store.merchant_names()
         self._keys = {credential.key_id: credential for credential in keys}
         self._loaded_at = self._clock()
         return len(keys)
+
+    def display_name(self, merchant_id: str | None) -> str | None:
+        """The name payers are shown for the merchant, if an operator gave it one."""
+        return None if merchant_id is None else self._names.get(merchant_id)
 
     async def read_revocations(self) -> int:
         """Read the revocations published in Redis; returns how many there are."""

@@ -29,7 +29,7 @@ from adapters.redis_keys import KeySpace
 from adapters.redis_store import RedisStore
 from zeropay_proto import LocalProtocolError, RemoteProtocolError, b64url
 from zeropay_proto.crypto import NONCE_BYTES, seal
-from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key
+from zeropay_proto.merchants import API_KEY_ENTROPY_BYTES, issue_api_key, parse_display_name
 from zeropay_proto.webhooks import (
     SECRET_BYTES,
     WebhookEndpoint,
@@ -198,7 +198,16 @@ async def _merchant_command(
             if not await aio(store.revoke_merchant_key)(key_id, now_ms):
                 raise ValueError(f"no live key {key_id}")
             return [f"key {key_id} revoked ({await publish_revocation(settings, key_id)})"]
-    raise ValueError("usage: merchants add MERCHANT_ID | list | revoke KEY_ID")
+        case ["name", merchant_id, *name] if name:
+            display_name = parse_display_name(" ".join(name))
+            await aio(store.name_merchant)(merchant_id, display_name)
+            return [
+                f"merchant {merchant_id} is shown to payers as {display_name!r} "
+                f"(on every instance within {REFRESH_SECONDS:.0f} s)"
+            ]
+    raise ValueError(
+        "usage: merchants add MERCHANT_ID | list | revoke KEY_ID | name MERCHANT_ID DISPLAY NAME"
+    )
 
 
 #: A rotated webhook secret's old one keeps signing beside the new one this long.

@@ -251,6 +251,42 @@ ROUTES: tuple[Route, ...] = (
         ),
     ),
     Route(
+        method="POST",
+        path="/v1/enrollment/grants",
+        handler="issue_grant",
+        idempotent="merchant",
+        operation=_operation(
+            "issue_grant",
+            "issue_enrollment_grant",
+            "enrollment",
+            "Make an enrollment link for a user",
+            "Merchants only (X-API-Key). A short-lived (15 minutes), single-use grant to "
+            "enroll this user: send the payer to `enroll_url`, where the page enrolls that "
+            "user without asking for an id. A grant only creates an enrollment: replacing "
+            "one still needs the user's token.",
+            body=schemas.ENROLLMENT_GRANT,
+            statuses=(400, 403),
+            success=201,
+            state_changing=True,
+            merchant=True,
+        ),
+    ),
+    Route(
+        method="GET",
+        path="/v1/enrollment/grants/{grant}",
+        handler="read_grant",
+        operation=_operation(
+            "read_grant",
+            "read_enrollment_grant",
+            "enrollment",
+            "Read an enrollment link's grant",
+            "What the enroll page asks first: the user the grant enrolls and how long it "
+            "stays good; `400 GRANT_INVALID` for a forged or expired one.",
+            statuses=(400,),
+            path_params=(("grant", {"type": "string", "pattern": "^zpg_[A-Za-z0-9_-]{1,196}$"}),),
+        ),
+    ),
+    Route(
         method="PUT",
         path="/v1/enrollment/update",
         handler="update_enrollment",

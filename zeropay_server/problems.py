@@ -190,6 +190,19 @@ PROBLEMS: Mapping[str, ProblemType] = _types(
     ("METHOD_NOT_ALLOWED", 405, "Method not allowed", "The route does not answer this method."),
     ("REQUEST_TIMEOUT", 408, "Request timeout", "The body did not arrive in time."),
     (
+        "GRANT_INVALID",
+        400,
+        "Enrollment link not valid",
+        "The enrollment grant is forged, altered, expired, or for another user: ask the "
+        "merchant for a new link.",
+    ),
+    (
+        "GRANT_USED",
+        409,
+        "Enrollment link already used",
+        "Each enrollment grant enrolls once: ask the merchant for a new link.",
+    ),
+    (
         "ALREADY_ENROLLED",
         409,
         "Already enrolled",

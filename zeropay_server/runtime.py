@@ -39,6 +39,7 @@ from adapters.redis_store import RedisStore, from_trio
 from zeropay_proto import Factor, Policy, epoch_ms
 from zeropay_proto.admission import Limits
 from zeropay_proto.crypto import NONCE_BYTES, EnrollmentRecord, seal_record
+from zeropay_proto.grants import grant_key
 from zeropay_proto.merchants import (
     API_KEY_ENTROPY_BYTES,
     MerchantCredential,
@@ -87,6 +88,8 @@ class Runtime:
     policy: Policy
     limits: Limits
     decoy_key: bytes
+    #: The enrollment grants' MAC key (zeropay_proto.grants).
+    grant_key: bytes
     #: A sealed record opened in place of an unknown user's (see DECOY_RECORD_USER).
     decoy_record: bytes
     merchants: MerchantDirectory
@@ -233,6 +236,7 @@ async def open_runtime(
             ),
             limits=_limits(settings),
             decoy_key=hmac.new(keys.pepper, b"zeropay/decoy-key/v1", hashlib.sha256).digest(),
+            grant_key=grant_key(keys.pepper),
             decoy_record=_decoy_record(settings, entropy),
             merchants=MerchantDirectory(
                 stores.durable,
@@ -342,8 +346,9 @@ def _decoy_record(settings: Settings, entropy: Callable[[int], bytes]) -> bytes:
     return seal_record(settings.secrets.keyring, record, nonce=entropy(NONCE_BYTES))
 
 
-#: Embedded mode's merchant, for the demo key.
+#: Embedded mode's merchant, for the demo key, and the name payers are shown for it.
 DEMO_MERCHANT_ID = "demo-shop"
+DEMO_MERCHANT_NAME = "Demo Shop"
 
 
 async def _add_demo_merchant(
@@ -367,4 +372,5 @@ async def _add_demo_merchant(
             created_at_ms=now_ms,
         )
     await store.add_merchant_key(credential)
+    await store.name_merchant(DEMO_MERCHANT_ID, DEMO_MERCHANT_NAME)
     return key

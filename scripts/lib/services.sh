@@ -101,6 +101,9 @@ ensure_test_binaries() {
     if [ ! -x /usr/bin/chromium ]; then
         apt_install chromium || say "NO CHROMIUM: THE BROWSER TESTS WILL BE SKIPPED"
     fi
+    # The pages' accessibility is checked with axe-core, pinned, test-only, from the npm
+    # registry into .run/npm (never committed, never served).
+    ensure_axe_core
     # Debian's packages may start a PgBouncer (6432), a Prometheus (9090) and an HAProxy of
     # their own; the tests need only the binaries.
     local unit
@@ -109,6 +112,25 @@ ensure_test_binaries() {
             service "$unit" stop >/dev/null 2>&1 || true
         fi
     done
+}
+
+AXE_CORE_VERSION=4.14.1
+
+ensure_axe_core() {
+    local target="$ROOT/.run/npm"
+    if [ -f "$target/node_modules/axe-core/package.json" ] \
+        && grep -q "\"version\": \"$AXE_CORE_VERSION\"" "$target/node_modules/axe-core/package.json"; then
+        return 0
+    fi
+    command -v npm >/dev/null || apt_install npm || {
+        say "NO NPM: THE ACCESSIBILITY CHECKS WILL BE SKIPPED"
+        return 0
+    }
+    mkdir -p "$target"
+    say "installing axe-core $AXE_CORE_VERSION (test-only) into $target"
+    npm install --silent --no-save --no-audit --no-fund --prefix "$target" \
+        "axe-core@$AXE_CORE_VERSION" >/dev/null \
+        || say "AXE-CORE NOT INSTALLED: THE ACCESSIBILITY CHECKS WILL BE SKIPPED"
 }
 
 ensure_stack_binaries() {

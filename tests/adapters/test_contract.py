@@ -927,6 +927,28 @@ async def test_merchant_keys_are_added_listed_and_revoked(durable_backend: dict[
 
 
 @durable
+async def test_a_merchant_is_named_and_renamed(durable_backend: dict[str, Any]) -> None:
+    async with open_durable_store(durable_backend) as store:
+        merchant = f"shop-{uuid.uuid4().hex[:8]}"
+        assert merchant not in await store.merchant_names()
+        await store.name_merchant(merchant, "Café Zürich")
+        assert (await store.merchant_names())[merchant] == "Café Zürich"
+        await store.name_merchant(merchant, "Café Zürich & Co")
+        assert (await store.merchant_names())[merchant] == "Café Zürich & Co"
+
+
+@state
+async def test_an_enrollment_grant_is_spent_once(state_backend: dict[str, Any]) -> None:
+    async with open_state_store(state_backend) as store:
+        user, grant = new_user(), secrets.token_hex(16)
+        until = int(time.time() * 1000) + 60_000
+        assert await store.spend_enrollment_grant(user, grant, until)
+        assert not await store.spend_enrollment_grant(user, grant, until)
+        assert await store.spend_enrollment_grant(user, secrets.token_hex(16), until)
+        assert await store.spend_enrollment_grant(new_user(), grant, until)
+
+
+@durable
 async def test_webhook_endpoints_are_added_listed_disabled_and_rotated(
     durable_backend: dict[str, Any],
 ) -> None:

@@ -72,9 +72,10 @@ async def test_migrate_is_versioned_idempotent_and_creates_partitions_ahead(
     assert first == [
         "0001_initial.sql", "0002_merchant_keys.sql", "0003_passkeys.sql",
         "0004_maintenance.sql", "0005_webhooks.sql", "0006_second_events.sql",
+        "0007_merchant_names.sql",
     ]  # fmt: skip
     assert second == []
-    assert [r[0] for r in versions] == [1, 2, 3, 4, 5, 6]
+    assert [r[0] for r in versions] == [1, 2, 3, 4, 5, 6, 7]
     assert [r[0] for r in rows] == [
         "audit_log_2027_01", "audit_log_2027_02", "audit_log_2027_03", "audit_log_2027_04",
         "audit_log_default",

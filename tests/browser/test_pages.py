@@ -33,6 +33,7 @@ from tests.e2e.servers import (
     DEMO_MERCHANT_KEY,
     ServerProcess,
     add_merchant,
+    command,
     production_env,
     running_server,
 )
@@ -47,11 +48,15 @@ ANSWERS = {"PIN": "4827", "COLOUR": "teal,amber", "WORDS": "blue harbour"}
 
 @dataclass(frozen=True)
 class Shop:
-    """A running server, the merchant key that opens its sessions, and that merchant's id."""
+    """A running server, the merchant key that opens its sessions, that merchant's id and
+    the name payers are shown for it; ``embedded``: the development server (whose enroll
+    page offers a demo user id field; elsewhere a payer enrolls through a merchant's link)."""
 
     server: ServerProcess
     merchant_key: str
     payee: str
+    payee_name: str
+    embedded: bool
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis+postgresql"])
@@ -63,7 +68,7 @@ def shop(
     if request.param == "embedded":
         env = {"PBKDF2_ITERATIONS": "1000", "ZEROPAY_DEMO_MERCHANT_KEY": DEMO_MERCHANT_KEY}
         with running_server(env, workdir) as running:
-            yield Shop(running, DEMO_MERCHANT_KEY, "demo-shop")
+            yield Shop(running, DEMO_MERCHANT_KEY, "demo-shop", "Demo Shop", embedded=True)
         return
     prefix = unique_prefix()
     with temporary_database() as database_url:
@@ -75,8 +80,10 @@ def shop(
             WEBAUTHN_RP_ID="localhost",  # origins: http://localhost:<the bound port>
         )
         key = add_merchant(env, "browser-shop")
+        named = command(env, "merchants", "name", "browser-shop", "Browser", "Shop")
+        assert named.returncode == 0, named.stderr
         with running_server(env, workdir) as running:
-            yield Shop(running, key, "browser-shop")
+            yield Shop(running, key, "browser-shop", "Browser Shop", embedded=False)
     delete_prefix(REDIS_URL, prefix)
 
 
@@ -105,11 +112,12 @@ class BrowserThread:
             )
         return self._browser
 
-    def on_page(self, steps: Callable[[Page], None]) -> None:
-        """Run ``steps`` on a fresh page, in the browser's thread."""
+    def on_page(self, steps: Callable[[Page], None], *, locale: str = "en-US") -> None:
+        """Run ``steps`` on a fresh page of a browser speaking ``locale``, in the browser's
+        thread."""
 
         def run() -> None:
-            page = self._start().new_page(locale="en-US")
+            page = self._start().new_page(locale=locale)
             try:
                 steps(page)
             finally:
@@ -151,15 +159,33 @@ def answer(page: Page, factor: str, value: str) -> None:
     """Answer one factor the way a payer does: palettes by clicking, the rest by typing."""
     if factor == "COLOUR":
         for name in value.split(","):
-            page.click(f"fieldset[data-factor=COLOUR] button[data-pick={name}]")
+            page.click(f"[data-factor=COLOUR] [data-pick={name}]")
     else:
         page.fill(f"input[name={factor}]", value)
 
 
-def enroll_on_page(page: Page, server: ServerProcess, user: str, *, passkey: bool = False) -> None:
+def enroll_url(shop: Shop, user: str) -> str:
+    """Where a payer enrolls ``user``: the merchant's enrollment link (a grant from the API),
+    or on the development server the enroll page's demo user id field."""
+    if shop.embedded:
+        return f"{origin(shop.server)}/enroll"
+    made = httpx.post(
+        f"{shop.server.url}/v1/enrollment/grants",
+        json={"user_uuid": user},
+        headers=headers(shop.merchant_key),
+    )
+    assert made.status_code == 201, made.text
+    return f"{origin(shop.server)}{made.json()['enroll_url']}"
+
+
+def enroll_on_page(page: Page, shop: Shop, user: str, *, passkey: bool = False) -> None:
     """Enroll the ANSWERS on the enroll page, and a passkey too if ``passkey``."""
-    page.goto(f"{origin(server)}/enroll")
-    page.fill("input[name=user_uuid]", user)
+    page.goto(enroll_url(shop, user))
+    page.wait_for_selector("#enrollment:not([hidden])")
+    if shop.embedded:
+        page.fill("input[name=user_uuid]", user)
+    else:
+        assert page.locator("input[name=user_uuid]").is_hidden()  # no id typed by the payer
     for factor, value in ANSWERS.items():
         answer(page, factor, value)
     if passkey:
@@ -226,14 +252,14 @@ def test_enroll_then_pay_on_the_pages(shop: Shop, browser: BrowserThread) -> Non
     server, user = shop.server, str(uuid.uuid4())
 
     def steps(page: Page) -> None:
-        enroll_on_page(page, server, user)
+        enroll_on_page(page, shop, user)
         assert page.text_content("#result") == "Enrolled 3 factors."
         shot(page, f"1-enrolled-{shop.payee}")
         started = initiate(shop, user)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
-        page.wait_for_selector("fieldset.factor")
+        page.wait_for_selector("#answers:not([hidden])")
         assert page.text_content("#amount") == "€42.50"  # 4250 minor units of EUR
-        assert page.text_content("#payee") == shop.payee
+        assert page.text_content("#payee") == shop.payee_name
         shot(page, f"2-payment-shown-{shop.payee}")
         assert pay_on_page(page, started) == "Payment authorised."
         shot(page, f"3-authorised-{shop.payee}")
@@ -245,10 +271,10 @@ def test_a_wrong_pin_shows_the_generic_failure(shop: Shop, browser: BrowserThrea
     server, user = shop.server, str(uuid.uuid4())
 
     def steps(page: Page) -> None:
-        enroll_on_page(page, server, user)
+        enroll_on_page(page, shop, user)
         started = initiate(shop, user)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
-        page.wait_for_selector("fieldset.factor")
+        page.wait_for_selector("#answers:not([hidden])")
         text = pay_on_page(page, started, answers={**ANSWERS, "PIN": "0000"}, outcome="error")
         assert text == "Verification failed. Attempts left: 2."
         assert not any(factor in text for factor in ANSWERS)
@@ -257,24 +283,38 @@ def test_a_wrong_pin_shows_the_generic_failure(shop: Shop, browser: BrowserThrea
     browser.on_page(steps)
 
 
+#: Hides the browser's own WebAuthn JSON methods, so that the page takes its fallback.
+WITHOUT_NATIVE_JSON = (
+    "delete PublicKeyCredential.parseCreationOptionsFromJSON;"
+    "delete PublicKeyCredential.parseRequestOptionsFromJSON;"
+)
+
+
+@pytest.mark.parametrize("webauthn", ["native", "fallback"])
 def test_enroll_with_a_passkey_and_pay_with_both_factors(
-    shop: Shop, browser: BrowserThread
+    shop: Shop, browser: BrowserThread, webauthn: str
 ) -> None:
+    """With the browser's PublicKeyCredential.parse*FromJSON and toJSON(), and with the
+    page's own conversions where a browser has none."""
     server, user = shop.server, str(uuid.uuid4())
 
     def steps(page: Page) -> None:
+        if webauthn == "fallback":
+            page.add_init_script(WITHOUT_NATIVE_JSON)
         with_authenticator(page)
-        enroll_on_page(page, server, user, passkey=True)
+        enroll_on_page(page, shop, user, passkey=True)
         assert page.text_content("#result") == "Enrolled 3 factors and a passkey."
+        assert page.evaluate("zeropay.webauthn.path") == webauthn
         shot(page, f"5-enrolled-with-passkey-{shop.payee}")
         started = initiate(shop, user)
         assert started["required_factors"][-1] == "PASSKEY"
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
         page.wait_for_selector("#passkey:not([hidden])")
         signed = page.text_content("#passkey")
-        assert signed == f"Your passkey will sign: €42.50 to {shop.payee}."
+        assert signed == f"Your passkey will sign: €42.50 to {shop.payee_name}."
         shot(page, f"6-passkey-will-sign-{shop.payee}")
         assert pay_on_page(page, started) == "Payment authorised."
+        assert page.evaluate("zeropay.webauthn.path") == webauthn
         shot(page, f"7-authorised-with-passkey-{shop.payee}")
         status = httpx.get(f"{server.url}/v1/verification/status/{started['session_id']}")
         assert status.json()["status"] == "verified"
@@ -306,7 +346,7 @@ def test_a_passkey_signature_over_another_amount_is_refused(
 
     def steps(page: Page) -> None:
         with_authenticator(page)
-        enroll_on_page(page, server, user, passkey=True)
+        enroll_on_page(page, shop, user, passkey=True)
         started = initiate(shop, user)
         page.route("**/v1/verification/status/*", tamper)
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
@@ -355,10 +395,10 @@ def test_the_pay_page_sends_the_payer_back_to_the_merchant(
             route.fulfill(status=200, content_type="text/html", body="<p>thanks</p>")
 
         page.route("https://shop.example/**", shop_page)
-        enroll_on_page(page, server, user)
+        enroll_on_page(page, shop, user)
         started = initiate(shop, user, return_url="https://shop.example/done?order=7")
         page.goto(f"{origin(server)}/pay/{started['session_id']}")
-        page.wait_for_selector("fieldset.factor")
+        page.wait_for_selector("#answers:not([hidden])")
         assert pay_on_page(page, started) == "Payment authorised."
         page.wait_for_url("https://shop.example/**")
         query = parse_qs(urlsplit(arrived[-1]).query)

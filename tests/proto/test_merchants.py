@@ -12,6 +12,7 @@ from zeropay_proto.merchants import (
     issue_api_key,
     key_matches,
     parse_api_key,
+    parse_display_name,
 )
 
 
@@ -65,3 +66,10 @@ def test_issuing_needs_the_full_entropy_and_a_valid_merchant_id() -> None:
         issue_api_key("no spaces", entropy=entropy(API_KEY_ENTROPY_BYTES), now_ms=1)
     with pytest.raises(LocalProtocolError):
         MerchantCredential(merchant_id="shop", key_id="k", key_hash=b"x", created_at_ms=1)
+
+
+def test_a_display_name_is_short_printable_text() -> None:
+    assert parse_display_name("  Café   Zürich ") == "Café Zürich"
+    for bad in ("", "   ", "x" * 101, "Shop\u0000", "Shop\u202e"):
+        with pytest.raises(RemoteProtocolError):
+            parse_display_name(bad)

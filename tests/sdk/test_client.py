@@ -79,6 +79,19 @@ def test_a_payment_end_to_end_with_a_checked_receipt(server: Server) -> None:
             verify_receipt(tampered, zp.get_keys())
 
 
+def test_a_merchant_sends_an_enrollment_link_that_enrolls_once(server: Server) -> None:
+    user = str(uuid.uuid4())
+    with ZeroPay(server.url, server.api_key) as zp:
+        link = zp.enrollment_link(user)
+        assert link["enroll_url"].startswith("/enroll?grant=zpg_")
+        assert zp.read_enrollment_grant(link["grant"])["user_uuid"] == user
+        digests = factor_digests(user, ANSWERS)
+        assert zp.enroll(user, digests, grant=link["grant"])["factor_count"] == 3
+        with pytest.raises(InvalidRequest) as other:
+            zp.enroll(str(uuid.uuid4()), digests, grant=link["grant"])
+        assert (other.value.code, other.value.field) == ("GRANT_INVALID", "grant")
+
+
 def test_a_retry_with_the_key_gets_the_first_answer(server: Server) -> None:
     user, key = str(uuid.uuid4()), str(uuid.uuid4())
     with ZeroPay(server.url, server.api_key) as zp:

@@ -90,12 +90,13 @@ class Harness:
         check_answer(method, path, response.status_code, content_type, text)
         return Response(response.status_code, parsed, response.headers, text)
 
-    async def enroll(self, user: str, factors: tuple[str, ...] = FACTORS) -> Response:
-        return await self.call(
-            "POST",
-            "/v1/enrollment/store",
-            {"user_uuid": user, "factors": answers(user, list(factors)), "device_id": "phone-1"},
-        )
+    async def enroll(
+        self, user: str, factors: tuple[str, ...] = FACTORS, *, grant: str | None = None
+    ) -> Response:
+        body = {"user_uuid": user, "factors": answers(user, list(factors)), "device_id": "phone-1"}
+        if grant is not None:
+            body["grant"] = grant
+        return await self.call("POST", "/v1/enrollment/store", body)
 
     async def initiate(self, user: str, **extra: Any) -> Response:
         return await self.call("POST", "/v1/verification/initiate", {"user_uuid": user, **extra})

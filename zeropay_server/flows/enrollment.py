@@ -11,13 +11,16 @@ from adapters.ports import StoredEnrollment
 from zeropay_proto import (
     ENROLLMENT_ENTROPY_BYTES,
     EnrollmentRequest,
+    RemoteProtocolError,
     epoch_ms,
     open_record,
     parse_enrollment,
+    parse_enrollment_grant,
     parse_user_id,
     plan_enrollment,
 )
 from zeropay_proto.audit import AuditAction, AuditEvent
+from zeropay_proto.grants import GRANT_ID_BYTES, EnrollmentGrant, issue_grant, open_grant
 
 from .context import ApiError, Reply
 from .steps import FlowSteps
@@ -32,6 +35,7 @@ class EnrollmentFlows(FlowSteps):
     async def enroll(self) -> Reply:
         enrollment = parse_enrollment(self.ctx.body)
         user_id = enrollment.user_id
+        grant = None if enrollment.grant is None else self._grant(enrollment.grant, user_id)
         if enrollment.register_passkey:
             self.relying_party()  # before anything is stored: a 404 where passkeys are off
         headers = await self.admit(user_id, state_changing=True)
@@ -39,6 +43,8 @@ class EnrollmentFlows(FlowSteps):
         if not await self.rt.durable.insert_enrollment(stored):
             raise ApiError(409, "ALREADY_ENROLLED", "this user is already enrolled")
         await self._invalidate_after_insert(user_id)
+        if grant is not None:
+            await self._spend_after_insert(grant)
         count = len(enrollment.factors)
         await self.rt.state.append(self.event(AuditAction.ENROLLED, user_id, factor_count=count))
         body = {"user_uuid": user_id, "factor_count": count, "enrolled_at_ms": stored.created_at_ms}
@@ -49,6 +55,12 @@ class EnrollmentFlows(FlowSteps):
     async def update_enrollment(self) -> Reply:
         enrollment = parse_enrollment(self.ctx.body)
         user_id, count = enrollment.user_id, len(enrollment.factors)
+        if enrollment.grant is not None:  # no merchant replaces factors with a grant
+            raise RemoteProtocolError(
+                "a grant only creates an enrollment; an update needs the user's token",
+                code="GRANT_INVALID",
+                field="grant",
+            )
         await self.step_up_for(user_id)
         headers = await self.admit(user_id, state_changing=True, charged_user=True)
         stored = await self._plan_and_wrap(enrollment)
@@ -88,6 +100,62 @@ class EnrollmentFlows(FlowSteps):
             "audit_trail": [_exported_event(e) for e in trail],
         }
         return Reply(200, body, headers)
+
+    async def issue_grant(self) -> Reply:
+        user_id = parse_enrollment_grant(self.ctx.body)
+        merchant_id = await self.merchant()
+        headers = await self.admit(
+            user_id, state_changing=True, merchant_id=merchant_id, charged_user=True
+        )
+        now_ms = epoch_ms(self.ctx.now)
+        token, grant = issue_grant(
+            user_id, now_ms=now_ms, entropy=self.rt.entropy(GRANT_ID_BYTES), key=self.rt.grant_key
+        )
+        body = {
+            "success": True,
+            "user_uuid": user_id,
+            "grant": token,
+            "enroll_url": f"/enroll?grant={token}",
+            "expires_in": grant.expires_in_ms(now_ms) // 1000,
+        }
+        return Reply(201, body, headers)
+
+    async def read_grant(self, raw_grant: str) -> Reply:
+        headers = await self.admit(None, state_changing=False)
+        now_ms = epoch_ms(self.ctx.now)
+        grant = open_grant(raw_grant, now_ms=now_ms, key=self.rt.grant_key)
+        body = {
+            "success": True,
+            "user_uuid": grant.user_id,
+            "expires_in": grant.expires_in_ms(now_ms) // 1000,
+        }
+        return Reply(200, body, headers)
+
+    def _grant(self, token: str, user_id: str) -> EnrollmentGrant:
+        grant = open_grant(token, now_ms=epoch_ms(self.ctx.now), key=self.rt.grant_key)
+        if grant.user_id != user_id:
+            raise RemoteProtocolError(
+                "the grant is for another user", code="GRANT_INVALID", field="grant"
+            )
+        return grant
+
+    async def _spend_after_insert(self, grant: EnrollmentGrant) -> None:
+        """Spend the grant once its enrollment stands. Spent after, not before, so that an
+        outage between the two never uses up the payer's link (the enrollment is undone
+        and the payer, answered 503, tries again); spent all the same, so that a grant used
+        once cannot enroll the user again after they delete their enrollment."""
+        try:
+            fresh = await self.rt.state.spend_enrollment_grant(
+                grant.user_id, grant.grant_id, grant.expires_at_ms
+            )
+        except DependencyUnavailable:
+            with contextlib.suppress(DependencyUnavailable):
+                await self.rt.durable.delete_enrollment(grant.user_id)
+            raise
+        if not fresh:
+            with contextlib.suppress(DependencyUnavailable):
+                await self.rt.durable.delete_enrollment(grant.user_id)
+            raise ApiError(409, "GRANT_USED", "this enrollment link was already used")
 
     async def _plan_and_wrap(self, enrollment: EnrollmentRequest) -> StoredEnrollment:
         plan = plan_enrollment(

@@ -153,7 +153,10 @@ class VerificationFlows(FlowSteps):
             # What the payer's page shows before anything is answered (what you see is what
             # you sign): the holder of a session id is the payer, or their merchant.
             "required_factors": _required_factors(session),
-            "payment": _payment(session.binding),
+            "payment": {
+                **_payment(session.binding),
+                "payee_name": self.rt.merchants.display_name(session.binding.merchant_id),
+            },
             "return_url": session.return_to.return_url,
             "cancel_url": session.return_to.cancel_url,
         }

@@ -1,6 +1,7 @@
 // The payer's side of ZeroPay: the client-side digest protocol (zeropay_proto/answers.py),
 // passkeys (WebAuthn) whose signature covers the payment, and the enroll and pay pages.
-// No framework: the pages are two forms.
+// No framework: the pages are two forms. Every string a payer reads comes from the page's
+// table (zeropay_server/i18n), in the language the server chose.
 "use strict";
 
 const DOMAIN = "zeropay/factor-digest/v1";
@@ -18,11 +19,12 @@ const EMOJI_NAMES = Object.fromEntries(Object.entries(EMOJI).map(([n, c]) => [c,
 const MAX_PICKS = 6;
 const KNOWLEDGE = ["PIN", "COLOUR", "EMOJI", "WORDS"];
 
+// An answer that cannot be a factor's: its message is the key of the string that says why.
 class AnswerError extends Error {}
 
 function picks(names, palette, factor) {
   if (names.length < 1 || names.length > MAX_PICKS || !names.every((n) => palette.includes(n))) {
-    throw new AnswerError(`${factor}: 1 to ${MAX_PICKS} picks from the palette`);
+    throw new AnswerError("error_picks");
   }
   return new TextEncoder().encode(names.join(","));
 }
@@ -30,7 +32,7 @@ function picks(names, palette, factor) {
 // The canonical form of an answer, as bytes (zeropay_proto.answers.canonical_answer).
 function canonicalAnswer(factor, answer) {
   if (factor === "PIN") {
-    if (!/^[0-9]{4,12}$/.test(answer)) throw new AnswerError("a PIN is 4 to 12 digits");
+    if (!/^[0-9]{4,12}$/.test(answer)) throw new AnswerError("error_PIN");
     return new TextEncoder().encode(answer);
   }
   if (factor === "COLOUR") {
@@ -44,11 +46,11 @@ function canonicalAnswer(factor, answer) {
     const words = answer.normalize("NFKC").toLowerCase().replace(/^ +| +$/g, "").split(/ +/);
     const ok = (w) => w.length > 0 && /^[\p{L}\p{M}\p{N}]+$/u.test(w);
     if (words.length < 1 || words.length > MAX_PICKS || !words.every(ok)) {
-      throw new AnswerError(`1 to ${MAX_PICKS} words of letters or digits`);
+      throw new AnswerError("error_WORDS");
     }
     return new TextEncoder().encode(words.join(" "));
   }
-  if (!/^(?:[0-9a-fA-F]{2}){1,512}$/.test(answer)) throw new AnswerError("a template as hex");
+  if (!/^(?:[0-9a-fA-F]{2}){1,512}$/.test(answer)) throw new AnswerError("error_template");
   return Uint8Array.from(answer.match(/../g), (h) => parseInt(h, 16));
 }
 
@@ -90,10 +92,27 @@ function replayHeaders() {
   };
 }
 
-async function post(path, body) {
-  const response = await fetch(path, { method: "POST", headers: replayHeaders(), body: JSON.stringify(body) });
-  return { status: response.status, body: await response.json() };
+// A call to the API: its status and JSON body. A network failure is status 0, and a body
+// that is not JSON (a proxy's page) is empty: either is "try again in a moment".
+async function call(path, init = {}) {
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    return { status: 0, body: {}, headers: new Headers() };
+  }
+  let body = {};
+  try {
+    body = await response.json();
+  } catch {
+    body = {};
+  }
+  return { status: response.status, body, headers: response.headers };
 }
+
+const post = (path, body) => call(path, {
+  method: "POST", headers: replayHeaders(), body: JSON.stringify(body),
+});
 
 // WebAuthn's JSON forms (the server's options, the credential the server checks): binary
 // fields travel as unpadded base64url.
@@ -104,15 +123,34 @@ const toB64url = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer))
   .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 const descriptors = (list) => (list || []).map((c) => ({ ...c, id: fromB64url(c.id) }));
 
+// Which WebAuthn JSON path the page took last: "native" (the browser's
+// PublicKeyCredential.parse*OptionsFromJSON and toJSON) or "fallback" (the code below).
+const webauthn = { path: null };
+const nativeJSON = (parse) => typeof PublicKeyCredential !== "undefined"
+  && typeof PublicKeyCredential[parse] === "function";
+
 // navigator.credentials.create for the server's registration options.
 async function createPasskey(options) {
+  if (nativeJSON("parseCreationOptionsFromJSON")) {
+    const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options);
+    const credential = await navigator.credentials.create({ publicKey });
+    if (typeof credential.toJSON === "function") {
+      webauthn.path = "native";
+      return credential.toJSON();
+    }
+    return registrationJSON(credential);
+  }
   const publicKey = {
     ...options,
     challenge: fromB64url(options.challenge),
     user: { ...options.user, id: fromB64url(options.user.id) },
     excludeCredentials: descriptors(options.excludeCredentials),
   };
-  const credential = await navigator.credentials.create({ publicKey });
+  return registrationJSON(await navigator.credentials.create({ publicKey }));
+}
+
+function registrationJSON(credential) {
+  webauthn.path = "fallback";
   return {
     id: credential.id,
     rawId: toB64url(credential.rawId),
@@ -128,12 +166,25 @@ async function createPasskey(options) {
 
 // navigator.credentials.get for a session's request options: the passkey signs the payment.
 async function signWithPasskey(options) {
+  if (nativeJSON("parseRequestOptionsFromJSON")) {
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options);
+    const credential = await navigator.credentials.get({ publicKey });
+    if (typeof credential.toJSON === "function") {
+      webauthn.path = "native";
+      return credential.toJSON();
+    }
+    return assertionJSON(credential);
+  }
   const publicKey = {
     ...options,
     challenge: fromB64url(options.challenge),
     allowCredentials: descriptors(options.allowCredentials),
   };
-  const credential = await navigator.credentials.get({ publicKey });
+  return assertionJSON(await navigator.credentials.get({ publicKey }));
+}
+
+function assertionJSON(credential) {
+  webauthn.path = "fallback";
   const r = credential.response;
   return {
     id: credential.id,
@@ -149,134 +200,250 @@ async function signWithPasskey(options) {
   };
 }
 
-// An input that fits each factor type: a PIN pad, palette pickers, words, a template.
+// ------------------------------------------------------------------------------ the pages
+
+// The page's strings (zeropay_server/i18n), with {name} filled in.
+const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
+function t(key, values = {}) {
+  const text = STRINGS[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+const $ = (id) => document.getElementById(id);
+const LANGUAGE = document.documentElement.lang || "en";
+
+// The message of the page's current state: announced (aria-live), and an error takes focus
+// (so a payer on a small screen, or with a screen reader, is taken to it).
+function say(text, kind) {
+  const result = $("result");
+  result.textContent = text;
+  result.className = kind || "";
+  if (kind === "error") result.focus();
+}
+
+// The language links keep the page's own address and query (a grant, say).
+function languageLinks() {
+  for (const link of document.querySelectorAll("a[data-lang]")) {
+    const target = new URL(location.href);
+    target.searchParams.set("lang", link.dataset.lang);
+    link.href = target.href;
+  }
+}
+
+// An input that fits each factor: a labelled PIN or words field, or a picker that is a
+// radio group with a roving tabindex (one Tab stop; arrows move, Space or Enter chooses in
+// order), whose choices are kept in a hidden input.
+let factorCount = 0;
 function answerInput(factor) {
-  const box = document.createElement("fieldset");
+  const id = `factor-${factor}-${factorCount++}`;
+  const name = KNOWLEDGE.includes(factor) ? factor : "template";
+  const box = document.createElement(KNOWLEDGE.includes(factor) && factor !== "PIN" && factor !== "WORDS" ? "fieldset" : "div");
   box.className = "factor";
   box.dataset.factor = factor;
-  const legend = document.createElement("legend");
-  legend.textContent = factor;
-  box.append(legend);
-  const input = document.createElement("input");
-  input.name = factor;
-  input.autocomplete = "off";
-  if (factor === "PIN") {
-    input.type = "password";
-    input.inputMode = "numeric";
-    input.placeholder = "4 to 12 digits";
-  } else if (factor === "WORDS") {
-    input.placeholder = "your words";
-  } else if (!KNOWLEDGE.includes(factor)) {
-    input.placeholder = "device template (hex)";
-  } else {
-    input.readOnly = true;
-    input.placeholder = "pick below";
-    const choices = factor === "COLOUR" ? COLOURS : Object.keys(EMOJI);
-    const pad = document.createElement("div");
-    pad.className = "palette";
-    for (const name of choices) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.dataset.pick = name;
-      button.title = name;
-      button.textContent = factor === "COLOUR" ? "" : EMOJI[name];
-      if (factor === "COLOUR") button.style.background = name === "amber" ? "#ffbf00" : name;
-      button.addEventListener("click", () => {
-        const sep = factor === "COLOUR" && input.value ? "," : "";
-        input.value += sep + (factor === "COLOUR" ? name : EMOJI[name]);
-      });
-      pad.append(button);
+  const hint = document.createElement("p");
+  hint.className = "hint";
+  hint.id = `${id}-hint`;
+  hint.textContent = t(`hint_${name}`);
+  if (factor !== "COLOUR" && factor !== "EMOJI") {
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    label.textContent = t(`factor_${name}`);
+    const input = document.createElement("input");
+    input.id = id;
+    input.name = factor;
+    input.autocomplete = "off";
+    input.setAttribute("aria-describedby", hint.id);
+    if (factor === "PIN") {
+      input.type = "password";
+      input.inputMode = "numeric";
+    } else {
+      input.spellcheck = false;
     }
-    const clear = document.createElement("button");
-    clear.type = "button";
-    clear.textContent = "clear";
-    clear.addEventListener("click", () => { input.value = ""; });
-    pad.append(clear);
-    box.append(input, pad);
+    box.append(label, input, hint);
     return box;
   }
-  box.append(input);
+  const legend = document.createElement("legend");
+  legend.id = `${id}-legend`;
+  legend.textContent = t(`factor_${name}`);
+  const kept = document.createElement("input");
+  kept.type = "hidden";
+  kept.name = factor;
+  const choices = factor === "COLOUR" ? COLOURS : Object.keys(EMOJI);
+  const spoken = (pick) => t(`${factor === "COLOUR" ? "colour" : "emoji"}_${pick}`);
+  const group = document.createElement("div");
+  group.className = "palette";
+  group.setAttribute("role", "radiogroup");
+  group.setAttribute("aria-labelledby", legend.id);
+  group.setAttribute("aria-describedby", hint.id);
+  const chosen = document.createElement("p");
+  chosen.className = "chosen";
+  chosen.setAttribute("aria-live", "polite");
+  const picked = [];
+  const show = () => {
+    kept.value = factor === "COLOUR" ? picked.join(",") : picked.map((p) => EMOJI[p]).join("");
+    chosen.textContent = picked.length
+      ? t("chosen", { list: picked.map(spoken).join(", ") }) : t("chosen_none");
+  };
+  const buttons = choices.map((pick, index) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.pick = pick;
+    button.setAttribute("role", "radio");
+    button.setAttribute("aria-checked", "false");
+    button.setAttribute("aria-label", spoken(pick));
+    button.title = spoken(pick);
+    button.tabIndex = index === 0 ? 0 : -1;
+    if (factor === "COLOUR") button.classList.add(`swatch-${pick}`);
+    else button.textContent = EMOJI[pick];
+    button.addEventListener("click", () => {
+      focusOn(index);
+      if (picked.length < MAX_PICKS) picked.push(pick);
+      show();
+    });
+    return button;
+  });
+  function focusOn(index) {
+    buttons.forEach((b, i) => {
+      b.tabIndex = i === index ? 0 : -1;
+      b.setAttribute("aria-checked", String(i === index));
+    });
+    buttons[index].focus();
+  }
+  group.addEventListener("keydown", (event) => {
+    const at = buttons.indexOf(document.activeElement);
+    if (at < 0) return;
+    const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[event.key];
+    if (step !== undefined) {
+      event.preventDefault();
+      focusOn((at + step + buttons.length) % buttons.length);
+    } else if (event.key === "Home" || event.key === "End") {
+      event.preventDefault();
+      focusOn(event.key === "Home" ? 0 : buttons.length - 1);
+    }
+  });
+  group.append(...buttons);
+  const undo = document.createElement("button");
+  undo.type = "button";
+  undo.className = "secondary";
+  undo.textContent = t("remove_last");
+  undo.addEventListener("click", () => { picked.pop(); show(); });
+  show();
+  box.append(legend, hint, group, chosen, undo, kept);
   return box;
 }
 
 async function digestsOf(form, userId, factors) {
   const out = {};
-  for (const factor of factors) out[factor] = await factorDigest(userId, factor, form.elements[factor].value);
+  for (const factor of factors) {
+    try {
+      out[factor] = await factorDigest(userId, factor, form.elements[factor].value);
+    } catch (error) {
+      if (!(error instanceof AnswerError)) throw error;
+      const name = KNOWLEDGE.includes(factor) ? factor : "template";
+      throw new AnswerError(t("check_answer", { factor: t(`factor_${name}`), reason: t(error.message) }));
+    }
+  }
   return out;
-}
-
-function say(text, kind) {
-  const result = document.getElementById("result");
-  result.textContent = text;
-  result.className = kind;
-}
-
-async function sessionStatus(sessionId) {
-  const status = await fetch(`/v1/verification/status/${sessionId}`);
-  return status.status === 200 ? status.json() : null;
 }
 
 // An amount in minor units, in the payer's locale: 4250 EUR with exponent 2 is "€42.50"
 // in English, "42,50 €" in German. The decimal string keeps it exact (no binary float).
-function formatAmount(minor, currency, exponent) {
+function formatAmount(minor, currency, exponent, locale = LANGUAGE) {
   if (minor === null || minor === undefined) return null;
   const digits = String(minor).padStart(exponent + 1, "0");
   const exact = exponent ? `${digits.slice(0, -exponent)}.${digits.slice(-exponent)}` : digits;
   if (!currency) return exact;
-  return new Intl.NumberFormat(navigator.languages, {
+  return new Intl.NumberFormat(locale, {
     style: "currency", currency, minimumFractionDigits: exponent, maximumFractionDigits: exponent,
   }).format(exact);
 }
 
-// What the passkey will sign, in words: the linked data of the session's next attempt.
-function showSigned(passkey, payment) {
-  const note = document.getElementById("passkey");
-  note.hidden = !passkey;
-  if (!passkey) return;
-  const d = passkey.linked_data;
-  const amount = formatAmount(d.amount, d.currency, payment.exponent) || "this payment";
-  note.textContent = `Your passkey will sign: ${amount} to ${d.payee || "—"}.`;
-}
+const clock = (seconds) => `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
 
-// Back to the merchant's page, with the session and its outcome. Only a courtesy: the
-// merchant confirms the outcome with the API (status, receipt or webhook), never from this.
-function backTo(url, sessionId, status) {
-  if (!url) return;
-  const target = new URL(url);
-  target.searchParams.set("session_id", sessionId);
-  target.searchParams.set("status", status);
-  const link = document.getElementById("back");
-  link.href = target.href;
-  link.hidden = false;
-  setTimeout(() => location.assign(target.href), 1500);
-}
-
-async function payPage() {
+// The pay page: one state at a time. Loading; invalid (no form); pending (the form and a
+// countdown); then a final state: verified (a receipt, and back to the shop after a
+// countdown), failed (no attempts left), expired, or locked; or a passing one: a wrong
+// answer (attempts left), or the service unavailable (answers kept, try again).
+const RETURN_SECONDS = 5;
+function payPage() {
   const sessionId = decodeURIComponent(location.pathname.split("/").pop());
-  const userId = sessionUser(sessionId);
-  let session = await sessionStatus(sessionId);
-  if (session === null) return say("This payment link is not valid.", "error");
-  const p = session.payment;
-  document.getElementById("amount").textContent = formatAmount(p.amount, p.currency, p.exponent) || "—";
-  document.getElementById("payee").textContent = p.payee || "—";
-  if (session.cancel_url) {
-    const cancel = document.getElementById("cancel");
-    const target = new URL(session.cancel_url);
+  const form = $("answers");
+  const controls = $("controls");
+  let session = null;
+  let ticking = null;
+  let payee = "";
+
+  const shopUrl = (url, status) => {
+    const target = new URL(url);
     target.searchParams.set("session_id", sessionId);
-    target.searchParams.set("status", "cancelled");
-    cancel.href = target.href;
-    cancel.hidden = false;
+    target.searchParams.set("status", status);
+    return target.href;
+  };
+
+  function finish(text, kind, status, { redirect = false } = {}) {
+    clearInterval(ticking);
+    controls.disabled = true;
+    form.hidden = true;
+    $("countdown").hidden = true;
+    $("cancel").hidden = true;
+    say(text, kind);
+    const url = session && session.return_url;
+    if (!url) return;
+    const back = $("back");
+    back.href = shopUrl(url, status);
+    back.hidden = false;
+    if (!redirect) return;
+    let left = RETURN_SECONDS;
+    const returning = $("returning");
+    returning.hidden = false;
+    returning.textContent = t("returning", { seconds: left });
+    const timer = setInterval(() => {
+      left -= 1;
+      returning.textContent = t("returning", { seconds: Math.max(left, 0) });
+      if (left <= 0) {
+        clearInterval(timer);
+        location.assign(back.href);
+      }
+    }, 1000);
   }
-  if (session.status !== "pending") {
-    say(`This payment is ${session.status}.`, session.status === "verified" ? "ok" : "error");
-    return backTo(session.return_url, sessionId, session.status);
+
+  function showSigned() {
+    const note = $("passkey");
+    note.hidden = !session.passkey;
+    if (!session.passkey) return;
+    const d = session.passkey.linked_data;
+    const amount = formatAmount(d.amount, d.currency, session.payment.exponent);
+    note.textContent = t("passkey_will_sign", { amount, payee });
   }
-  const knowledge = session.required_factors.filter((f) => f !== "PASSKEY");
-  const form = document.getElementById("answers");
-  for (const factor of knowledge) form.querySelector(".factors").append(answerInput(factor));
-  showSigned(session.passkey, p);
-  form.addEventListener("submit", async (event) => {
+
+  function countdown(seconds) {
+    const deadline = Date.now() + seconds * 1000;
+    const shown = $("countdown");
+    shown.hidden = false;
+    const tick = () => {
+      const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+      shown.textContent = t("expires_in", { time: clock(left) });
+      if (left === 0) finish(t("expired"), "error", "expired");
+    };
+    tick();
+    ticking = setInterval(tick, 1000);
+  }
+
+  function receipt(at) {
+    const p = session.payment;
+    $("receipt-amount").textContent = formatAmount(p.amount, p.currency, p.exponent) || "—";
+    $("receipt-payee").textContent = payee;
+    $("receipt-at").textContent = new Intl.DateTimeFormat(LANGUAGE, {
+      dateStyle: "medium", timeStyle: "short",
+    }).format(at);
+    $("receipt-reference").textContent = sessionId.slice(-12);
+    $("receipt").hidden = false;
+  }
+
+  async function submit(event) {
     event.preventDefault();
+    if (controls.disabled) return;
+    const userId = sessionUser(sessionId);
+    const knowledge = session.required_factors.filter((f) => f !== "PASSKEY");
     const body = { session_id: sessionId, user_uuid: userId };
     try {
       body.factors = await digestsOf(form, userId, knowledge);
@@ -284,67 +451,156 @@ async function payPage() {
       if (error instanceof AnswerError) return say(error.message, "error");
       throw error;
     }
-    if (session.passkey) {
-      try {
-        body.passkey = await signWithPasskey(session.passkey.options);
-      } catch {  // cancelled, or no passkey here: nothing was sent, nothing counted
-        return say("The passkey did not sign: try again.", "error");
+    controls.disabled = true;
+    say(t("checking"), "");
+    try {
+      if (session.passkey) {
+        try {
+          body.passkey = await signWithPasskey(session.passkey.options);
+        } catch {  // cancelled, or no passkey here: nothing was sent, nothing counted
+          return say(t("passkey_did_not_sign"), "error");
+        }
       }
+      const done = await post("/v1/verification/verify", body);
+      if (done.status === 200) {
+        receipt(new Date());
+        return finish(t("verified"), "ok", "verified", { redirect: true });
+      }
+      if (done.status === 401) {
+        // Each attempt signs its own challenge: the next one comes with the session's status.
+        const fresh = await call(`/v1/verification/status/${encodeURIComponent(sessionId)}`);
+        if (fresh.status === 200) session = { ...session, ...fresh.body };
+        if (session.status === "expired") return finish(t("expired"), "error", "expired");
+        const left = done.body.attempts_remaining;
+        if (left === 0) return finish(t("exhausted"), "error", "failed");
+        showSigned();
+        return say(t("failed", { left }), "error");
+      }
+      if (done.status === 429 && done.body.code === "ACCOUNT_LOCKED") {
+        const minutes = Math.max(1, Math.ceil((done.body.retry_after || 60) / 60));
+        return finish(t("locked", { minutes }), "error", "failed");
+      }
+      if (done.status === 404) return finish(t("invalid"), "error", "failed");
+      return say(t("unavailable"), "error");  // 503, 429 and the like: the answers stay
+    } finally {
+      if (!form.hidden) controls.disabled = false;
     }
-    const done = await post("/v1/verification/verify", body);
-    if (done.status === 200) {
-      say("Payment authorised.", "ok");
-      return backTo(session.return_url, sessionId, "verified");
+  }
+
+  async function load() {
+    const found = await call(`/v1/verification/status/${encodeURIComponent(sessionId)}`);
+    $("loading").hidden = true;
+    if (found.status === 400 || found.status === 404) return say(t("invalid"), "error");
+    if (found.status !== 200) return say(t("unavailable"), "error");
+    session = found.body;
+    const p = session.payment;
+    payee = p.payee_name || p.payee || "—";
+    $("amount").textContent = formatAmount(p.amount, p.currency, p.exponent) || "—";
+    $("payee").textContent = payee;
+    $("payment").hidden = false;
+    if (session.cancel_url) {
+      $("cancel").href = shopUrl(session.cancel_url, "cancelled");
+      $("cancel").hidden = false;
     }
-    if (done.status === 401) {
-      // Each attempt signs its own challenge: the next one comes with the session's status.
-      session = (await sessionStatus(sessionId)) || session;
-      showSigned(session.passkey, p);
-      const left = done.body.attempts_remaining;
-      say(`Verification failed. Attempts left: ${left}.`, "error");
-      if (left === 0) backTo(session.return_url, sessionId, session.status);
-      return;
+    if (session.status === "verified") {
+      return finish(t("verified"), "ok", "verified", { redirect: true });
     }
-    if (done.status === 429) return say("Too many failed attempts: try again later.", "error");
-    return say("The service could not check your answers now: try again shortly.", "error");
-  });
+    if (session.status === "expired") return finish(t("expired"), "error", "expired");
+    if (session.status !== "pending" || session.attempts_remaining === 0) {
+      return finish(t("exhausted"), "error", "failed");
+    }
+    const factors = form.querySelector(".factors");
+    for (const factor of session.required_factors) {
+      if (factor !== "PASSKEY") factors.append(answerInput(factor));
+    }
+    showSigned();
+    form.hidden = false;
+    form.addEventListener("submit", submit);
+    countdown(session.expires_in);
+  }
+
+  load();
 }
 
+// The enroll page: for the user of the enrollment link a shop sent (?grant=), or, on the
+// embedded development server only, for a user id typed in a field marked as a demo.
 function enrollPage() {
-  const form = document.getElementById("enrollment");
-  const user = form.elements.user_uuid;
-  if (!user.value) user.value = crypto.randomUUID();
-  const chosen = form.querySelector(".factors");
-  for (const factor of KNOWLEDGE) chosen.append(answerInput(factor));
-  form.addEventListener("submit", async (event) => {
+  const form = $("enrollment");
+  const controls = $("controls");
+  const grant = new URLSearchParams(location.search).get("grant");
+  const demo = document.body.dataset.demo === "true";
+  let userId = null;
+
+  async function submit(event) {
     event.preventDefault();
+    if (controls.disabled) return;
+    const user = userId || form.elements.user_uuid.value.trim();
     const named = KNOWLEDGE.filter((f) => form.elements[f].value !== "");
-    if (named.length < 3) return say("Answer at least three factors.", "error");
+    if (named.length < 3) return say(t("need_three"), "error");
     let factors;
     try {
-      factors = await digestsOf(form, user.value, named);
+      factors = await digestsOf(form, user, named);
     } catch (error) {
       if (error instanceof AnswerError) return say(error.message, "error");
       throw error;
     }
     const withPasskey = form.elements.passkey.checked;
-    const done = await post("/v1/enrollment/store",
-      { user_uuid: user.value, device_id: "browser", factors, register_passkey: withPasskey });
-    if (done.status !== 201) return say(done.body.detail || "Enrollment failed.", "error");
-    const enrolled = `Enrolled ${done.body.factor_count} factors`;
-    if (!withPasskey) return say(`${enrolled}.`, "ok");
-    let credential;
+    const body = { user_uuid: user, device_id: "browser", factors, register_passkey: withPasskey };
+    if (grant) body.grant = grant;
+    controls.disabled = true;
+    say(t("saving"), "");
+    let done = false;
     try {
-      credential = await createPasskey(done.body.passkey_options);
-    } catch {
-      return say(`${enrolled}; the passkey was not created.`, "error");
+      const stored = await post("/v1/enrollment/store", body);
+      if (stored.status === 409) return say(t("already_enrolled"), "error");
+      if (stored.status === 400 && stored.body.field === "grant") return say(t("grant_invalid"), "error");
+      if (stored.status >= 500 || stored.status === 0 || stored.status === 429) {
+        return say(t("enroll_unavailable"), "error");
+      }
+      if (stored.status !== 201) return say(t("enroll_failed"), "error");
+      done = true;
+      const count = stored.body.factor_count;
+      if (!withPasskey) return say(t("enrolled", { count }), "ok");
+      let credential;
+      try {
+        credential = await createPasskey(stored.body.passkey_options);
+      } catch {
+        return say(t("passkey_not_created", { count }), "error");
+      }
+      const added = await post("/v1/passkeys", { user_uuid: user, credential });
+      if (added.status === 201) return say(t("enrolled_passkey", { count }), "ok");
+      return say(t("passkey_refused", { count }), "error");
+    } finally {
+      if (!done) controls.disabled = false;
+      else form.hidden = true;
     }
-    const added = await post("/v1/passkeys", { user_uuid: user.value, credential });
-    if (added.status === 201) return say(`${enrolled} and a passkey.`, "ok");
-    return say(`${enrolled}; the passkey was refused.`, "error");
-  });
+  }
+
+  async function load() {
+    if (grant) {
+      const found = await call(`/v1/enrollment/grants/${encodeURIComponent(grant)}`);
+      $("loading").hidden = true;
+      if (found.status === 400 || found.status === 404 || found.status === 410) {
+        return say(t("grant_invalid"), "error");
+      }
+      if (found.status !== 200) return say(t("enroll_unavailable"), "error");
+      userId = found.body.user_uuid;
+    } else {
+      $("loading").hidden = true;
+      if (!demo) return say(t("need_link"), "error");
+      $("demo").hidden = false;
+      if (!form.elements.user_uuid.value) form.elements.user_uuid.value = crypto.randomUUID();
+    }
+    const chosen = form.querySelector(".factors");
+    for (const factor of KNOWLEDGE) chosen.append(answerInput(factor));
+    form.hidden = false;
+    form.addEventListener("submit", submit);
+  }
+
+  load();
 }
 
-window.zeropay = { factorDigest, canonicalAnswer, sessionUser, formatAmount };
+languageLinks();
+window.zeropay = { factorDigest, canonicalAnswer, sessionUser, formatAmount, webauthn };
 if (document.body.dataset.page === "pay") payPage();
 if (document.body.dataset.page === "enroll") enrollPage();

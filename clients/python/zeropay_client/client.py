@@ -33,6 +33,8 @@ R = TypeVar("R")
 #: Every operationId of the contract, and the method that performs it.
 OPERATIONS: Mapping[str, str] = {
     "enroll": "enroll",
+    "issue_enrollment_grant": "enrollment_link",
+    "read_enrollment_grant": "read_enrollment_grant",
     "update_enrollment": "update_enrollment",
     "delete_enrollment": "delete_enrollment",
     "export_enrollment": "export_enrollment",
@@ -160,16 +162,30 @@ class _Operations(Generic[R]):
         *,
         device_id: str = "zeropay-client",
         register_passkey: bool | None = None,
+        grant: str | None = None,
         idempotency_key: str | None = None,
     ) -> R:
-        """Enroll 3 to 15 factors, as digests (:func:`factor_digests`)."""
+        """Enroll 3 to 15 factors, as digests (:func:`factor_digests`); ``grant``: the
+        enrollment link's grant the payer followed (:meth:`enrollment_link`)."""
         body = _drop_none(
             user_uuid=user_uuid,
             factors=dict(factors),
             device_id=device_id,
             register_passkey=register_passkey,
+            grant=grant,
         )
         return self._keyed("POST", "/v1/enrollment/store", body, idempotency_key, False)
+
+    def enrollment_link(self, user_uuid: str, *, idempotency_key: str | None = None) -> R:
+        """A link that enrolls ``user_uuid`` (merchants): its ``enroll_url`` (relative to
+        the service), good once for 15 minutes. Send the payer there; no one types an id."""
+        body = {"user_uuid": user_uuid}
+        return self._keyed("POST", "/v1/enrollment/grants", body, idempotency_key, True)
+
+    def read_enrollment_grant(self, grant: str) -> R:
+        """The user an enrollment grant enrolls, and how long it stays good."""
+        path = f"/v1/enrollment/grants/{_segment(grant)}"
+        return self._send(Call("GET", path, retriable=True))
 
     def update_enrollment(
         self, token: str, user_uuid: str, factors: Mapping[str, str], *, device_id: str
