@@ -33,6 +33,7 @@ from tests.browser.test_pages import (
     initiate,
     origin,
     shop,
+    shop_site,
 )
 from tests.e2e.servers import DEMO_MERCHANT_KEY, running_server
 
@@ -122,6 +123,15 @@ def submit_and_wait(page: Page, outcome: str = "error") -> str:
     return page.text_content("#result") or ""
 
 
+@pytest.fixture
+def page_shop(shop: Shop) -> Shop:
+    """The shop whose pages show what every backend's show: the development server's (the
+    backend changes nothing on the page but the enrollment link, tested on both)."""
+    if not shop.embedded:
+        pytest.skip("the same page on every backend: shown on the embedded one")
+    return shop
+
+
 @pytest.fixture(scope="module")
 def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """A development server whose sessions live 2 seconds: a session left alone expires."""
@@ -134,9 +144,10 @@ def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         yield Shop(running, DEMO_MERCHANT_KEY, "demo-shop", "Demo Shop", embedded=True)
 
 
-def test_the_pay_page_in_every_state(shop: Shop, short_lived: Shop, browser: BrowserThread) -> None:
-    if not shop.embedded:
-        pytest.skip("the page's states are the same on every backend: the embedded one shows them")
+def test_the_pay_page_in_every_state(
+    page_shop: Shop, short_lived: Shop, browser: BrowserThread
+) -> None:
+    shop = page_shop
 
     def steps(page: Page) -> None:
         user = enrolled_user(page, shop)
@@ -210,13 +221,7 @@ def test_the_pay_page_in_every_state(shop: Shop, short_lived: Shop, browser: Bro
     browser.on_page(steps)
 
     def verified_and_expired(page: Page) -> None:
-        arrived: list[str] = []
-
-        def shop_page(route: Route) -> None:
-            arrived.append(route.request.url)
-            route.fulfill(status=200, content_type="text/html", body="<p>thanks</p>")
-
-        page.route("https://shop.example/**", shop_page)
+        arrived = shop_site(page)
         user = enrolled_user(page, short_lived)
         # Expired: a session left alone past its life; the countdown ends it.
         started = open_pay_page(page, short_lived, user, return_url="https://shop.example/done")
@@ -289,10 +294,9 @@ def test_the_enroll_page_in_every_state(shop: Shop, browser: BrowserThread) -> N
 
 
 def test_pickers_are_radio_groups_of_named_44_pixel_choices(
-    shop: Shop, browser: BrowserThread
+    page_shop: Shop, browser: BrowserThread
 ) -> None:
-    if not shop.embedded:
-        pytest.skip("the same page on every backend")
+    shop = page_shop
 
     def steps(page: Page) -> None:
         page.goto(f"{origin(shop.server)}/enroll")
@@ -370,10 +374,9 @@ def type_answer_with_keys(page: Page, factor: str, value: str) -> None:
 
 
 def test_a_payer_enrolls_and_pays_with_the_keyboard_alone(
-    shop: Shop, browser: BrowserThread
+    page_shop: Shop, browser: BrowserThread
 ) -> None:
-    if not shop.embedded:
-        pytest.skip("the same page on every backend")
+    shop = page_shop
 
     def steps(page: Page) -> None:
         user = str(uuid.uuid4())
@@ -402,9 +405,10 @@ def test_a_payer_enrolls_and_pays_with_the_keyboard_alone(
     browser.on_page(steps)
 
 
-def test_the_pages_speak_german_when_the_browser_asks(shop: Shop, browser: BrowserThread) -> None:
-    if not shop.embedded:
-        pytest.skip("the same page on every backend")
+def test_the_pages_speak_german_when_the_browser_asks(
+    page_shop: Shop, browser: BrowserThread
+) -> None:
+    shop = page_shop
 
     def steps(page: Page) -> None:
         user = enrolled_user(page, shop)

@@ -223,6 +223,18 @@ def with_authenticator(page: Page) -> None:
     cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
 
 
+def shop_site(page: Page) -> list[str]:
+    """Stand in for the shop at https://shop.example: the addresses the payer arrives at."""
+    arrived: list[str] = []
+
+    def shop_page(route: Route) -> None:
+        arrived.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<p>thanks</p>")
+
+    page.route("https://shop.example/**", shop_page)
+    return arrived
+
+
 def initiate(shop: Shop, user: str, **extra: Any) -> dict[str, Any]:
     body = {"user_uuid": user, "amount": 4250, "currency": "EUR", **extra}
     url = f"{shop.server.url}/v1/verification/initiate"
@@ -388,13 +400,7 @@ def test_the_pay_page_sends_the_payer_back_to_the_merchant(
     server, user = shop.server, str(uuid.uuid4())
 
     def steps(page: Page) -> None:
-        arrived: list[str] = []
-
-        def shop_page(route: Route) -> None:
-            arrived.append(route.request.url)
-            route.fulfill(status=200, content_type="text/html", body="<p>thanks</p>")
-
-        page.route("https://shop.example/**", shop_page)
+        arrived = shop_site(page)
         enroll_on_page(page, shop, user)
         started = initiate(shop, user, return_url="https://shop.example/done?order=7")
         page.goto(f"{origin(server)}/pay/{started['session_id']}")

@@ -210,6 +210,9 @@ function t(key, values = {}) {
 }
 const $ = (id) => document.getElementById(id);
 const LANGUAGE = document.documentElement.lang || "en";
+// The payer's own locale where it is of the page's language (de-CH for a Swiss payer of the
+// German page), for amounts and dates; else the page's language.
+const LOCALE = (navigator.languages || []).find((l) => l.split("-")[0] === LANGUAGE) || LANGUAGE;
 
 // The message of the page's current state: announced (aria-live), and an error takes focus
 // (so a payer on a small screen, or with a screen reader, is taken to it).
@@ -347,7 +350,7 @@ async function digestsOf(form, userId, factors) {
 
 // An amount in minor units, in the payer's locale: 4250 EUR with exponent 2 is "€42.50"
 // in English, "42,50 €" in German. The decimal string keeps it exact (no binary float).
-function formatAmount(minor, currency, exponent, locale = LANGUAGE) {
+function formatAmount(minor, currency, exponent, locale = LOCALE) {
   if (minor === null || minor === undefined) return null;
   const digits = String(minor).padStart(exponent + 1, "0");
   const exact = exponent ? `${digits.slice(0, -exponent)}.${digits.slice(-exponent)}` : digits;
@@ -432,7 +435,7 @@ function payPage() {
     const p = session.payment;
     $("receipt-amount").textContent = formatAmount(p.amount, p.currency, p.exponent) || "—";
     $("receipt-payee").textContent = payee;
-    $("receipt-at").textContent = new Intl.DateTimeFormat(LANGUAGE, {
+    $("receipt-at").textContent = new Intl.DateTimeFormat(LOCALE, {
       dateStyle: "medium", timeStyle: "short",
     }).format(at);
     $("receipt-reference").textContent = sessionId.slice(-12);
