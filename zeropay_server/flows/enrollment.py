@@ -149,13 +149,18 @@ class EnrollmentFlows(FlowSteps):
                 grant.user_id, grant.grant_id, grant.expires_at_ms
             )
         except DependencyUnavailable:
-            with contextlib.suppress(DependencyUnavailable):
-                await self.rt.durable.delete_enrollment(grant.user_id)
+            await self._undo_insert(grant.user_id)
             raise
         if not fresh:
-            with contextlib.suppress(DependencyUnavailable):
-                await self.rt.durable.delete_enrollment(grant.user_id)
+            await self._undo_insert(grant.user_id)
             raise ApiError(409, "GRANT_USED", "this enrollment link was already used")
+
+    async def _undo_insert(self, user_id: str) -> None:
+        """Take back an enrollment just inserted, and any record an initiate cached from it
+        meanwhile (best effort: an outage leaves it to the cache's short life)."""
+        with contextlib.suppress(DependencyUnavailable):
+            await self.rt.durable.delete_enrollment(user_id)
+            await self.invalidate_record(user_id)
 
     async def _plan_and_wrap(self, enrollment: EnrollmentRequest) -> StoredEnrollment:
         plan = plan_enrollment(
@@ -196,8 +201,7 @@ class EnrollmentFlows(FlowSteps):
         try:
             await self.invalidate_record(user_id)
         except DependencyUnavailable:
-            with contextlib.suppress(DependencyUnavailable):
-                await self.rt.durable.delete_enrollment(user_id)
+            await self._undo_insert(user_id)
             raise
 
     def _exported(self, user_id: str, stored: StoredEnrollment) -> dict[str, Any]:
