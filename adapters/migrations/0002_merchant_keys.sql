@@ -1,4 +1,4 @@
--- Merchant API keys (issue 11): only a SHA-256 hash of each key is stored; a key is shown
+-- Merchant API keys: only a SHA-256 hash of each key is stored; a key is shown
 -- once, when it is issued. A revoked key stays listed (who had it, when it ended).
 CREATE TABLE merchant_keys (
     key_id      text PRIMARY KEY,

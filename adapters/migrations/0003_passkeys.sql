@@ -1,4 +1,4 @@
--- Passkeys (issue 10), the possession factor: a user's registered WebAuthn credentials. The
+-- Passkeys, the possession factor: a user's registered WebAuthn credentials. The
 -- public key and the sign count are not secrets; deleting the enrollment deletes them.
 CREATE TABLE passkeys (
     user_id       uuid        NOT NULL REFERENCES wrapped_keys (user_id) ON DELETE CASCADE,

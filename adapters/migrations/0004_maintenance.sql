@@ -1,4 +1,4 @@
--- Maintenance that runs by itself (issue 12): the server keeps the audit partitions ahead and
+-- Maintenance that runs by itself: the server keeps the audit partitions ahead and
 -- applies retention, one instance at a time; rows that landed in the default partition move
 -- into their month's partition when it is created, never lost.
 

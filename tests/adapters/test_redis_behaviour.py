@@ -99,7 +99,7 @@ async def test_hundred_concurrent_wrong_verifications_evaluate_at_most_five(
 
 
 async def test_session_memory_stays_within_budget_at_ten_thousand_sessions() -> None:
-    """Issue 3 asks for the figure: MEMORY USAGE of every session key, averaged."""
+    """The figure the design asks for: MEMORY USAGE of every session key, averaged."""
     prefix = f"m{secrets.token_hex(4)}"
     sessions = 10_000
     async with trio_asyncio.open_loop():

@@ -1,4 +1,4 @@
-"""The Redis adapter under the faults of an ordinary week (issue 11).
+"""The Redis adapter under the faults of an ordinary week.
 
 Every error reply that means "Redis cannot serve us now" becomes DependencyUnavailable (a 503),
 never an unexpected exception (a 500): each reply is driven through redis-py's real parser by

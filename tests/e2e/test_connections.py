@@ -1,4 +1,4 @@
-"""Connections a slow, odd or departing client leaves behind (issue 11), over raw sockets
+"""Connections a slow, odd or departing client leaves behind, over raw sockets
 against a real server process (the embedded default: this is about HTTP, not storage)."""
 
 from __future__ import annotations

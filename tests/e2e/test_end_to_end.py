@@ -173,7 +173,7 @@ async def test_a_session_initiated_on_one_instance_verifies_on_the_other(
     two_servers: tuple[ServerProcess, ServerProcess],
     merchant: dict[str, str],
 ) -> None:
-    """Defect 1: sessions lived in one process's memory."""
+    """The original service kept sessions in one process's memory."""
     a, b = two_servers
     user = str(uuid.uuid4())
     async with httpx.AsyncClient(timeout=30, headers=merchant) as client:
@@ -289,7 +289,7 @@ async def test_redis_down_is_503_never_a_success_or_a_500(
     tmp_path: Path,
     merchant: dict[str, str],
 ) -> None:
-    """Defect 10: every limiter failed open when Redis was down."""
+    """In the original service every limiter failed open when Redis was down."""
     url, redis_process = private_redis_url
     with running_server({**stack_env, "REDIS_URL": url}, tmp_path, "doomed") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=merchant) as client:

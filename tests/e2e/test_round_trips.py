@@ -7,7 +7,7 @@ Counted, not timed: every Redis round trip passes through the Trio pool's ``roun
 request's steps on standalone Redis) or redis-py's ``send_packed_command`` (one command or one
 pipeline on one connection, behind the bridge); PostgreSQL statements are counted at the
 adapter's pool. Real Redis and PostgreSQL, standalone Redis. A verify reads PostgreSQL only when
-the user's record is not in the record cache (issue 8).
+the user's record is not in the record cache.
 """
 
 from __future__ import annotations

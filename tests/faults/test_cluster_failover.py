@@ -1,4 +1,4 @@
-"""A Redis Cluster failover under load (issue 11): 3 masters with a replica each.
+"""A Redis Cluster failover under load: 3 masters with a replica each.
 
 First ``SCRIPT FLUSH`` on one master (the state a promoted replica is in: ``SCRIPT LOAD`` is
 not replicated), then a master SIGKILLed: its replica is promoted and the service recovers

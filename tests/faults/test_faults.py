@@ -1,4 +1,4 @@
-"""An ordinary week's faults under load (issue 11): two API instances, a private Redis and a
+"""An ordinary week's faults under load: two API instances, a private Redis and a
 private PostgreSQL, a steady bounded load of initiate and verify, one fault per test.
 
 For every fault: no API process exits (but the one the test kills), clients see only 2xx, 4xx

@@ -129,7 +129,7 @@ def test_limiters_refuse_nonsense_limits(decide: object) -> None:
 
 
 def test_same_millisecond_requests_are_counted_exactly() -> None:
-    """Defect 6: the original used the millisecond as ZSET member and under-counted bursts."""
+    """The original service used the millisecond as ZSET member and under-counted bursts."""
     deciders: list[Any] = [decide_fixed_window, decide_sliding_window, decide_token_bucket]
     for decide in deciders:
         state = None

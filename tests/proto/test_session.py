@@ -603,7 +603,7 @@ def test_window_is_redrawn_when_a_factor_is_no_longer_enrolled() -> None:
 
 
 def test_comparison_does_the_same_work_whatever_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 9: the original stopped at the first wrong factor (3 ms vs 22 ms, an oracle)."""
+    """The original service stopped at the first wrong factor (3 ms vs 22 ms, an oracle)."""
     import zeropay_proto.crypto
     import zeropay_proto.session as session_module
 

@@ -212,7 +212,7 @@ async def test_wrong_factor_is_one_generic_401_and_the_session_fails_after_three
 
 
 async def test_verified_session_cannot_be_verified_again() -> None:
-    """Defect 4: a verified session minted a new token on every verify."""
+    """In the original service a verified session minted a new token on every verify."""
     async with running_app() as h:
         user = new_user()
         await h.enroll(user)
@@ -335,7 +335,7 @@ async def test_tokens_expire() -> None:
 
 
 async def test_update_needs_that_users_token_and_replaces_the_factors() -> None:
-    """Defect 2: the original overwrote an enrollment without proof."""
+    """The original service overwrote an enrollment without proof."""
     async with running_app() as h:
         user, other = new_user(), new_user()
         await h.enroll(user)
@@ -496,7 +496,7 @@ async def test_export_has_metadata_and_audit_trail_never_digests_or_verifiers() 
 
 
 async def test_no_route_returns_a_stored_digest() -> None:
-    """Defect 2: an unauthenticated route returned a user's stored digests."""
+    """In the original service an unauthenticated route returned a user's stored digests."""
     async with running_app() as h:
         user = new_user()
         await h.enroll(user)
@@ -564,7 +564,7 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client() -> None:
 
 
 async def test_per_user_limit_does_not_depend_on_a_client_header() -> None:
-    """Defect 5: the per-user limit keyed on a client header and was skipped without it."""
+    """In the original service the per-user limit keyed on a client header, skipped without it."""
     async with running_app(RATE_LIMIT_PER_USER="2") as h:
         user = new_user()
         statuses = [(await h.initiate(user)).status for _ in range(3)]

@@ -1,4 +1,4 @@
-"""Configuration from the environment: the settings issue 8 and 11 added, and their errors."""
+"""Configuration from the environment: the deadlines, bounds and budgets, and their errors."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def test_no_scan_or_keys_command_anywhere_in_the_service() -> None:
-    """Defect 6: the original's admin statistics ran an unbounded SCAN loop (77,303 in 4 s)."""
+    """The original service's admin statistics ran an unbounded SCAN loop (77,303 in 4 s)."""
     sources = [
         *sorted((ROOT / "adapters").rglob("*.py")),
         *sorted((ROOT / "adapters" / "lua").glob("*.lua")),
@@ -35,7 +35,7 @@ def test_no_scan_or_keys_command_anywhere_in_the_service() -> None:
 
 
 async def test_a_tampered_wrapped_key_fails_verification_even_with_right_factors() -> None:
-    """Defect 11: the original's "ZK proof" returned constants. Here a success needs the data
+    """The original service's "ZK proof" returned constants. Here a success needs the data
     key to unwrap under the PBKDF2 key derived from the stored verifiers."""
     async with running_app() as h:
         user = str(uuid.uuid4())

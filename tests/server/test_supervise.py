@@ -1,4 +1,4 @@
-"""Background tasks are restarted, never allowed to end the process (issue 11)."""
+"""Background tasks are restarted, never allowed to end the process."""
 
 from __future__ import annotations
 
