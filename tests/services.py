@@ -18,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +64,45 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> N
     )
 
 
+#: Every Redis key prefix and PostgreSQL database this test process made, with the test that
+#: made it: at the end of the run none may be left in the shared servers (tests/conftest.py).
+MADE_PREFIXES: dict[str, str] = {}
+MADE_DATABASES: dict[str, str] = {}
+
+
+def _current_test() -> str:
+    return os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+
+
 def unique_prefix() -> str:
     """A Redis key prefix no other test uses."""
-    return f"t{secrets.token_hex(5)}"
+    prefix = f"t{secrets.token_hex(5)}"
+    MADE_PREFIXES[prefix] = _current_test()
+    return prefix
+
+
+@contextlib.contextmanager
+def own_prefix(url: str = REDIS_URL) -> Iterator[str]:
+    """A prefix of the test's own, whose keys are deleted when the block ends: start the
+    servers and stores that use it inside the block, so that they have stopped by then."""
+    prefix = unique_prefix()
+    try:
+        yield prefix
+    finally:
+        delete_prefix(url, prefix)
+
+
+def leftover_keys(url: str, prefixes: Iterable[str]) -> dict[str, int]:
+    """How many keys each of ``prefixes`` still has in the Redis at ``url`` (tests only)."""
+    client = redis.Redis.from_url(url)
+    try:
+        counts = {
+            prefix: sum(1 for _ in client.scan_iter(match=f"{{{prefix}:*", count=1000))
+            for prefix in prefixes
+        }
+    finally:
+        client.close()
+    return {prefix: count for prefix, count in counts.items() if count}
 
 
 def delete_prefix(url: str, prefix: str) -> None:
@@ -160,6 +196,25 @@ def running_redis_cluster(
             _stop(process)
 
 
+def leftover_databases(admin_url: str, names: Iterable[str]) -> list[str]:
+    """Which of the databases ``names`` still exist (tests only)."""
+    import asyncio
+
+    import asyncpg
+
+    async def existing() -> list[str]:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname = ANY ($1::text[])", list(names)
+            )
+        finally:
+            await conn.close()
+        return sorted(r["datname"] for r in rows)
+
+    return asyncio.run(existing())
+
+
 @contextlib.contextmanager
 def temporary_database(admin_url: str = DATABASE_URL) -> Iterator[str]:
     """A fresh PostgreSQL database for one test or module, dropped afterwards."""
@@ -169,6 +224,8 @@ def temporary_database(admin_url: str = DATABASE_URL) -> Iterator[str]:
 
     name = f"zp_test_{secrets.token_hex(5)}"
     base, _, _ = admin_url.rpartition("/")
+    if admin_url == DATABASE_URL:
+        MADE_DATABASES[name] = _current_test()
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(admin_url)

@@ -31,6 +31,7 @@ from tests.services import (
     REDIS_URL,
     _stop,
     delete_prefix,
+    own_prefix,
     running_private_redis,
     temporary_database,
     unique_prefix,
@@ -316,52 +317,67 @@ async def test_graceful_shutdown_drains_the_audit_stream(
     stack_env: dict[str, str], tmp_path: Path, merchant: dict[str, str]
 ) -> None:
     # A prefix of its own: no other instance's flusher may claim these events first.
-    env = {
-        **stack_env,
-        "REDIS_PREFIX": unique_prefix(),
-        "AUDIT_FLUSH_INTERVAL": "600000",
-        "AUDIT_BUFFER_SIZE": "1000",
-    }
-    user = str(uuid.uuid4())
-    with running_server(env, tmp_path, "closing") as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=merchant) as client:
-            for _ in range(3):
-                ok = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
-                assert ok.status_code == 200
-        assert await audit_actions(stack_env["DATABASE_URL"], user) == []  # still buffered
-        assert server.stop() == 0
-    assert await audit_actions(stack_env["DATABASE_URL"], user) == ["SESSION_INITIATED"] * 3
-    assert '"audit drained"' in server.log.read_text()
+    with own_prefix() as prefix:
+        env = {
+            **stack_env,
+            "REDIS_PREFIX": prefix,
+            "AUDIT_FLUSH_INTERVAL": "600000",
+            "AUDIT_BUFFER_SIZE": "1000",
+        }
+        user = str(uuid.uuid4())
+        with running_server(env, tmp_path, "closing") as server:
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=30, headers=merchant
+            ) as client:
+                for _ in range(3):
+                    ok = await call(
+                        client, "POST", "/v1/verification/initiate", {"user_uuid": user}
+                    )
+                    assert ok.status_code == 200
+            assert await audit_actions(stack_env["DATABASE_URL"], user) == []  # still buffered
+            assert server.stop() == 0
+        assert await audit_actions(stack_env["DATABASE_URL"], user) == ["SESSION_INITIATED"] * 3
+        assert '"audit drained"' in server.log.read_text()
 
 
 async def test_api_instances_leave_the_audit_to_an_audit_instance(
     stack_env: dict[str, str], tmp_path: Path, merchant: dict[str, str]
 ) -> None:
     """``--role api`` serves and flushes nothing; ``--role audit`` flushes and serves no API."""
-    env = {**stack_env, "REDIS_PREFIX": unique_prefix()}
-    user = str(uuid.uuid4())
-    with running_server({**env, "ZEROPAY_ROLE": "api"}, tmp_path, "api") as api:
-        async with httpx.AsyncClient(base_url=api.url, timeout=30, headers=merchant) as client:
-            for _ in range(3):
-                ok = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
-                assert ok.status_code == 200
-        assert api.stop() == 0
-    assert '"audit drained"' not in api.log.read_text()
-    assert await audit_actions(stack_env["DATABASE_URL"], user) == []  # waiting in the stream
-    with running_server({**env, "ZEROPAY_ROLE": "audit"}, tmp_path, "audit") as audit:
-        async with httpx.AsyncClient(base_url=audit.url, timeout=30, headers=merchant) as client:
-            refused = await call(client, "POST", "/v1/verification/initiate", {"user_uuid": user})
-            assert refused.status_code == 404
-            assert (await client.get("/metrics")).status_code == 200
+    with own_prefix() as prefix:
+        env = {**stack_env, "REDIS_PREFIX": prefix}
+        user = str(uuid.uuid4())
+        with running_server({**env, "ZEROPAY_ROLE": "api"}, tmp_path, "api") as api:
+            async with httpx.AsyncClient(base_url=api.url, timeout=30, headers=merchant) as client:
+                for _ in range(3):
+                    ok = await call(
+                        client, "POST", "/v1/verification/initiate", {"user_uuid": user}
+                    )
+                    assert ok.status_code == 200
+            assert api.stop() == 0
+        assert '"audit drained"' not in api.log.read_text()
+        assert await audit_actions(stack_env["DATABASE_URL"], user) == []  # waiting in the stream
+        with running_server({**env, "ZEROPAY_ROLE": "audit"}, tmp_path, "audit") as audit:
+            async with httpx.AsyncClient(
+                base_url=audit.url, timeout=30, headers=merchant
+            ) as client:
+                refused = await call(
+                    client, "POST", "/v1/verification/initiate", {"user_uuid": user}
+                )
+                assert refused.status_code == 404
+                assert (await client.get("/metrics")).status_code == 200
 
-        async def flushed() -> bool:
-            return await audit_actions(stack_env["DATABASE_URL"], user) == ["SESSION_INITIATED"] * 3
+            async def flushed() -> bool:
+                return (
+                    await audit_actions(stack_env["DATABASE_URL"], user)
+                    == ["SESSION_INITIATED"] * 3
+                )
 
-        with trio.fail_after(30):  # the audit instance flushes what the api one left
-            while not await flushed():
-                await trio.sleep(0.1)
-        horizon = await partition_horizon(audit)
-        assert audit.stop() == 0
+            with trio.fail_after(30):  # the audit instance flushes what the api one left
+                while not await flushed():
+                    await trio.sleep(0.1)
+            horizon = await partition_horizon(audit)
+            assert audit.stop() == 0
     # ... and keeps the audit partitions ahead: three months after this one.
     today = dt.datetime.now(dt.UTC)
     months = today.year * 12 + today.month - 1 + 4

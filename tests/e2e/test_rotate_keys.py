@@ -195,17 +195,21 @@ async def test_the_command_names_the_missing_version_and_exits_non_zero(database
         await insert_old_records(database, [str(uuid.uuid4())])
     keys = production_keys()
     keys["ZEROPAY_MASTER_KEYS"] = f"7:{base64.b64encode(b'7' * 32).decode()}"
+    prefix = unique_prefix()
     env = {
         **os.environ,
         **keys,
         "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": unique_prefix(),
+        "REDIS_PREFIX": prefix,
         "DATABASE_URL": database,
     }
     command = [sys.executable, "-m", "zeropay_server", "rotate-keys"]
-    result = await trio.to_thread.run_sync(
-        lambda: subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    )
+    try:
+        result = await trio.to_thread.run_sync(
+            lambda: subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        )
+    finally:
+        delete_prefix(REDIS_URL, prefix)  # the command has exited: nothing writes after this
     assert result.returncode == 2, result.stderr
     assert "key version(s) 1" in result.stderr
 
