@@ -356,14 +356,6 @@ class PostgresStore:
             horizon=horizon,
         )
 
-    @_unavailable_as_dependency_error
-    async def apply_retention(self, now: dt.datetime, keep_days: int = 90) -> int:
-        """Drop audit partitions older than ``keep_days``; returns how many were dropped."""
-        dropped = await self._on_primary.fetchval(
-            "SELECT audit_log_apply_retention($1, make_interval(days => $2))", now, keep_days
-        )
-        return int(dropped)
-
     # ---------------------------------------------------------------- EnrollmentPort
 
     @_unavailable_as_dependency_error

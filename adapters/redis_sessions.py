@@ -73,9 +73,6 @@ from .redis_scripts import (
     redis_call,
 )
 
-#: What reserve.lua answers for each of the core's decisions.
-_RESERVE_CODES = {SessionClosed: CLOSED, AccountLocked: LOCKED, AttemptReserved: RESERVED}
-
 
 class RedisSessions(RedisAdmission):
     """SessionPort on Redis (less its tokens: :class:`adapters.redis_tokens.RedisTokens`)."""

@@ -108,7 +108,8 @@ async def test_retention_drops_partitions_older_than_ninety_days(fresh_database:
                 old_event(dt.datetime(2027, 6, 1, tzinfo=dt.UTC)),  # kept
             ]
             assert await aio(store.write_events)(events) == 3
-            dropped = await aio(store.apply_retention)(now)
+            report = await aio(store.maintain)(now)  # its first run applies the retention
+            dropped = report.partitions_dropped
             kept = await query(url, "SELECT event_id::text FROM audit_log")
             parts = await query(
                 url,

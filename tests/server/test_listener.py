@@ -75,3 +75,17 @@ async def test_body_chunks_go_out_as_they_come() -> None:
     await server.protocol_send(RawData(data=b"2\r\n{}\r\n"))
     await server.protocol_send(RawData(data=b"0\r\n\r\n"))
     assert stream.writes == [b"2\r\n{}\r\n", b"0\r\n\r\n"]
+
+
+def test_hypercorns_internals_the_listener_uses_are_still_there() -> None:
+    """The listener subclasses Hypercorn's TCPServer and replaces its idle task: if a
+    Hypercorn release renames what it relies on, this fails by name, not by a hang."""
+    import inspect
+
+    from hypercorn.trio.task_group import TaskGroup
+    from hypercorn.trio.tcp_server import TCPServer
+
+    assert callable(getattr(TCPServer, "_read_data", None))
+    assert callable(getattr(TCPServer, "protocol_send", None))
+    assert "idle_task" in inspect.getsource(TCPServer.__init__)
+    assert "self._nursery" in inspect.getsource(TaskGroup)
