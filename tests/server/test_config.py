@@ -200,3 +200,36 @@ def test_check_config_prints_the_effective_configuration_with_secrets_redacted(
     assert main(["check-config"]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert [e.split(": ")[2].split()[0] for e in errors] == ["DB_POOL_SIZE", "LOG_LEVEL"]
+
+
+def test_each_command_has_its_own_help_and_there_is_a_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for command, own, foreign in (
+        ("rotate-keys", "--batch", "--since"),
+        ("webhooks", "--since", "--batch"),
+        ("serve", "--workers", "--lb-port"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        shown = capsys.readouterr().out
+        assert own in shown, command
+        assert foreign not in shown, command
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("zeropay-server ")
+
+
+def test_a_wrong_digest_answer_lists_the_factors_and_the_palettes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = "0b6f7d2e-57c1-4f7e-9a59-2f1d8f0c6a11"
+    assert main(["digest", user, "COLOUR", "purple"]) == 2
+    told = capsys.readouterr().err
+    assert "teal" in told
+    assert "PIN, COLOUR" in told
+    assert main(["digest", user, "COLOR", "teal"]) == 2
+    assert "no factor 'COLOR'" in capsys.readouterr().err
+    assert main(["digest", user, "COLOUR", "teal,amber"]) == 0
+    assert len(capsys.readouterr().out.strip()) == 64
