@@ -101,6 +101,11 @@ ensure_test_binaries() {
     if [ ! -x /usr/bin/chromium ]; then
         apt_install chromium || say "NO CHROMIUM: THE BROWSER TESTS WILL BE SKIPPED"
     fi
+    # The picture picker shows emoji: a colour emoji font, as a payer's device has, so the
+    # screenshots show what a payer sees.
+    if ! ls /usr/share/fonts/truetype/noto/NotoColorEmoji* >/dev/null 2>&1; then
+        apt_install fonts-noto-color-emoji || say "no emoji font: the pictures show as boxes"
+    fi
     # The pages' accessibility is checked with axe-core, pinned, test-only, from the npm
     # registry into .run/npm (never committed, never served).
     ensure_axe_core

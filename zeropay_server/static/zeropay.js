@@ -296,7 +296,7 @@ function answerInput(factor) {
     button.title = spoken(pick);
     button.tabIndex = index === 0 ? 0 : -1;
     if (factor === "COLOUR") button.classList.add(`swatch-${pick}`);
-    else button.textContent = EMOJI[pick];
+    else button.textContent = `${EMOJI[pick]}\ufe0f`;  // shown as emoji, never as text
     button.addEventListener("click", () => {
       focusOn(index);
       if (picked.length < MAX_PICKS) picked.push(pick);
